@@ -1,0 +1,50 @@
+# VISER-CR for QGIS. `make test` on a fresh Debian bookworm machine installs what it needs.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+APT_PACKAGES := qgis python3-qgis qgis-providers python3-rasterio python3-gdal gdal-bin \
+	python3-venv python3-pip python3-matplotlib python3-yaml xvfb xauth
+SITE := $(shell [ -x $(PY) ] && $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup apt test test-fast bench lint demo install qgis package screenshot clean
+
+setup: $(STAMP)
+
+# Debian packages only when missing: apt is slow and needs root.
+apt:
+	@if [ ! -x /usr/bin/qgis_process.bin ] || ! /usr/bin/python3 -c 'import rasterio, qgis.core, yaml, matplotlib' 2>/dev/null \
+	    || ! command -v xvfb-run >/dev/null; then \
+	  echo "Installing Debian packages: $(APT_PACKAGES)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml constraints.txt | apt
+	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PIP) install -q -c constraints.txt "torch==2.13.0"
+	$(PIP) install -q -c constraints.txt -e ".[dev,train]"
+	@$(PY) -c 'import numpy, rasterio, torch; assert numpy.__version__ < "2", numpy.__version__; \
+	  print("venv ready: numpy", numpy.__version__, "| GDAL", rasterio.__gdal_version__, "| torch", torch.__version__)'
+	@touch $@
+
+test: setup
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests
+
+test-fast: setup
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -x -m "not slow and not qgis_process" tests
+
+bench: setup
+	$(PY) bench/bench_forward.py
+	$(PY) bench/bench_pipeline.py
+	$(PY) bench/bench_memory.py
+
+lint: setup
+	$(PY) -m ruff check core viser_qgis training tests bench
+	$(PY) -m bandit -q -r core viser_qgis training -x tests
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info demo-output
