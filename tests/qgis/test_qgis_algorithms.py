@@ -1,0 +1,247 @@
+"""Each algorithm through processing.run on the committed real crops, with the tiny models."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+from qgis.core import QgsProcessingException, QgsProcessingFeedback
+from qgis_testlib import assert_same_grid, raster_facts
+
+pytestmark = pytest.mark.usefixtures("provider")
+
+
+def run(algorithm: str, params: dict, feedback=None, context=None) -> dict:
+    import processing
+
+    return processing.run(algorithm, params, feedback=feedback or QgsProcessingFeedback(), context=context)
+
+
+def test_removeclouds_sentinel2(fixtures_dir, tiny_rgbn, tmp_path):
+    source = fixtures_dir / "s2l1c_cloudy_96.tif"
+    out, score = tmp_path / "clear.tif", tmp_path / "score.tif"
+    results = run("viser:removeclouds", {"INPUT": str(source), "MODEL_FILE": tiny_rgbn, "OUTPUT": str(out),
+                                         "SCORE": str(score)})
+    assert results["OUTPUT"] == str(out) and results["SCORE"] == str(score)
+    assert results["UNCERTAINTY"] is None
+    assert results["USED_MODEL"] == "tiny-rgbn" and results["USED_SENSOR"] == "s2-l1c"
+    assert results["USED_DEVICE"] == "cpu" and results["TILES"] >= 1
+    facts = assert_same_grid(out, source)
+    assert facts["count"] == 4 and facts["descriptions"] == ["red", "green", "blue", "nir"]
+    assert facts["dtype"] == raster_facts(source)["dtype"]
+    score_facts = assert_same_grid(score, source)
+    assert score_facts["count"] == 1 and score_facts["descriptions"][0]
+
+
+def test_removeclouds_rgbn8_keep_clear_uncertainty_cog(fixtures_dir, tiny_rgbn, tmp_path):
+    source = fixtures_dir / "rgbn8_96.tif"
+    out, unc = tmp_path / "clear.tif", tmp_path / "unc.tif"
+    results = run("viser:removeclouds", {
+        "INPUT": str(source), "MODEL_FILE": tiny_rgbn, "KEEP_CLEAR": True, "SENSOR": "rgbn8", "BANDS": [1, 2, 3, 4],
+        "TILE_SIZE": 96, "OVERLAP": 0, "COG": True, "CREATION_OPTIONS": "COMPRESS=DEFLATE",
+        "OUTPUT": str(out), "UNCERTAINTY": str(unc),
+    })
+    assert results["USED_SENSOR"] == "rgbn8"
+    facts = assert_same_grid(out, source)
+    assert facts["dtype"] == "Byte" and facts["descriptions"] == ["red", "green", "blue", "nir"]
+    assert assert_same_grid(unc, source)["count"] >= 1
+    from osgeo import gdal
+
+    ds = gdal.Open(str(out))
+    assert ds.GetMetadata("IMAGE_STRUCTURE").get("COMPRESSION") == "DEFLATE"
+
+
+def test_removeclouds_temporary_output_and_extent(fixtures_dir, tiny_rgb, tmp_path):
+    """EXTENT in another CRS (what the dock's preview sends) gives a sub-window on the input grid."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRasterLayer
+
+    source = fixtures_dir / "landsat7_rgb8_collar_96.tif"
+    layer = QgsRasterLayer(str(source), "l7")
+    full = layer.extent()
+    sub = full.buffered(-full.width() / 4)
+    wgs84 = QgsCoordinateReferenceSystem("EPSG:4326")
+    rect = QgsCoordinateTransform(layer.crs(), wgs84, QgsProject.instance()).transformBoundingBox(sub)
+    extent = f"{rect.xMinimum()},{rect.xMaximum()},{rect.yMinimum()},{rect.yMaximum()} [EPSG:4326]"
+    results = run("viser:removeclouds", {"INPUT": str(source), "MODEL_FILE": tiny_rgb, "EXTENT": extent,
+                                         "OUTPUT": "TEMPORARY_OUTPUT"})
+    facts = raster_facts(results["OUTPUT"])
+    assert results["OUTPUT"].endswith(".tif")
+    assert facts["count"] == 3 and facts["descriptions"] == ["red", "green", "blue"]
+    assert 16 <= facts["size"][0] < 96 and 16 <= facts["size"][1] < 96
+    # Same pixel size and pixel-aligned with the input.
+    gt, ref = facts["transform"], raster_facts(source)["transform"]
+    assert gt[1] == pytest.approx(ref[1]) and gt[5] == pytest.approx(ref[5])
+    assert ((gt[0] - ref[0]) / ref[1]) == pytest.approx(round((gt[0] - ref[0]) / ref[1]), abs=1e-6)
+
+
+def test_removecloudsstack(fixtures_dir, tiny_stack, tmp_path):
+    dates = [fixtures_dir / n for n in ("ts_s2_ImgNo_5_2018-03-07_64.tif", "ts_s2_ImgNo_7_2018-04-01_64.tif",
+                                       "ts_s2_ImgNo_9_2018-04-26_64.tif")]
+    out = tmp_path / "stack.tif"
+    results = run("viser:removecloudsstack", {
+        "INPUTS": [str(d) for d in dates], "REFERENCE": str(dates[1]), "RESAMPLING": "nearest",
+        "MODEL_FILE": tiny_stack, "OUTPUT": str(out),
+    })
+    assert results["USED_MODEL"] == "tiny-rgbn-l3"
+    facts = assert_same_grid(out, dates[1])
+    assert facts["descriptions"] == ["red", "green", "blue", "nir"]
+
+
+def test_cloudscore(fixtures_dir, tiny_rgbn, tmp_path):
+    source = fixtures_dir / "s2l1c_cloudy_96.tif"
+    out = tmp_path / "score.tif"
+    results = run("viser:cloudscore", {"INPUT": str(source), "MODEL_FILE": tiny_rgbn, "OUTPUT": str(out)})
+    assert results["OUTPUT"] == str(out)
+    facts = assert_same_grid(out, source)
+    assert facts["count"] == 1 and facts["dtype"] == "Float32" and facts["descriptions"][0]
+    from osgeo import gdal
+
+    dataset = gdal.Open(str(out))  # keep the dataset alive while its band is used
+    values = dataset.GetRasterBand(1).ComputeRasterMinMax(False)
+    assert 0.0 <= values[0] <= values[1] <= 1.0
+
+
+def test_evaluate(fixtures_dir, tiny_rgbn, tmp_path):
+    prediction = tmp_path / "clear.tif"
+    run("viser:removeclouds", {"INPUT": str(fixtures_dir / "s2l1c_cloudy_96.tif"), "MODEL_FILE": tiny_rgbn,
+                               "OUTPUT": str(prediction)})
+    report = tmp_path / "report.html"
+    results = run("viser:evaluate", {
+        "PREDICTION": str(prediction), "REFERENCE": str(fixtures_dir / "s2l1c_clear_96.tif"),
+        "REFERENCE_BANDS": [4, 3, 2, 8], "SENSOR": "s2-l1c", "OUTPUT_HTML": str(report),
+    })
+    for key in ("PSNR", "SSIM", "MAE"):
+        assert isinstance(results[key], float) and math.isfinite(results[key]), key
+    assert 0 < results["PSNR"] < 100 and -1 <= results["SSIM"] <= 1 and results["MAE"] >= 0
+    assert results["PIXELS"] == 96 * 96 and results["USED_PROTOCOL"] == "clean"
+    text = report.read_text(encoding="utf-8")
+    assert "PSNR" in text and f"{results['PSNR']:.4f}" in text and "clean" in text
+    # A perfect prediction: the reference against itself.
+    same = run("viser:evaluate", {"PREDICTION": str(fixtures_dir / "s2l1c_clear_96.tif"),
+                                  "REFERENCE": str(fixtures_dir / "s2l1c_clear_96.tif")})
+    assert same["MAE"] == 0 and same["SSIM"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("when", ["before", "during"])
+def test_cancel_leaves_no_file(fixtures_dir, tiny_rgbn, tmp_path, when):
+    feedback = QgsProcessingFeedback()
+    if when == "before":
+        feedback.cancel()
+    else:
+        feedback.progressChanged.connect(lambda value: feedback.cancel() if value > 0 else None)
+    out, score = tmp_path / "clear.tif", tmp_path / "score.tif"
+    with pytest.raises(QgsProcessingException, match="[Cc]ancel"):
+        run("viser:removeclouds", {"INPUT": str(fixtures_dir / "s2l1c_cloudy_96.tif"), "MODEL_FILE": tiny_rgbn,
+                                   "TILE_SIZE": 32, "OVERLAP": 8, "OUTPUT": str(out), "SCORE": str(score)},
+            feedback=feedback)
+    assert not out.exists() and not score.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# -------------------------------------------------------------------------------------- bad input
+def _bad(algorithm, params, match):
+    with pytest.raises(QgsProcessingException, match=match) as info:
+        run(algorithm, params)
+    message = str(info.value)
+    assert "There were errors" not in message and len(message) > 30
+    return message
+
+
+def test_wrong_band_count(fixtures_dir, tiny_rgbn, tmp_path):
+    out = tmp_path / "o.tif"
+    message = _bad("viser:removeclouds", {"INPUT": str(fixtures_dir / "s2l1c_cloudy_96.tif"),
+                                          "MODEL_FILE": tiny_rgbn, "BANDS": [1, 2], "OUTPUT": str(out)},
+                   r"needs 4")
+    assert "red, green, blue, nir" in message
+    message = _bad("viser:removeclouds", {"INPUT": str(fixtures_dir / "landsat8_bgr_160x128.tif"),
+                                          "SENSOR": "landsat-c2l2", "MODEL_FILE": tiny_rgbn, "OUTPUT": str(out)},
+                   r"3 band")
+    assert "--" not in message  # the engine's command-line advice names Processing parameters here
+    assert not out.exists()
+
+
+def test_unknown_sensor_advice_names_parameters(fixtures_dir, tiny_rgb, tmp_path):
+    message = _bad("viser:removeclouds", {"INPUT": str(fixtures_dir / "landsat8_bgr_160x128.tif"),
+                                          "MODEL_FILE": tiny_rgb, "OUTPUT": str(tmp_path / "o.tif")}, "SENSOR")
+    assert "--sensor" not in message
+
+
+def test_empty_stack(tiny_stack, tmp_path):
+    _bad("viser:removecloudsstack", {"INPUTS": [], "MODEL_FILE": tiny_stack, "OUTPUT": str(tmp_path / "o.tif")},
+         "INPUTS is empty")
+
+
+def test_stack_without_overlap(fixtures_dir, tiny_stack, tmp_path):
+    out = tmp_path / "o.tif"
+    _bad("viser:removecloudsstack", {
+        "INPUTS": [str(fixtures_dir / "s2l1c_cloudy_96.tif"), str(fixtures_dir / "ts_s2_ImgNo_5_2018-03-07_64.tif")],
+        "MODEL_FILE": tiny_stack, "OUTPUT": str(out)}, "overlap")
+    assert not out.exists()
+
+
+def test_stack_reference_not_in_inputs(fixtures_dir, tiny_stack, tmp_path):
+    _bad("viser:removecloudsstack", {
+        "INPUTS": [str(fixtures_dir / "ts_s2_ImgNo_5_2018-03-07_64.tif")],
+        "REFERENCE": str(fixtures_dir / "ts_s2_ImgNo_9_2018-04-26_64.tif"),
+        "MODEL_FILE": tiny_stack, "OUTPUT": str(tmp_path / "o.tif")}, "not one of INPUTS")
+
+
+def test_missing_weights_file(fixtures_dir, tiny_rgbn, tmp_path):
+    card = tmp_path / "lonely.json"
+    shutil.copy(tiny_rgbn, card)  # the card without its .safetensors
+    out = tmp_path / "o.tif"
+    _bad("viser:removeclouds", {"INPUT": str(fixtures_dir / "s2l1c_cloudy_96.tif"), "MODEL_FILE": str(card),
+                                "OUTPUT": str(out)}, r"weights file .* missing")
+    _bad("viser:removeclouds", {"INPUT": str(fixtures_dir / "s2l1c_cloudy_96.tif"),
+                                "MODEL_FILE": str(tmp_path / "nothere.safetensors"), "OUTPUT": str(out)},
+         "MODEL_FILE: .* does not exist")
+    assert not out.exists()
+
+
+def test_bad_device_and_options(fixtures_dir, tiny_rgbn, tmp_path):
+    source = str(fixtures_dir / "s2l1c_cloudy_96.tif")
+    out = str(tmp_path / "o.tif")
+    _bad("viser:removeclouds", {"INPUT": source, "MODEL_FILE": tiny_rgbn, "DEVICE": "cuda:3", "OUTPUT": out},
+         "DEVICE")
+    _bad("viser:removeclouds", {"INPUT": source, "MODEL_FILE": tiny_rgbn, "CREATION_OPTIONS": "DEFLATE",
+                                "OUTPUT": out}, "KEY=VALUE")
+    _bad("viser:removeclouds", {"INPUT": source, "MODEL_FILE": tiny_rgbn, "CLOUD_MASK": source, "OUTPUT": out},
+         "KEEP_CLEAR")
+
+
+def test_evaluate_grid_mismatch(fixtures_dir):
+    _bad("viser:evaluate", {"PREDICTION": str(fixtures_dir / "s2l1c_clear_96.tif"),
+                            "REFERENCE": str(fixtures_dir / "landsat8_bgr_160x128.tif")}, "same grid")
+
+
+def test_toolbox_run_loads_a_true_colour_layer(fixtures_dir, tiny_rgbn, tmp_path, qgis_new_project):
+    """As the Toolbox dialog runs it: the output is loaded into the project, named and styled."""
+    from processing.gui.Postprocessing import handleAlgorithmResults
+    from qgis.core import (
+        QgsApplication,
+        QgsMultiBandColorRenderer,
+        QgsProcessingContext,
+        QgsProcessingOutputLayerDefinition,
+        QgsProject,
+    )
+
+    project = QgsProject.instance()
+    context = QgsProcessingContext()
+    context.setProject(project)
+    feedback = QgsProcessingFeedback()
+    alg = QgsApplication.processingRegistry().createAlgorithmById("viser:removeclouds")
+    out = tmp_path / "clear.tif"
+    params = {"INPUT": str(fixtures_dir / "s2l1c_cloudy_96.tif"), "MODEL_FILE": tiny_rgbn,
+              "OUTPUT": QgsProcessingOutputLayerDefinition(str(out), project)}
+    results, ok = alg.run(params, context, feedback)
+    assert ok and results["OUTPUT"] == str(out)
+    assert handleAlgorithmResults(alg, context, feedback)
+    layers = project.mapLayersByName("s2l1c_cloudy_96 cloud-free")
+    assert len(layers) == 1, [layer.name() for layer in project.mapLayers().values()]
+    assert layers[0].customProperty("viser_cr/style") == "true-colour"  # our post-processor ran
+    renderer = layers[0].renderer()
+    assert isinstance(renderer, QgsMultiBandColorRenderer)
+    assert (renderer.redBand(), renderer.greenBand(), renderer.blueBand()) == (1, 2, 3)
+    stretch = renderer.redContrastEnhancement()
+    assert stretch is not None and stretch.maximumValue() > stretch.minimumValue()

@@ -1,0 +1,175 @@
+"""The dock widget with pytest-qgis's iface: run as a background task, preview, cancel, settings."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from qgis.core import QgsApplication, QgsMultiBandColorRenderer, QgsProject, QgsRasterLayer
+from viser_cr.viser_qgis.dock import ViserDockWidget, parse_bands
+
+
+def wait_for(condition, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the task")
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+
+
+@pytest.fixture()
+def dock(qgis_iface, provider, qgis_new_project):
+    widget = ViserDockWidget(qgis_iface)
+    yield widget
+    if widget.current is not None:
+        widget.cancel()
+        wait_for(lambda: widget.current is None)
+    widget.shutdown()
+    widget.deleteLater()
+
+
+@pytest.fixture()
+def cloudy_layer(fixtures_dir):
+    layer = QgsRasterLayer(str(fixtures_dir / "s2l1c_cloudy_96.tif"), "cloudy")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def test_dock_runs_algorithm_in_background(dock, cloudy_layer, tiny_rgbn, tmp_path):
+    dock.layer_combo.setLayer(cloudy_layer)
+    dock.model_file.setFilePath(tiny_rgbn)
+    dock.tile_spin.setValue(64)
+    out = tmp_path / "clear.tif"
+    dock.output_file.setFilePath(str(out))
+    algorithm_id, params, name = dock.parameters()
+    assert algorithm_id == "viser:removeclouds" and params["INPUT"] == cloudy_layer.id()
+    assert params["TILE_SIZE"] == 64 and params["MODEL_FILE"] == tiny_rgbn and params["OUTPUT"] == str(out)
+    finished = []
+    dock.run_finished.connect(finished.append)
+    assert dock.run()
+    assert dock.current is not None and not dock.run_button.isEnabled() and dock.cancel_button.isEnabled()
+    wait_for(lambda: dock.current is None)
+    assert finished == [True], dock.status_label.text()
+    assert out.exists() and dock.last_result["OUTPUT"] == str(out)
+    layers = QgsProject.instance().mapLayersByName("cloudy cloud-free")
+    assert len(layers) == 1 and layers[0].source() == str(out)
+    renderer = layers[0].renderer()
+    assert layers[0].customProperty("viser_cr/style") == "true-colour"
+    assert isinstance(renderer, QgsMultiBandColorRenderer)
+    assert (renderer.redBand(), renderer.greenBand(), renderer.blueBand()) == (1, 2, 3)
+    assert renderer.redContrastEnhancement().maximumValue() > renderer.redContrastEnhancement().minimumValue()
+    assert dock.progress_bar.value() == 100 and "Done" in dock.status_label.text()
+    assert dock.run_button.isEnabled() and not dock.cancel_button.isEnabled()
+    # Settings are remembered by a new dock.
+    again = ViserDockWidget(dock.iface)
+    assert again.model_file.filePath() == tiny_rgbn and again.tile_spin.value() == 64
+    again.shutdown()
+    again.deleteLater()
+
+
+def test_dock_preview_map_extent(dock, cloudy_layer, tiny_rgbn, qgis_iface):
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(cloudy_layer.crs())
+    extent = cloudy_layer.extent()
+    canvas.setExtent(extent.buffered(-extent.width() / 4))
+    canvas.refresh()
+    dock.layer_combo.setLayer(cloudy_layer)
+    dock.model_file.setFilePath(tiny_rgbn)
+    dock.tile_spin.setValue(0)
+    assert dock.run(preview=True)
+    wait_for(lambda: dock.current is None)
+    layers = QgsProject.instance().mapLayersByName("cloudy cloud-free (preview)")
+    assert len(layers) == 1, dock.status_label.text()
+    expected = canvas.extent().intersect(extent)  # what the map shows of the raster
+    got = layers[0].extent()
+    assert layers[0].width() * layers[0].height() < cloudy_layer.width() * cloudy_layer.height()
+    pixel = cloudy_layer.rasterUnitsPerPixelX()
+    for a, b in ((got.xMinimum(), expected.xMinimum()), (got.xMaximum(), expected.xMaximum()),
+                 (got.yMinimum(), expected.yMinimum()), (got.yMaximum(), expected.yMaximum())):
+        assert abs(a - b) <= pixel
+
+
+@pytest.mark.parametrize("when", ["queued", "running"])
+def test_dock_cancel(dock, cloudy_layer, tiny_rgbn, tmp_path, when):
+    dock.layer_combo.setLayer(cloudy_layer)
+    dock.model_file.setFilePath(tiny_rgbn)
+    dock.tile_spin.setValue(32)  # many small tiles: time to cancel in the middle
+    out = tmp_path / "cancelled.tif"
+    dock.output_file.setFilePath(str(out))
+    finished = []
+    dock.run_finished.connect(finished.append)
+    before = set(QgsProject.instance().mapLayers())
+    assert dock.run()
+    if when == "queued":
+        dock.cancel_button.click()
+    else:  # as soon as the first tiles are done (in the worker thread, so it cannot finish first)
+        feedback = dock.current.feedback
+        feedback.progressChanged.connect(lambda value: feedback.cancel() if value > 0 else None)
+    wait_for(lambda: dock.current is None)
+    assert finished == [False]
+    assert "Cancel" in dock.status_label.text()
+    assert not out.exists()
+    assert set(QgsProject.instance().mapLayers()) == before
+    assert dock.run_button.isEnabled()
+
+
+def test_dock_stack_and_errors(dock, fixtures_dir, tiny_stack, tmp_path):
+    names = ("ts_s2_ImgNo_7_2018-04-01_64.tif", "ts_s2_ImgNo_5_2018-03-07_64.tif", "ts_s2_ImgNo_9_2018-04-26_64.tif")
+    layers = [QgsRasterLayer(str(fixtures_dir / n), n[:13]) for n in names]
+    QgsProject.instance().addMapLayers(layers)
+    dock.stack_check.setChecked(True)
+    dock.set_stack_layers(layers)
+    dock.model_file.setFilePath(tiny_stack)
+    algorithm_id, params, name = dock.parameters()
+    assert algorithm_id == "viser:removecloudsstack"
+    assert params["INPUTS"] == [layer.id() for layer in layers]
+    dock.output_file.setFilePath(str(tmp_path / "stack.tif"))
+    assert dock.run()
+    wait_for(lambda: dock.current is None)
+    assert QgsProject.instance().mapLayersByName(name), dock.status_label.text()
+    # A bad band list is reported in the dock, not raised.
+    dock.bands_edit.setText("4,x")
+    assert not dock.run() and "Bands" in dock.status_label.text()
+    # An engine error comes back through the task's feedback.
+    dock.bands_edit.setText("1,2")
+    assert dock.run()
+    wait_for(lambda: dock.current is None)
+    assert "needs 4" in dock.status_label.text()
+
+
+def test_dock_dependency_panel(dock):
+    report = dock.refresh_dependencies()
+    assert not report.missing
+    text = dock.deps_label.text()
+    assert "torch" in text and "numpy" in text and "rasterio" in text and "GDAL" in text
+    assert dock.device_label.text() == "CPU"
+    assert [dock.device_combo.itemData(i) for i in range(dock.device_combo.count())] == ["auto", "cpu"]
+    assert dock.install_button.isHidden()
+    cmd = dock.install_command()
+    assert "--target" in cmd and "-c" in cmd
+
+
+def test_dock_install_task(dock, tmp_path):
+    """The Install button's background task, run offline against a tiny local wheel."""
+    from qgis_testlib import make_wheel
+    from viser_cr.viser_qgis import deps
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    make_wheel(wheels, "torch", "99.0")
+    target = tmp_path / "python"
+    cmd = deps.pip_install_command(target=target, packages=["torch==99.0"], find_links=wheels, no_index=True)
+    task = dock.install_torch(cmd)
+    assert task is not None
+    wait_for(lambda: dock.install_task is None, timeout=120)
+    assert (target / "torch" / "__init__.py").exists()
+    assert "PyTorch installed" in dock.deps_log.toPlainText()
+
+
+def test_parse_bands():
+    assert parse_bands("4, 3 2;8") == [4, 3, 2, 8]
+    assert parse_bands("") == []
+    with pytest.raises(ValueError):
+        parse_bands("0,1")
