@@ -1,1 +1,114 @@
+"""Training datasets. ``build_dataset(data_cfg, split)`` turns the ``data:`` block of a training
+config into one dataset (a ``MixDataset`` when several parts are listed).
 
+Every dataset yields reflectance in a declared band order (``dataset.band_names``), identical random
+crops / flips / rotations for every date and the target, and the sample dict described in
+``common``. Kinds (``type:`` of a part):
+
+* ``synthetic`` — synthetic clouds on real clear rasters (``synthetic.py``; ``sources:`` list)
+* ``pairs``     — SEN12MS-CR cloudy/clear pairs (``sen12ms.PairsDataset``)
+* ``series``    — SEN12MS-CR-TS series, ``mode: real | synthetic`` (``sen12ms.SeriesDataset``)
+* ``cuhk-cr``   — CUHK-CR1 / CUHK-CR2 (``benchmarks.CUHKCR``)
+* ``sen2mtc``   — Sen2_MTC_New (``benchmarks.Sen2MTC``)
+
+Relative paths resolve against ``data.root`` (environment variable ``VISER_DATA_ROOT`` overrides it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ...core.errors import InputError
+from .benchmarks import CUHKCR, Sen2MTC
+from .clouds import CloudConfig, CloudGenerator, load_cloud_shapes
+from .common import LAYOUTS, RGB, RGBN, S2_13, MixDataset
+from .sen12ms import PairsDataset, SeriesDataset
+from .synthetic import SyntheticCloudDataset, load_clear_images
+
+__all__ = [
+    "build_dataset", "data_root", "CloudConfig", "CloudGenerator", "load_cloud_shapes", "LAYOUTS",
+    "RGB", "RGBN", "S2_13", "MixDataset", "PairsDataset", "SeriesDataset", "SyntheticCloudDataset",
+    "load_clear_images", "CUHKCR", "Sen2MTC",
+]
+
+KINDS = ("synthetic", "pairs", "series", "cuhk-cr", "sen2mtc")
+_COMMON = {"type", "repeat", "patch_size", "flips", "rotations"}
+
+
+def data_root(data_cfg: dict) -> Path:
+    return Path(os.environ.get("VISER_DATA_ROOT") or data_cfg.get("root") or ".")
+
+
+def _path(root: Path, p) -> Path:
+    p = Path(p)
+    return p if p.is_absolute() else root / p
+
+
+def _generator(data_cfg: dict, root: Path, cache: dict) -> CloudGenerator:
+    if "generator" not in cache:
+        shapes = None
+        if data_cfg.get("cloud_shapes"):
+            path = _path(root, data_cfg["cloud_shapes"])
+            if not path.exists():
+                raise InputError(f"cloud shapes file not found: {path} (data.cloud_shapes; set it to null to use "
+                                 "procedural shapes only)")
+            shapes = load_cloud_shapes(path)
+        cache["generator"] = CloudGenerator(CloudConfig.from_dict(data_cfg.get("clouds")), shapes)
+    return cache["generator"]
+
+
+def build_part(spec: dict, data_cfg: dict, split: str, seed: int = 0, cache: dict | None = None):
+    cache = {} if cache is None else cache
+    spec = dict(spec)
+    kind = spec.get("type")
+    if kind not in KINDS:
+        raise InputError(f"unknown dataset type {kind!r} in data.{split}: use one of {', '.join(KINDS)}")
+    root = data_root(data_cfg)
+    train = split == "train"
+    bands = tuple(data_cfg.get("bands", RGBN))
+    nf = data_cfg.get("num_frames")
+    default_patch = data_cfg.get("patch_size", 128) if train else data_cfg.get("eval_patch_size", 256)
+    common = dict(seed=seed, train=train, patch_size=spec.get("patch_size", default_patch),
+                  flips=spec.get("flips", True), rotations=spec.get("rotations", True))
+    args = {k: v for k, v in spec.items() if k not in _COMMON}
+    if kind == "synthetic":
+        sources = args.pop("sources", None)
+        if not sources:
+            raise InputError(f"a synthetic part of data.{split} needs 'sources'")
+        images = load_clear_images(sources, bands, root)
+        return SyntheticCloudDataset(images, bands, _generator(data_cfg, root, cache), num_frames=nf, **args, **common)
+    if kind == "pairs":
+        args["root"] = _path(root, args["root"])
+        return PairsDataset(bands=bands, num_frames=nf, **args, **common)
+    if kind == "series":
+        args["root"] = _path(root, args["root"])
+        mode = args.get("mode", "real")
+        gen = _generator(data_cfg, root, cache) if mode == "synthetic" else None
+        mono = nf is None
+        return SeriesDataset(bands=bands, num_frames=args.pop("frames", nf or 1), generator=gen, mono=mono,
+                             **args, **common)
+    if kind == "cuhk-cr":
+        args["root"] = _path(root, args["root"])
+        nir = "nir" in bands
+        ds = CUHKCR(nir=nir, num_frames=nf, **args, **common)
+    else:
+        args["root"] = _path(root, args["root"])
+        ds = Sen2MTC(bands=bands, **args, **common)
+    if tuple(ds.band_names) != bands:
+        raise InputError(f"{kind} gives bands {ds.band_names}, the config asks for {bands}")
+    return ds
+
+
+def build_dataset(data_cfg: dict, split: str = "train", seed: int = 0):
+    """The dataset of one split (``train``, ``val`` or ``test``) of a config's ``data:`` block."""
+    specs = data_cfg.get(split)
+    if not specs:
+        raise InputError(f"the config lists no data.{split} dataset")
+    if isinstance(specs, dict):
+        specs = [specs]
+    cache: dict = {}
+    parts = [build_part(s, data_cfg, split, seed, cache) for s in specs]
+    if len(parts) == 1 and float(specs[0].get("repeat", 1.0)) == 1.0:
+        return parts[0]
+    return MixDataset(parts, [float(s.get("repeat", 1.0)) for s in specs])

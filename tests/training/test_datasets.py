@@ -1,0 +1,183 @@
+"""Dataset loaders on generated files in the official layouts."""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("rasterio")
+
+from datagen import make_clear_sources, make_cuhk, make_sen2mtc, make_sen12mscr, make_series  # noqa: E402
+from viser_cr.core.errors import InputError  # noqa: E402
+from viser_cr.training.datasets import (  # noqa: E402
+    CUHKCR,
+    MixDataset,
+    PairsDataset,
+    Sen2MTC,
+    SeriesDataset,
+    build_dataset,
+    load_clear_images,
+)
+from viser_cr.training.datasets.common import LAYOUTS, apply_geometry, read_reflectance  # noqa: E402
+
+
+def _keys_ok(s, stack, c=4):
+    assert s["input"].dtype == torch.float32
+    assert s["target"].shape[0] == c
+    assert s["input"].dim() == (4 if stack else 3)
+    assert s["mask"].shape == (1, *s["target"].shape[1:])
+    assert s["date_masks"].dim() == 4
+
+
+def test_cuhk_layout(tmp_path):
+    root = make_cuhk(tmp_path, version=1)
+    ds = CUHKCR(root, version=1, split="train", resize=32)
+    assert len(ds) == 3 and ds.band_names == ("red", "green", "blue", "nir")
+    s = ds[0]
+    _keys_ok(s, False)
+    assert s["input"].shape == (4, 32, 32)
+    assert 0 <= float(s["input"].min()) and float(s["input"].max()) <= 1
+    # NIR comes from channel 0 of the grey PNG of the parallel nir tree
+    assert torch.equal(s["input"][3], s["input"][0])  # generated NIR = the grey of the red channel
+    test = CUHKCR(root, version=1, split="test", resize=None)
+    assert len(test) == 2 and test[1]["input"].shape == (4, 64, 64)
+    assert not test.train
+    rgb = CUHKCR(root, version=1, split="test", nir=False, resize=None)
+    assert rgb.band_names == ("red", "green", "blue") and rgb[0]["input"].shape[0] == 3
+
+
+def test_cuhk_errors(tmp_path):
+    root = make_cuhk(tmp_path, version=2)
+    with pytest.raises(InputError, match="CUHK-CR1 folder missing"):
+        CUHKCR(root, version=1)
+    (root / "nir" / "CUHK-CR2" / "train" / "label" / "1.png").unlink()
+    with pytest.raises(InputError, match="lack their partner.*1.png"):
+        CUHKCR(root, version=2, split="train")
+    (root / "CUHK-CR2" / "test" / "label" / "0.png").unlink()
+    with pytest.raises(InputError, match="partner"):
+        CUHKCR(root, version=2, split="test", nir=False)
+
+
+def test_sen2mtc_layout_and_splits(tmp_path):
+    root = make_sen2mtc(tmp_path)
+    tr = Sen2MTC(root, "train")
+    assert len(tr) == 4 and tr.num_frames == 3
+    s = tr[0]
+    _keys_ok(s, True)
+    assert s["input"].shape == (3, 4, 32, 32) and s["date_masks"].shape == (3, 1, 32, 32)
+    assert Sen2MTC(root, "test").tiles == ["T41VMJ_R006"]
+    mono = Sen2MTC(root, "val", mono_temporal=1, bands=("red", "green", "blue"))
+    assert mono.num_frames is None and mono[0]["input"].shape == (3, 32, 32)
+    # without split files: the published tile lists
+    (root / "test.txt").unlink()
+    (root / "train.txt").unlink()
+    with pytest.raises(InputError, match="folder missing"):
+        Sen2MTC(root, "test")  # T31TBG_R051 etc. are not there
+    assert set(Sen2MTC(root, "train").tiles) == {"T10ABC_R001", "T11ABC_R002"}
+
+
+def test_sen2mtc_errors(tmp_path):
+    with pytest.raises(InputError, match="Sen2_MTC_New folder missing"):
+        Sen2MTC(tmp_path, "train")
+    root = make_sen2mtc(tmp_path)
+    (root / "Sen2_MTC" / "T10ABC_R001" / "cloud" / "T10ABC_R001_1_2.tif").unlink()
+    with pytest.raises(InputError, match="T10ABC_R001_1_2.tif"):
+        Sen2MTC(root, "train")
+
+
+def test_sen12mscr_pairs_scene_split(tmp_path):
+    root = make_sen12mscr(tmp_path)
+    train = PairsDataset(root, include=["^ROIs1970_fall_136_"], patch_size=32, seed=3)
+    assert len(train) == 2 and all("ROIs1970_fall_136" in p[0].name for p in train.pairs)
+    rest = PairsDataset(root, exclude=["^ROIs1970_fall_136_"], patch_size=None, train=False)
+    assert {p[0].stem.rsplit("_p", 1)[0] for p in rest.pairs} == {"ROIs1868_summer_135"}
+    s = train[0]
+    _keys_ok(s, False)
+    assert s["input"].shape == (4, 32, 32) and 0 < float(s["mask_weight"]) < 1
+    full = rest[0]
+    assert full["input"].shape == (4, 64, 64)
+    assert full["mask"].sum() > 0  # the generated "cloud" is found by the pseudo mask
+    (root / "clear" / "ROIs1868_summer_135_p101.tif").unlink()
+    with pytest.raises(InputError, match="no clear partner.*p101"):
+        PairsDataset(root)
+    with pytest.raises(InputError, match="folder missing"):
+        PairsDataset(tmp_path / "nowhere")
+
+
+def test_identical_geometry_for_all_dates_and_target(tmp_path):
+    root = make_sen2mtc(tmp_path)
+    ds = Sen2MTC(root, "train", patch_size=16, seed=5)
+    raw = Sen2MTC(root, "train", patch_size=None, train=False)
+    for i in range(4):
+        s, r = ds[i], raw[i]
+        # the sample is the same crop + geometry of every array: find it on the target, check the dates
+        found = False
+        for k in range(4):
+            for f in (False, True):
+                tt = apply_geometry(r["target"].numpy(), (k, f))
+                xx = apply_geometry(r["input"].numpy(), (k, f))
+                for r0 in range(tt.shape[-2] - 15):
+                    for c0 in range(tt.shape[-1] - 15):
+                        if np.array_equal(tt[:, r0 : r0 + 16, c0 : c0 + 16], s["target"].numpy()):
+                            assert np.array_equal(xx[..., r0 : r0 + 16, c0 : c0 + 16], s["input"].numpy())
+                            found = True
+        assert found
+
+
+def test_series_real_and_synthetic(tmp_path):
+    root = make_series(tmp_path)
+    real = SeriesDataset(root, num_frames=3, mode="real", patch_size=32, window=3, train=False)
+    assert real.cloud_fraction[1] > 0.2 and real.cloud_fraction[0] < 0.05
+    for t, inputs, _ in real.samples:
+        assert real.cloud_fraction[t] <= 0.05 and t not in inputs
+        assert real.cloud_fraction[inputs[0]] >= 0.05 and len(inputs) == 3
+    s = real[0]
+    _keys_ok(s, True)
+    syn = SeriesDataset(root, num_frames=3, mode="synthetic", patch_size=32, dates=[0, 1, 2, 3, 4], seed=1)
+    assert set(syn.imgno) == {0, 1, 2, 3, 4}
+    s = syn[0]
+    assert float(s["mask_weight"]) == 1.0
+    changed = (s["input"][0] != s["target"]).any(0)
+    assert not changed[s["mask"][0] == 0].any()  # reference date: clouds only inside the mask
+    with pytest.raises(InputError, match="none of the dates"):
+        SeriesDataset(root, dates=[99])
+
+
+def test_clear_sources_and_layouts(tmp_path):
+    root = make_clear_sources(tmp_path)
+    imgs = load_clear_images([{"files": "s2/*.tif", "layout": "s2-13"},
+                              {"files": "rgbn.tif", "layout": "rgbn8", "window": [0, 0, 0.5, 1]}],
+                             ("red", "green", "blue", "nir"), root)
+    assert len(imgs) == 4 and imgs[-1].data.shape == (4, 96, 48) and imgs[-1].radiometry == "display"
+    with pytest.raises(InputError, match="lacks band"):
+        load_clear_images([{"files": "landsat8.tif", "layout": "landsat8-bgr"}], ("red", "green", "blue", "nir"), root)
+    rgb = load_clear_images([{"files": "landsat8.tif", "layout": "landsat8-bgr"}], ("red", "green", "blue"), root)
+    assert not rgb[0].valid[:, :10].any() and rgb[0].valid[:, 10:].all()
+    import rasterio
+
+    refl, valid = read_reflectance(root / "landsat8.tif", LAYOUTS["landsat8-bgr"], ("red", "blue"))
+    with rasterio.open(root / "landsat8.tif") as src:
+        dn = src.read().astype(np.float64)
+    assert np.allclose(refl[0][valid], (2e-5 * dn[2] - 0.1)[valid], atol=1e-6)  # red is band 3 (blue first)
+    assert np.allclose(refl[1][valid], (2e-5 * dn[0] - 0.1)[valid], atol=1e-6)
+    assert not valid[:, :10].any()
+    with pytest.raises(InputError, match="no file matches"):
+        load_clear_images([{"files": "none/*.tif"}], ("red",), root)
+
+
+def test_build_dataset_mix_and_epochs(tmp_path):
+    make_clear_sources(tmp_path / "clear")
+    make_sen12mscr(tmp_path / "pairs")
+    cfg = {"root": str(tmp_path), "bands": ["red", "green", "blue", "nir"], "patch_size": 32,
+           "train": [{"type": "synthetic", "length": 5, "sources": [{"files": "clear/s2/*.tif"}]},
+                     {"type": "pairs", "root": "pairs", "repeat": 2}]}
+    ds = build_dataset(cfg, "train", seed=0)
+    assert isinstance(ds, MixDataset) and len(ds) == 5 + 8
+    a = ds[7]["input"].clone()
+    assert torch.equal(a, ds[7]["input"])          # deterministic
+    assert not torch.equal(ds[5]["input"], ds[9]["input"])  # a repeat of the same pair draws another crop
+    ds.set_epoch(1)
+    assert not torch.equal(a, ds[7]["input"])      # a new epoch draws new crops
+    with pytest.raises(InputError, match="unknown dataset type"):
+        build_dataset({"train": [{"type": "imagenet"}]}, "train")
+    with pytest.raises(InputError, match="no data.val"):
+        build_dataset(cfg, "val")

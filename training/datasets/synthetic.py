@@ -1,0 +1,151 @@
+"""Synthetic clouds on real clear rasters (SEN12MS-CR clear / clear_unpaired, SEN12MS-CR-TS clear
+patches, the Landsat 8 scene, 8-bit RGBN / RGB imagery).
+
+A *clear source* entry of a config names files and how to read them::
+
+    - files: sen12ms-cr/clear/*.tif        # glob, relative to data_root
+      layout: s2-13                        # common.LAYOUTS: s2-13, s2-rgbn, landsat8-bgr, rgbn8, rgb8, ...
+      include: ["^ROIs1868_summer_135_"]   # regexes on the file stem (optional)
+      exclude: []
+      window: [0.0, 0.0, 0.75, 1.0]        # optional fractional window (col0, row0, col1, row1): spatial split
+      weight: 1.0                          # sampling weight multiplier (by area otherwise)
+
+``SyntheticCloudDataset`` draws, per sample: a source (by valid area x weight), a crop, a geometric
+augmentation, then clouds (``clouds.CloudGenerator``). For a stack of L dates, date 0 (the
+reference) always gets clouds; dates 1..L-1 get independent clouds (clear with ``p_clear_other``)
+on a copy of the ground with a per-date radiometric jitter (gain 1 +- ``jitter`` per band, a small
+offset) that stands in for acquisition-to-acquisition change. The target is the untouched clear crop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...core.errors import InputError
+from .clouds import CloudGenerator
+from .common import (
+    RGBN,
+    EpochDataset,
+    apply_geometry,
+    crop_box,
+    expand_files,
+    filter_names,
+    get_layout,
+    pad_to,
+    read_reflectance,
+    scene_of,
+    to_sample,
+)
+
+
+@dataclass
+class ClearImage:
+    data: np.ndarray        # (C, H, W) float32 reflectance in the dataset's band order
+    valid: np.ndarray       # (H, W) bool
+    name: str
+    scene: str
+    radiometry: str
+    quantum: float | None
+    weight: float = 1.0
+
+
+def load_clear_images(entries, bands, data_root=None) -> list[ClearImage]:
+    """Read every clear source entry (see the module docstring) in the band order ``bands``."""
+    images = []
+    for entry in entries:
+        entry = dict(entry)
+        if "files" not in entry:
+            raise InputError(f"a clear source needs 'files' (a glob): {entry}")
+        layout = get_layout(entry.get("layout", "s2-13"))
+        missing = [b for b in bands if b not in layout.bands]
+        if missing:
+            raise InputError(
+                f"clear source {entry['files']} (layout {layout.name}: {list(layout.bands)}) lacks band(s) "
+                f"{missing} that this dataset needs ({list(bands)}); drop it from this config"
+            )
+        files = filter_names(expand_files(entry["files"], data_root), entry.get("include"), entry.get("exclude"))
+        if not files:
+            raise InputError(f"no file matches {entry['files']} (data_root={data_root}, include={entry.get('include')}, "
+                             f"exclude={entry.get('exclude')})")
+        for f in files:
+            data, valid = read_reflectance(f, layout, bands)
+            if entry.get("window") is not None:
+                c0, r0, c1, r1 = (float(v) for v in entry["window"])
+                H, W = valid.shape
+                rs, re_ = int(round(r0 * H)), int(round(r1 * H))
+                cs, ce = int(round(c0 * W)), int(round(c1 * W))
+                data, valid = data[:, rs:re_, cs:ce].copy(), valid[rs:re_, cs:ce].copy()
+            if valid.mean() < 0.05:
+                continue
+            images.append(ClearImage(data, valid, Path(f).stem, entry.get("scene") or scene_of(Path(f).stem),
+                                     layout.radiometry, layout.quantum, float(entry.get("weight", 1.0))))
+    if not images:
+        raise InputError("the clear sources gave no usable image")
+    return images
+
+
+class SyntheticCloudDataset(EpochDataset):
+    """Synthetic clouds on clear images; see the module docstring."""
+
+    def __init__(self, images: list[ClearImage], bands=RGBN, generator: CloudGenerator | None = None,
+                 num_frames=None, length=None, patch_size=128, seed=0, train=True, p_clear_other=0.2,
+                 p_clear_ref=0.0, jitter=0.05, flips=True, rotations=True):
+        super().__init__(seed, train, patch_size, flips, rotations)
+        if not images:
+            raise InputError("SyntheticCloudDataset needs at least one clear image")
+        self.images = images
+        self.band_names = tuple(bands)
+        for im in images:
+            if im.data.shape[0] != len(self.band_names):
+                raise InputError(f"clear image {im.name} has {im.data.shape[0]} bands, expected {len(self.band_names)}")
+        self.generator = generator or CloudGenerator()
+        self.num_frames = num_frames
+        self.L = 1 if num_frames is None else int(num_frames)
+        self.p_clear_other, self.p_clear_ref, self.jitter = p_clear_other, p_clear_ref, jitter
+        area = np.array([im.valid.sum() * im.weight for im in images], dtype=np.float64)
+        self.probs = area / area.sum()
+        if length is None:
+            ps = patch_size or 256
+            length = int(sum(math.ceil(im.valid.sum() / (ps * ps)) for im in images))
+        self.length = max(1, int(length))
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index):
+        rng = self.rng(index)
+        if self.train:
+            k = int(rng.choice(len(self.images), p=self.probs))
+        else:
+            k = index % len(self.images)
+        im = self.images[k]
+        H, W = im.valid.shape
+        r0, c0, sh, sw = crop_box(rng, H, W, self.patch_size, im.valid)
+        clear = pad_to(im.data[:, r0 : r0 + sh, c0 : c0 + sw], self.patch_size)
+        valid = pad_to(im.valid[r0 : r0 + sh, c0 : c0 + sw], self.patch_size)
+        g = self.geometry(rng)
+        clear, valid = apply_geometry(clear, g), apply_geometry(valid, g)
+        C, h, w = clear.shape
+        x = np.empty((self.L, C, h, w), dtype=np.float32)
+        masks = np.zeros((self.L, h, w), dtype=np.float32)
+        for d in range(self.L):
+            ground = clear
+            if d > 0 and self.jitter:
+                gain = 1.0 + rng.uniform(-self.jitter, self.jitter, size=(C, 1, 1))
+                off = rng.uniform(-self.jitter, self.jitter, size=(C, 1, 1)) * 0.2 * clear.mean(axis=(1, 2), keepdims=True)
+                ground = np.where(valid[None], np.maximum(clear * gain + off, 0.0), clear).astype(np.float32)
+                if im.radiometry == "display":
+                    ground = np.clip(ground, 0, 1)
+                if im.quantum:
+                    ground = (np.round(ground / im.quantum) * im.quantum).astype(np.float32)
+            res = self.generator.generate(rng, ground, self.band_names, im.radiometry, valid=valid,
+                                          p_clear=self.p_clear_ref if d == 0 else self.p_clear_other,
+                                          quantum=im.quantum)
+            x[d] = res["cloudy"]
+            masks[d] = res["mask"]
+        name = f"{im.name}@{r0},{c0}"
+        return to_sample(x, clear, masks[0], masks, 1.0, name, stack=self.num_frames is not None)

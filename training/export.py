@@ -1,0 +1,104 @@
+"""Export a training checkpoint as a bundled model: ``resources/models/<name>.safetensors`` (float16 by
+default) + its model card, through ``viser_cr.core.weights.save_model``.
+
+``viser-cr-export --checkpoint runs/NAME/checkpoints/best.pt [--name NAME] [--metrics eval.json ...]
+[--models-dir resources/models] [--fp32] [--max-mb 20]``
+
+The card gets the architecture, bands, frame count, reflectance scaling, tile size / overlap, the
+description and training data of the config's ``export:`` block, the metrics of the given
+evaluation JSON files (``viser-cr-evaluate`` output) and the sha256 of the weights. A file over
+``--max-mb`` (20 MB: the plugin zip must stay under 25 MB) is refused and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from ..core.errors import ViserError
+
+MAX_MB = 20.0
+
+
+def export(checkpoint, name=None, models_dir=None, half=None, metrics_files=(), max_mb=MAX_MB, overrides=None,
+           log=print):
+    from ..core.model import ViserCR
+    from ..core.weights import DEFAULT_MODELS_DIR, ModelCard, save_model
+    from .train import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = ckpt["config"]
+    ex = dict(cfg.get("export") or {})
+    ex.update(overrides or {})
+    name = name or ex.get("name") or cfg.get("name")
+    half = ex.get("half", True) if half is None else half
+    model = ViserCR(**ckpt["arch"])
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    metrics = {}
+    for mf in metrics_files or ():
+        data = json.loads(Path(mf).read_text())
+        key = f"{data.get('config', 'data')}/{data.get('split', 'test')}/{data.get('protocol', 'clean')}"
+        metrics[key] = {"images": data.get("images"), "table": data.get("table")}
+    models_dir = Path(models_dir) if models_dir else DEFAULT_MODELS_DIR
+    if not models_dir.is_dir():
+        raise ViserError(f"models folder {models_dir} does not exist")
+    fields = dict(
+        name=name,
+        bands=list(ckpt["band_names"]),
+        num_frames=int(ckpt["arch"].get("num_frames", 1)),
+        tile_size=int(ex.get("tile_size", 256)),
+        overlap=int(ex.get("overlap", 32)),
+        description=ex.get("description", ""),
+        training_data=ex.get("training_data", ""),
+        license=ex.get("license", "GPL-2.0-or-later"),
+        priority=int(ex.get("priority", 0)),
+        metrics=metrics,
+        training={"config": cfg.get("name"), "steps": ckpt["step"], "seed": cfg.get("seed"),
+                  "loss": cfg.get("loss"), "patch_size": cfg.get("data", {}).get("patch_size")},
+    )
+    with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
+        card = save_model(model, Path(tmp) / name, half=bool(half), **fields)
+        wfile = Path(tmp) / card.weights
+        size_mb = wfile.stat().st_size / 1e6
+        if size_mb > max_mb:
+            raise ViserError(
+                f"{name}: weights are {size_mb:.1f} MB, over the {max_mb:g} MB limit (the plugin zip must stay under "
+                "25 MB); export in float16 or train a smaller architecture"
+            )
+        dest_w, dest_c = models_dir / card.weights, models_dir / f"{name}.json"
+        shutil.move(str(wfile), dest_w)
+        shutil.move(str(Path(tmp) / f"{name}.json"), dest_c)
+        for f in (dest_w, dest_c):
+            f.chmod(0o644)  # shipped files: world-readable (the temporary files are private)
+    card = ModelCard.load(dest_c)
+    log(f"exported {name}: {dest_w} ({size_mb:.2f} MB, {card.dtype}, sha256 {card.sha256[:16]}...) + {dest_c}")
+    return card
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="viser-cr-export", description="Export a checkpoint as a bundled model.")
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--name", default=None, help="model name (default: the config's export.name or name)")
+    ap.add_argument("--models-dir", default=None, help="default: resources/models")
+    ap.add_argument("--fp32", action="store_true", help="store float32 instead of float16")
+    ap.add_argument("--metrics", action="append", default=[], help="evaluation JSON(s) to put in the card")
+    ap.add_argument("--max-mb", type=float, default=MAX_MB)
+    ap.add_argument("--description", default=None)
+    args = ap.parse_args(argv)
+    over = {"description": args.description} if args.description else None
+    try:
+        export(args.checkpoint, args.name, args.models_dir, False if args.fp32 else None, args.metrics, args.max_mb,
+               over)
+    except ViserError as exc:
+        print(f"viser-cr-export: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
