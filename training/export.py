@@ -76,7 +76,7 @@ def export(checkpoint, name=None, models_dir=None, half=None, metrics_files=(), 
         for f in (dest_w, dest_c):
             f.chmod(0o644)  # shipped files: world-readable (the temporary files are private)
     card = ModelCard.load(dest_c)
-    log(f"exported {name}: {dest_w} ({size_mb:.2f} MB, {card.dtype}, sha256 {card.sha256[:16]}...) + {dest_c}")
+    log(f"exported {name}: {dest_w} ({size_mb:.2f} MB, {card.dtype}, {card.sha256[:23]}...) + {dest_c}")
     return card
 
 

@@ -1,0 +1,135 @@
+"""Forward efficiency on CPU: model GFLOP/s against the same run's sgemm GFLOP/s.
+
+    .venv/bin/python bench/bench_forward.py [--batch 1] [--tile 256] [--repeats 5] [--configs ...]
+                                            [--threads N] [--no-tune-allocator]
+
+FLOPs are counted by torch.utils.flop_counter.FlopCounterMode (matmuls and convolutions) on an
+inference-mode forward of the same input, run on the reference ops (the counter does not see the fused
+oneDNN kernels of core/model/fused.py, which do the same arithmetic). Two measurements per config:
+
+- wall: wall-clock time with torch's threads (all cores). Best of ``--repeats`` forwards, each between
+  two 2048^2 sgemm runs, so both rates are taken under the same load; the ratio is model / best sgemm.
+- 1-thread CPU: one torch thread, timed by the thread's CPU clock (``time.thread_time``). Time the
+  thread spends descheduled does not count, so this figure holds on a machine shared with other work,
+  where the wall figure swings with the load (the cores here are shared with other engineers' jobs).
+
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT.parent) not in sys.path:  # make `viser_cr` importable from a plain checkout
+    sys.path.insert(0, str(ROOT.parent))
+
+from viser_cr.core.model import CONFIGS, ViserCR, fused  # noqa: E402
+from viser_cr.core.model.perf import tune_cpu_allocator  # noqa: E402
+
+SGEMM_N = 2048
+
+
+def _sgemm_operands():
+    return torch.randn(SGEMM_N, SGEMM_N), torch.randn(SGEMM_N, SGEMM_N), torch.empty(SGEMM_N, SGEMM_N)
+
+
+def measure(model, x, flops: float, repeats: int, clock) -> dict:
+    """Best model time and best sgemm rate, interleaved, with ``clock`` (perf_counter or thread_time)."""
+    a, b, out = _sgemm_operands()
+    best_model, best_sgemm = float("inf"), float("inf")
+    model(x)  # warm-up
+    torch.mm(a, b, out=out)
+    for _ in range(repeats):
+        for step in ("sgemm", "model", "sgemm"):
+            start = clock()
+            if step == "model":
+                model(x)
+            else:
+                torch.mm(a, b, out=out)
+            seconds = clock() - start
+            if step == "model":
+                best_model = min(best_model, seconds)
+            else:
+                best_sgemm = min(best_sgemm, seconds)
+    gflops = flops / best_model / 1e9
+    sgemm = 2 * SGEMM_N**3 / best_sgemm / 1e9
+    return dict(seconds=best_model, gflops=gflops, sgemm=sgemm, ratio=gflops / sgemm)
+
+
+def bench_config(name: str, batch: int, tile: int, repeats: int, threads: int) -> dict:
+    torch.manual_seed(0)
+    arch = dict(CONFIGS[name], in_bands=4, out_bands=4)
+    model = ViserCR(**arch).eval()
+    frames = arch.get("num_frames", 1)
+    shape = (batch, frames, 4, tile, tile) if frames > 1 else (batch, 4, tile, tile)
+    x = torch.rand(shape)
+    with torch.inference_mode():
+        # Count on the reference ops: FlopCounterMode does not see the fused oneDNN kernels (same maths).
+        fused.ENABLED = False
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(x)
+        flops = counter.get_total_flops()
+        fused.ENABLED = True
+        torch.set_num_threads(threads)
+        wall = measure(model, x, flops, repeats, time.perf_counter)
+        torch.set_num_threads(1)
+        cpu = measure(model, x, flops, repeats, time.thread_time)
+        torch.set_num_threads(threads)
+    return dict(
+        name=name,
+        params=sum(p.numel() for p in model.parameters()),
+        flops=flops,
+        mflop_per_pixel=flops / (batch * tile * tile) / 1e6,
+        wall=wall,
+        cpu=cpu,
+    )
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batch", type=int, default=1, help="tiles per forward (default 1)")
+    parser.add_argument("--tile", type=int, default=256, help="tile side in pixels (default 256)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--threads", type=int, default=torch.get_num_threads(), help="torch threads for 'wall'"
+    )
+    parser.add_argument("--configs", nargs="*", default=["viser-cr-s", "viser-cr-m"], choices=sorted(CONFIGS))
+    parser.add_argument("--no-tune-allocator", action="store_true", help="leave glibc malloc at its defaults")
+    args = parser.parse_args(argv)
+    tuned = False if args.no_tune_allocator else tune_cpu_allocator()
+
+    print(
+        f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"allocator tuned: {tuned}; batch {args.batch} x {args.tile}^2 tiles, 4 bands, inference_mode, "
+        f"best of {args.repeats}"
+    )
+    print(f"{'':<24}{'':>9}{'':>9}{'':>11}|{f'wall, {args.threads} threads':^33}|{'1 thread, CPU time':^33}")
+    print(
+        f"{'config':<24}{'params':>9}{'MFLOP/px':>9}{'GFLOP/tile':>11}|"
+        + f"{'s/tile':>8}{'GFLOP/s':>9}{'sgemm':>8}{'ratio':>8}|" * 2
+    )
+    for name in args.configs:
+        r = bench_config(name, args.batch, args.tile, args.repeats, args.threads)
+        cells = "".join(
+            f"{m['seconds'] / args.batch:>8.3f}{m['gflops']:>9.1f}{m['sgemm']:>8.1f}{100 * m['ratio']:>7.1f}%|"
+            for m in (r["wall"], r["cpu"])
+        )
+        print(
+            f"{r['name']:<24}{r['params'] / 1e6:>8.2f}M{r['mflop_per_pixel']:>9.3f}"
+            f"{r['flops'] / args.batch / 1e9:>11.2f}|{cells}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""VISER-CR: the full network (see docs/model.md for every design decision).
+
+input (B, C, H, W) or (B, L, C, H, W), reference date at index 0
+  -> reflect-pad to a multiple of max(4, mask_patch)
+  -> 3x3 embedding to width C (per date)  [temporal: SpyNet flow * similarity warp, date fusion]
+  -> encoder, 3 scales (C, 2C, 4C): Restormer blocks -> Adaptive Mask -> Patch Saliency Encoding
+  -> Semantic Refinement across the 3 scales (SPFF, iterated)
+  -> decoder: pixel-shuffle up, concat skip (+ score injection), 1x1 reduce, Restormer blocks
+  -> 3x3 conv to out_bands + global residual (the input's first out_bands bands)
+  -> crop; score = mean of the 3 AM score maps, bilinearly up-sampled, in [0, 1]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+from .adaptive_mask import AdaptiveMask, ScoreInjection
+from .blocks import ConcatLinear, Downsample, Upsample, conv3x3, stack
+from .refinement import SemanticRefinement
+from .saliency import PatchSaliencyEncoding
+from .temporal import TemporalAlignment, TemporalFusion
+
+__all__ = ["ViserCR"]
+
+SCALES = 3
+
+
+def _per_scale(value, name: str, count: int = SCALES) -> list[int]:
+    """An int (same for every scale) or a list of ``count`` ints."""
+    values = [int(value)] * count if isinstance(value, int) else [int(v) for v in value]
+    if len(values) != count:
+        raise ValueError(f"{name} needs {count} values (one per scale), got {value!r}")
+    return values
+
+
+def _pad(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+    """Pad the bottom/right of a 4-D tensor: reflect where the image is large enough, else replicate."""
+    if not (pad_h or pad_w):
+        return x
+    h, w = x.shape[-2:]
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+class ViserCR(nn.Module):
+    """VISER-CR cloud-removal network. Every hyper-parameter is a keyword argument.
+
+    ``forward(x) -> (image, score)``: ``image`` (B, out_bands, H, W) reflectance, ``score``
+    (B, 1, H, W) in [0, 1], the cloud score of the reference date (1 = occluded).
+    """
+
+    def __init__(
+        self,
+        in_bands: int = 4,
+        out_bands: int = 4,
+        width: int = 16,
+        blocks=(2, 2, 2),
+        decoder_blocks=None,
+        heads=(1, 2, 4),
+        ffn_expansion: float = 2.66,
+        bias: bool = False,
+        refine_blocks=1,
+        use_mask: bool = True,
+        mask_ratio: float = 0.25,
+        mask_patch: int = 8,
+        use_pse: bool = True,
+        use_sr: bool = True,
+        sr_iterations: int = 2,
+        num_frames: int = 1,
+        use_flow: bool = True,
+        flow_bands: int = 3,
+        flow_downsample: int = 1,
+        flow_weights: str | None = None,
+    ):
+        super().__init__()
+        blocks = _per_scale(blocks, "blocks")
+        # the decoder has scales 1 and 2 (scale 3 is the encoder's bottom, shared by both paths)
+        decoder_blocks = _per_scale(
+            blocks[:-1] if decoder_blocks is None else decoder_blocks, "decoder_blocks", SCALES - 1
+        )
+        heads = _per_scale(heads, "heads")
+        refine_blocks = _per_scale(refine_blocks, "refine_blocks")
+        if mask_patch < 1 or mask_patch & (mask_patch - 1):
+            raise ValueError(f"mask_patch must be a power of two, got {mask_patch}")
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        self._arch = dict(
+            in_bands=int(in_bands),
+            out_bands=int(out_bands),
+            width=int(width),
+            blocks=blocks,
+            decoder_blocks=decoder_blocks,
+            heads=heads,
+            ffn_expansion=float(ffn_expansion),
+            bias=bool(bias),
+            refine_blocks=refine_blocks,
+            use_mask=bool(use_mask),
+            mask_ratio=float(mask_ratio),
+            mask_patch=int(mask_patch),
+            use_pse=bool(use_pse),
+            use_sr=bool(use_sr),
+            sr_iterations=int(sr_iterations),
+            num_frames=int(num_frames),
+            use_flow=bool(use_flow),
+            flow_bands=int(flow_bands),
+            flow_downsample=int(flow_downsample),
+        )
+        self.in_bands, self.out_bands, self.num_frames = in_bands, out_bands, num_frames
+        self.flow_downsample = int(flow_downsample)
+        self.multiple = max(2 ** (SCALES - 1), mask_patch)
+        dims = [width * 2**j for j in range(SCALES)]
+        patches = [max(1, mask_patch >> j) for j in range(SCALES)]
+
+        self.embed = nn.Conv2d(in_bands, width, 3, padding=1, bias=bias)
+        if num_frames > 1:
+            self.align = TemporalAlignment(width, min(flow_bands, in_bands), use_flow)
+            self.fusion = TemporalFusion(width)
+            if flow_weights is not None and self.align.spynet is not None:
+                self.align.spynet.load_weights(flow_weights)
+        else:
+            self.align = self.fusion = None
+
+        self.encoder = nn.ModuleList(
+            [stack(dims[j], blocks[j], heads[j], ffn_expansion, bias) for j in range(SCALES)]
+        )
+        self.down = nn.ModuleList([Downsample(dims[j]) for j in range(SCALES - 1)])
+        self.mask = nn.ModuleList(
+            [AdaptiveMask(dims[j], patches[j], mask_ratio, masking=use_mask) for j in range(SCALES)]
+        )
+        self.pse = (
+            nn.ModuleList([PatchSaliencyEncoding(dims[j], patches[j]) for j in range(SCALES)])
+            if use_pse
+            else None
+        )
+        self.refine = (
+            SemanticRefinement(dims, heads, sr_iterations, refine_blocks, ffn_expansion, bias)
+            if use_sr and sr_iterations > 0
+            else None
+        )
+        self.inject = nn.ModuleList([ScoreInjection(dims[j]) for j in range(SCALES)])
+        self.up = nn.ModuleList([Upsample(dims[j + 1]) for j in range(SCALES - 1)])
+        self.reduce = nn.ModuleList(
+            [ConcatLinear(dims[j], dims[j], dims[j], bias) for j in range(SCALES - 1)]
+        )
+        self.decoder = nn.ModuleList(
+            [stack(dims[j], decoder_blocks[j], heads[j], ffn_expansion, bias) for j in range(SCALES - 1)]
+        )
+        self.output = nn.Conv2d(width, out_bands, 3, padding=1, bias=bias)
+
+    @property
+    def arch(self) -> dict:
+        """The constructor keyword arguments (JSON-serialisable) that rebuild this network."""
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self._arch.items()}
+
+    def aux_losses(self) -> dict[str, torch.Tensor]:
+        """Auxiliary losses of the last forward (none mandatory; see ``score_loss`` for the optional one)."""
+        return {}
+
+    # -- input handling ------------------------------------------------------------------------
+    def _split_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return the reference ``(B, C, H, W)`` and, for a temporal input, all dates ``(B, L, C, H, W)``."""
+        if x.dim() == 5:
+            frames = x.shape[1]
+            if not 1 <= frames <= self.num_frames:
+                raise InputError(
+                    f"this model takes 1 to {self.num_frames} date(s), got {frames}; "
+                    "pass fewer dates or use a model trained for more"
+                )
+            if x.shape[2] != self.in_bands:
+                raise InputError(f"the model expects {self.in_bands} bands, got {x.shape[2]}")
+            return x[:, 0], (x if frames > 1 else None)
+        if x.dim() != 4:
+            raise InputError(f"expected a (B, C, H, W) or (B, L, C, H, W) tensor, got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_bands:
+            raise InputError(f"the model expects {self.in_bands} bands, got {x.shape[1]}")
+        return x, None
+
+    def _embed(self, img: torch.Tensor) -> torch.Tensor:
+        """3x3 embedding of ``(B, C, H, W)`` images into ``(B, H, W, width)`` tokens."""
+        return conv3x3(img.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1), self.embed)
+
+    def _temporal_features(self, ref: torch.Tensor, frames: torch.Tensor | None) -> torch.Tensor:
+        ref_feat = self._embed(ref)
+        if self.fusion is None:
+            return ref_feat
+        aligned, sims = [ref_feat], [torch.ones_like(ref_feat[..., :1])]
+        if frames is not None:
+            for index in range(1, frames.shape[1]):
+                img = frames[:, index]
+                feat, sim = self.align(ref, img, ref_feat, self._embed(img), self.flow_downsample)
+                aligned.append(feat)
+                sims.append(sim)
+        return self.fusion(ref_feat, aligned, sims)
+
+    # -- network -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ref, frames = self._split_input(x)
+        b, _, height, width = ref.shape
+        pad_h, pad_w = (-height) % self.multiple, (-width) % self.multiple
+        ref = _pad(ref, pad_h, pad_w)
+        if frames is not None and (pad_h or pad_w):
+            n, dates = frames.shape[:2]
+            frames = _pad(frames.flatten(0, 1), pad_h, pad_w).unflatten(0, (n, dates))
+
+        feat = self._temporal_features(ref, frames)
+        skips, scores = [], []
+        for j in range(SCALES):
+            if j:
+                feat = self.down[j - 1](feat)
+            feat = self.encoder[j](feat)
+            feat, score = self.mask[j](feat)
+            if self.pse is not None:
+                feat = self.pse[j](feat, score)
+            skips.append(feat)
+            scores.append(score)
+        if self.refine is not None:
+            skips = self.refine(skips)
+
+        dec = self.inject[-1](skips[-1], scores[-1])
+        for j in reversed(range(SCALES - 1)):
+            dec = self.reduce[j](self.up[j](dec), self.inject[j](skips[j], scores[j]))
+            dec = self.decoder[j](dec)
+
+        out = F.conv2d(dec.permute(0, 3, 1, 2), self.output.weight, self.output.bias, padding=1)
+        out = out + self._residual(ref)
+        score = self._score_map(scores, ref.shape[-2:])
+        return out[:, :, :height, :width].contiguous(), score[:, :, :height, :width].contiguous()
+
+    def _residual(self, ref: torch.Tensor) -> torch.Tensor:
+        """Global residual: the input's first ``out_bands`` bands (zeros for any extra output band)."""
+        n = min(self.in_bands, self.out_bands)
+        if n == self.out_bands:
+            return ref[:, :n]
+        return F.pad(ref[:, :n], (0, 0, 0, 0, 0, self.out_bands - n))
+
+    @staticmethod
+    def _score_map(scores: list[torch.Tensor], size) -> torch.Tensor:
+        """Mean of the per-scale AM score maps, up-sampled to full resolution: ``(B, 1, H, W)``."""
+        total = scores[0].permute(0, 3, 1, 2)
+        for s in scores[1:]:
+            total = total + F.interpolate(
+                s.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False
+            )
+        return (total / len(scores)).clamp(0.0, 1.0)

@@ -1,0 +1,216 @@
+"""VISER-CR network: shapes for every switch, temporal inputs, gradients, padding, determinism."""
+
+import itertools
+import json
+
+import pytest
+import torch
+from viser_cr.core.errors import InputError
+from viser_cr.core.model import CONFIGS, ViserCR, config, score_loss, score_targets
+from viser_cr.core.model.adaptive_mask import AdaptiveMask
+from viser_cr.core.model.temporal import SpyNet, flow_warp
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models are overhead-bound: one torch thread is as fast idle and far faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = dict(
+    in_bands=4, out_bands=4, width=8, blocks=[1, 1, 1], heads=[1, 2, 4], refine_blocks=1, sr_iterations=1
+)
+
+
+def tiny(**overrides):
+    torch.manual_seed(0)
+    return ViserCR(**dict(TINY, **overrides))
+
+
+@pytest.mark.parametrize("use_mask,use_pse,use_sr", list(itertools.product([False, True], repeat=3)))
+def test_shapes_for_every_switch_combination(use_mask, use_pse, use_sr):
+    model = tiny(use_mask=use_mask, use_pse=use_pse, use_sr=use_sr)
+    x = torch.rand(2, 4, 16, 24)
+    for mode in (model.train, model.eval):
+        mode()
+        image, score = model(x)
+        assert image.shape == (2, 4, 16, 24)
+        assert score.shape == (2, 1, 16, 24)
+        assert torch.isfinite(image).all()
+        assert 0.0 <= float(score.detach().min()) and float(score.detach().max()) <= 1.0
+
+
+@pytest.mark.parametrize("dates", [1, 2, 3])
+def test_temporal_model_accepts_any_number_of_dates(dates):
+    model = tiny(num_frames=3).eval()
+    image, score = model(torch.rand(1, dates, 4, 16, 20))
+    assert image.shape == (1, 4, 16, 20) and score.shape == (1, 1, 16, 20)
+
+
+def test_temporal_model_accepts_4d_input_and_equals_one_date():
+    model = tiny(num_frames=3).eval()
+    x = torch.rand(1, 4, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], model(x[:, None])[0])
+
+
+@pytest.mark.parametrize("use_flow", [True, False])
+def test_temporal_model_trains_with_three_dates(use_flow):
+    model = tiny(num_frames=3, use_flow=use_flow, flow_downsample=2).train()
+    image, score = model(torch.rand(1, 3, 4, 16, 16))
+    image.mean().backward()
+    assert model.fusion.confidence_fc1.weight.grad is not None
+    assert model.fusion.confidence_fc1.weight.grad.abs().sum() > 0
+
+
+def test_mono_model_given_5d_single_date_works_and_more_dates_fail():
+    model = tiny().eval()
+    assert model(torch.rand(1, 1, 4, 16, 16))[0].shape == (1, 4, 16, 16)
+    with pytest.raises(InputError, match="1 to 1 date"):
+        model(torch.rand(1, 2, 4, 16, 16))
+
+
+def test_wrong_band_count_is_an_input_error():
+    with pytest.raises(InputError, match="expects 4 bands"):
+        tiny()(torch.rand(1, 3, 16, 16))
+
+
+def test_gradients_reach_score_network_and_tokens_at_every_scale():
+    model = tiny().train()
+    image, score = model(torch.rand(2, 4, 16, 16))
+    (image - 0.5).abs().mean().backward()
+    for am in model.mask:
+        assert am.tokens.grad is not None and am.tokens.grad.abs().sum() > 0
+        assert am.score.fc1.weight.grad is not None and am.score.fc1.weight.grad.abs().sum() > 0
+
+
+def test_score_loss_trains_the_score_and_masking_off_still_gives_it_gradient():
+    model = tiny(use_mask=False).train()
+    x, y = torch.rand(2, 4, 16, 16), torch.rand(2, 4, 16, 16)
+    image, score = model(x)
+    targets = score_targets(x, y)
+    assert targets.shape == (2, 1, 16, 16) and 0 <= targets.min() and targets.max() <= 1
+    loss = (image - y).abs().mean() + 0.1 * score_loss(score, targets) + sum(model.aux_losses().values())
+    loss.backward()
+    assert model.mask[0].score.fc1.weight.grad.abs().sum() > 0
+
+
+def test_adaptive_mask_replaces_exactly_top_k_patches():
+    am = AdaptiveMask(dim=4, patch=4, ratio=0.25).train()
+    with torch.no_grad():
+        am.tokens.fill_(7.0)
+    x = torch.zeros(1, 16, 16, 4)  # 16 patches -> 4 replaced
+    out, score = am(x)
+    replaced = (out.view(1, 4, 4, 4, 4, 4) == 7.0).all(dim=(2, 4, 5))
+    assert int(replaced.sum()) == 4
+    assert torch.equal(am.eval()(x)[0], x)  # eval: nothing masked
+
+
+@pytest.mark.parametrize("size", [(37, 53), (1, 1), (7, 3), (64, 64)])
+def test_padding_round_trips(size):
+    model = tiny().eval()
+    with torch.no_grad():
+        model.output.weight.zero_()  # output = global residual only
+    x = torch.rand(1, 4, *size)
+    with torch.no_grad():
+        image, score = model(x)
+    assert image.shape == x.shape and score.shape == (1, 1, *size)
+    assert torch.equal(image, x)
+
+
+def test_eval_is_deterministic_and_train_masks():
+    model = tiny().eval()
+    x = torch.rand(2, 4, 32, 32)
+    with torch.no_grad():
+        a, sa = model(x)
+        b, sb = model(x)
+        model.train()
+        c, _ = model(x)
+    assert torch.equal(a, b) and torch.equal(sa, sb)
+    assert not torch.equal(a, c)
+
+
+def test_inference_mode_matches_no_grad():
+    model = tiny().eval()
+    x = torch.rand(1, 4, 24, 24)
+    with torch.no_grad():
+        a = model(x)[0]
+    with torch.inference_mode():
+        b = model(x)[0]
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_arch_round_trips_through_json():
+    model = tiny(num_frames=2, use_sr=False, mask_ratio=0.35)
+    arch = json.loads(json.dumps(model.arch))
+    clone = ViserCR(**arch)
+    assert clone.arch == model.arch
+    assert {k: v.shape for k, v in clone.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+
+
+def test_different_in_and_out_bands():
+    model = tiny(in_bands=13, out_bands=4).eval()
+    assert model(torch.rand(1, 13, 16, 16))[0].shape == (1, 4, 16, 16)
+    model = tiny(in_bands=3, out_bands=4).eval()
+    assert model(torch.rand(1, 3, 16, 16))[0].shape == (1, 4, 16, 16)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_bundled_configs_build(name):
+    model = ViserCR(**config(name, in_bands=4, out_bands=4))
+    assert model.arch["width"] == CONFIGS[name]["width"]
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_spynet_starts_at_zero_flow_and_loads_weights(tmp_path):
+    net = SpyNet(3)
+    assert 1.40e6 < sum(p.numel() for p in net.parameters()) < 1.48e6  # SpyNet's ~1.44 M
+    ref, supp = torch.rand(1, 3, 40, 24), torch.rand(1, 3, 40, 24)
+    assert torch.count_nonzero(net(ref, supp)) == 0
+    x = torch.rand(1, 5, 8, 8)
+    assert torch.allclose(flow_warp(x, torch.zeros(1, 2, 8, 8)), x, atol=1e-6)
+
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    other = SpyNet(3)
+    for p in other.parameters():
+        torch.nn.init.normal_(p, std=0.01)
+    save_file(other.state_dict(), str(tmp_path / "spynet.safetensors"))
+    torch.save({"params": other.state_dict()}, tmp_path / "spynet.pth")
+    for file in ("spynet.safetensors", "spynet.pth"):
+        net = SpyNet(3)
+        net.load_weights(tmp_path / file)
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(net.state_dict().values(), other.state_dict().values(), strict=True)
+        )
+
+
+def test_per_scale_block_counts_and_arch():
+    model = tiny(blocks=[1, 0, 2], decoder_blocks=[0, 1], refine_blocks=[0, 1, 2], sr_iterations=2).eval()
+    assert model.arch["decoder_blocks"] == [0, 1] and model.arch["refine_blocks"] == [0, 1, 2]
+    assert model(torch.rand(1, 4, 16, 16))[0].shape == (1, 4, 16, 16)
+    with pytest.raises(ValueError, match="decoder_blocks needs 2 values"):
+        tiny(decoder_blocks=[1, 1, 1])
+
+
+def test_fused_cpu_kernels_match_reference_ops(monkeypatch):
+    from viser_cr.core.model import fused
+
+    model = tiny(blocks=[1, 1, 1], heads=[1, 2, 2]).eval()
+    for batch in (1, 2):  # one image takes the fused attention output GEMM too
+        x = torch.rand(batch, 4, 24, 16)
+        with torch.no_grad():
+            monkeypatch.setattr(fused, "ENABLED", False)
+            reference = model(x)
+            monkeypatch.setattr(fused, "ENABLED", True)
+            fast = model(x)
+        assert torch.allclose(reference[0], fast[0], atol=1e-4)
+        assert torch.allclose(reference[1], fast[1], atol=1e-5)
+    assert not fused._broken, "the oneDNN fused kernels failed and were switched off"
