@@ -1,0 +1,258 @@
+"""``viser-cr``: cloud removal from the command line (the same engine as the QGIS plugin).
+
+    viser-cr remove-clouds INPUT [INPUT ...] -o OUTPUT [options]
+    viser-cr cloud-score INPUT [INPUT ...] -o OUTPUT [options]
+    viser-cr models [--models-dir DIR] [--json]
+    viser-cr info INPUT [--sensor S] [--bands 4,3,2,8] [--json]
+
+Errors are one line on stderr and the exit code says what kind of problem it was (2 input,
+3 weights, 4 device, 5 output, 6 missing dependency, 130 cancelled); ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .errors import Cancelled, ViserError
+
+SENSORS = ("auto", "s2-l1c", "s2-l2a", "landsat-c2l2", "rgb8", "rgbn8")
+
+
+def _band_list(text: str) -> list[int]:
+    try:
+        bands = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bands must be comma-separated band numbers like 4,3,2,8, got {text!r}") \
+            from None
+    if not bands:
+        raise argparse.ArgumentTypeError("give at least one band number")
+    return bands
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+
+
+def _engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="raster file(s); several = a temporal stack (the first is the reference)")
+    parser.add_argument("-o", "--output", required=True, help="output GeoTIFF (.tif)")
+    parser.add_argument("--model", help="bundled model name, model card (.json) or .safetensors file")
+    parser.add_argument("--models-dir", type=Path, help="folder of models (default: the bundled ones)")
+    parser.add_argument("--sensor", default="auto", choices=SENSORS, help="sensor preset (default: auto)")
+    parser.add_argument("--bands", type=_band_list,
+                        help="1-based band numbers in the model's order, e.g. 4,3,2,8 for R,G,B,NIR")
+    parser.add_argument("--scale", type=float, help="reflectance = DN x SCALE + OFFSET")
+    parser.add_argument("--offset", type=float, help="e.g. -0.1 for Sentinel-2 baseline 04.00 or later")
+    parser.add_argument("--tile", type=int, help="tile size in pixels (default: the model card's)")
+    parser.add_argument("--overlap", type=int, help="tile overlap in pixels (default: the model card's)")
+    parser.add_argument("--batch", type=int, default=4, help="tiles per batch (default: 4)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--reference", type=int, default=1,
+                        help="which INPUT (1-based) is the reference date and output grid (default: 1)")
+    parser.add_argument("--resampling", default="bilinear", help="for aligning other dates (default: bilinear)")
+    parser.add_argument("--cog", action="store_true", help="write a cloud-optimised GeoTIFF")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="viser-cr", description="VISER-CR cloud removal for satellite rasters.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    remove = commands.add_parser("remove-clouds", help="fill clouds in a raster (or a stack of dates)")
+    _engine_options(remove)
+    remove.add_argument("--keep-clear", action="store_true",
+                        help="keep the input where it is clear, the model's output where cloudy")
+    remove.add_argument("--cloud-mask", help="raster marking clouds (non-zero) for --keep-clear")
+    remove.add_argument("--score-out", help="also write the cloud score (float32, 0 clear .. 1 cloud)")
+    remove.add_argument("--uncertainty-out", help="also write the per-pixel uncertainty (implies --tta)")
+    remove.add_argument("--tta", action="store_true", help="average 8 flips/rotations (8x slower)")
+    remove.add_argument("--float32", action="store_true", help="write float32 reflectance, not the input's type")
+    _common(remove)
+
+    score = commands.add_parser("cloud-score", help="write the cloud score raster only")
+    _engine_options(score)
+    _common(score)
+
+    models = commands.add_parser("models", help="list the bundled models and their cards")
+    models.add_argument("--models-dir", type=Path, help="folder of models (default: the bundled ones)")
+    models.add_argument("--json", action="store_true", help="print the cards as JSON")
+    _common(models)
+
+    info = commands.add_parser("info", help="describe a raster: sensor, scaling and bands detected, and why")
+    info.add_argument("input", metavar="INPUT")
+    info.add_argument("--sensor", default="auto", choices=SENSORS)
+    info.add_argument("--bands", type=_band_list)
+    info.add_argument("--json", action="store_true", help="print as JSON")
+    _common(info)
+    return parser
+
+
+# ------------------------------------------------------------------------------------------ progress
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal (stderr); silent when stderr is not a terminal."""
+
+    def __init__(self, stream=None, enabled: bool | None = None, width: int = 30):
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.width = width
+        self.drawn = False
+        self.started = time.perf_counter()
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        if not self.enabled:
+            return
+        fraction = min(max(fraction, 0.0), 1.0)
+        filled = int(round(self.width * fraction))
+        elapsed = time.perf_counter() - self.started
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r[{bar}] {100 * fraction:5.1f}% {message} ({elapsed:.0f} s)\033[K")
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def _request(args, score_only: bool):
+    from .pipeline import CloudRemovalRequest
+
+    if not 1 <= args.reference <= len(args.inputs):
+        from .errors import InputError
+
+        raise InputError(f"--reference must be between 1 and {len(args.inputs)}, got {args.reference}.")
+    common = dict(
+        inputs=list(args.inputs), model=args.model, models_dir=args.models_dir, sensor=args.sensor,
+        bands=args.bands, scale=args.scale, offset=args.offset, tile_size=args.tile, overlap=args.overlap,
+        batch_size=args.batch, device=args.device, threads=args.threads, cog=args.cog,
+        reference=args.reference - 1, resampling=args.resampling,
+    )
+    if score_only:
+        return CloudRemovalRequest(output=None, score_output=args.output, **common)
+    return CloudRemovalRequest(
+        output=args.output, keep_clear=args.keep_clear, cloud_mask=args.cloud_mask, score_output=args.score_out,
+        uncertainty_output=args.uncertainty_out, tta=args.tta,
+        output_dtype="float32" if args.float32 else "input", **common,
+    )
+
+
+def _run(args, score_only: bool) -> int:
+    from .pipeline import remove_clouds
+
+    request = _request(args, score_only)
+    bar = ProgressBar(enabled=False if args.quiet else None)
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            bar.close()
+            print(message, file=sys.stderr)
+
+    try:
+        result = remove_clouds(request, progress=bar, log=log)
+    finally:
+        bar.close()
+    if not args.quiet:
+        written = [str(p) for p in (result.output, result.score_output, result.uncertainty_output) if p]
+        print(f"Wrote {', '.join(written)} (model {result.model} on {result.device}, "
+              f"{result.tiles} tile(s), {result.seconds:.1f} s).")
+    return 0
+
+
+def _models(args) -> int:
+    from .weights import list_models
+
+    cards = list_models(args.models_dir)
+    if args.json:
+        print(json.dumps([_card_dict(card) for card in cards], indent=2, default=str))
+        return 0
+    if not cards:
+        print("No models found" + (f" in {args.models_dir}" if args.models_dir else "") + ".")
+        return 0
+    for card in cards:
+        frames = getattr(card, "num_frames", 1)
+        print(f"{card.name}: bands {','.join(card.bands)}, {frames} date(s), tile {card.tile_size} "
+              f"overlap {card.overlap}")
+        if getattr(card, "description", None):
+            print(f"    {card.description}")
+        if getattr(card, "metrics", None):
+            print(f"    metrics: {json.dumps(card.metrics, default=str)}")
+    return 0
+
+
+def _card_dict(card) -> dict:
+    if hasattr(card, "to_dict"):
+        return card.to_dict()
+    if hasattr(card, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(card)
+    return dict(vars(card))
+
+
+def _info(args) -> int:
+    from .pipeline import describe_input
+
+    info = describe_input(args.input, sensor=args.sensor, bands=args.bands)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"{info['path']}: {info['driver']}, {info['width']} x {info['height']}, {info['count']} band(s) "
+          f"{info['dtype']}, CRS {info['crs'] or 'none'}")
+    if any(info["descriptions"]):
+        print("Band descriptions: " + ", ".join(f"{i}={d}" for i, d in enumerate(info["descriptions"], 1) if d))
+    if info["error"]:
+        print(f"Sensor: not detected. {info['error']}")
+        return 0
+    from .sensors import formula
+
+    print(f"Sensor: {info['sensor']}, {formula(info['scale'], info['offset'])}")
+    print("Bands: " + ", ".join(f"{name}={index}" for name, index in info["bands"].items()))
+    print(f"Why: {info['reason']}")
+    if info.get("model"):
+        print(f"Default model: {info['model']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "remove-clouds":
+            return _run(args, score_only=False)
+        if args.command == "cloud-score":
+            return _run(args, score_only=True)
+        if args.command == "models":
+            return _models(args)
+        return _info(args)
+    except KeyboardInterrupt:
+        print("viser-cr: cancelled: nothing was written.", file=sys.stderr)
+        return Cancelled.exit_code
+    except ViserError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"viser-cr: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except Exception as error:  # noqa: BLE001 - one clear line instead of a traceback
+        if args.debug:
+            traceback.print_exc()
+        print(f"viser-cr: internal error: {type(error).__name__}: {error} (run with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,779 @@
+"""The one path from raster(s) to raster: ``remove_clouds(request)``.
+
+The CLI, every QGIS Processing algorithm, the dock widget and the evaluation call it. Steps:
+
+1. check the output paths (folder exists and is writable, no output is an input);
+2. open the inputs, detect sensor / scaling / bands (``core.sensors``), choose and load the model;
+3. align every date onto the reference grid (``WarpedVRT``), lay a tile grid with overlap over it;
+4. stream: read a strip of tile rows, run batches of tiles through the model (optionally with
+   test-time augmentation and keep-clear blending), add each tile times its normalised blend
+   weight into blocks of output rows, and write a block as soon as its last tile is in. Memory
+   holds a few tile rows, whatever the raster's size;
+5. write everything to temporary files in the output folder and rename them only at the end; a
+   cancel or an error removes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import raster as rio
+from .device import check_threads, describe_device, is_out_of_memory, resolve_device, torch_threads
+from .errors import Cancelled, InputError, ViserError
+from .sensors import CANONICAL_BANDS, BandFacts, SensorResolution, formula, offered_bands, resolve
+from .tiling import MIN_TILE, Tile, TileGrid
+
+SCORE_THRESHOLD = 0.5          # keep-clear: a score above this is cloud
+FEATHER_RADIUS = 6             # keep-clear: width in pixels of the seam between input and model output
+MIN_MODEL_SIDE = 16            # tiles smaller than this are padded (edge-replicated) before the model
+MIN_RETRY_TILE = 64            # out of memory: halve tiles down to this size before falling back to CPU
+GDAL_CACHE_BYTES = 64 * 2**20  # GDAL's block cache during a run: keeps memory independent of raster size
+OUTPUT_DTYPES = ("input", "float32")
+COLOUR_OF_BAND = {"red": "red", "green": "green", "blue": "blue"}
+
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass
+class CloudRemovalRequest:
+    inputs: list[str | Path]            # one raster, or several dates (a temporal stack)
+    output: str | Path | None           # None only when just score_output is wanted (cloud score alone)
+    model: str | Path | None = None     # bundled name, card or safetensors path; None = select_model()
+    models_dir: Path | None = None      # where bundled models live (tests point at tiny ones)
+    sensor: str = "auto"                # auto | s2-l1c | s2-l2a | landsat-c2l2 | rgb8 | rgbn8
+    bands: list[int] | None = None      # 1-based band indexes in the model's band order
+    scale: float | None = None          # reflectance = DN * scale + offset (overrides the preset)
+    offset: float | None = None
+    tile_size: int | None = None        # default: the model card's
+    overlap: int | None = None
+    batch_size: int = 4
+    device: str = "auto"                # auto | cpu | cuda | cuda:N
+    threads: int | None = None          # torch CPU threads
+    keep_clear: bool = False            # keep input pixels where clear (score or cloud_mask)
+    cloud_mask: str | Path | None = None  # raster, non-zero = cloud
+    score_output: str | Path | None = None
+    uncertainty_output: str | Path | None = None   # implies test-time augmentation
+    tta: bool = False
+    output_dtype: str = "input"         # input | float32 (reflectance)
+    cog: bool = False
+    creation_options: dict | None = None
+    reference: int = 0                  # index in inputs of the reference date (output grid)
+    resampling: str = "bilinear"        # for aligning the other dates
+    bounds: tuple[float, float, float, float] | None = None  # sub-window in the reference CRS
+
+
+@dataclass
+class CloudRemovalResult:
+    output: Path | None
+    score_output: Path | None
+    uncertainty_output: Path | None
+    device: str
+    model: str
+    sensor: str
+    sensor_reason: str
+    bands: list[int]
+    tiles: int
+    seconds: float
+    messages: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------ requests
+
+
+def _validate_request(request: CloudRemovalRequest) -> None:
+    if not request.inputs:
+        raise InputError("no input raster given.")
+    if request.output is None and request.score_output is None:
+        raise InputError("nothing to write: give an output path (or a score output for the cloud score alone).")
+    if request.output_dtype not in OUTPUT_DTYPES:
+        raise InputError(f"output_dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {request.output_dtype!r}.")
+    if not 0 <= int(request.reference) < len(request.inputs):
+        raise InputError(f"reference must index one of the {len(request.inputs)} inputs (0 to "
+                         f"{len(request.inputs) - 1}), got {request.reference}.")
+    if int(request.batch_size) < 1:
+        raise InputError(f"batch size must be at least 1, got {request.batch_size}.")
+    if request.cloud_mask is not None and not request.keep_clear:
+        raise InputError("a cloud mask is used by keep-clear mode: add --keep-clear (or drop the mask).")
+
+
+def _output_paths(request: CloudRemovalRequest) -> dict[str, Path | None]:
+    """Checked output paths; none may be an input, the cloud mask or another output."""
+    protected = [*request.inputs] + ([request.cloud_mask] if request.cloud_mask else [])
+    paths: dict[str, Path | None] = {}
+    for key, value, what in (("output", request.output, "output"),
+                             ("score", request.score_output, "score output"),
+                             ("uncertainty", request.uncertainty_output, "uncertainty output")):
+        paths[key] = rio.check_output_path(value, [*protected, *[p for p in paths.values() if p]], what) \
+            if value is not None else None
+    return paths
+
+
+# -------------------------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class _Input:
+    label: str
+    path: Path
+    dataset: object
+    facts: BandFacts
+    resolution: SensorResolution | None = None
+    indexes: list[int] = field(default_factory=list)
+
+
+def _open_inputs(request: CloudRemovalRequest, stack: contextlib.ExitStack) -> list[_Input]:
+    """Open every input read-only; the reference comes first (the model wants it at index 0)."""
+    order = [request.reference] + [i for i in range(len(request.inputs)) if i != request.reference]
+    opened = []
+    for position in order:
+        path = Path(request.inputs[position])
+        dataset = stack.enter_context(rio.open_raster(path))
+        label = f"input {position + 1} ({path.name})" if len(request.inputs) > 1 else path.name
+        opened.append(_Input(label, path, dataset, rio.band_facts(dataset, path)))
+    return opened
+
+
+def _too_few_bands(item: _Input, needed: int, names) -> InputError:
+    return InputError(
+        f"{item.label} has {item.facts.count} band(s) but the model needs {needed} ({', '.join(names)}): "
+        "give a raster with those bands, pass --bands, or choose a model with fewer bands."
+    )
+
+
+def _resolve_sensor(item: _Input, request: CloudRemovalRequest, wanted) -> SensorResolution:
+    return resolve(item.facts, sensor=request.sensor, bands=request.bands, scale=request.scale,
+                   offset=request.offset, wanted=wanted)
+
+
+def _choose_model(request: CloudRemovalRequest, reference: _Input):
+    """The model card: the one asked for, or the default for the bands this raster offers."""
+    from .weights import find_model, select_model
+
+    if request.model is not None:
+        return find_model(request.model, models_dir=request.models_dir)
+    if request.bands is None and reference.facts.count < 3:
+        raise _too_few_bands(reference, 3, CANONICAL_BANDS[:3])
+    probe = _resolve_sensor(reference, request, None)
+    names = offered_bands(probe)
+    if len(names) < 3:
+        raise InputError(
+            f"{reference.label}: could not identify red, green and blue bands (identified: "
+            f"{', '.join(names) or 'none'}). {probe.reason} Pass --bands R,G,B[,NIR]."
+        )
+    return select_model(names, len(request.inputs), models_dir=request.models_dir)
+
+
+def _bind_bands(items: list[_Input], request: CloudRemovalRequest, card) -> None:
+    """Sensor, scaling and the model's band indexes for every date."""
+    wanted = list(card.bands)
+    for item in items:
+        if request.bands is None and item.facts.count < len(wanted):
+            raise _too_few_bands(item, len(wanted), wanted)
+        item.resolution = _resolve_sensor(item, request, wanted)
+        item.indexes = item.resolution.indexes_for(wanted)
+
+
+def _check_frames(items: list[_Input], card) -> None:
+    frames = int(getattr(card, "num_frames", 1) or 1)
+    if len(items) > frames:
+        what = "one date" if frames == 1 else f"at most {frames} dates"
+        raise InputError(f"model {card.name} takes {what}, but {len(items)} inputs were given: "
+                         "choose a multi-temporal model or give fewer dates.")
+
+
+def _tiling(request: CloudRemovalRequest, card) -> tuple[int, int]:
+    tile = int(request.tile_size or card.tile_size)
+    if request.overlap is not None:
+        overlap = int(request.overlap)
+    elif request.tile_size:
+        overlap = int(round(card.overlap * tile / max(1, card.tile_size)))
+    else:
+        overlap = int(card.overlap)
+    return tile, overlap
+
+
+# ------------------------------------------------------------------------------------------ encoding
+
+
+@dataclass
+class _Encoding:
+    """Reflectance -> output values: inverse scaling in the input's dtype, or float32 reflectance."""
+
+    dtype: str
+    nodata: float | None
+    scale: float = 1.0
+    offset: float = 0.0
+    write_mask: bool = False
+
+    def encode(self, reflectance: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Output values for a block; ``reflectance`` (float32) is overwritten to save memory."""
+        kind = np.dtype(self.dtype).kind
+        values = reflectance
+        if self.offset:
+            values -= np.float32(self.offset)
+        if self.scale != 1:
+            values /= np.float32(self.scale)
+        if kind in "iu":
+            info = np.iinfo(self.dtype)
+            low, high = float(info.min), float(info.max)
+            if self.nodata is not None and self.nodata == low:
+                low += 1
+            if self.nodata is not None and self.nodata == high:
+                high -= 1
+            np.rint(values, out=values)
+            np.clip(values, low, high, out=values)
+        if values.dtype != np.dtype(self.dtype):
+            cast = rio.mapped_array(values.shape, self.dtype)
+            np.copyto(cast, values, casting="unsafe")
+            values = cast
+        if self.nodata is not None and not valid.all():
+            values[:, ~valid] = self.nodata
+        return values
+
+
+def _has_mask(dataset, indexes) -> bool:
+    """True when some pixels of these bands may be masked (internal mask or a separate alpha band)."""
+    from rasterio.enums import ColorInterp, MaskFlags
+
+    alpha_bands = {i + 1 for i, ci in enumerate(dataset.colorinterp) if ci == ColorInterp.alpha}
+    for index in indexes:
+        flags = dataset.mask_flag_enums[index - 1]
+        if MaskFlags.all_valid in flags or MaskFlags.nodata in flags:
+            continue
+        if MaskFlags.alpha in flags and alpha_bands & set(indexes):
+            continue
+        return True
+    return False
+
+
+def _encoding(request: CloudRemovalRequest, reference: _Input) -> _Encoding:
+    dataset = reference.dataset
+    dtype = str(dataset.dtypes[reference.indexes[0] - 1])
+    if request.output_dtype == "float32" or np.dtype(dtype).kind not in "iuf":
+        return _Encoding("float32", float("nan"))
+    resolution = reference.resolution
+    if np.dtype(dtype).kind == "f":
+        return _Encoding(dtype, float("nan"), resolution.scale, resolution.offset)
+    nodatas = [dataset.nodatavals[i - 1] for i in reference.indexes if dataset.nodatavals[i - 1] is not None]
+    nodata = nodatas[0] if nodatas else None
+    write_mask = nodata is None and _has_mask(dataset, reference.indexes)
+    return _Encoding(dtype, nodata, resolution.scale, resolution.offset, write_mask)
+
+
+# ----------------------------------------------------------------------------------------- predictor
+
+
+class _NeedSmallerTiles(Exception):
+    """Out of memory with a batch of one tile."""
+
+
+def _dihedral(x, k: int, flip: bool):
+    import torch
+
+    if flip:
+        x = torch.flip(x, dims=(-1,))
+    return torch.rot90(x, k, dims=(-2, -1))
+
+
+def _undo_dihedral(x, k: int, flip: bool):
+    import torch
+
+    x = torch.rot90(x, -k, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if flip else x
+
+
+class Predictor:
+    """Runs batches of tiles through the model on a device, with optional 8-fold test-time
+    augmentation (mean = image, spread = uncertainty) and keep-clear blending.
+
+    Out of memory: the batch is halved (and kept smaller for the rest of the run); with a batch of
+    one tile it raises ``_NeedSmallerTiles`` for the caller to retry with smaller tiles or the CPU.
+    """
+
+    def __init__(self, model, device, batch_size: int, tta: bool = False, keep_clear: bool = False,
+                 say: Callable[[str], None] | None = None):
+        self.model = model
+        self.device = device
+        self.batch_size = int(batch_size)
+        self.tta = tta
+        self.keep_clear = keep_clear
+        self.say = say or (lambda message: None)
+
+    def predict(self, x: np.ndarray, cloud: np.ndarray | None = None):
+        """``x`` ``(n, L, C, h, w)`` reflectance. Returns image ``(n, C', h, w)``, score ``(n, h, w)``
+        and uncertainty ``(n, h, w)`` (or None), as float32 numpy arrays."""
+        outputs, start = [], 0
+        while start < len(x):
+            stop = min(len(x), start + self.batch_size)
+            try:
+                outputs.append(self._run(x[start:stop], None if cloud is None else cloud[start:stop]))
+            except Exception as error:  # noqa: BLE001 - only out-of-memory errors are handled
+                if not is_out_of_memory(error):
+                    raise
+                self._release()
+                if self.batch_size == 1:
+                    raise _NeedSmallerTiles() from None
+                self.batch_size = max(1, self.batch_size // 2)
+                self.say(f"Out of memory: batch size reduced to {self.batch_size}.")
+                continue
+            start = stop
+        image = np.concatenate([o[0] for o in outputs])
+        score = np.concatenate([o[1] for o in outputs])
+        spread = None if outputs[0][2] is None else np.concatenate([o[2] for o in outputs])
+        return image, score, spread
+
+    def _release(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _forward(self, x):
+        image, score = self.model(x if x.shape[1] > 1 else x[:, 0])
+        return image.float(), score.float()
+
+    def _run(self, x_np: np.ndarray, cloud_np: np.ndarray | None):
+        import torch
+        import torch.nn.functional as F
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(x_np)).to(self.device)
+            n, frames, channels, h, w = x.shape
+            pad_h, pad_w = max(0, MIN_MODEL_SIDE - h), max(0, MIN_MODEL_SIDE - w)
+            if pad_h or pad_w:
+                x = F.pad(x.reshape(n, frames * channels, h, w), (0, pad_w, 0, pad_h), mode="replicate")
+                x = x.reshape(n, frames, channels, h + pad_h, w + pad_w)
+            if self.tta:
+                image, score, spread = self._tta(x)
+                spread = spread[:, :h, :w]
+            else:
+                image, score = self._forward(x)
+                spread = None
+            image, score = image[..., :h, :w], score[:, 0, :h, :w].clamp(0, 1)
+            if self.keep_clear:
+                image = self._keep_clear(image, x[:, 0, :, :h, :w], score, cloud_np)
+            return (image.cpu().numpy(), score.cpu().numpy(),
+                    None if spread is None else spread.cpu().numpy())
+
+    def _tta(self, x):
+        """Mean over the 8 flips / rotations (Welford's update: exact for identical outputs), the
+        per-pixel standard deviation averaged over bands as a root mean square."""
+        mean = m2 = score = None
+        count = 0
+        for k in range(4):
+            for flip in (False, True):
+                image_t, score_t = self._forward(_dihedral(x, k, flip))
+                image_t, score_t = _undo_dihedral(image_t, k, flip), _undo_dihedral(score_t, k, flip)
+                count += 1
+                if mean is None:
+                    mean, m2, score = image_t.clone(), image_t.new_zeros(image_t.shape), score_t
+                    continue
+                delta = image_t - mean
+                mean += delta / count
+                m2 += delta * (image_t - mean)
+                score = score + score_t
+        spread = (m2 / count).clamp_min(0).mean(dim=1).sqrt()
+        return mean, score / count, spread
+
+    def _keep_clear(self, image, reference, score, cloud_np):
+        """Model output where cloudy, the input where clear, with a feathered seam."""
+        import torch
+        import torch.nn.functional as F
+
+        if cloud_np is not None:
+            cloud = torch.from_numpy(np.ascontiguousarray(cloud_np)).to(self.device).float()
+        else:
+            cloud = (score > SCORE_THRESHOLD).float()
+        cloud = cloud[:, None]
+        size = 2 * FEATHER_RADIUS + 1
+        grown = F.max_pool2d(cloud, size, stride=1, padding=FEATHER_RADIUS)
+        padded = F.pad(grown, (FEATHER_RADIUS,) * 4, mode="replicate")
+        alpha = F.avg_pool2d(padded, size, stride=1)
+        alpha = torch.maximum(alpha, cloud)
+        if reference.shape[1] != image.shape[1]:
+            return image
+        return alpha * image + (1 - alpha) * reference
+
+
+# -------------------------------------------------------------------------------------- accumulation
+
+
+class _Block:
+    """Accumulators for one block of output rows (only the products asked for)."""
+
+    def __init__(self, channels: int, height: int, width: int, image: bool, score: bool, spread: bool):
+        self.image = rio.mapped_array((channels, height, width), np.float32) if image else None
+        self.score = rio.mapped_array((height, width), np.float32) if score else None
+        self.spread = rio.mapped_array((height, width), np.float32) if spread else None
+        self.valid = rio.mapped_array((height, width), bool)
+
+
+class _Writer:
+    """Blocks of output rows: tiles are added with their weights, full blocks encoded and written."""
+
+    def __init__(self, grid: TileGrid, channels: int, encoding: _Encoding, outputs: dict):
+        self.grid = grid
+        self.channels = channels
+        self.encoding = encoding
+        self.outputs = outputs
+        self.remaining = grid.tiles_per_block()
+        self.blocks: dict[int, _Block] = {}
+        self.valid_pixels = 0
+
+    def _block(self, number: int) -> _Block:
+        if number not in self.blocks:
+            top, bottom = self.grid.block_rows(number)
+            self.blocks[number] = self._new_block(bottom - top)
+        return self.blocks[number]
+
+    def _new_block(self, height: int) -> _Block:
+        return _Block(self.channels, height, self.grid.width, self.outputs.get("output") is not None,
+                      self.outputs.get("score") is not None, self.outputs.get("uncertainty") is not None)
+
+    def add(self, tile: Tile, valid: np.ndarray, image=None, score=None, spread=None) -> None:
+        """Add one tile (image None = a tile with no valid pixel: it only counts as done)."""
+        weight = self.grid.weight(tile) if image is not None else None
+        for number in self.grid.blocks_of(tile):
+            top, bottom = self.grid.block_rows(number)
+            a, b = max(top, tile.y), min(bottom, tile.y + tile.height)
+            ta, tb, ba, bb = a - tile.y, b - tile.y, a - top, b - top
+            cols = slice(tile.x, tile.x + tile.width)
+            if image is not None:
+                block = self._block(number)
+                w = weight[ta:tb]
+                if block.image is not None:
+                    block.image[:, ba:bb, cols] += image[:, ta:tb] * w
+                if block.score is not None:
+                    block.score[ba:bb, cols] += score[ta:tb] * w
+                if block.spread is not None and spread is not None:
+                    block.spread[ba:bb, cols] += spread[ta:tb] * w
+                block.valid[ba:bb, cols] = valid[ta:tb]
+            self.remaining[number] -= 1
+            if self.remaining[number] == 0:
+                self._flush(number)
+
+    def _flush(self, number: int) -> None:
+        top, bottom = self.grid.block_rows(number)
+        block = self.blocks.pop(number, None) or self._new_block(bottom - top)
+        valid = block.valid
+        self.valid_pixels += int(valid.sum())
+        invalid = ~valid
+        if self.outputs.get("output") is not None:
+            out = self.outputs["output"]
+            out.write(self.encoding.encode(block.image, valid), top)
+            if self.encoding.write_mask:
+                from rasterio.windows import Window
+
+                out.dataset.write_mask(valid.astype(np.uint8) * 255,
+                                       window=Window(0, top, self.grid.width, bottom - top))
+        if self.outputs.get("score") is not None:
+            score = np.clip(block.score, 0, 1, out=block.score)
+            score[invalid] = np.nan
+            self.outputs["score"].write(score[None], top)
+        if self.outputs.get("uncertainty") is not None:
+            spread = block.spread
+            spread[invalid] = np.nan
+            self.outputs["uncertainty"].write(spread[None], top)
+
+
+# ------------------------------------------------------------------------------------------- stream
+
+
+class _Strips:
+    """Input strips (one per tile row, raw values), read on first use and dropped when the row is done.
+
+    Values stay in the file's data type until a tile is cut out of the strip, which halves the memory
+    of 16-bit data; ``tile`` converts to reflectance.
+    """
+
+    def __init__(self, items: list[_Input], sources, mask_source, grid: TileGrid):
+        self.items = items
+        self.sources = sources
+        self.mask_source = mask_source
+        self.grid = grid
+        self.left = {row: len(grid.xs) for row in range(len(grid.ys))}
+        self.cache: dict[int, tuple] = {}
+
+    def get(self, row: int):
+        if row not in self.cache:
+            self.cache[row] = self._read(row)
+        return self.cache[row]
+
+    def done(self, row: int) -> None:
+        self.left[row] -= 1
+        if self.left[row] == 0:
+            self.cache.pop(row, None)
+
+    def _read(self, row: int):
+        y, h = self.grid.ys[row], self.grid.tile_height
+        dates = [source.read(item.indexes, y, h) for item, source in zip(self.items, self.sources, strict=True)]
+        cloud = None
+        if self.mask_source is not None:
+            raw, valid = self.mask_source.read([1], y, h)
+            cloud = (raw[0] != 0) | ~valid
+        return dates, cloud
+
+    def tile(self, tile: Tile) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Reflectance ``(L, C, h, w)`` of a tile, the reference's validity and the cloud mask.
+
+        Invalid reference pixels become 0; invalid pixels of other dates take the reference's values.
+        """
+        dates, cloud = self.get(tile.row)
+        cols = slice(tile.x, tile.x + tile.width)
+        frames = []
+        for item, (raw, valid) in zip(self.items, dates, strict=True):
+            values = raw[:, :, cols].astype(np.float32)
+            values *= np.float32(item.resolution.scale)
+            values += np.float32(item.resolution.offset)
+            valid = valid[:, cols]
+            if not frames:
+                values[:, ~valid] = 0.0
+            elif not valid.all():
+                values = np.where(valid[None], values, frames[0])
+            frames.append(values)
+        return np.stack(frames), dates[0][1][:, cols], None if cloud is None else cloud[:, cols]
+
+
+def _stream(items, sources, mask_source, grid: TileGrid, predictor: Predictor, writer: _Writer,
+            progress: ProgressFn, check_cancel: Callable[[], None]) -> None:
+    strips = _Strips(items, sources, mask_source, grid)
+    total = len(grid.tiles)
+    batch_tiles = max(1, predictor.batch_size)
+    for start in range(0, total, batch_tiles):
+        check_cancel()
+        tiles = grid.tiles[start:start + batch_tiles]
+        inputs, valids, clouds, active = [], [], [], []
+        for tile in tiles:
+            values, valid, cloud = strips.tile(tile)
+            valids.append(valid)
+            if valid.any():
+                active.append(tile)
+                inputs.append(values)
+                if cloud is not None:
+                    clouds.append(cloud)
+        results = None
+        if active:
+            results = predictor.predict(np.stack(inputs), np.stack(clouds) if clouds else None)
+        position = 0
+        for tile, valid in zip(tiles, valids, strict=True):
+            if results is not None and position < len(active) and active[position] is tile:
+                image, score, spread = (r[position] if r is not None else None for r in results)
+                writer.add(tile, valid, image, score, spread)
+                position += 1
+            else:
+                writer.add(tile, valid)
+            strips.done(tile.row)
+        done = min(total, start + len(tiles))
+        progress(done / total, f"{done}/{total} tiles")
+
+
+# ------------------------------------------------------------------------------------------- outputs
+
+
+def _open_outputs(paths: dict, request: CloudRemovalRequest, grid, card, encoding: _Encoding,
+                  tags: dict, device) -> tuple[rio.OutputSet, dict]:
+    from rasterio.enums import ColorInterp
+
+    threads = "ALL_CPUS" if device.type != "cpu" else None  # the CPU is free when a GPU computes
+    outputs = rio.OutputSet()
+    files: dict[str, rio.OutputFile | None] = {"output": None, "score": None, "uncertainty": None}
+    try:
+        if paths["output"] is not None:
+            profile = rio.output_profile(grid, len(card.bands), encoding.dtype, encoding.nodata,
+                                         request.creation_options, threads)
+            files["output"] = outputs.add(rio.OutputFile(paths["output"], profile, list(card.bands), tags,
+                                                         cog=request.cog))
+            interps = [getattr(ColorInterp, COLOUR_OF_BAND.get(b, "undefined")) for b in card.bands]
+            if {"red", "green", "blue"} <= set(card.bands):
+                files["output"].set_colorinterp(interps)
+        for key, description in (("score", "cloud score (0 clear, 1 cloud)"),
+                                 ("uncertainty", "uncertainty (TTA standard deviation, reflectance)")):
+            if paths[key] is not None:
+                profile = rio.output_profile(grid, 1, "float32", float("nan"), request.creation_options, threads)
+                files[key] = outputs.add(rio.OutputFile(paths[key], profile, [description], tags,
+                                                        cog=request.cog))
+    except BaseException:
+        outputs.discard()
+        raise
+    return outputs, files
+
+
+# -------------------------------------------------------------------------------------------- public
+
+
+class _Callbacks:
+    def __init__(self, progress, is_cancelled, log):
+        self._progress = progress
+        self._is_cancelled = is_cancelled
+        self._log = log
+        self.messages: list[str] = []
+
+    def progress(self, fraction: float, message: str) -> None:
+        if self._progress is not None:
+            self._progress(float(fraction), message)
+
+    def say(self, message: str) -> None:
+        self.messages.append(message)
+        if self._log is not None:
+            self._log(message)
+
+    def check_cancel(self) -> None:
+        if self._is_cancelled is not None and self._is_cancelled():
+            raise Cancelled("cancelled by the user: nothing was written.")
+
+
+def _mask_source(request: CloudRemovalRequest, grid, stack: contextlib.ExitStack, reference):
+    if request.cloud_mask is None:
+        return None
+    dataset = stack.enter_context(rio.open_raster(request.cloud_mask))
+    direct = (dataset.crs == reference.crs and dataset.transform == reference.transform
+              and (dataset.width, dataset.height) == (reference.width, reference.height))
+    if not direct and (dataset.crs is None or reference.crs is None):
+        raise InputError("the cloud mask has no CRS (or the reference has none) and a different grid: "
+                         "give a mask on the reference raster's grid.")
+    if not direct:
+        rio.check_overlap(dataset, grid, "the cloud mask")
+    source = rio.AlignedSource(dataset, grid, resampling="nearest", direct=direct)
+    stack.callback(source.close)
+    return source
+
+
+def remove_clouds(request: CloudRemovalRequest, progress: ProgressFn | None = None,
+                  is_cancelled: Callable[[], bool] | None = None,
+                  log: Callable[[str], None] | None = None) -> CloudRemovalResult:
+    """Cloud-free raster (and optional score / uncertainty rasters) from one raster or a stack."""
+    import rasterio
+
+    started = time.perf_counter()
+    callbacks = _Callbacks(progress, is_cancelled, log)
+    _validate_request(request)
+    paths = _output_paths(request)
+    device = resolve_device(request.device)
+    check_threads(request.threads)
+    callbacks.check_cancel()
+    with contextlib.ExitStack() as stack, torch_threads(request.threads), \
+            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_TIFF_INTERNAL_MASK=True):
+        items = _open_inputs(request, stack)
+        reference = items[0]
+        card = _choose_model(request, reference)
+        _check_frames(items, card)
+        _bind_bands(items, request, card)
+        callbacks.say(f"{reference.label}: {reference.resolution.reason}")
+        grid = rio.reference_grid(reference.dataset, request.bounds)
+        sources, notes = rio.open_sources([i.dataset for i in items], [i.label for i in items], 0, grid,
+                                          request.resampling)
+        for source in sources:
+            stack.callback(source.close)
+        for note in notes:
+            callbacks.say(note)
+        mask_source = _mask_source(request, grid, stack, reference.dataset)
+        tile, overlap = _tiling(request, card)
+        TileGrid(grid.height, grid.width, tile, overlap)  # validates tile and overlap early
+        encoding = _encoding(request, reference)
+        tiles = _run_with_retries(request, paths, items, sources, mask_source, grid, card, device,
+                                  tile, overlap, encoding, callbacks)
+    result = CloudRemovalResult(
+        output=paths["output"], score_output=paths["score"], uncertainty_output=paths["uncertainty"],
+        device=tiles["device"], model=str(card.name), sensor=reference.resolution.sensor,
+        sensor_reason=reference.resolution.reason, bands=list(reference.indexes), tiles=tiles["tiles"],
+        seconds=time.perf_counter() - started, messages=callbacks.messages,
+    )
+    callbacks.progress(1.0, "done")
+    return result
+
+
+def _run_with_retries(request, paths, items, sources, mask_source, grid, card, device, tile, overlap,
+                      encoding, callbacks: _Callbacks) -> dict:
+    """Load the model and stream; out of memory with one tile per batch: smaller tiles, then CPU."""
+    import torch
+
+    from .weights import load_model
+
+    model, card = load_model(card, device=str(device))
+    callbacks.say(f"Model {card.name} on {describe_device(device)}.")
+    tags = {"VISER_CR_MODEL": card.name, "VISER_CR_SENSOR": items[0].resolution.sensor,
+            "VISER_CR_INPUT_BANDS": ",".join(map(str, items[0].indexes)),
+            "VISER_CR_SCALING": formula(items[0].resolution.scale, items[0].resolution.offset)}
+    predictor = Predictor(model, device, request.batch_size,
+                          tta=bool(request.tta or request.uncertainty_output is not None),
+                          keep_clear=request.keep_clear, say=callbacks.say)
+    while True:
+        tile_grid = TileGrid(grid.height, grid.width, tile, overlap, block=rio.BLOCK)
+        outputs, files = _open_outputs(paths, request, grid, card, encoding, tags, device)
+        try:
+            writer = _Writer(tile_grid, len(card.bands), encoding, files)
+            _stream(items, sources, mask_source, tile_grid, predictor, writer, callbacks.progress,
+                    callbacks.check_cancel)
+            if writer.valid_pixels == 0:
+                raise InputError(f"{items[0].label} holds only nodata (or NaN / Inf) pixels"
+                                 + (" in the requested bounds" if request.bounds else "") + ": nothing to do.")
+            callbacks.check_cancel()
+            if request.cog:
+                callbacks.progress(1.0, "writing cloud-optimised GeoTIFF")
+            outputs.commit()
+            return {"device": str(device), "tiles": len(tile_grid)}
+        except _NeedSmallerTiles:
+            outputs.discard()
+            if tile // 2 >= max(MIN_RETRY_TILE, MIN_TILE) and min(grid.height, grid.width) > tile // 2:
+                tile, overlap = tile // 2, overlap // 2
+                callbacks.say(f"Out of memory with one tile per batch: retrying with {tile}-pixel tiles.")
+            elif device.type != "cpu":
+                device = torch.device("cpu")
+                predictor.model = model.to(device)
+                predictor.device = device
+                predictor.batch_size = int(request.batch_size)
+                callbacks.say("Out of memory on the GPU even with small tiles: retrying on the CPU.")
+            else:
+                raise ViserError("out of memory even with one small tile per batch on the CPU: close other "
+                                 "programs or use a smaller model.") from None
+        except BaseException:
+            outputs.discard()
+            raise
+
+
+def describe_input(path: str | Path, sensor: str = "auto", bands: list[int] | None = None) -> dict:
+    """What ``viser-cr info`` and the dock show: the raster, the detected sensor and bands, and why."""
+    path = Path(path)
+    with rio.open_raster(path) as dataset:
+        facts = rio.band_facts(dataset, path)
+        info = {
+            "path": str(path),
+            "driver": dataset.driver,
+            "width": dataset.width,
+            "height": dataset.height,
+            "count": dataset.count,
+            "dtype": facts.dtype,
+            "crs": dataset.crs.to_string() if dataset.crs else None,
+            "transform": list(dataset.transform)[:6],
+            "bounds": list(dataset.bounds),
+            "nodata": [None if v is None else float(v) for v in dataset.nodatavals],
+            "descriptions": facts.descriptions,
+            "colorinterp": facts.colorinterp,
+        }
+    try:
+        resolution = resolve(facts, sensor=sensor, bands=bands)
+    except InputError as error:
+        info.update(sensor=None, scale=None, offset=None, bands={}, reason=str(error), error=str(error),
+                    model=None)
+        return info
+    info.update(sensor=resolution.sensor, scale=resolution.scale, offset=resolution.offset,
+                bands=dict(resolution.band_names), reason=resolution.reason, error=None,
+                model=_suggested_model(offered_bands(resolution)))
+    return info
+
+
+def _suggested_model(names: list[str]) -> str | None:
+    if len(names) < 3:
+        return None
+    try:
+        from .weights import select_model
+
+        return str(select_model(names, 1).name)
+    except (ViserError, ImportError):
+        return None

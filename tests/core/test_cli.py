@@ -1,0 +1,150 @@
+"""The ``viser-cr`` command line: commands, output, exit codes, one-line errors, progress bar."""
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import rasterio
+from viser_cr.core import cli, pipeline
+from viser_cr.core.cli import ProgressBar, main
+
+
+@pytest.fixture
+def s2(fixtures_dir, tmp_path):
+    return str(shutil.copy(fixtures_dir / "s2l1c_cloudy_96.tif", tmp_path / "s2.tif"))
+
+
+def test_remove_clouds(s2, tmp_path, tiny_models_dir, capsys):
+    out = tmp_path / "out.tif"
+    code = main(["remove-clouds", s2, "-o", str(out), "--models-dir", str(tiny_models_dir), "--tile", "48",
+                 "--overlap", "8", "--batch", "2", "--device", "cpu", "--threads", "2", "--score-out",
+                 str(tmp_path / "score.tif")])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.out.startswith(f"Wrote {out}, {tmp_path / 'score.tif'} (model tiny-rgbn on cpu, 9 tile(s)")
+    assert "Detected s2-l1c" in captured.err
+    with rasterio.open(out) as dst:
+        assert dst.count == 4 and dst.dtypes[0] == "uint16"
+
+
+def test_quiet_float32_cog_and_bands(s2, tmp_path, tiny_models_dir, capsys):
+    out = tmp_path / "out.tif"
+    code = main(["remove-clouds", s2, "-o", str(out), "--models-dir", str(tiny_models_dir), "--bands", "4,3,2",
+                 "--float32", "--cog", "--quiet"])
+    assert code == 0 and capsys.readouterr() == ("", "")
+    with rasterio.open(out) as dst:
+        assert dst.count == 3 and dst.dtypes[0] == "float32"
+        assert dst.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+
+
+def test_stack_with_reference(fixtures_dir, tmp_path, tiny_models_dir, capsys):
+    names = ["ts_s2_ImgNo_5_2018-03-07_64.tif", "ts_s2_ImgNo_7_2018-04-01_64.tif", "ts_s2_ImgNo_9_2018-04-26_64.tif"]
+    out = tmp_path / "out.tif"
+    code = main(["remove-clouds", *[str(fixtures_dir / n) for n in names], "-o", str(out), "--models-dir",
+                 str(tiny_models_dir), "--reference", "3", "--keep-clear", "--quiet"])
+    assert code == 0 and out.exists()
+
+
+def test_cloud_score(s2, tmp_path, tiny_models_dir):
+    out = tmp_path / "score.tif"
+    assert main(["cloud-score", s2, "-o", str(out), "--models-dir", str(tiny_models_dir), "-q"]) == 0
+    with rasterio.open(out) as dst:
+        assert dst.count == 1 and dst.dtypes[0] == "float32"
+
+
+def test_info(fixtures_dir, capsys):
+    assert main(["info", str(fixtures_dir / "landsat8_bgr_160x128.tif"), "--sensor", "landsat-c2l2"]) == 0
+    text = capsys.readouterr().out
+    assert "160 x 128, 3 band(s) uint16, CRS EPSG:32621" in text
+    assert "Sensor: landsat-c2l2" in text and "red=3" in text and "blue first" in text
+
+
+def test_info_json_and_undetected(fixtures_dir, capsys):
+    assert main(["info", str(fixtures_dir / "landsat8_bgr_160x128.tif"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["sensor"] is None and "--sensor landsat-c2l2" in info["error"]
+
+
+def test_models(tiny_models_dir, capsys):
+    assert main(["models", "--models-dir", str(tiny_models_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "tiny-rgbn: bands red,green,blue,nir, 1 date(s), tile 64 overlap 16" in text
+    assert "tiny-rgbn-l3" in text
+    assert main(["models", "--models-dir", str(tiny_models_dir), "--json"]) == 0
+    assert {c["name"] for c in json.loads(capsys.readouterr().out)} == {"tiny-rgbn", "tiny-rgb", "tiny-rgbn-l3"}
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [(["remove-clouds", "missing.tif", "-o", "{tmp}/o.tif"], 2, "input raster not found"),
+     (["remove-clouds", "{s2}", "-o", "{tmp}/o.tif", "--device", "tpu"], 4, "unknown device 'tpu'"),
+     (["remove-clouds", "{s2}", "-o", "{s2}"], 5, "is also an input"),
+     (["remove-clouds", "{s2}", "-o", "{tmp}/o.tif", "--model", "nope"], 3, "no model named 'nope'"),
+     (["remove-clouds", "{s2}", "-o", "{tmp}/o.tif", "--reference", "2"], 2, "--reference must be between 1 and 1")],
+)
+def test_errors_are_one_line_with_exit_codes(s2, tmp_path, tiny_models_dir, capsys, args, code, message):
+    args = [a.format(tmp=tmp_path, s2=s2) for a in args] + ["--models-dir", str(tiny_models_dir)]
+    assert main(args) == code
+    err = capsys.readouterr().err
+    assert err.startswith("viser-cr: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err  # nothing logged before a fail-fast error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s2.tif"]
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    assert main(["remove-clouds", "missing.tif", "-o", str(tmp_path / "o.tif"), "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip().endswith("input raster not found: missing.tif")
+
+
+def test_ctrl_c_is_a_cancel(s2, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "remove_clouds", interrupted)
+    assert main(["remove-clouds", s2, "-o", str(tmp_path / "o.tif")]) == 130
+    assert "cancelled" in capsys.readouterr().err
+
+
+def test_bad_band_list_is_a_usage_error(s2, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["remove-clouds", s2, "-o", str(tmp_path / "o.tif"), "--bands", "red,green"])
+    assert exit_info.value.code == 2 and "comma-separated band numbers" in capsys.readouterr().err
+
+
+def test_unknown_sensor_is_a_usage_error(s2, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["remove-clouds", s2, "-o", str(tmp_path / "o.tif"), "--sensor", "sentinel-9"])
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_progress_bar_draws_on_a_terminal_only():
+    stream = io.StringIO()
+    bar = ProgressBar(stream, enabled=True, width=10)
+    bar(0.5, "2/4 tiles")
+    bar(1.0, "4/4 tiles")
+    bar.close()
+    text = stream.getvalue()
+    assert "\r[#####-----]  50.0% 2/4 tiles" in text and "\r[##########] 100.0% 4/4 tiles" in text
+    assert text.endswith("\n")
+    silent = io.StringIO()
+    ProgressBar(silent)(0.5, "x")  # StringIO is not a terminal
+    assert silent.getvalue() == ""
+
+
+def test_sensor_choices_match_the_presets():
+    from viser_cr.core.sensors import PRESETS
+
+    assert set(cli.SENSORS) == {"auto", *PRESETS}
+
+
+def test_console_script(tiny_models_dir):
+    script = Path(sys.executable).parent / "viser-cr"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "viser_cr.core.cli"]
+    done = subprocess.run([*command, "models", "--models-dir", str(tiny_models_dir)], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0 and "tiny-rgb:" in done.stdout

@@ -1,0 +1,407 @@
+"""remove_clouds end to end: exact grid, band mapping and scaling round trips, products, stacks, COG.
+
+Round-trip tests swap the network for an identity (image = input, score = 0): then the output must
+equal the input's model bands exactly, which proves the band mapping, the (inverse) scaling, the
+georeferencing and seamless blending (no seams, no darkened borders). The other tests run the real
+tiny VISER-CR models of ``tests/conftest.py``.
+"""
+
+import hashlib
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+from rasterio.warp import calculate_default_transform, reproject
+from viser_cr.core import pipeline, weights
+from viser_cr.core.errors import ViserError
+from viser_cr.core.pipeline import CloudRemovalRequest, Predictor, describe_input, remove_clouds
+
+S2_STACK = ["ts_s2_ImgNo_5_2018-03-07_64.tif", "ts_s2_ImgNo_7_2018-04-01_64.tif", "ts_s2_ImgNo_9_2018-04-26_64.tif"]
+
+
+def sha256(path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def write_raster(path, data, crs="EPSG:32633", transform=None, nodata=None, driver="GTiff", **extra):
+    data = np.asarray(data)
+    profile = dict(driver=driver, width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                   dtype=str(data.dtype), nodata=nodata, **extra)
+    if crs is not None:
+        profile.update(crs=crs, transform=transform or from_origin(500000, 5000000, 10, 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
+    return path
+
+
+class FakeModel(torch.nn.Module):
+    """image = input reference bands (times ``gain``, plus ``shift``); score from ``score_fn``."""
+
+    def __init__(self, out_bands, gain=1.0, shift=0.0, score_fn=None):
+        super().__init__()
+        self.out_bands, self.gain, self.shift, self.score_fn = out_bands, gain, shift, score_fn
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        ref = x if x.dim() == 4 else x[:, 0]
+        score = self.score_fn(ref) if self.score_fn else torch.zeros_like(ref[:, :1])
+        return ref[:, : self.out_bands] * self.gain + self.shift, score
+
+
+@pytest.fixture
+def fake_model(monkeypatch):
+    """Patch load_model so that the pipeline runs a FakeModel with the real card; returns a setter."""
+    state = {}
+
+    def use(**kwargs):
+        state.update(kwargs)
+        return state
+
+    def load(card_or_name, device="cpu", models_dir=None):
+        card = weights.find_model(card_or_name, models_dir)
+        model = FakeModel(len(card.bands), **state)
+        state["model"] = model
+        return model, card
+
+    monkeypatch.setattr(weights, "load_model", load)
+    return use
+
+
+@pytest.fixture
+def s2_path(fixtures_dir, tmp_path):
+    return shutil.copy(fixtures_dir / "s2l1c_cloudy_96.tif", tmp_path / "s2.tif")
+
+
+def read(path):
+    with rasterio.open(path) as src:
+        return src.read(), src.profile, src
+
+
+# ----------------------------------------------------------------------------------------- round trips
+
+
+def test_identity_round_trip_is_exact_on_sentinel2(fake_model, tiny_models_dir, s2_path, tmp_path):
+    fake_model()
+    before = sha256(s2_path)
+    out = tmp_path / "out.tif"
+    result = remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, tile_size=32,
+                                               overlap=8))
+    assert result.bands == [4, 3, 2, 8] and result.sensor == "s2-l1c" and result.model == "tiny-rgbn"
+    assert result.tiles == 16 and result.device == "cpu"
+    with rasterio.open(s2_path) as src, rasterio.open(out) as dst:
+        np.testing.assert_array_equal(dst.read(), src.read([4, 3, 2, 8]))
+        assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+        assert dst.dtypes == ("uint16",) * 4
+        assert dst.descriptions == ("red", "green", "blue", "nir")
+        assert dst.profile["tiled"] and dst.compression.name == "deflate"
+        assert dst.tags()["VISER_CR_MODEL"] == "tiny-rgbn"
+    assert sha256(s2_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "s2.tif"]
+
+
+def test_identity_on_blue_first_landsat(fake_model, tiny_models_dir, fixtures_dir, tmp_path):
+    fake_model()
+    src_path = fixtures_dir / "landsat8_bgr_160x128.tif"
+    out = tmp_path / "out.tif"
+    result = remove_clouds(CloudRemovalRequest([src_path], out, models_dir=tiny_models_dir,
+                                               sensor="landsat-c2l2", tile_size=48, overlap=12))
+    assert result.model == "tiny-rgb" and result.bands == [3, 2, 1]
+    assert "blue first" in result.sensor_reason
+    with rasterio.open(src_path) as src, rasterio.open(out) as dst:
+        np.testing.assert_array_equal(dst.read(), src.read([3, 2, 1]))
+
+
+def test_float32_reflectance_output(fake_model, tiny_models_dir, s2_path, tmp_path):
+    fake_model()
+    out = tmp_path / "out.tif"
+    remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, output_dtype="float32",
+                                      sensor="s2-l2a", offset=-0.1))
+    with rasterio.open(s2_path) as src, rasterio.open(out) as dst:
+        assert dst.dtypes[0] == "float32"
+        expected = src.read([4, 3, 2, 8]).astype(np.float32) * np.float32(1e-4) - np.float32(0.1)
+        np.testing.assert_allclose(dst.read(), expected, atol=1e-6)
+
+
+def test_inverse_scaling_clips_to_the_data_type(fake_model, tiny_models_dir, fixtures_dir, tmp_path):
+    fake_model(gain=3.0)
+    out = tmp_path / "out.tif"
+    remove_clouds(CloudRemovalRequest([fixtures_dir / "rgbn8_96.tif"], out, models_dir=tiny_models_dir))
+    with rasterio.open(fixtures_dir / "rgbn8_96.tif") as src, rasterio.open(out) as dst:
+        expected = np.clip(src.read().astype(np.float64) * 3, 0, 255)
+        np.testing.assert_allclose(dst.read(), expected, atol=1)
+        assert dst.read().max() == 255
+
+
+def test_nodata_stays_nodata(fake_model, tiny_models_dir, fixtures_dir, tmp_path):
+    fake_model(shift=-1.0)  # would write 0 (the nodata value) everywhere if not kept apart
+    src_path = fixtures_dir / "landsat7_rgb8_collar_96.tif"
+    out = tmp_path / "out.tif"
+    remove_clouds(CloudRemovalRequest([src_path], out, models_dir=tiny_models_dir, tile_size=32, overlap=8))
+    with rasterio.open(src_path) as src, rasterio.open(out) as dst:
+        assert dst.nodata == 0
+        nodata = (src.read() == 0).any(axis=0)
+        assert nodata.any() and (~nodata).any()
+        data = dst.read()
+        assert (data[:, nodata] == 0).all()
+        assert (data[:, ~nodata] == 1).all()  # clipped to 1 so that valid pixels never read as nodata
+
+
+# ------------------------------------------------------------------------------------------ real model
+
+
+def test_real_tiny_model_with_score(tiny_models_dir, s2_path, tmp_path):
+    out, score = tmp_path / "out.tif", tmp_path / "score.tif"
+    fractions = []
+    result = remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, score_output=score),
+                           progress=lambda f, m: fractions.append(f))
+    assert result.score_output == score
+    with rasterio.open(out) as dst, rasterio.open(score) as sc, rasterio.open(s2_path) as src:
+        assert dst.count == 4 and dst.dtypes[0] == "uint16" and dst.transform == src.transform
+        assert sc.count == 1 and sc.dtypes[0] == "float32" and sc.crs == src.crs
+        values = sc.read(1)
+        assert np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_cloud_score_alone(tiny_models_dir, s2_path, tmp_path):
+    score = tmp_path / "score.tif"
+    result = remove_clouds(CloudRemovalRequest([s2_path], None, models_dir=tiny_models_dir, score_output=score))
+    assert result.output is None and score.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s2.tif", "score.tif"]
+
+
+def test_tta_uncertainty(tiny_models_dir, fixtures_dir, tmp_path):
+    out, unc = tmp_path / "out.tif", tmp_path / "unc.tif"
+    src_path = fixtures_dir / "landsat7_rgb8_collar_96.tif"
+    remove_clouds(CloudRemovalRequest([src_path], out, models_dir=tiny_models_dir, uncertainty_output=unc))
+    with rasterio.open(unc) as u, rasterio.open(src_path) as src:
+        values = u.read(1)
+        valid = (src.read() != 0).all(axis=0)
+        assert u.dtypes[0] == "float32" and u.descriptions[0].startswith("uncertainty")
+        assert np.isfinite(values[valid]).all() and values[valid].min() >= 0 and values[valid].max() > 0
+        assert np.isnan(values[~valid]).all()
+
+
+def test_tta_of_identity_is_identity_with_zero_spread(fake_model, tiny_models_dir, s2_path, tmp_path):
+    fake_model()
+    out, unc = tmp_path / "out.tif", tmp_path / "unc.tif"
+    remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, uncertainty_output=unc,
+                                      tile_size=48, overlap=16))
+    with rasterio.open(s2_path) as src, rasterio.open(out) as dst, rasterio.open(unc) as u:
+        np.testing.assert_array_equal(dst.read(), src.read([4, 3, 2, 8]))
+        assert np.abs(u.read(1)).max() < 1e-6
+
+
+def test_keep_clear_with_cloud_mask(fake_model, tiny_models_dir, s2_path, tmp_path):
+    fake_model(gain=0.0, shift=0.5)  # "model output" = 5000 DN everywhere
+    mask = np.zeros((1, 96, 96), dtype=np.uint8)
+    mask[0, 30:60, 30:60] = 1
+    with rasterio.open(s2_path) as src:
+        mask_path = write_raster(tmp_path / "mask.tif", mask, crs=src.crs, transform=src.transform)
+        original = src.read([4, 3, 2, 8])
+    out = tmp_path / "out.tif"
+    remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, keep_clear=True,
+                                      cloud_mask=mask_path))
+    data = read(out)[0]
+    assert (data[:, 30:60, 30:60] == 5000).all()                      # cloud: the model
+    far = np.ones((96, 96), dtype=bool)
+    far[16:74, 16:74] = False                                         # feather: up to 2 x 6 pixels
+    np.testing.assert_array_equal(data[:, far], original[:, far])     # far from clouds: the input
+    seam = data[:, 28, 40].astype(float)                               # just outside: a mix
+    assert all(min(a, 5000) <= s <= max(a, 5000) for a, s in zip(original[:, 28, 40], seam, strict=True))
+    assert (seam != original[:, 28, 40]).any()
+
+
+def test_keep_clear_with_score(fake_model, tiny_models_dir, tmp_path):
+    """Bright pixels score as cloud: replaced by the model; the rest keeps the input."""
+    fake_model(gain=0.0, shift=0.5, score_fn=lambda ref: (ref[:, :1] > 0.9).float())
+    data = np.random.default_rng(0).integers(10, 200, (4, 96, 96), dtype=np.uint8)
+    data[:, :, :48] = 250
+    src_path = write_raster(tmp_path / "rgbn.tif", data)
+    out = tmp_path / "out.tif"
+    remove_clouds(CloudRemovalRequest([src_path], out, models_dir=tiny_models_dir, keep_clear=True))
+    result = read(out)[0].astype(int)
+    assert (np.abs(result[:, :, :48] - 128) <= 1).all()
+    np.testing.assert_array_equal(result[:, :, 61:], data[:, :, 61:])
+
+
+# -------------------------------------------------------------------------------------------- stacks
+
+
+def test_temporal_stack(tiny_models_dir, fixtures_dir, tmp_path):
+    inputs = [fixtures_dir / name for name in S2_STACK]
+    out = tmp_path / "out.tif"
+    result = remove_clouds(CloudRemovalRequest(inputs, out, models_dir=tiny_models_dir))
+    assert result.model == "tiny-rgbn-l3"
+    with rasterio.open(out) as dst, rasterio.open(inputs[0]) as ref:
+        assert (dst.crs, dst.transform, dst.shape, dst.count) == (ref.crs, ref.transform, ref.shape, 4)
+        assert np.isfinite(dst.read().astype(float)).all()
+
+
+def test_stack_with_mixed_crs_and_resolution(fake_model, tiny_models_dir, fixtures_dir, tmp_path):
+    """Date 2 reprojected to UTM at another resolution: aligned back onto the reference grid."""
+    fake_model()
+    inputs = [fixtures_dir / name for name in S2_STACK]
+    moved = tmp_path / "date2_utm.tif"
+    with rasterio.open(inputs[1]) as src:
+        transform, width, height = calculate_default_transform(src.crs, "EPSG:32633", src.width, src.height,
+                                                               *src.bounds, resolution=15)
+        profile = dict(src.profile, crs="EPSG:32633", transform=transform, width=width, height=height)
+        with rasterio.open(moved, "w", **profile) as dst:
+            for band in range(1, src.count + 1):
+                reproject(rasterio.band(src, band), rasterio.band(dst, band))
+    out = tmp_path / "out.tif"
+    result = remove_clouds(CloudRemovalRequest([inputs[0], moved, inputs[2]], out, models_dir=tiny_models_dir))
+    assert any("warped onto the reference grid" in m for m in result.messages)
+    with rasterio.open(out) as dst, rasterio.open(inputs[0]) as ref:
+        assert (dst.crs, dst.transform, dst.shape) == (ref.crs, ref.transform, ref.shape)
+        np.testing.assert_array_equal(dst.read(), ref.read([4, 3, 2, 8]))
+
+
+def test_reference_chooses_the_output_grid(fake_model, tiny_models_dir, fixtures_dir, tmp_path):
+    fake_model()
+    inputs = [fixtures_dir / name for name in S2_STACK]
+    out = tmp_path / "out.tif"
+    remove_clouds(CloudRemovalRequest(inputs, out, models_dir=tiny_models_dir, reference=2))
+    with rasterio.open(out) as dst, rasterio.open(inputs[2]) as ref:
+        np.testing.assert_array_equal(dst.read(), ref.read([4, 3, 2, 8]))
+
+
+# ------------------------------------------------------------------------------------ formats, options
+
+
+def test_png_without_crs(fake_model, tiny_models_dir, fixtures_dir, tmp_path):
+    fake_model()
+    with rasterio.open(fixtures_dir / "landsat7_rgb8_collar_96.tif") as src:
+        data = src.read()
+    png = write_raster(tmp_path / "in.png", data, crs=None, driver="PNG")
+    out = tmp_path / "out.tif"
+    result = remove_clouds(CloudRemovalRequest([png], out, models_dir=tiny_models_dir))
+    assert result.sensor == "rgb8"
+    with rasterio.open(out) as dst:
+        assert dst.crs is None
+        np.testing.assert_array_equal(dst.read(), data)
+
+
+def test_vrt_input(fake_model, tiny_models_dir, s2_path, tmp_path):
+    fake_model()
+    vrt = tmp_path / "in.vrt"
+    rasterio.shutil.copy(s2_path, vrt, driver="VRT")
+    out = tmp_path / "out.tif"
+    remove_clouds(CloudRemovalRequest([vrt], out, models_dir=tiny_models_dir))
+    with rasterio.open(out) as dst, rasterio.open(s2_path) as src:
+        np.testing.assert_array_equal(dst.read(), src.read([4, 3, 2, 8]))
+
+
+def test_cog_output(tiny_models_dir, s2_path, tmp_path):
+    out = tmp_path / "out.tif"
+    remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, cog=True,
+                                      score_output=tmp_path / "score.tif"))
+    with rasterio.open(out) as dst:
+        assert dst.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert dst.descriptions == ("red", "green", "blue", "nir")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "s2.tif", "score.tif"]
+
+
+def test_bounds_sub_window(fake_model, tiny_models_dir, s2_path, tmp_path):
+    fake_model()
+    with rasterio.open(s2_path) as src:
+        left, top = src.transform * (10, 20)
+        right, bottom = src.transform * (50, 70)
+        expected = src.read([4, 3, 2, 8], window=rasterio.windows.Window(10, 20, 40, 50))
+        expected_transform = src.window_transform(rasterio.windows.Window(10, 20, 40, 50))
+    out = tmp_path / "out.tif"
+    remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir,
+                                      bounds=(left, bottom, right, top)))
+    with rasterio.open(out) as dst:
+        assert dst.shape == (50, 40) and dst.transform == expected_transform
+        np.testing.assert_array_equal(dst.read(), expected)
+
+
+def test_explicit_model_path_bands_and_threads(tiny_models_dir, s2_path, tmp_path):
+    out = tmp_path / "out.tif"
+    threads = torch.get_num_threads()
+    said = []
+    result = remove_clouds(CloudRemovalRequest([s2_path], out, model=tiny_models_dir / "tiny-rgb.safetensors",
+                                               bands=[4, 3, 2], threads=1, device="cpu", batch_size=1),
+                           log=said.append)
+    assert result.model == "tiny-rgb" and result.bands == [4, 3, 2] and result.device == "cpu"
+    assert "Model tiny-rgb on cpu (1 thread)." in said
+    assert torch.get_num_threads() == threads  # restored after the run
+
+
+def test_describe_input(tiny_models_dir, fixtures_dir):
+    info = describe_input(fixtures_dir / "landsat8_bgr_160x128.tif", sensor="landsat-c2l2")
+    assert info["sensor"] == "landsat-c2l2" and info["bands"] == {"blue": 1, "green": 2, "red": 3}
+    assert info["width"] == 160 and info["crs"] == "EPSG:32621" and "blue first" in info["reason"]
+    bad = describe_input(fixtures_dir / "landsat8_bgr_160x128.tif")
+    assert bad["sensor"] is None and "--sensor" in bad["error"]
+
+
+# --------------------------------------------------------------------------------------- out of memory
+
+
+class OomModel(torch.nn.Module):
+    """Raises CUDA-style out-of-memory for batches larger than ``max_batch`` or tiles above ``max_side``."""
+
+    def __init__(self, max_batch=1, max_side=10_000):
+        super().__init__()
+        self.max_batch, self.max_side = max_batch, max_side
+
+    def forward(self, x):
+        if x.shape[0] > self.max_batch or x.shape[-1] > self.max_side:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return x[:, :3], torch.zeros_like(x[:, :1])
+
+
+def test_out_of_memory_halves_the_batch():
+    said = []
+    predictor = Predictor(OomModel(max_batch=2), torch.device("cpu"), batch_size=8, say=said.append)
+    image, score, spread = predictor.predict(np.random.rand(5, 1, 3, 16, 16).astype(np.float32))
+    assert image.shape == (5, 3, 16, 16) and spread is None
+    assert predictor.batch_size == 2
+    assert said == ["Out of memory: batch size reduced to 4.", "Out of memory: batch size reduced to 2."]
+
+
+def test_out_of_memory_then_smaller_tiles(monkeypatch, tiny_models_dir, fixtures_dir, tmp_path):
+    def load(card_or_name, device="cpu", models_dir=None):
+        card = weights.find_model(card_or_name, models_dir)
+        return OomModel(max_batch=1, max_side=64), card
+
+    monkeypatch.setattr(weights, "load_model", load)
+    out = tmp_path / "out.tif"
+    result = remove_clouds(CloudRemovalRequest([fixtures_dir / "landsat7_rgb8_collar_96.tif"], out,
+                                               models_dir=tiny_models_dir, tile_size=128, overlap=16))
+    assert "Out of memory: batch size reduced to 2." in result.messages
+    assert any("retrying with 64-pixel tiles" in m for m in result.messages)
+    assert out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["out.tif"]
+
+
+def test_out_of_memory_on_cpu_with_smallest_tiles_is_a_clear_error(monkeypatch, tiny_models_dir, s2_path,
+                                                                     tmp_path):
+    def load(card_or_name, device="cpu", models_dir=None):
+        return OomModel(max_batch=0), weights.find_model(card_or_name, models_dir)
+
+    monkeypatch.setattr(weights, "load_model", load)
+    with pytest.raises(ViserError, match="out of memory"):
+        remove_clouds(CloudRemovalRequest([s2_path], tmp_path / "out.tif", models_dir=tiny_models_dir))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s2.tif"]
+
+
+def test_core_never_imports_qgis_or_training():
+    import subprocess
+    import sys
+
+    code = ("import sys, viser_cr.core.pipeline, viser_cr.core.cli, viser_cr.core.raster, viser_cr.core.tiling; "
+            "print([m for m in sys.modules if m.startswith(('qgis', 'viser_cr.training'))])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    assert pipeline.__name__ == "viser_cr.core.pipeline"
