@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,6 +24,15 @@ if PROCESSING_PLUGINS not in sys.path:
 REPO = Path(__file__).resolve().parents[2]
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"  # the Debian wrapper passes --noversioncheck, which 3.22 rejects
 DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(tmp_path_factory) -> Path:
+    """A copy of tests/fixtures: QGIS writes statistics sidecars (.aux.xml) beside the layers it loads."""
+    copy = tmp_path_factory.mktemp("fixtures")
+    for source in (REPO / "tests" / "fixtures").glob("*.tif"):
+        shutil.copy2(source, copy / source.name)
+    return copy
 
 
 @pytest.fixture(scope="session")
