@@ -44,16 +44,19 @@ def write_raster(path, data, crs="EPSG:32633", transform=None, nodata=None, driv
 class FakeModel(torch.nn.Module):
     """image = input reference bands (times ``gain``, plus ``shift``); score from ``score_fn``."""
 
-    def __init__(self, out_bands, gain=1.0, shift=0.0, score_fn=None):
+    def __init__(self, out_bands, gain=1.0, shift=0.0, score_fn=None, ramp=0.0):
         super().__init__()
-        self.out_bands, self.gain, self.shift, self.score_fn = out_bands, gain, shift, score_fn
+        self.out_bands, self.gain, self.shift, self.score_fn, self.ramp = out_bands, gain, shift, score_fn, ramp
         self.calls = 0
 
     def forward(self, x):
         self.calls += 1
         ref = x if x.dim() == 4 else x[:, 0]
         score = self.score_fn(ref) if self.score_fn else torch.zeros_like(ref[:, :1])
-        return ref[:, : self.out_bands] * self.gain + self.shift, score
+        image = ref[:, : self.out_bands] * self.gain + self.shift
+        if self.ramp:  # not flip-equivariant: test-time augmentation sees a spread
+            image = image + self.ramp * torch.linspace(0, 1, ref.shape[-1])
+        return image, score
 
 
 @pytest.fixture
@@ -178,7 +181,8 @@ def test_cloud_score_alone(tiny_models_dir, s2_path, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s2.tif", "score.tif"]
 
 
-def test_tta_uncertainty(tiny_models_dir, fixtures_dir, tmp_path):
+def test_tta_uncertainty(fake_model, tiny_models_dir, fixtures_dir, tmp_path):
+    fake_model(ramp=0.1)
     out, unc = tmp_path / "out.tif", tmp_path / "unc.tif"
     src_path = fixtures_dir / "landsat7_rgb8_collar_96.tif"
     remove_clouds(CloudRemovalRequest([src_path], out, models_dir=tiny_models_dir, uncertainty_output=unc))
@@ -188,6 +192,16 @@ def test_tta_uncertainty(tiny_models_dir, fixtures_dir, tmp_path):
         assert u.dtypes[0] == "float32" and u.descriptions[0].startswith("uncertainty")
         assert np.isfinite(values[valid]).all() and values[valid].min() >= 0 and values[valid].max() > 0
         assert np.isnan(values[~valid]).all()
+        assert values[valid].max() <= 0.1
+
+
+def test_tta_with_the_real_tiny_model(tiny_models_dir, s2_path, tmp_path):
+    unc = tmp_path / "unc.tif"
+    remove_clouds(CloudRemovalRequest([s2_path], tmp_path / "out.tif", models_dir=tiny_models_dir,
+                                      uncertainty_output=unc, tile_size=48, overlap=16))
+    with rasterio.open(unc) as u:
+        values = u.read(1)
+        assert np.isfinite(values).all() and values.min() >= 0
 
 
 def test_tta_of_identity_is_identity_with_zero_spread(fake_model, tiny_models_dir, s2_path, tmp_path):
