@@ -151,9 +151,13 @@ def _request(args, score_only: bool):
 
 
 def _run(args, score_only: bool) -> int:
+    from .model.perf import tune_cpu_allocator
     from .pipeline import remove_clouds
 
     request = _request(args, score_only)
+    # The CLI owns its process, so it can keep freed activation memory for the next tile (2-3x faster
+    # on CPU); QGIS is a shared process and keeps glibc's defaults.
+    tune_cpu_allocator()
     bar = ProgressBar(enabled=False if args.quiet else None)
 
     def log(message: str) -> None:
