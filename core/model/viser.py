@@ -151,6 +151,7 @@ class ViserCR(nn.Module):
             [stack(dims[j], decoder_blocks[j], heads[j], ffn_expansion, bias) for j in range(SCALES - 1)]
         )
         self.output = nn.Conv2d(width, out_bands, 3, padding=1, bias=bias)
+        nn.init.zeros_(self.output.weight)  # with the global residual the untrained network is the identity
 
     @property
     def arch(self) -> dict:

@@ -43,6 +43,20 @@ def test_shapes_for_every_switch_combination(use_mask, use_pse, use_sr):
         assert 0.0 <= float(score.detach().min()) and float(score.detach().max()) <= 1.0
 
 
+def nonzero_output(model):
+    """The output conv starts at zero (the untrained network is the identity through the global
+    residual), which hides the trunk from the output and blocks gradients at step 0: perturb it."""
+    torch.nn.init.normal_(model.output.weight, std=0.01)
+    return model
+
+
+def test_untrained_model_is_the_identity():
+    model = tiny().eval()
+    x = torch.rand(1, 4, 16, 20)
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], x)
+
+
 @pytest.mark.parametrize("dates", [1, 2, 3])
 def test_temporal_model_accepts_any_number_of_dates(dates):
     model = tiny(num_frames=3).eval()
@@ -60,6 +74,7 @@ def test_temporal_model_accepts_4d_input_and_equals_one_date():
 @pytest.mark.parametrize("use_flow", [True, False])
 def test_temporal_model_trains_with_three_dates(use_flow):
     model = tiny(num_frames=3, use_flow=use_flow, flow_downsample=2).train()
+    nonzero_output(model)
     image, score = model(torch.rand(1, 3, 4, 16, 16))
     image.mean().backward()
     assert model.fusion.confidence_fc1.weight.grad is not None
@@ -79,7 +94,7 @@ def test_wrong_band_count_is_an_input_error():
 
 
 def test_gradients_reach_score_network_and_tokens_at_every_scale():
-    model = tiny().train()
+    model = nonzero_output(tiny().train())
     image, score = model(torch.rand(2, 4, 16, 16))
     (image - 0.5).abs().mean().backward()
     for am in model.mask:
@@ -122,7 +137,7 @@ def test_padding_round_trips(size):
 
 
 def test_eval_is_deterministic_and_train_masks():
-    model = tiny().eval()
+    model = nonzero_output(tiny().eval())
     x = torch.rand(2, 4, 32, 32)
     with torch.no_grad():
         a, sa = model(x)
