@@ -14,7 +14,8 @@ A config is a YAML mapping with these blocks (every key optional; ``DEFAULTS`` s
     data: {root, bands, num_frames, patch_size, eval_patch_size, cloud_shapes, clouds, train, val, test}
     loss: {l1, fft, perceptual, score, aux, perceptual_layers, perceptual_gain, perceptual_views}
     optim: {lr, lr_min, schedule, warmup_steps, betas, weight_decay, grad_clip}
-    train: {steps, batch_size, num_workers, amp, device, threads, log_every, val_every, ckpt_every, ...}
+    train: {steps, batch_size, num_workers, amp, device, threads, log_every, val_every, ckpt_every,
+            init_from, radiometric, random_frames, ...}
     eval: {protocol, max_images, sheet_images, lpips}
     distributed: {backend, find_unused_parameters, check_sync}
     export: {name, half, tile_size, overlap, description, training_data, license}
@@ -76,6 +77,9 @@ DEFAULTS: dict = {
         "keep_checkpoints": 2,
         "max_minutes": None,    # stop (checkpoint + validate) after this wall-clock time
         "progress": True,
+        "init_from": None,      # warm start: a checkpoint .pt or a bundled model (training/warmstart.py)
+        "radiometric": None,    # {p, gain, gamma, contrast}: random stretch of input and target alike
+        "random_frames": False, # stacks: each batch uses the first L dates, L uniform in 1..num_frames
     },
     "eval": {
         "protocol": "clean",

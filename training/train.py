@@ -312,6 +312,13 @@ def train(cfg: dict, resume=None, log=print) -> dict:
     if resume == "auto":
         last = out_dir / "checkpoints" / "last.pt"
         resume = last if last.exists() else None
+    if tcfg.get("init_from") and not resume:
+        from .warmstart import init_from
+
+        report = init_from(raw, tcfg["init_from"], band_names)
+        if is_main:
+            log(f"warm start from {report['source']} (bands {report['source_bands']}): {len(report['copied'])} tensors "
+                f"copied, adapted {report['adapted']}, {len(report['new'])} new, skipped {report['skipped']}")
     if resume:
         ckpt = load_checkpoint(resume)
         raw.load_state_dict(ckpt["model"])
@@ -385,6 +392,14 @@ def train(cfg: dict, resume=None, log=print) -> dict:
             y = batch["target"].to(device, non_blocking=True)
             mask = batch["mask"].to(device, non_blocking=True)
             mw = batch["mask_weight"].to(device, non_blocking=True)
+            if tcfg.get("random_frames"):
+                from .warmstart import random_frames
+
+                x = random_frames(x)
+            if tcfg.get("radiometric"):
+                from .warmstart import radiometric
+
+                x, y = radiometric(x, y, tcfg["radiometric"])
             with torch.autocast(device_type=device.type, dtype=amp[1], enabled=amp[0]):
                 pred, score = model(x)
                 loss, parts = loss_fn(pred, y, score, mask, mw, raw.aux_losses())

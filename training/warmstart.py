@@ -1,0 +1,141 @@
+"""Warm start (``train.init_from``) and the trainer's batch-level augmentations.
+
+``init_from``: a training checkpoint (``.pt``) or a bundled model (name, card ``.json`` or
+``.safetensors``). Its weights are loaded into the new network with ``strict=False``:
+
+* tensors of the same name and shape are copied;
+* the band-dependent convolutions (``embed.weight``: input bands, ``output.weight`` / ``output.bias``:
+  output bands) are adapted by band *name*: a band the source knows is copied, a new band gets zeros
+  (so an RGBN model gives an RGB model by dropping the NIR channel of the first and last conv);
+* tensors the source lacks (e.g. the temporal alignment / fusion of a stack model started from a
+  mono-temporal one) keep their initialisation, except ``fusion.merge.weight``, which is zeroed so that
+  the warm-started stack network computes exactly what the source computed on the reference date;
+* any other shape mismatch is skipped and reported.
+
+Batch augmentations (applied by the training loop, drawn from torch's global RNG so resume is exact):
+
+* ``train.radiometric``: ``{p, gain: [lo, hi], gamma: [lo, hi], contrast: [lo, hi]}``: the same
+  random brightness gain, gamma and contrast for the cloudy input(s) and the target of a sample, then
+  a clip to [0, 1] (an 8-bit display stretch saturates bright clouds the same way).
+* ``train.random_frames``: each batch of a stack uses the first L dates, L uniform in 1..num_frames
+  (the reference date is always first), so fewer dates work too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..core.errors import ViserError
+
+BAND_INPUT = ("embed.weight",)
+BAND_OUTPUT = ("output.weight", "output.bias")
+ZERO_WHEN_NEW = ("fusion.merge.weight",)
+
+
+def load_source(source, models_dir=None) -> tuple[dict, list[str]]:
+    """``(state_dict, band_names)`` of a training checkpoint or a bundled model."""
+    path = Path(str(source))
+    if path.suffix == ".pt":
+        from .train import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        return dict(ckpt["model"]), list(ckpt["band_names"])
+    from ..core.weights import load_model
+
+    try:
+        net, card = load_model(str(source), models_dir=models_dir)
+    except Exception as exc:  # WeightsError and friends: report as a config problem
+        raise ViserError(f"train.init_from: cannot load {source!r}: {exc}") from exc
+    return {k: v.float() for k, v in net.state_dict().items()}, list(card.bands)
+
+
+def _by_band(src: torch.Tensor, src_bands, dst_bands, dim: int, shape) -> torch.Tensor:
+    out = torch.zeros(shape, dtype=src.dtype)
+    lower = [b.lower() for b in src_bands]
+    for j, name in enumerate(dst_bands):
+        if name.lower() in lower:
+            out.select(dim, j).copy_(src.select(dim, lower.index(name.lower())))
+    return out
+
+
+def adapt_state(src: dict, src_bands, model: torch.nn.Module, dst_bands) -> tuple[dict, dict]:
+    """The state dict to load into ``model`` and a report ``{copied, adapted, new, skipped}``."""
+    dst = model.state_dict()
+    state, report = {}, {"copied": [], "adapted": [], "new": [], "skipped": []}
+    for key, target in dst.items():
+        if key not in src:
+            report["new"].append(key)
+            if key in ZERO_WHEN_NEW:
+                state[key] = torch.zeros_like(target)
+            continue
+        value = src[key].to(target.dtype)
+        if value.shape == target.shape and not (key in BAND_INPUT + BAND_OUTPUT and list(src_bands) != list(dst_bands)):
+            state[key] = value
+            report["copied"].append(key)
+        elif key in BAND_INPUT and value.dim() == 4 and value.shape[0] == target.shape[0]:
+            state[key] = _by_band(value, src_bands, dst_bands, 1, target.shape)
+            report["adapted"].append(key)
+        elif key in BAND_OUTPUT and value.shape[1:] == target.shape[1:]:
+            state[key] = _by_band(value, src_bands, dst_bands, 0, target.shape)
+            report["adapted"].append(key)
+        else:
+            report["skipped"].append(f"{key} {tuple(value.shape)} -> {tuple(target.shape)}")
+    return state, report
+
+
+def init_from(model: torch.nn.Module, source, band_names, models_dir=None) -> dict:
+    """Load ``source``'s weights into ``model`` (see the module docstring); returns the report."""
+    src, src_bands = load_source(source, models_dir)
+    state, report = adapt_state(src, src_bands, model, list(band_names))
+    if not report["copied"] and not report["adapted"]:
+        raise ViserError(f"train.init_from: {source} shares no weights with this network")
+    model.load_state_dict(state, strict=False)
+    report["source"] = str(source)
+    report["source_bands"] = list(src_bands)
+    return report
+
+
+def radiometric(x: torch.Tensor, y: torch.Tensor, cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same random gain / gamma / contrast per sample for input ``x`` ((B,C,H,W) or (B,L,C,H,W)) and
+    target ``y`` (B,C,H,W); samples are left alone with probability ``1 - p``."""
+    b = y.shape[0]
+    p = float(cfg.get("p", 1.0))
+
+    def draw(key, default):
+        lo, hi = cfg.get(key, default)
+        lo, hi = float(lo), float(hi)
+        # log-uniform: as likely to brighten as to darken
+        r = torch.rand(b)
+        return torch.exp(torch.log(torch.tensor(lo)) + r * (torch.log(torch.tensor(hi)) - torch.log(torch.tensor(lo))))
+
+    gain, gamma, contrast = draw("gain", (1.0, 1.0)), draw("gamma", (1.0, 1.0)), draw("contrast", (1.0, 1.0))
+    on = torch.rand(b) < p
+    gain = torch.where(on, gain, torch.ones(b))
+    gamma = torch.where(on, gamma, torch.ones(b))
+    contrast = torch.where(on, contrast, torch.ones(b))
+
+    def shape(v, t):
+        return v.view(b, *([1] * (t.dim() - 1))).to(t.device, t.dtype)
+
+    # the contrast pivot: the target's mean after gain and gamma (the same for input and target)
+    yt = (y.clamp(0, 1) ** shape(gamma, y)) * shape(gain, y)
+    pivot = yt.flatten(1).mean(1)
+
+    def apply(t):
+        v = (t.clamp(0, 1) ** shape(gamma, t)) * shape(gain, t)
+        v = (v - shape(pivot, t)) * shape(contrast, t) + shape(pivot, t)
+        v = v.clamp(0, 1)
+        keep = shape(on.float(), t)
+        return keep * v + (1 - keep) * t
+
+    return apply(x), apply(y)
+
+
+def random_frames(x: torch.Tensor) -> torch.Tensor:
+    """The first L dates of a (B, L, C, H, W) batch, L uniform in 1..L_max (4-D input unchanged)."""
+    if x.dim() != 5 or x.shape[1] < 2:
+        return x
+    n = int(torch.randint(1, x.shape[1] + 1, (1,)).item())
+    return x[:, :n]
