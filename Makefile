@@ -81,3 +81,8 @@ package: setup
 # docs/screenshot-dock.png: real QGIS under Xvfb with the dock open.
 screenshot: setup
 	$(PY) tests/qgis/screenshot.py docs/screenshot-dock.png
+
+# Cloud removal of the real cloudy sample in resources/samples through headless qgis_process (default bundled
+# model), then a before/after PNG; both land in demo-output/ (viser_qgis/tools/demo.py).
+demo: setup
+	QT_QPA_PLATFORM=offscreen $(PY) viser_qgis/tools/demo.py --output-dir demo-output
