@@ -3,10 +3,11 @@
 ``config(name, in_bands=4, out_bands=4)`` returns a copy with overrides. Costs per 256x256 tile and
 CPU speeds are printed by ``make bench`` (bench/bench_forward.py) and listed in docs/model.md.
 
-- ``viser-cr-s``: the CPU model (trainable on a 2-core CPU): width 32, most blocks at 1/2 and 1/4
+- ``viser-cr-s``: a CPU model: width 32, most blocks at 1/2 and 1/4
   resolution, where CPU work is compute- rather than memory-bound (full-resolution blocks are bound
   by memory traffic: ~20 % of sgemm at width 24, ~25 % at 32, against 40-50 % deeper down).
-- ``viser-cr-xs``: width 24, same layout: ~30 % cheaper to train and run, less efficient per FLOP.
+- ``viser-cr-xs``: width 24, same layout: ~30 % cheaper to train and run, less efficient per FLOP;
+  the bundled weights use it (twice the training steps of ``-s`` on the 2-core CPU they were trained on).
 - ``viser-cr-m``: the larger model for a GPU or patient CPU users: width 48, two SR iterations.
 - ``*-t3``: the same for up to 3 dates (SpyNet flow at half resolution to keep its cost down).
 """
