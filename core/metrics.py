@@ -82,31 +82,27 @@ def _broadcast_mask(mask, shape) -> np.ndarray:
     return mask
 
 
+def _masked_mean(values: np.ndarray, mask) -> float:
+    """Mean over all elements, or over the masked pixels (NaN when the mask selects none)."""
+    if mask is None:
+        return float(values.mean())
+    m = _broadcast_mask(mask, values.shape)
+    return float(values[m].mean()) if m.any() else float("nan")
+
+
 def mae(prediction, reference, mask=None) -> float:
     """Mean absolute error over all elements (or the masked pixels; the mask broadcasts over bands)."""
     p, r = _as_array(prediction), _as_array(reference)
     if p.shape != r.shape:
         raise ValueError(f"shapes differ: {p.shape} vs {r.shape}")
-    d = np.abs(p - r)
-    if mask is not None:
-        m = _broadcast_mask(mask, d.shape)
-        if not m.any():
-            return float("nan")
-        return float(d[m].mean())
-    return float(d.mean())
+    return _masked_mean(np.abs(p - r), mask)
 
 
 def mse(prediction, reference, mask=None) -> float:
     p, r = _as_array(prediction), _as_array(reference)
     if p.shape != r.shape:
         raise ValueError(f"shapes differ: {p.shape} vs {r.shape}")
-    d = (p - r) ** 2
-    if mask is not None:
-        m = _broadcast_mask(mask, d.shape)
-        if not m.any():
-            return float("nan")
-        return float(d[m].mean())
-    return float(d.mean())
+    return _masked_mean((p - r) ** 2, mask)
 
 
 def _psnr_from_mse(err: float, data_range: float) -> float:

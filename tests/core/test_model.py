@@ -10,14 +10,7 @@ from viser_cr.core.model import CONFIGS, ViserCR, config, score_loss, score_targ
 from viser_cr.core.model.adaptive_mask import AdaptiveMask
 from viser_cr.core.model.temporal import SpyNet, flow_warp
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models are overhead-bound: one torch thread is as fast idle and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = dict(
