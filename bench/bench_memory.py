@@ -58,6 +58,7 @@ def model_dir(config_name: str, workdir: Path) -> tuple[Path | None, str]:
     except WeightsError:
         pass
     import torch
+
     from viser_cr.core.model import ViserCR, config
     from viser_cr.core.weights import save_model
 

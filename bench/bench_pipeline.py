@@ -30,6 +30,7 @@ SCALE, OFFSET = 2e-5, -0.1   # Landsat Level-1 top-of-atmosphere reflectance
 def model_card(config_name: str, workdir: Path):
     """The bundled RGB model, or an untrained one of ``config_name`` saved in ``workdir``."""
     import torch
+
     from viser_cr.core.errors import WeightsError
     from viser_cr.core.model import ViserCR, config
     from viser_cr.core.weights import save_model, select_model
@@ -50,6 +51,7 @@ def load_tiles(raster: Path, card):
     import numpy as np
     import rasterio
     import torch
+
     from viser_cr.core.tiling import TileGrid
 
     with rasterio.open(raster) as src:
@@ -96,6 +98,7 @@ def main() -> None:
         raise SystemExit(f"benchmark raster not found: {args.raster}")
 
     import torch
+
     from viser_cr.core.weights import load_model
 
     if args.threads:

@@ -15,6 +15,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 from rasterio.warp import calculate_default_transform, reproject
+
 from viser_cr.core.device import resolve_device
 from viser_cr.core.errors import Cancelled, DeviceError, InputError, OutputError, WeightsError
 from viser_cr.core.pipeline import CloudRemovalRequest, remove_clouds

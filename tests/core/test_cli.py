@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import rasterio
+
 from viser_cr.core import cli, pipeline
 from viser_cr.core.cli import ProgressBar, main
 

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+
 from viser_cr.core import metrics as M
 from viser_cr.core.errors import InputError
 

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+
 from viser_cr.core.errors import InputError
 from viser_cr.core.model import CONFIGS, ViserCR, config, score_loss, score_targets
 from viser_cr.core.model.adaptive_mask import AdaptiveMask

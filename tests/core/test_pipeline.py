@@ -16,6 +16,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 from rasterio.warp import calculate_default_transform, reproject
+
 from viser_cr.core import pipeline, weights
 from viser_cr.core.errors import ViserError
 from viser_cr.core.pipeline import CloudRemovalRequest, Predictor, describe_input, remove_clouds

@@ -1,6 +1,7 @@
 """Sensor presets, auto-detection and its explanations, on real fixtures and on metadata alone."""
 
 import pytest
+
 from viser_cr.core import raster as rio
 from viser_cr.core.errors import InputError
 from viser_cr.core.sensors import PRESETS, BandFacts, band_name_from_description, resolve

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from viser_cr.core.errors import InputError
 from viser_cr.core.tiling import TileGrid, axis_starts, hann_ramp
 

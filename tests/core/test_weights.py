@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+
 from viser_cr.core.errors import WeightsError
 from viser_cr.core.model import ViserCR
 from viser_cr.core.weights import (

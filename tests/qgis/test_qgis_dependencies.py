@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from qgis.core import QgsProcessingException
 from qgis_testlib import make_wheel
+
 from viser_cr.viser_qgis import deps
 
 TORCH_WHEEL_DIR = Path("/opt/wheels")

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from qgis.core import QgsApplication, QgsMultiBandColorRenderer, QgsProject, QgsRasterLayer
+
 from viser_cr.viser_qgis.dock import ViserDockWidget, parse_bands
 
 
@@ -154,6 +155,7 @@ def test_dock_dependency_panel(dock):
 def test_dock_install_task(dock, tmp_path):
     """The Install button's background task, run offline against a tiny local wheel."""
     from qgis_testlib import make_wheel
+
     from viser_cr.viser_qgis import deps
 
     wheels = tmp_path / "wheels"

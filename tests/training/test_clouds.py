@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from viser_cr.training.datasets.clouds import CloudConfig, CloudGenerator, fractal_field, load_cloud_shapes
 from viser_cr.training.datasets.common import RGBN, S2_13
 from viser_cr.training.datasets.synthetic import ClearImage, SyntheticCloudDataset

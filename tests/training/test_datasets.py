@@ -7,6 +7,7 @@ import torch
 pytest.importorskip("rasterio")
 
 from datagen import make_clear_sources, make_cuhk, make_sen2mtc, make_sen12mscr, make_series  # noqa: E402
+
 from viser_cr.core.errors import InputError  # noqa: E402
 from viser_cr.training.datasets import (  # noqa: E402
     CUHKCR,

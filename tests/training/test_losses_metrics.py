@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+
 from viser_cr.training import vgg
 from viser_cr.training.losses import CloudRemovalLoss, fft_l1, perceptual_views, score_bce
 from viser_cr.training.metrics import MetricTable, baselines

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from viser_cr.core.model import ViserCR
 from viser_cr.training.warmstart import adapt_state, init_from, radiometric, random_frames
 
