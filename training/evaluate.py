@@ -62,7 +62,7 @@ def _keep_clear(net, x: torch.Tensor, device) -> np.ndarray | None:
 def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="test", protocol=None,
              keep_clear=False, lpips=False, output_dir=None, max_images=None, sheet_images=6, device="auto",
              log=print) -> dict:
-    from .datasets import build_dataset
+    from .datasets import build_dataset, part_label, part_of_sample
     from .metrics import MetricTable, baselines, rgb_indexes
     from .viz import save_sheet
 
@@ -79,6 +79,9 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
 
         lp = LPIPS().to(dev)
     table = MetricTable(protocol, bands, lp)
+    specs = cfg["data"][split]
+    specs = [specs] if isinstance(specs, dict) else list(specs)
+    part_tables = [MetricTable(protocol, bands, lp) for _ in specs]  # rows shared with `table`
     n = len(ds) if not max_images else min(len(ds), int(max_images))
     sheet = []
     for i in range(n):
@@ -90,13 +93,14 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
         score = score.float()[0, 0].cpu().numpy()
         tgt = s["target"].numpy()
         mask = s["mask"][0].numpy() if float(s["mask_weight"]) > 0 else None
-        table.add(label, s["name"], pred, tgt, mask)
+        part = part_tables[part_of_sample(ds, i)]
+        part.rows.append(table.add(label, s["name"], pred, tgt, mask))
         if keep_clear:
             kc = _keep_clear(net, x, dev)
             if kc is not None:
-                table.add(f"{label} + keep-clear", s["name"], kc, tgt, mask)
+                part.rows.append(table.add(f"{label} + keep-clear", s["name"], kc, tgt, mask))
         for bname, b in baselines(x.numpy(), bands).items():
-            table.add(bname if bname != "input" else "cloudy input", s["name"], b, tgt, mask)
+            part.rows.append(table.add(bname if bname != "input" else "cloudy input", s["name"], b, tgt, mask))
         if len(sheet) < sheet_images:
             ref = x.numpy()[0] if x.dim() == 4 else x.numpy()
             sheet.append({"cloudy": ref, "output": pred, "target": tgt, "score": score, "mask": mask,
@@ -109,6 +113,13 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
     md = table.markdown(title)
     md += ("\nCloudy / clear pixels: the sample's mask (exact for synthetic clouds, a pseudo mask from the "
            "cloudy-vs-clear difference for real pairs). Baselines use the inputs only.\n")
+    by_part = {}
+    if len(specs) > 1:
+        md += "\n#### By part of the split (cloudy / clear pixels pooled within each part)\n"
+        for spec, part in zip(specs, part_tables, strict=True):
+            if part.rows:
+                by_part[part_label(spec)] = part.summary()
+                md += "\n" + part.markdown(f"{part_label(spec)} ({len(part.rows) // len(part.methods())} images)", intro=False)
     (out_dir / f"{stem}.md").write_text(md)
     cols = ["method", "images"] + table.columns()
     with (out_dir / f"{stem}.csv").open("w", newline="") as f:
@@ -122,7 +133,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
         w.writeheader()
         w.writerows(table.rows)
     result = {"model": label, "model_info": info, "config": cfg["name"], "split": split, "protocol": protocol,
-              "images": n, "keep_clear": keep_clear, "table": summary}
+              "images": n, "keep_clear": keep_clear, "table": summary, "by_part": by_part}
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float))
     if sheet:
         save_sheet(out_dir / f"{stem}_sheet.png", sheet, rgb_indexes(bands), title)

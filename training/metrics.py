@@ -121,7 +121,7 @@ class MetricTable:
         s = self.summary()
         return [k for k in METRIC_ORDER if any(k in v for v in s.values())]
 
-    def markdown(self, title: str = "") -> str:
+    def markdown(self, title: str = "", intro: bool = True) -> str:
         s = self.summary()
         cols = self.columns()
         heads = {"psnr": "PSNR↑", "ssim": "SSIM↑", "mae": "MAE↓", "lpips": "LPIPS↓", "psnr_cloudy": "PSNR cloudy↑",
@@ -130,8 +130,9 @@ class MetricTable:
         lines = []
         if title:
             lines.append(f"### {title}\n")
-        lines.append(f"Protocol `{self.protocol}`: {PROTOCOLS[self.protocol]}. Cloudy / clear-pixel values "
-                     "are pooled over all such pixels of the split.\n")
+        if intro:
+            lines.append(f"Protocol `{self.protocol}`: {PROTOCOLS[self.protocol]}. Cloudy / clear-pixel values "
+                         "are pooled over all such pixels of the split.\n")
         lines.append("| method | images | " + " | ".join(heads[c] for c in cols) + " |")
         lines.append("|---|---:|" + "---:|" * len(cols))
         for meth, v in s.items():

@@ -165,6 +165,25 @@ def test_clear_sources_and_layouts(tmp_path):
         load_clear_images([{"files": "none/*.tif"}], ("red",), root)
 
 
+def test_stretch_emulates_an_8bit_true_colour_export(tmp_path):
+    root = make_clear_sources(tmp_path)
+    entry = {"files": "landsat8.tif", "layout": "landsat8-bgr", "stretch": [2, 98]}
+    (image,) = load_clear_images([entry], ("red", "green", "blue"), root)
+    refl, valid = read_reflectance(root / "landsat8.tif", LAYOUTS["landsat8-bgr"], ("red", "green", "blue"))
+    assert image.radiometry == "display" and image.quantum == pytest.approx(1 / 255)
+    values = image.data[:, image.valid]
+    assert np.allclose(values * 255, np.round(values * 255), atol=1e-4)  # 8-bit levels
+    for band in range(3):  # 2 % of the valid pixels at or below 0, 2 % at or above 255
+        assert np.mean(values[band] == 0) == pytest.approx(0.02, abs=0.01)
+        assert np.mean(values[band] == 1) == pytest.approx(0.02, abs=0.01)
+        # a monotonic map of the reflectance
+        order = np.argsort(refl[band][valid])
+        assert np.all(np.diff(values[band][order]) >= 0)
+    assert not image.data[:, ~image.valid].any()
+    with pytest.raises(InputError, match="two percentiles"):
+        load_clear_images([dict(entry, stretch=[98, 2])], ("red", "green", "blue"), root)
+
+
 def test_build_dataset_mix_and_epochs(tmp_path):
     make_clear_sources(tmp_path / "clear")
     make_sen12mscr(tmp_path / "pairs")

@@ -14,6 +14,7 @@ import yaml
 pytest.importorskip("rasterio")
 
 from datagen import make_clear_sources, make_sen12mscr  # noqa: E402
+
 from viser_cr.core.errors import ViserError  # noqa: E402
 from viser_cr.training.config import load_config  # noqa: E402
 from viser_cr.training.train import load_checkpoint, train  # noqa: E402
@@ -123,10 +124,17 @@ def test_evaluate_and_export_round_trip(data_root, tmp_path):
     cfg = load_config(tiny_config(data_root, tmp_path / "run", steps=2, val_every=100, ckpt_every=100))
     train(cfg, log=lambda *_: None)
     ckpt_path = tmp_path / "run" / "checkpoints" / "last.pt"
-    cfg["data"]["test"] = cfg["data"]["val"]
+    cfg["data"]["test"] = cfg["data"]["val"] + [
+        {"type": "synthetic", "length": 1, "label": "rgbn synthetic",
+         "sources": [{"files": "clear/rgbn.tif", "layout": "rgbn8"}]}]
     res = evaluate(cfg, checkpoint=ckpt_path, split="test", keep_clear=True, output_dir=tmp_path / "ev",
                    log=lambda *_: None)
     assert set(res["table"]) >= {"tiny-test@2", "cloudy input"}
+    # one table per entry of the split, the images split between them
+    assert list(res["by_part"]) == ["pairs: pairs [ROIs1868_summer_135]", "rgbn synthetic"]
+    assert res["by_part"]["rgbn synthetic"]["cloudy input"]["images"] == 1
+    assert sum(part["cloudy input"]["images"] for part in res["by_part"].values()) == res["images"]
+    assert "#### By part of the split" in (tmp_path / "ev" / "eval_test_clean.md").read_text()
     for ext in ("md", "csv", "json"):
         assert (tmp_path / "ev" / f"eval_test_clean.{ext}").exists()
     models = tmp_path / "models"
@@ -184,6 +192,7 @@ def test_bundled_and_benchmark_configs_load():
 @pytest.mark.slow
 def test_stack_training_and_evaluation_with_composite_baselines(data_root, tmp_path):
     from datagen import make_series
+
     from viser_cr.training.evaluate import evaluate
 
     make_series(tmp_path / "series", n=8, cloudy=(1, 4, 6), size=48)

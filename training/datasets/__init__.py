@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 KINDS = ("synthetic", "pairs", "series", "cuhk-cr", "sen2mtc")
-_COMMON = {"type", "repeat", "patch_size", "flips", "rotations"}
+_COMMON = {"type", "repeat", "patch_size", "flips", "rotations", "label"}
 
 
 def data_root(data_cfg: dict) -> Path:
@@ -98,6 +98,21 @@ def build_part(spec: dict, data_cfg: dict, split: str, seed: int = 0, cache: dic
     if tuple(ds.band_names) != bands:
         raise InputError(f"{kind} gives bands {ds.band_names}, the config asks for {bands}")
     return ds
+
+
+def part_label(spec: dict) -> str:
+    """A short name for one entry of a split: its ``label``, else its type and what it reads."""
+    if spec.get("label"):
+        return str(spec["label"])
+    what = spec.get("root") or ", ".join(str(src.get("files", "")) for src in spec.get("sources", []))
+    include = spec.get("include") or [inc for src in spec.get("sources", []) for inc in src.get("include", [])]
+    pattern = f" [{' '.join(str(i).strip('^_') for i in include)}]" if include else ""
+    return f"{spec.get('type')}: {what}{pattern}"
+
+
+def part_of_sample(dataset, index: int) -> int:
+    """Which entry of the split (0-based) sample ``index`` of ``build_dataset(...)`` comes from."""
+    return dataset.index[index][0] if isinstance(dataset, MixDataset) else 0
 
 
 def build_dataset(data_cfg: dict, split: str = "train", seed: int = 0):

@@ -9,6 +9,12 @@ A *clear source* entry of a config names files and how to read them::
       exclude: []
       window: [0.0, 0.0, 0.75, 1.0]        # optional fractional window (col0, row0, col1, row1): spatial split
       weight: 1.0                          # sampling weight multiplier (by area otherwise)
+      stretch: [2, 98]                     # optional: emulate an 8-bit true-colour export (below)
+
+``stretch: [lo, hi]`` turns reflectance into what a GIS "export as 8-bit RGB" writes: each band is
+linearly stretched so that its ``lo`` / ``hi`` percentiles (over the file's valid pixels) map to 0 and
+255, clipped and rounded, then read back as value / 255 (display radiometry, like ``rgb8``). Clouds are
+then composited in that radiometry, where they saturate as they do in real exports.
 
 ``SyntheticCloudDataset`` draws, per sample: a source (by valid area x weight), a crop, a geometric
 augmentation, then clouds (``clouds.CloudGenerator``). For a stack of L dates, date 0 (the
@@ -81,11 +87,30 @@ def load_clear_images(entries, bands, data_root=None) -> list[ClearImage]:
                 data, valid = data[:, rs:re_, cs:ce].copy(), valid[rs:re_, cs:ce].copy()
             if valid.mean() < 0.05:
                 continue
+            radiometry, quantum = layout.radiometry, layout.quantum
+            if entry.get("stretch") is not None:
+                data = stretch_to_8bit(data, valid, entry["stretch"])
+                radiometry, quantum = "display", 1 / 255
             images.append(ClearImage(data, valid, Path(f).stem, entry.get("scene") or scene_of(Path(f).stem),
-                                     layout.radiometry, layout.quantum, float(entry.get("weight", 1.0))))
+                                     radiometry, quantum, float(entry.get("weight", 1.0))))
     if not images:
         raise InputError("the clear sources gave no usable image")
     return images
+
+
+def stretch_to_8bit(data: np.ndarray, valid: np.ndarray, percentiles) -> np.ndarray:
+    """Per-band percentile stretch to 0..255, rounded, as value / 255 (invalid pixels 0); see ``stretch``."""
+    lo_p, hi_p = (float(v) for v in percentiles)
+    if not 0.0 <= lo_p < hi_p <= 100.0:
+        raise InputError(f"stretch needs two percentiles 0 <= lo < hi <= 100, got {percentiles}")
+    out = np.zeros_like(data, dtype=np.float32)
+    for band in range(data.shape[0]):
+        values = data[band][valid]
+        lo, hi = np.percentile(values, [lo_p, hi_p]) if values.size else (0.0, 1.0)
+        scaled = (data[band] - lo) / max(float(hi - lo), 1e-6)
+        out[band] = np.round(np.clip(scaled, 0.0, 1.0) * 255.0) / 255.0
+    out[:, ~valid] = 0.0
+    return out
 
 
 class SyntheticCloudDataset(EpochDataset):
