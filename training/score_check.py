@@ -1,0 +1,113 @@
+"""Check a model's cloud score against real cloud labels (ukis-csmask: Sentinel-2, Landsat 7, Landsat 5).
+
+``python -m viser_cr.training.score_check --model viser-cr-s-rgbn [--data ../shared/data/ukis-csmask]``
+
+Each ``*.npz`` holds ``img`` (H, W, 6) reflectance in the band order blue, green, red, NIR, SWIR1,
+SWIR2 and ``msk`` (H, W, 1) labels: 4 = cloud, 0 = cloud shadow, anything else a clear class. The model
+sees the bands it was trained on (reflectance clipped to [0, 1]); a pixel counts as cloud where the
+score exceeds the pipeline's keep-clear threshold. Per file: cloud recall (labelled cloud called
+cloud), the false-cloud rate on clear pixels (what keep-clear would needlessly replace), the share of
+shadow called cloud, IoU and accuracy on cloud vs clear (shadow left out). There is no clear target in
+these files, so this checks the score map only, which is what keep-clear relies on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.errors import ViserError
+from ..core.pipeline import SCORE_THRESHOLD
+from ..core.weights import load_model
+
+UKIS_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
+CLOUD, SHADOW = 4, 0
+
+
+def score_map(model, bands, image: np.ndarray) -> np.ndarray:
+    """The model's cloud score ``(H, W)`` for a ``(H, W, 6)`` ukis-csmask image."""
+    missing = [b for b in bands if b not in UKIS_BANDS]
+    if missing:
+        raise ViserError(f"the model needs bands {missing}, which ukis-csmask files do not have")
+    picked = np.stack([image[..., UKIS_BANDS.index(b)] for b in bands])
+    x = torch.from_numpy(np.clip(np.nan_to_num(picked), 0.0, 1.0).astype(np.float32))[None]
+    with torch.inference_mode():
+        _, score = model(x)
+    return score[0, 0].numpy()
+
+
+def agreement(score: np.ndarray, labels: np.ndarray, threshold: float = SCORE_THRESHOLD) -> dict:
+    """Cloud-vs-label figures for one image (see the module docstring)."""
+    called = score > threshold
+    cloud, shadow = labels == CLOUD, labels == SHADOW
+    clear = ~cloud & ~shadow
+    judged = cloud | clear
+    both = called & cloud
+    return {
+        "pixels": int(labels.size),
+        "cloud_fraction": float(cloud.mean()),
+        "cloud_recall": float(both.sum() / max(cloud.sum(), 1)),
+        "false_cloud_on_clear": float((called & clear).sum() / max(clear.sum(), 1)),
+        "shadow_called_cloud": float((called & shadow).sum() / max(shadow.sum(), 1)) if shadow.any() else None,
+        "iou": float(both.sum() / max((called & judged).sum() + cloud.sum() - both.sum(), 1)),
+        "accuracy": float((called[judged] == cloud[judged]).mean()) if judged.any() else None,
+    }
+
+
+def check(model_name, data_dir, models_dir=None) -> dict:
+    model, card = load_model(model_name, models_dir=models_dir)
+    files = sorted(Path(data_dir).glob("*.npz"))
+    if not files:
+        raise ViserError(f"no .npz file in {data_dir}; point --data at the ukis-csmask folder")
+    results = {}
+    for path in files:
+        with np.load(path) as npz:
+            image, labels = npz["img"], npz["msk"][..., 0]
+        results[path.stem] = agreement(score_map(model, card.bands, image), labels)
+    return {"model": card.name, "threshold": SCORE_THRESHOLD, "files": results}
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"Cloud score of {result['model']} vs ukis-csmask labels (cloud = score > {result['threshold']}):",
+        "",
+        "| file | cloud % | cloud recall | false cloud on clear | shadow called cloud | IoU | accuracy |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def pct(v):
+        return "–" if v is None else f"{100 * v:.1f} %"
+
+    for name, r in result["files"].items():
+        lines.append(
+            f"| {name} | {pct(r['cloud_fraction'])} | {pct(r['cloud_recall'])} | {pct(r['false_cloud_on_clear'])} "
+            f"| {pct(r['shadow_called_cloud'])} | {r['iou']:.3f} | {pct(r['accuracy'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m viser_cr.training.score_check", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="bundled model name, card .json or .safetensors")
+    ap.add_argument("--models-dir", default=None)
+    ap.add_argument("--data", default="../shared/data/ukis-csmask", help="folder of ukis-csmask .npz files")
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = ap.parse_args(argv)
+    try:
+        result = check(args.model, args.data, args.models_dir)
+    except ViserError as exc:
+        print(f"score_check: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
+    print(markdown(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
