@@ -2,6 +2,8 @@
 
 A config is a YAML mapping with these blocks (every key optional; ``DEFAULTS`` shows them all)::
 
+    base: bundled-rgbn.yaml         # optional: start from another config file (relative to this one);
+                                    #   keys given here replace the base's (lists as a whole)
     name: viser-cr-s-rgbn           # run name; output_dir defaults to runs/<name>
     seed: 0
     model:                          # ViserCR keyword arguments (every ablation switch of the network)
@@ -144,18 +146,27 @@ def apply_overrides(cfg: dict, overrides) -> dict:
     return cfg
 
 
-def load_config(path=None, overrides=None, base: dict | None = None) -> dict:
-    """Defaults <- YAML file <- overrides; checks unknown keys and fills derived values."""
+def read_config_file(path, _seen=()) -> dict:
+    """A YAML config file as a mapping, with its ``base:`` chain (if any) merged underneath."""
     import yaml
 
-    user = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise InputError(f"config file not found: {p}")
-        user = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(user, dict):
-            raise InputError(f"{p}: a config must be a YAML mapping")
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"config file not found: {p}")
+    user = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(user, dict):
+        raise InputError(f"{p}: a config must be a YAML mapping")
+    if "base" not in user:
+        return user
+    base_path = (p.parent / str(user.pop("base"))).resolve()
+    if base_path in _seen:
+        raise InputError(f"{p}: 'base' chain loops back to {base_path}")
+    return deep_merge(read_config_file(base_path, (*_seen, p.resolve())), user, strict=False)
+
+
+def load_config(path=None, overrides=None, base: dict | None = None) -> dict:
+    """Defaults <- YAML file <- overrides; checks unknown keys and fills derived values."""
+    user = read_config_file(path) if path is not None else {}
     if base:
         user = deep_merge(base, user, strict=False)
     user = apply_overrides(user, overrides)

@@ -174,6 +174,21 @@ def test_config_errors(tmp_path):
     assert arch["in_bands"] == 4 and arch["use_sr"] is False and arch["num_frames"] == 1
 
 
+def test_config_base_chain(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: a\nseed: 3\ntrain: {steps: 5, batch_size: 2}\ndata: {bands: [red, green, blue]}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yaml").write_text("base: ../a.yaml\nname: b\ntrain: {steps: 9}\n")
+    cfg = load_config(tmp_path / "sub" / "b.yaml", ["train.batch_size=4"])
+    assert cfg["name"] == "b" and cfg["seed"] == 3 and cfg["data"]["bands"] == ["red", "green", "blue"]
+    assert cfg["train"]["steps"] == 9 and cfg["train"]["batch_size"] == 4
+    (tmp_path / "a.yaml").write_text("base: sub/b.yaml\n")
+    with pytest.raises(ViserError, match="loops back"):
+        load_config(tmp_path / "sub" / "b.yaml")
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ViserError, match="not found"):
+        load_config(tmp_path / "c.yaml")
+
+
 def test_bundled_and_benchmark_configs_load():
     root = Path(__file__).resolve().parents[2] / "training" / "configs"
     names = sorted(p.name for p in root.glob("*.yaml"))
