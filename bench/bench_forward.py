@@ -103,7 +103,9 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--threads", type=int, default=torch.get_num_threads(), help="torch threads for 'wall'"
     )
-    parser.add_argument("--configs", nargs="*", default=["viser-cr-s", "viser-cr-m"], choices=sorted(CONFIGS))
+    parser.add_argument(
+        "--configs", nargs="*", default=["viser-cr-s", "viser-cr-s-t3", "viser-cr-xs", "viser-cr-m"], choices=sorted(CONFIGS)
+    )
     parser.add_argument("--no-tune-allocator", action="store_true", help="leave glibc malloc at its defaults")
     args = parser.parse_args(argv)
     tuned = False if args.no_tune_allocator else tune_cpu_allocator()

@@ -1,7 +1,7 @@
 """A before/after sheet (cloudy | output | clear reference | cloud score | mask) of chosen held-out samples.
 
 ``python -m viser_cr.training.before_after --config training/configs/bundled-rgbn.yaml
---model viser-cr-xs-rgbn --pick ROIs1970_fall_85_p492 --pick ... --output docs/before-after.png``
+--model viser-cr-s-rgbn --pick ROIs1970_fall_85_p492 --pick ... --output docs/before-after.png``
 
 Samples come from the config's ``--split`` (default ``test``: scenes never used in training); each
 ``--pick`` is a substring of a sample name (the first match is used). Row labels give the PSNR of

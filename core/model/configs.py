@@ -3,12 +3,17 @@
 ``config(name, in_bands=4, out_bands=4)`` returns a copy with overrides. Costs per 256x256 tile and
 CPU speeds are printed by ``make bench`` (bench/bench_forward.py) and listed in docs/model.md.
 
-- ``viser-cr-s``: a CPU model: width 32, most blocks at 1/2 and 1/4
-  resolution, where CPU work is compute- rather than memory-bound (full-resolution blocks are bound
-  by memory traffic: ~20 % of sgemm at width 24, ~25 % at 32, against 40-50 % deeper down).
-- ``viser-cr-xs``: width 24, same layout: ~30 % cheaper to train and run, less efficient per FLOP;
-  the bundled weights use it (twice the training steps of ``-s`` on the 2-core CPU they were trained on).
-- ``viser-cr-m``: the larger model for a GPU or patient CPU users: width 48, two SR iterations.
+On a CPU the transformer blocks at full resolution are bound by their element-wise work and small
+channel counts (LayerNorm over 24-32 channels, depthwise 3x3, GELU): ~20 % of sgemm, against 35-50 %
+at 1/2 and 1/4 resolution, and each block costs about the same FLOPs at every scale. So the CPU models
+put their transformer blocks at 1/2 and 1/4 resolution; full resolution keeps the embedding, the
+Adaptive Mask score, PSE, the SR fusion, the skip connection and the output conv.
+
+- ``viser-cr-s``: the bundled CPU model: width 32, blocks [0, 2, 4] (decoder [0, 2]), AM, PSE, SR.
+- ``viser-cr-xs``: width 24 with one block per path at full resolution (blocks [1, 2, 4]); the first
+  bundled weights used it (0.26 MFLOP/px, ~30 % of sgemm on 2 cores). Kept for comparison.
+- ``viser-cr-m``: the larger model for a GPU or patient CPU users: width 48, blocks [1, 2, 4], two SR
+  iterations.
 - ``*-t3``: the same for up to 3 dates (SpyNet flow at half resolution to keep its cost down).
 """
 
@@ -18,7 +23,7 @@ import copy
 
 __all__ = ["CONFIGS", "config"]
 
-_SMALL = dict(
+_RESTORMER_LAYOUT = dict(
     width=32,
     blocks=[1, 2, 4],
     decoder_blocks=[1, 2],
@@ -33,14 +38,19 @@ _SMALL = dict(
     sr_iterations=1,
 )
 
-_MEDIUM = dict(_SMALL, width=48, sr_iterations=2)
+# no transformer blocks at full resolution (see the module docstring)
+_CPU = dict(_RESTORMER_LAYOUT, blocks=[0, 2, 4], decoder_blocks=[0, 2])
+
+_MEDIUM = dict(_RESTORMER_LAYOUT, width=48, sr_iterations=2)
+
+_TEMPORAL = dict(num_frames=3, use_flow=True, flow_downsample=2)
 
 CONFIGS: dict[str, dict] = {
-    "viser-cr-xs": dict(_SMALL, width=24, num_frames=1),
-    "viser-cr-s": dict(_SMALL, num_frames=1),
+    "viser-cr-xs": dict(_RESTORMER_LAYOUT, width=24, num_frames=1),
+    "viser-cr-s": dict(_CPU, num_frames=1),
     "viser-cr-m": dict(_MEDIUM, num_frames=1),
-    "viser-cr-s-t3": dict(_SMALL, num_frames=3, use_flow=True, flow_downsample=2),
-    "viser-cr-m-t3": dict(_MEDIUM, num_frames=3, use_flow=True, flow_downsample=2),
+    "viser-cr-s-t3": dict(_CPU, **_TEMPORAL),
+    "viser-cr-m-t3": dict(_MEDIUM, **_TEMPORAL),
 }
 
 

@@ -170,10 +170,15 @@ def test_different_in_and_out_bands():
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_bundled_configs_build(name):
-    model = ViserCR(**config(name, in_bands=4, out_bands=4))
+def test_bundled_configs_build_and_run(name):
+    model = ViserCR(**config(name, in_bands=4, out_bands=4)).eval()
     assert model.arch["width"] == CONFIGS[name]["width"]
     assert sum(p.numel() for p in model.parameters()) > 0
+    frames = CONFIGS[name]["num_frames"]
+    x = torch.rand(1, frames, 4, 24, 40) if frames > 1 else torch.rand(1, 4, 24, 40)
+    with torch.inference_mode():
+        image, score = model(x)
+    assert image.shape == (1, 4, 24, 40) and score.shape == (1, 1, 24, 40)
 
 
 def test_spynet_starts_at_zero_flow_and_loads_weights(tmp_path):
