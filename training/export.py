@@ -24,8 +24,29 @@ from ..core.errors import ViserError
 MAX_MB = 20.0
 
 
+def read_notes(path) -> dict:
+    """Extra model-card sections from a YAML/JSON mapping (evaluation tables, limitations, speed, ...)."""
+    import dataclasses
+
+    import yaml
+
+    from ..core.weights import ModelCard
+
+    p = Path(path)
+    if not p.is_file():
+        raise ViserError(f"notes file {p} not found")
+    notes = yaml.safe_load(p.read_text())
+    if not isinstance(notes, dict):
+        raise ViserError(f"{p}: notes must be a mapping of card sections")
+    taken = {f.name for f in dataclasses.fields(ModelCard)} | {"training"}
+    clash = sorted(set(notes) & taken)
+    if clash:
+        raise ViserError(f"{p}: {', '.join(clash)} are card fields the export fills itself; rename those sections")
+    return notes
+
+
 def export(checkpoint, name=None, models_dir=None, half=None, metrics_files=(), max_mb=MAX_MB, overrides=None,
-           log=print):
+           log=print, notes=None):
     from ..core.model import ViserCR
     from ..core.weights import DEFAULT_MODELS_DIR, ModelCard, save_model
     from .train import load_checkpoint
@@ -44,6 +65,8 @@ def export(checkpoint, name=None, models_dir=None, half=None, metrics_files=(), 
         data = json.loads(Path(mf).read_text())
         key = f"{data.get('config', 'data')}/{data.get('split', 'test')}/{data.get('protocol', 'clean')}"
         metrics[key] = {"images": data.get("images"), "table": data.get("table")}
+        if data.get("by_part"):
+            metrics[key]["by_part"] = data["by_part"]
     models_dir = Path(models_dir) if models_dir else DEFAULT_MODELS_DIR
     if not models_dir.is_dir():
         raise ViserError(f"models folder {models_dir} does not exist")
@@ -60,6 +83,7 @@ def export(checkpoint, name=None, models_dir=None, half=None, metrics_files=(), 
         metrics=metrics,
         training={"config": cfg.get("name"), "steps": ckpt["step"], "seed": cfg.get("seed"),
                   "loss": cfg.get("loss"), "patch_size": cfg.get("data", {}).get("patch_size")},
+        **(read_notes(notes) if notes else {}),
     )
     with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
         card = save_model(model, Path(tmp) / name, half=bool(half), **fields)
@@ -89,11 +113,13 @@ def main(argv=None) -> int:
     ap.add_argument("--metrics", action="append", default=[], help="evaluation JSON(s) to put in the card")
     ap.add_argument("--max-mb", type=float, default=MAX_MB)
     ap.add_argument("--description", default=None)
+    ap.add_argument("--notes", default=None,
+                    help="YAML/JSON mapping of extra card sections (evaluation summary, limitations, ...)")
     args = ap.parse_args(argv)
     over = {"description": args.description} if args.description else None
     try:
         export(args.checkpoint, args.name, args.models_dir, False if args.fp32 else None, args.metrics, args.max_mb,
-               over)
+               over, notes=args.notes)
     except ViserError as exc:
         print(f"viser-cr-export: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)

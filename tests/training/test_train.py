@@ -140,9 +140,17 @@ def test_evaluate_and_export_round_trip(data_root, tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     ckpt = load_checkpoint(ckpt_path)
+    (tmp_path / "notes.yaml").write_text("limitations: trained for two steps\nevaluation: {command: viser-cr-evaluate}\n")
     card = export(ckpt_path, name="tiny-export", models_dir=models, half=False,
-                  metrics_files=[tmp_path / "ev" / "eval_test_clean.json"], log=lambda *_: None)
+                  metrics_files=[tmp_path / "ev" / "eval_test_clean.json"], log=lambda *_: None,
+                  notes=tmp_path / "notes.yaml")
     assert card.bands == ["red", "green", "blue", "nir"] and card.metrics
+    assert card.extra["limitations"] == "trained for two steps" and card.extra["evaluation"]["command"]
+    (metrics,) = card.metrics.values()
+    assert set(metrics["by_part"]) == set(res["by_part"])
+    (tmp_path / "bad.yaml").write_text("sha256: forged\n")
+    with pytest.raises(ViserError, match="sha256 are card fields"):
+        export(ckpt_path, name="tiny-bad", models_dir=models, notes=tmp_path / "bad.yaml", log=lambda *_: None)
     net, card2 = load_model(models / "tiny-export.json")
     for k, v in net.state_dict().items():
         assert torch.equal(v, ckpt["model"][k]), k
