@@ -52,20 +52,22 @@ class SensorPreset:
     band_codes: dict[str, str] = field(default_factory=dict)
 
 
+# Sentinel-2 L1C and L2A files come in the same band layouts
+_S2_BANDS = dict(
+    layouts={13: _S2_13, 12: _S2_12, 4: ("red", "green", "blue", "nir"), 3: ("red", "green", "blue")},
+    layout_notes={13: "B1..B12 with B8A, SAFE order", 12: "B1..B12 with B8A, no B10",
+                  4: "R, G, B, NIR (Sen2_MTC order)", 3: "R, G, B"},
+    band_codes=_S2_CODES,
+)
+
 PRESETS: dict[str, SensorPreset] = {
     "s2-l1c": SensorPreset(
         "s2-l1c", "Sentinel-2 L1C (top-of-atmosphere reflectance x 10000)", 1e-4, 0.0, ("uint16",),
-        layouts={13: _S2_13, 12: _S2_12, 4: ("red", "green", "blue", "nir"), 3: ("red", "green", "blue")},
-        layout_notes={13: "B1..B12 with B8A, SAFE order", 12: "B1..B12 with B8A, no B10",
-                      4: "R, G, B, NIR (Sen2_MTC order)", 3: "R, G, B"},
-        band_codes=_S2_CODES,
+        **_S2_BANDS,
     ),
     "s2-l2a": SensorPreset(
         "s2-l2a", "Sentinel-2 L2A (surface reflectance x 10000)", 1e-4, 0.0, ("uint16",),
-        layouts={13: _S2_13, 12: _S2_12, 4: ("red", "green", "blue", "nir"), 3: ("red", "green", "blue")},
-        layout_notes={13: "B1..B12 with B8A, SAFE order", 12: "B1..B12 with B8A, no B10",
-                      4: "R, G, B, NIR (Sen2_MTC order)", 3: "R, G, B"},
-        band_codes=_S2_CODES,
+        **_S2_BANDS,
     ),
     "landsat-c2l2": SensorPreset(
         "landsat-c2l2", "Landsat Collection 2 Level-2 surface reflectance (DN x 0.0000275 - 0.2)",

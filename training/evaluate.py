@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..core.errors import ViserError
+from .cli import run_cli
 from .config import load_config
 
 
@@ -62,7 +63,7 @@ def _keep_clear(net, x: torch.Tensor, device) -> np.ndarray | None:
 def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="test", protocol=None,
              keep_clear=False, lpips=False, output_dir=None, max_images=None, sheet_images=6, device="auto",
              log=print) -> dict:
-    from .datasets import build_dataset, part_label, part_of_sample
+    from .datasets import build_dataset, part_label, part_of_sample, split_specs
     from .metrics import MetricTable, baselines, rgb_indexes
     from .viz import save_sheet
 
@@ -79,8 +80,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
 
         lp = LPIPS().to(dev)
     table = MetricTable(protocol, bands, lp)
-    specs = cfg["data"][split]
-    specs = [specs] if isinstance(specs, dict) else list(specs)
+    specs = split_specs(cfg["data"], split)
     part_tables = [MetricTable(protocol, bands, lp) for _ in specs]  # rows shared with `table`
     n = len(ds) if not max_images else min(len(ds), int(max_images))
     sheet = []
@@ -158,14 +158,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        evaluate(cfg, args.checkpoint, args.model, args.models_dir, args.split, args.protocol, args.keep_clear,
-                 args.lpips, args.output_dir, args.max_images, device=args.device)
-    except ViserError as exc:
-        print(f"viser-cr-evaluate: error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 1)
-    return 0
+    return run_cli("viser-cr-evaluate", lambda: evaluate(
+        load_config(args.config, args.overrides), args.checkpoint, args.model, args.models_dir, args.split,
+        args.protocol, args.keep_clear, args.lpips, args.output_dir, args.max_images, device=args.device))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from ..core.errors import ViserError
+from .cli import run_cli
 
 MAX_MB = 20.0
 
@@ -117,13 +118,9 @@ def main(argv=None) -> int:
                     help="YAML/JSON mapping of extra card sections (evaluation summary, limitations, ...)")
     args = ap.parse_args(argv)
     over = {"description": args.description} if args.description else None
-    try:
-        export(args.checkpoint, args.name, args.models_dir, False if args.fp32 else None, args.metrics, args.max_mb,
-               over, notes=args.notes)
-    except ViserError as exc:
-        print(f"viser-cr-export: error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 1)
-    return 0
+    return run_cli("viser-cr-export", lambda: export(
+        args.checkpoint, args.name, args.models_dir, False if args.fp32 else None, args.metrics, args.max_mb, over,
+        notes=args.notes))
 
 
 if __name__ == "__main__":

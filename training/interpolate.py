@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..core.errors import ViserError
+from .cli import run_cli
 from .train import load_checkpoint
 
 
@@ -48,13 +49,12 @@ def main(argv=None) -> int:
     ap.add_argument("--alpha", type=float, default=0.5, help="0 = start, 1 = fine-tuned (default 0.5)")
     ap.add_argument("--output", required=True, help="where to write the interpolated checkpoint")
     args = ap.parse_args(argv)
-    try:
+
+    def run():
         interpolate(args.start, args.finetuned, args.alpha, args.output)
-    except ViserError as exc:
-        print(f"interpolate: error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 1)
-    print(f"wrote {args.output} (alpha {args.alpha})")
-    return 0
+        print(f"wrote {args.output} (alpha {args.alpha})")
+
+    return run_cli("interpolate", run)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import torch
 from ..core.errors import ViserError
 from ..core.pipeline import SCORE_THRESHOLD
 from ..core.weights import load_model
+from .cli import run_cli
 
 UKIS_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
 CLOUD, SHADOW = 4, 0
@@ -98,15 +99,14 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="../shared/data/ukis-csmask", help="folder of ukis-csmask .npz files")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
-    try:
+
+    def run():
         result = check(args.model, args.data, args.models_dir)
-    except ViserError as exc:
-        print(f"score_check: error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 1)
-    print(markdown(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0
+        print(markdown(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+
+    return run_cli("score_check", run)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..core.errors import ViserError
+from .cli import run_cli
 from .config import load_config, model_arch
 
 TRAIN_FIELDS = ["step", "epoch", "lr", "loss", "l1", "fft", "perceptual", "score", "aux", "grad_norm",
@@ -499,16 +500,10 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", default=None, help="checkpoint to resume from, or 'auto' (output_dir/checkpoints/last.pt)")
     ap.add_argument("--output-dir", default=None, help="override output_dir")
     args = ap.parse_args(argv)
-    try:
-        overrides = list(args.overrides)
-        if args.output_dir:
-            overrides.append(f"output_dir={args.output_dir}")
-        cfg = load_config(args.config, overrides)
-        train(cfg, resume=args.resume)
-    except ViserError as exc:
-        print(f"viser-cr-train: error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 1)
-    return 0
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    return run_cli("viser-cr-train", lambda: train(load_config(args.config, overrides), resume=args.resume))
 
 
 if __name__ == "__main__":

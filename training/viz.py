@@ -89,29 +89,22 @@ def save_curves(run_dir, path=None) -> Path:
     path = Path(path) if path else run_dir / "curves.png"
     train, val = _read_csv(run_dir / "train_log.csv"), _read_csv(run_dir / "val_log.csv")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for key in ("loss", "l1", "fft", "perceptual", "score"):
-        xs, ys = _col(train, key)
-        if xs:
-            axes[0].plot(xs, ys, label=key)
+    panels = (
+        (train, [(k, k) for k in ("loss", "l1", "fft", "perceptual", "score")], "training loss (per logging interval)", {}),
+        (val, [("psnr", "model"), ("input_psnr", "cloudy input"), ("psnr_cloudy", "model, cloudy px"),
+               ("input_psnr_cloudy", "input, cloudy px"), ("psnr_clear", "model, clear px")],
+         "validation PSNR (dB)", {"marker": "o"}),
+        (val, [("ssim", "model"), ("input_ssim", "cloudy input")], "validation SSIM", {"marker": "o"}),
+    )
+    for ax, (rows, series, title, style) in zip(axes, panels, strict=True):
+        for key, label in series:
+            xs, ys = _col(rows, key)
+            if xs:
+                ax.plot(xs, ys, label=label, **style)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
     axes[0].set_yscale("log")
-    axes[0].set_title("training loss (per logging interval)")
-    axes[0].set_xlabel("step")
-    axes[0].legend(fontsize=8)
-    for key, label in (("psnr", "model"), ("input_psnr", "cloudy input"), ("psnr_cloudy", "model, cloudy px"),
-                       ("input_psnr_cloudy", "input, cloudy px"), ("psnr_clear", "model, clear px")):
-        xs, ys = _col(val, key)
-        if xs:
-            axes[1].plot(xs, ys, marker="o", label=label)
-    axes[1].set_title("validation PSNR (dB)")
-    axes[1].set_xlabel("step")
-    axes[1].legend(fontsize=8)
-    for key, label in (("ssim", "model"), ("input_ssim", "cloudy input")):
-        xs, ys = _col(val, key)
-        if xs:
-            axes[2].plot(xs, ys, marker="o", label=label)
-    axes[2].set_title("validation SSIM")
-    axes[2].set_xlabel("step")
-    axes[2].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -168,24 +168,14 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(model_file)
 
     def add_run_parameters(self, tta: bool = True, extent: bool = True) -> None:
-        self.addParameter(
-            _optional(
-                QgsProcessingParameterNumber(
-                    "TILE_SIZE", "Tile size in pixels (default: the model card's)",
-                    QgsProcessingParameterNumber.Integer, None, True, 16, 8192,
-                ),
-                advanced=True,
+        for name, label, lowest, highest in (
+            ("TILE_SIZE", "Tile size in pixels (default: the model card's)", 16, 8192),
+            ("OVERLAP", "Tile overlap in pixels (default: the model card's)", 0, 4096),
+        ):
+            number = QgsProcessingParameterNumber(
+                name, label, QgsProcessingParameterNumber.Integer, None, True, lowest, highest
             )
-        )
-        self.addParameter(
-            _optional(
-                QgsProcessingParameterNumber(
-                    "OVERLAP", "Tile overlap in pixels (default: the model card's)",
-                    QgsProcessingParameterNumber.Integer, None, True, 0, 4096,
-                ),
-                advanced=True,
-            )
-        )
+            self.addParameter(_optional(number, advanced=True))
         self.addParameter(
             _advanced(QgsProcessingParameterString("DEVICE", "Device (auto, cpu, cuda or cuda:N)", "auto"))
         )

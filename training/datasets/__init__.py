@@ -115,13 +115,17 @@ def part_of_sample(dataset, index: int) -> int:
     return dataset.index[index][0] if isinstance(dataset, MixDataset) else 0
 
 
-def build_dataset(data_cfg: dict, split: str = "train", seed: int = 0):
-    """The dataset of one split (``train``, ``val`` or ``test``) of a config's ``data:`` block."""
+def split_specs(data_cfg: dict, split: str) -> list[dict]:
+    """The entries of ``data.<split>`` as a list (one mapping is one entry)."""
     specs = data_cfg.get(split)
     if not specs:
         raise InputError(f"the config lists no data.{split} dataset")
-    if isinstance(specs, dict):
-        specs = [specs]
+    return [specs] if isinstance(specs, dict) else list(specs)
+
+
+def build_dataset(data_cfg: dict, split: str = "train", seed: int = 0):
+    """The dataset of one split (``train``, ``val`` or ``test``) of a config's ``data:`` block."""
+    specs = split_specs(data_cfg, split)
     cache: dict = {}
     parts = [build_part(s, data_cfg, split, seed, cache) for s in specs]
     if len(parts) == 1 and float(specs[0].get("repeat", 1.0)) == 1.0:
