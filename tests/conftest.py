@@ -1,5 +1,6 @@
 """Shared test fixtures: real crops under tests/fixtures and tiny VISER-CR models built on the fly."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,19 @@ TINY_ARCH = dict(
     use_sr=True,
     sr_iterations=1,
 )
+
+
+@pytest.fixture(autouse=True)
+def isolated_pip(monkeypatch):
+    """Every pip the tests start ignores the host's pip configuration and PIP_* variables.
+
+    A machine may carry a global pip.conf with a constraint file or an index: the tests install
+    tiny local wheels offline and must give the same result everywhere. PIP_CONFIG_FILE=/dev/null
+    makes pip skip every configuration file (global, user and site).
+    """
+    for name in [name for name in os.environ if name.startswith("PIP_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
 
 
 @pytest.fixture(scope="session")

@@ -224,13 +224,36 @@ def missing_message(missing: Sequence[Dependency]) -> str:
     )
 
 
+def pip_error_line(lines: Sequence[str]) -> str:
+    """pip's own reason for a refusal, in one line: its first ``ERROR:`` line, with the requirements
+    that conflict when pip lists them (a constraint file in the user's pip configuration, say); or ''."""
+    stripped = [line.strip() for line in lines]
+    errors = [i for i, line in enumerate(stripped) if line.startswith("ERROR:")]
+    if not errors:
+        return ""
+    message = stripped[errors[0]]
+    if "The conflict is caused by:" in stripped:
+        causes = []
+        for line in stripped[stripped.index("The conflict is caused by:") + 1:]:
+            if not line:
+                break
+            causes.append(line)
+        if causes:
+            message += f" ({'; '.join(causes)})"
+    return message
+
+
 def run_pip(
     cmd: Sequence[str],
     log: Callable[[str], None] | None = None,
     is_cancelled: Callable[[], bool] | None = None,
     timeout: float | None = None,
 ) -> int:
-    """Run a pip command, streaming its output lines to ``log``; returns pip's exit status."""
+    """Run a pip command, streaming its output lines to ``log``; returns pip's exit status.
+
+    pip runs with the user's environment and pip configuration (an index mirror, a proxy or a
+    constraint file the user set up is honoured); only the version check and user site are off.
+    """
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONNOUSERSITE="1")
     # fixed argument list built by pip_install_command
     with subprocess.Popen(  # nosec B603

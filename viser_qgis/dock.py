@@ -103,13 +103,21 @@ class PipInstallTask(QgsTask):
         self.command = command
         self.returncode: int | None = None
         self.error = ""
+        self.lines: list[str] = []
+
+    def _log(self, line: str):
+        self.lines.append(line)
+        self.line.emit(line)
 
     def run(self):
         try:
-            self.returncode = deps.run_pip(self.command, log=self.line.emit, is_cancelled=self.isCanceled)
+            self.returncode = deps.run_pip(self.command, log=self._log, is_cancelled=self.isCanceled)
         except Exception as exc:  # noqa: BLE001 - reported in the dock
             self.error = f"{type(exc).__name__}: {exc}"
             return False
+        if self.returncode != 0:
+            # pip's own reason (a constraint conflict, no matching version, no network) says what to fix.
+            self.error = deps.pip_error_line(self.lines)
         return self.returncode == 0
 
 

@@ -170,6 +170,43 @@ def test_dock_install_task(dock, tmp_path):
     assert "PyTorch installed" in dock.deps_log.toPlainText()
 
 
+def test_dock_install_shows_pip_refusal(dock, tmp_path, monkeypatch):
+    """The installer honours the user's pip configuration, and shows pip's own reason when pip refuses."""
+    from qgis_testlib import make_wheel
+
+    from viser_cr.viser_qgis import deps
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    make_wheel(wheels, "torch", "99.0")
+    user_constraints = tmp_path / "user-constraints.txt"
+    user_constraints.write_text("torch<=2.14.1\n")
+    user_config = tmp_path / "pip.conf"
+    user_config.write_text(f"[global]\nconstraint = {user_constraints}\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(user_config))
+    target = tmp_path / "python"
+    cmd = deps.pip_install_command(target=target, packages=["torch==99.0"], find_links=wheels, no_index=True)
+    dock.deps_log.clear()
+    assert dock.install_torch(cmd) is not None
+    wait_for(lambda: dock.install_task is None, timeout=120)
+    assert not (target / "torch").exists()
+    failure = dock.deps_log.toPlainText().strip().splitlines()[-1]
+    assert failure.startswith("pip failed (exit 1). ERROR: Cannot install torch==99.0"), failure
+    assert "(constraint) torch<=2.14.1" in failure
+
+
+def test_pip_error_line():
+    from viser_cr.viser_qgis import deps
+
+    lines = ["Looking in links: /w", "ERROR: Cannot install torch==99.0 because of conflicts.", "",
+             "The conflict is caused by:", "    The user requested torch==99.0",
+             "    The user requested (constraint) torch<=2.14.1", "", "ERROR: ResolutionImpossible: see ..."]
+    assert deps.pip_error_line(lines) == ("ERROR: Cannot install torch==99.0 because of conflicts. (The user "
+                                          "requested torch==99.0; The user requested (constraint) torch<=2.14.1)")
+    assert deps.pip_error_line(["ERROR: No matching distribution found for torch"]).endswith("for torch")
+    assert deps.pip_error_line(["Successfully installed torch-99.0"]) == ""
+
+
 def test_parse_bands():
     assert parse_bands("4, 3 2;8") == [4, 3, 2, 8]
     assert parse_bands("") == []
