@@ -334,8 +334,11 @@ class Predictor:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _forward(self, x):
-        image, score = self.model(x if x.shape[1] > 1 else x[:, 0])
+    def _forward(self, x, cloud=None):
+        # a fill-based model completes from the user's cloud mask instead of its own score
+        uses_mask = cloud is not None and getattr(self.model, "residual_base", "input") == "fill"
+        inputs = x if x.shape[1] > 1 else x[:, 0]
+        image, score = self.model(inputs, cloud) if uses_mask else self.model(inputs)
         return image.float(), score.float()
 
     def _run(self, x_np: np.ndarray, cloud_np: np.ndarray | None):
@@ -353,7 +356,7 @@ class Predictor:
                 image, score, spread = self._tta(x)
                 spread = spread[:, :h, :w]
             else:
-                image, score = self._forward(x)
+                image, score = self._forward(x, self._cloud_tensor(cloud_np, x.shape[-2:]))
                 spread = None
             image, score = image[..., :h, :w], score[:, 0, :h, :w].clamp(0, 1)
             if self.keep_clear:
@@ -380,6 +383,17 @@ class Predictor:
                 score = score + score_t
         spread = (m2 / count).clamp_min(0).mean(dim=1).sqrt()
         return mean, score / count, spread
+
+    def _cloud_tensor(self, cloud_np, size):
+        """The user's cloud mask ``(n, 1, H, W)`` padded like the tiles (None without a mask)."""
+        import torch
+        import torch.nn.functional as F
+
+        if cloud_np is None:
+            return None
+        cloud = torch.from_numpy(np.ascontiguousarray(cloud_np)).to(self.device).float()[:, None]
+        pad_h, pad_w = size[0] - cloud.shape[-2], size[1] - cloud.shape[-1]
+        return F.pad(cloud, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else cloud
 
     def _keep_clear(self, image, reference, score, cloud_np):
         """Model output where cloudy, the input where clear, with a feathered seam."""

@@ -7,8 +7,10 @@ Writes ``eval_<split>_<protocol>.md`` / ``.csv`` / ``.json`` (the table: one row
 SSIM / MAE / LPIPS overall and PSNR / MAE on cloudy and on clear pixels when a mask is known),
 ``eval_<split>_<protocol>_images.csv`` (per image) and a before/after sheet PNG. Rows: the model,
 the model with keep-clear (``--keep-clear``: the engine's own blending, input pixels kept where the
-score says clear), and the baselines: the cloudy input itself and, for stacks, the per-pixel median
-and the least-cloudy date (``training.metrics.baselines``).
+score says clear), and the baselines: the cloudy input itself, the classical pipeline over the model's
+own score (push-pull fill of the pixels it calls cloud, thresholded and soft) and, for stacks, the
+per-pixel median and the least-cloudy date (``training.metrics.baselines``). Columns include the grid
+metric (2/4 px pattern power over the reference's) and the fraction of images worse than the input.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
              keep_clear=False, lpips=False, output_dir=None, max_images=None, sheet_images=6, device="auto",
              log=print) -> dict:
     from .datasets import build_dataset, part_label, part_of_sample, split_specs
-    from .metrics import MetricTable, baselines, rgb_indexes
+    from .metrics import INPUT_METHOD, MetricTable, baselines, fill_baselines, rgb_indexes
     from .viz import save_sheet
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
@@ -100,7 +102,9 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
             if kc is not None:
                 part.rows.append(table.add(f"{label} + keep-clear", s["name"], kc, tgt, mask))
         for bname, b in baselines(x.numpy(), bands).items():
-            part.rows.append(table.add(bname if bname != "input" else "cloudy input", s["name"], b, tgt, mask))
+            part.rows.append(table.add(bname if bname != "input" else INPUT_METHOD, s["name"], b, tgt, mask))
+        for bname, b in fill_baselines(x.numpy(), score).items():
+            part.rows.append(table.add(bname, s["name"], b, tgt, mask))
         if len(sheet) < sheet_images:
             ref = x.numpy()[0] if x.dim() == 4 else x.numpy()
             sheet.append({"cloudy": ref, "output": pred, "target": tgt, "score": score, "mask": mask,

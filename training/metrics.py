@@ -8,7 +8,14 @@ papers' convention); cloudy / clear values average over the images that have suc
 
 Baselines (label-free, computed from the inputs only):
 ``input`` the cloudy reference date itself; for stacks ``median`` (per-pixel median over the dates)
-and ``least-cloudy`` (the date with the lowest mean visible reflectance, clouds being bright).
+and ``least-cloudy`` (the date with the lowest mean visible reflectance, clouds being bright). The
+evaluation adds the classical pipeline over the model's own cloud score (``fill_baselines``).
+
+Grid metric (``grid_ratio``): the power of 2 px and 4 px periodic patterns in the output over that in
+the reference, per region (cloudy / clear pixels). A pattern of period p along a row is demodulated
+(multiplied by cos / sin of 2πx/p) and box-averaged over 8 px: a real grid gives a steady product
+that survives the average, natural texture averages out. 1 = as much grid as the reference.
+``worse``: the fraction of images where a method's PSNR is below the cloudy input's.
 """
 
 from __future__ import annotations
@@ -22,7 +29,53 @@ from ..core.metrics import PROTOCOLS, apply_protocol, protocol_metrics
 
 PSNR_CAP = 100.0
 METRIC_ORDER = ("psnr", "ssim", "mae", "lpips", "psnr_cloudy", "psnr_clear", "mae_cloudy", "mae_clear",
-                "cloud_fraction")
+                "grid_cloudy", "grid_clear", "worse", "cloud_fraction")
+INPUT_METHOD = "cloudy input"
+GRID_PERIODS = (2, 4)
+GRID_WINDOW = 8
+GRID_FLOOR = 1e-6
+
+
+def grid_power(image: np.ndarray) -> np.ndarray:
+    """Per-pixel power ``(H, W)`` of 2 px and 4 px periodic patterns along rows and columns (band mean);
+    NaN within ``GRID_WINDOW`` px of the border, where the window is not whole."""
+    import torch.nn.functional as F
+
+    img = torch.from_numpy(np.asarray(image, dtype=np.float32).mean(axis=0))[None, None]
+    h, w = img.shape[-2:]
+    half = GRID_WINDOW // 2
+    power = torch.zeros(h - GRID_WINDOW + 1, w - GRID_WINDOW + 1)
+    for axis, n in ((-1, w), (-2, h)):
+        pos = torch.arange(n, dtype=torch.float32)
+        for period in GRID_PERIODS:
+            for wave in (torch.cos, torch.sin):
+                carrier = wave(2 * math.pi * pos / period)
+                carrier = carrier.view(1, 1, 1, n) if axis == -1 else carrier.view(1, 1, n, 1)
+                avg = F.avg_pool2d(img * carrier, (1, GRID_WINDOW) if axis == -1 else (GRID_WINDOW, 1), stride=1)
+                # the same valid window along both axes
+                avg = avg[..., :, : w - GRID_WINDOW + 1] if axis == -2 else avg[..., : h - GRID_WINDOW + 1, :]
+                power += avg[0, 0] ** 2
+    full = np.full((h, w), np.nan, dtype=np.float32)
+    full[half - 1: half - 1 + power.shape[0], half - 1: half - 1 + power.shape[1]] = power.numpy()
+    return full
+
+
+def grid_ratio(pred: np.ndarray, target: np.ndarray, region: np.ndarray) -> float | None:
+    """Grid power of ``pred`` over that of ``target`` on ``region``, pooled over its pixels.
+
+    The region is eroded by the window (a window that straddles a cloud edge sees the edge, not a
+    grid), and the reference power is floored at ``GRID_FLOOR`` (a 2 px pattern of 1e-3 reflectance,
+    a quarter of an 8-bit step): over flat water or sand the reference has almost no such power, and a
+    ratio to nothing would say nothing. None where no pixel of the region is left.
+    """
+    from scipy.ndimage import binary_erosion
+
+    inner = binary_erosion(region, np.ones((GRID_WINDOW, GRID_WINDOW), bool), border_value=0)
+    p, t = grid_power(pred)[inner], grid_power(target)[inner]
+    keep = np.isfinite(p) & np.isfinite(t)
+    if not keep.any():
+        return None
+    return float(p[keep].mean() / max(float(t[keep].mean()), GRID_FLOOR))
 
 
 def rgb_indexes(band_names) -> tuple[int, int, int]:
@@ -43,6 +96,21 @@ def baselines(x: np.ndarray, band_names) -> dict[str, np.ndarray]:
         bright = x[:, vis].mean(axis=(1, 2, 3))
         out["least-cloudy"] = x[int(np.argmin(bright))]
     return out
+
+
+def fill_baselines(x: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict[str, np.ndarray]:
+    """The classical pipeline over a cloud score ``(H, W)``: the reference date's pixels where the score
+    says clear, push-pull completion of the clear pixels elsewhere; with the score thresholded (a
+    binary cloud mask) and soft (``(1 - score)·x + score·fill``, the base of a ``residual_base="fill"``
+    network before any training)."""
+    from ..core.model.fill import push_pull_fill
+
+    ref = torch.from_numpy(np.asarray(x[0] if x.ndim == 4 else x, dtype=np.float32))[None]
+    s = torch.from_numpy(np.asarray(score, dtype=np.float32))[None, None]
+    with torch.no_grad():
+        hard = push_pull_fill(ref, (s <= threshold).float())[0].numpy()
+        soft = push_pull_fill(ref, 1.0 - s)[0].numpy()
+    return {f"fill over model score > {threshold:g}": hard, "fill over model score (soft)": soft}
 
 
 class MetricTable:
@@ -76,6 +144,12 @@ class MetricTable:
         if self.lpips is not None:
             m["lpips"] = self._lpips(pred, target)
         row = {"method": method, "image": name, **m}
+        cloud = (np.asarray(mask).reshape(pred.shape[-2:]) > 0.5) if mask is not None else None
+        if cloud is not None:
+            row["grid_cloudy"] = grid_ratio(pred, target, cloud)
+            row["grid_clear"] = grid_ratio(pred, target, ~cloud)
+        else:
+            row["grid_clear"] = grid_ratio(pred, target, np.ones(pred.shape[-2:], bool))
         if mask is not None:
             p, t, st = apply_protocol(pred, target, self.protocol, self.rgb)
             cm = np.asarray(mask).reshape(p.shape[-2:]) > 0.5
@@ -96,13 +170,27 @@ class MetricTable:
                 seen.append(r["method"])
         return seen
 
+    def _worse_than_input(self, rows: list[dict]) -> float | None:
+        """Fraction of ``rows`` whose PSNR is below the cloudy input's on the same image."""
+        base = {r["image"]: r["psnr"] for r in self.rows if r["method"] == INPUT_METHOD}
+        pairs = [(r["psnr"], base[r["image"]]) for r in rows if r["image"] in base]
+        return float(np.mean([p < b - 1e-9 for p, b in pairs])) if pairs else None
+
     def summary(self) -> dict[str, dict]:
         out = {}
         for meth in self.methods():
             rows = [r for r in self.rows if r["method"] == meth]
             agg = {"images": len(rows)}
+            for k in ("grid_cloudy", "grid_clear"):  # a ratio: the median is not ruled by one flat image
+                vals = [r[k] for r in rows if r.get(k) is not None]
+                if vals:
+                    agg[k] = float(np.median(vals))
+            if meth != INPUT_METHOD:
+                worse = self._worse_than_input(rows)
+                if worse is not None:
+                    agg["worse"] = worse
             for k in METRIC_ORDER:
-                if k.endswith(("_cloudy", "_clear")):
+                if k.endswith(("_cloudy", "_clear")) or k == "worse":
                     continue
                 vals = [r[k] for r in rows if k in r and r[k] is not None and not math.isnan(r[k])]
                 if vals:
@@ -126,7 +214,8 @@ class MetricTable:
         cols = self.columns()
         heads = {"psnr": "PSNR↑", "ssim": "SSIM↑", "mae": "MAE↓", "lpips": "LPIPS↓", "psnr_cloudy": "PSNR cloudy↑",
                  "psnr_clear": "PSNR clear↑", "mae_cloudy": "MAE cloudy↓", "mae_clear": "MAE clear↓",
-                 "cloud_fraction": "cloud %"}
+                 "grid_cloudy": "grid cloudy (×ref)", "grid_clear": "grid clear (×ref)",
+                 "worse": "worse than input %", "cloud_fraction": "cloud %"}
         lines = []
         if title:
             lines.append(f"### {title}\n")
@@ -143,8 +232,10 @@ class MetricTable:
                     cells.append("–")
                 elif c.startswith("psnr"):
                     cells.append(f"{x:.2f}")
-                elif c == "cloud_fraction":
+                elif c in ("cloud_fraction", "worse"):
                     cells.append(f"{100 * x:.1f}")
+                elif c.startswith("grid"):
+                    cells.append(f"{x:.2f}")
                 else:
                     cells.append(f"{x:.4f}")
             lines.append(f"| {meth} | {v['images']} | " + " | ".join(cells) + " |")

@@ -316,10 +316,11 @@ def train(cfg: dict, resume=None, log=print) -> dict:
     if tcfg.get("init_from") and not resume:
         from .warmstart import init_from
 
-        report = init_from(raw, tcfg["init_from"], band_names)
+        report = init_from(raw, tcfg["init_from"], band_names, reset=tcfg.get("init_reset") or ())
         if is_main:
             log(f"warm start from {report['source']} (bands {report['source_bands']}): {len(report['copied'])} tensors "
-                f"copied, adapted {report['adapted']}, {len(report['new'])} new, skipped {report['skipped']}")
+                f"copied, adapted {report['adapted']}, {len(report['new'])} new, skipped {report['skipped']}, "
+                f"reset {report['reset']}")
     if resume:
         ckpt = load_checkpoint(resume)
         raw.load_state_dict(ckpt["model"])

@@ -10,7 +10,11 @@
 * tensors the source lacks (e.g. the temporal alignment / fusion of a stack model started from a
   mono-temporal one) keep their initialisation, except ``fusion.merge.weight``, which is zeroed so that
   the warm-started stack network computes exactly what the source computed on the reference date;
-* any other shape mismatch is skipped and reported.
+* any other shape mismatch is skipped and reported;
+* ``train.init_reset``: name prefixes whose tensors keep their fresh initialisation (e.g. ``output.``
+  when the residual base changes from the input to the fill: the old correction would be added on
+  top of a base that no longer holds the cloud, and the zero-initialised output conv makes the
+  warm-started network start exactly at the classical completion).
 
 Batch augmentations (applied by the training loop, drawn from torch's global RNG so resume is exact):
 
@@ -85,10 +89,13 @@ def adapt_state(src: dict, src_bands, model: torch.nn.Module, dst_bands) -> tupl
     return state, report
 
 
-def init_from(model: torch.nn.Module, source, band_names, models_dir=None) -> dict:
+def init_from(model: torch.nn.Module, source, band_names, models_dir=None, reset=()) -> dict:
     """Load ``source``'s weights into ``model`` (see the module docstring); returns the report."""
     src, src_bands = load_source(source, models_dir)
     state, report = adapt_state(src, src_bands, model, list(band_names))
+    report["reset"] = [key for key in state if key.startswith(tuple(reset))] if reset else []
+    for key in report["reset"]:
+        del state[key]
     if not report["copied"] and not report["adapted"]:
         raise ViserError(f"train.init_from: {source} shares no weights with this network")
     model.load_state_dict(state, strict=False)

@@ -205,6 +205,25 @@ class Upsample(nn.Module):
         return depth_to_space(conv3x3(x, self.conv))
 
 
+class BilinearUpsample(nn.Module):
+    """1x1 projection to C/2, then bilinear x2: ``(H, W, C) -> (2H, 2W, C/2)``.
+
+    The pixel-shuffle up-sampling computes the four sub-pixels of each 2x2 block with four different
+    filters, so any imbalance between them shows as a 2 px (and, over two levels, 4 px) grid in flat
+    areas. Bilinear interpolation has no sub-pixel phases; the projection runs at the low resolution
+    (it commutes with the interpolation), so this is cheaper than the 3x3 conv of ``Upsample``.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.proj(x).permute(0, 3, 1, 2)
+        y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+        return y.permute(0, 2, 3, 1).contiguous()
+
+
 class ConcatLinear(nn.Module):
     """A 1x1 conv over ``cat([a, b], channels)`` computed without materialising the concatenation."""
 

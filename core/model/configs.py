@@ -14,6 +14,8 @@ Adaptive Mask score, PSE, the SR fusion, the skip connection and the output conv
   bundled weights used it (0.26 MFLOP/px, ~30 % of sgemm on 2 cores). Kept for comparison.
 - ``viser-cr-m``: the larger model for a GPU or patient CPU users: width 48, blocks [1, 2, 4], two SR
   iterations.
+- All of them refine a classical completion (``residual_base="fill"``) and up-sample bilinearly; the
+  cards of earlier weights record ``input`` / ``shuffle`` and load as they were trained.
 - ``*-t3``: the same for up to 3 dates (SpyNet flow at half resolution to keep its cost down).
 """
 
@@ -36,6 +38,8 @@ _RESTORMER_LAYOUT = dict(
     use_pse=True,
     use_sr=True,
     sr_iterations=1,
+    residual_base="fill",  # prior-guided completion (docs/model.md)
+    upsample="bilinear",   # no 2/4 px sub-pixel grid
 )
 
 # no transformer blocks at full resolution (see the module docstring)

@@ -6,7 +6,8 @@ input (B, C, H, W) or (B, L, C, H, W), reference date at index 0
   -> encoder, 3 scales (C, 2C, 4C): Restormer blocks -> Adaptive Mask -> Patch Saliency Encoding
   -> Semantic Refinement across the 3 scales (SPFF, iterated)
   -> decoder: pixel-shuffle up, concat skip (+ score injection), 1x1 reduce, Restormer blocks
-  -> 3x3 conv to out_bands + global residual (the input's first out_bands bands)
+  -> 3x3 conv to out_bands + global residual: the input's first out_bands bands, or (residual_base="fill")
+     a cloud-free estimate (1 - score)*x + score*fill(x), fill = push-pull completion of the clear pixels
   -> crop; score = mean of the 3 AM score maps, bilinearly up-sampled, in [0, 1]
 """
 
@@ -18,7 +19,8 @@ from torch import nn
 
 from ..errors import InputError
 from .adaptive_mask import AdaptiveMask, ScoreInjection
-from .blocks import ConcatLinear, Downsample, Upsample, conv3x3, stack
+from .blocks import BilinearUpsample, ConcatLinear, Downsample, Upsample, conv3x3, stack
+from .fill import push_pull_fill
 from .refinement import SemanticRefinement
 from .saliency import PatchSaliencyEncoding
 from .temporal import TemporalAlignment, TemporalFusion
@@ -26,6 +28,8 @@ from .temporal import TemporalAlignment, TemporalFusion
 __all__ = ["ViserCR"]
 
 SCALES = 3
+RESIDUAL_BASES = ("input", "fill")
+UPSAMPLERS = {"shuffle": Upsample, "bilinear": BilinearUpsample}
 
 
 def _per_scale(value, name: str, count: int = SCALES) -> list[int]:
@@ -74,8 +78,14 @@ class ViserCR(nn.Module):
         flow_bands: int = 3,
         flow_downsample: int = 1,
         flow_weights: str | None = None,
+        residual_base: str = "input",
+        upsample: str = "shuffle",
     ):
         super().__init__()
+        if residual_base not in RESIDUAL_BASES:
+            raise ValueError(f"residual_base must be one of {RESIDUAL_BASES}, got {residual_base!r}")
+        if upsample not in UPSAMPLERS:
+            raise ValueError(f"upsample must be one of {tuple(UPSAMPLERS)}, got {upsample!r}")
         blocks = _per_scale(blocks, "blocks")
         # the decoder has scales 1 and 2 (scale 3 is the encoder's bottom, shared by both paths)
         decoder_blocks = _per_scale(
@@ -109,7 +119,10 @@ class ViserCR(nn.Module):
             use_flow=bool(use_flow),
             flow_bands=int(flow_bands),
             flow_downsample=int(flow_downsample),
+            residual_base=residual_base,
+            upsample=upsample,
         )
+        self.residual_base = residual_base
         self.in_bands, self.out_bands, self.num_frames = in_bands, out_bands, num_frames
         self.flow_downsample = int(flow_downsample)
         self.multiple = max(2 ** (SCALES - 1), mask_patch)
@@ -143,7 +156,7 @@ class ViserCR(nn.Module):
             else None
         )
         self.inject = nn.ModuleList([ScoreInjection(dims[j]) for j in range(SCALES)])
-        self.up = nn.ModuleList([Upsample(dims[j + 1]) for j in range(SCALES - 1)])
+        self.up = nn.ModuleList([UPSAMPLERS[upsample](dims[j + 1]) for j in range(SCALES - 1)])
         self.reduce = nn.ModuleList(
             [ConcatLinear(dims[j], dims[j], dims[j], bias) for j in range(SCALES - 1)]
         )
@@ -199,11 +212,16 @@ class ViserCR(nn.Module):
         return self.fusion(ref_feat, aligned, sims)
 
     # -- network -------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, cloud: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cloud`` (B, 1, H, W) in [0, 1], optional: a user's cloud mask, which replaces the network's
+        score in the fill base (``residual_base="fill"``; ignored otherwise). The score returned is
+        always the network's own."""
         ref, frames = self._split_input(x)
         b, _, height, width = ref.shape
         pad_h, pad_w = (-height) % self.multiple, (-width) % self.multiple
         ref = _pad(ref, pad_h, pad_w)
+        if cloud is not None:
+            cloud = _pad(cloud.to(ref.dtype), pad_h, pad_w)
         if frames is not None and (pad_h or pad_w):
             n, dates = frames.shape[:2]
             frames = _pad(frames.flatten(0, 1), pad_h, pad_w).unflatten(0, (n, dates))
@@ -228,16 +246,32 @@ class ViserCR(nn.Module):
             dec = self.decoder[j](dec)
 
         out = F.conv2d(dec.permute(0, 3, 1, 2), self.output.weight, self.output.bias, padding=1)
-        out = out + self._residual(ref)
         score = self._score_map(scores, ref.shape[-2:])
+        out = out + self._residual(ref, score if cloud is None else cloud)
         return out[:, :, :height, :width].contiguous(), score[:, :, :height, :width].contiguous()
 
-    def _residual(self, ref: torch.Tensor) -> torch.Tensor:
-        """Global residual: the input's first ``out_bands`` bands (zeros for any extra output band)."""
+    def _residual(self, ref: torch.Tensor, cloud: torch.Tensor) -> torch.Tensor:
+        """Global residual base (zeros for any output band beyond the input's).
+
+        ``input``: the input's first ``out_bands`` bands, so the network must learn to subtract a cloud.
+        ``fill``: a cloud-free estimate, the input where the score says clear and a push-pull completion
+        of the clear pixels where it says cloud, so the untrained network already is a classical
+        cloud-mask + inpainting pipeline and learns the correction over it (docs/model.md).
+        """
         n = min(self.in_bands, self.out_bands)
+        base = ref[:, :n]
+        if self.residual_base == "fill":
+            base = push_pull_fill(base, 1.0 - cloud.to(base.dtype))
         if n == self.out_bands:
-            return ref[:, :n]
-        return F.pad(ref[:, :n], (0, 0, 0, 0, 0, self.out_bands - n))
+            return base
+        return F.pad(base, (0, 0, 0, 0, 0, self.out_bands - n))
+
+    def completion_base(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(base, score)``: the classical completion this network refines, over its own cloud score."""
+        ref, _ = self._split_input(x)
+        _, score = self(x)
+        n = min(self.in_bands, self.out_bands)
+        return push_pull_fill(ref[:, :n], 1.0 - score.to(ref.dtype)), score
 
     @staticmethod
     def _score_map(scores: list[torch.Tensor], size) -> torch.Tensor:

@@ -181,5 +181,10 @@ def test_broken_card_is_a_weights_error_and_skipped_in_listing(tmp_path):
 
 def test_weights_are_not_pickle(tmp_path):
     _save(tmp_path)
-    head = (tmp_path / "m.safetensors").read_bytes()[:16]
-    assert not head.startswith(b"\x80") and not head.startswith(b"PK")
+    data = (tmp_path / "m.safetensors").read_bytes()
+    # safetensors: an 8-byte little-endian header length, then a JSON header (a pickle or a torch zip
+    # would start with 0x80 / "PK"; the first byte of the length may be 0x80 by chance, so parse it)
+    header_len = int.from_bytes(data[:8], "little")
+    assert 2 <= header_len < len(data)
+    assert "__metadata__" in json.loads(data[8:8 + header_len])
+    assert not data.startswith(b"PK")

@@ -166,3 +166,63 @@ def test_metric_table(tmp_path):
     assert table.summary()["keep-clear copy"]["psnr"] == 100.0
     md = table.markdown("demo")
     assert "| model | 2 |" in md and "Protocol `clean`" in md and "PSNR cloudy" in md
+
+
+def test_grid_metric_sees_a_2px_and_4px_pattern_and_not_natural_texture():
+    import numpy as np
+
+    from viser_cr.training.metrics import grid_ratio
+
+    rng = np.random.default_rng(0)
+    ref = rng.random((3, 64, 64)).astype(np.float32) * 0.05 + 0.2
+    ref = (ref + np.roll(ref, 1, -1) + np.roll(ref, 1, -2)) / 3  # some texture
+    everywhere = np.ones((64, 64), bool)
+    assert abs(grid_ratio(ref, ref, everywhere) - 1.0) < 1e-6
+    cols = np.arange(64)
+    for period in (2, 4):
+        pattern = 0.02 * np.cos(2 * np.pi * cols / period)[None, None, :]
+        assert grid_ratio(ref + pattern, ref, everywhere) > 5
+    half = np.zeros((64, 64), bool)
+    half[:, :32] = True
+    gridded = ref.copy()
+    gridded[:, :, :32] += 0.02 * np.cos(np.pi * cols[:32])
+    assert grid_ratio(gridded, ref, half) > 5 and grid_ratio(gridded, ref, ~half) < 1.5
+    assert grid_ratio(ref, ref, np.zeros((64, 64), bool)) is None
+
+
+def test_table_reports_grid_and_the_fraction_worse_than_the_input():
+    import numpy as np
+
+    from viser_cr.training.metrics import INPUT_METHOD, MetricTable
+
+    rng = np.random.default_rng(1)
+    table = MetricTable("clean", ["red", "green", "blue", "nir"])
+    for i in range(4):
+        target = rng.random((4, 32, 32)).astype(np.float32) * 0.3
+        mask = np.zeros((32, 32), np.float32)
+        mask[8:24, 8:24] = 1
+        cloudy = target + 0.4 * mask
+        table.add(INPUT_METHOD, f"im{i}", cloudy, target, mask)
+        better = target + 0.01
+        worse = cloudy + 0.2
+        table.add("model", f"im{i}", better if i < 3 else worse, target, mask)
+    summary = table.summary()
+    assert summary["model"]["worse"] == 0.25
+    assert "worse" not in summary[INPUT_METHOD]
+    assert "grid_cloudy" in summary["model"] and "grid_clear" in summary["model"]
+    assert "worse than input %" in table.markdown("t")
+
+
+def test_fill_baselines_use_the_score():
+    import numpy as np
+
+    from viser_cr.training.metrics import fill_baselines
+
+    x = np.full((4, 32, 32), 0.2, np.float32)
+    x[:, 10:20, 10:20] = 0.9
+    score = np.zeros((32, 32), np.float32)
+    score[10:20, 10:20] = 1.0
+    out = fill_baselines(x, score)
+    assert set(out) == {"fill over model score > 0.5", "fill over model score (soft)"}
+    for image in out.values():
+        assert np.allclose(image, 0.2, atol=1e-5)

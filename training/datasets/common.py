@@ -75,7 +75,16 @@ LAYOUTS = {
                            "Landsat 8 OLI C1 L1 DN, bands B2, B3, B4 (blue first); reflectance = 2e-5*DN - 0.1"),
     "landsat-c2l2": Layout("landsat-c2l2", ("blue", "green", "red", "nir"), 2.75e-5, -0.2, "reflectance", None, 0,
                            "Landsat Collection 2 L2 SR, blue first; reflectance = 2.75e-5*DN - 0.2"),
+    "s2-bgrn": Layout("s2-bgrn", ("blue", "green", "red", "nir"), 1e-4, 0.0, "reflectance", None, None,
+                      "Sentinel-2 B2, B3, B4, B8 (blue first) uint16 reflectance x 10000 (10 m clips of "
+                      "sentinel2-clear / sentinel2-cloudy)"),
+    "landsat-sr6": Layout("landsat-sr6", ("blue", "green", "red", "nir", "swir1", "swir2"), 1e-4, 0.0,
+                          "reflectance", None, -9999, "Landsat 8 surface reflectance x 10000, B2-B7; -9999 nodata"),
+    "etm8-7": Layout("etm8-7", ("blue", "green", "red", "nir", "swir1", "thermal", "swir2"), 1 / 255, 0.0,
+                     "display", 1 / 255, None, "8-bit Landsat 7 ETM+ DN, bands B1-B7 (B6 thermal); value / 255"),
     "rgbn8": Layout("rgbn8", RGBN, 1 / 255, 0.0, "display", 1 / 255, None, "8-bit R, G, B, NIR; value / 255"),
+    "naip-rgbn8": Layout("naip-rgbn8", RGBN, 1 / 255, 0.0, "display", 1 / 255, 0,
+                         "8-bit NAIP R, G, B, NIR; value / 255; 0 = nodata"),
     "rgb8": Layout("rgb8", RGB, 1 / 255, 0.0, "display", 1 / 255, 0, "8-bit R, G, B; value / 255; 0 = nodata"),
 }
 

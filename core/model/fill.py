@@ -1,0 +1,52 @@
+"""Classical completion of cloudy pixels: push-pull normalised convolution over an image pyramid.
+
+``push_pull_fill(x, clear)`` fills the pixels of low ``clear`` weight from the clear pixels around
+them, at whatever distance they are: the pyramid's *push* pass averages ``clear·x`` and ``clear``
+down to a few pixels (normalised convolution with a 2x2 box at every level), the *pull* pass
+up-samples the coarse estimate bilinearly and, at each finer level, keeps the level's own
+normalised value where it saw enough clear pixels:
+
+    est_l = a_l · (Σ clear·x / Σ clear)_l + (1 − a_l) · up(est_{l+1}),   a_l = clear fraction at level l
+
+At full resolution ``a_0 = clear``, so the result is ``clear·x + (1 − clear)·fill`` — exactly the
+residual base of the network (``docs/model.md``: prior-guided completion). Everything is
+differentiable in ``x`` and ``clear``; cost is O(pixels) (about 20 element-wise passes).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["push_pull_fill"]
+
+_EPS = 1e-4
+
+
+def _down(t: torch.Tensor) -> torch.Tensor:
+    """2x2 average; an odd last row/column is replicated first so no pixel is dropped."""
+    h, w = t.shape[-2:]
+    if h % 2 or w % 2:
+        t = F.pad(t, (0, w % 2, 0, h % 2), mode="replicate")
+    return F.avg_pool2d(t, 2)
+
+
+def push_pull_fill(x: torch.Tensor, clear: torch.Tensor, min_size: int = 2) -> torch.Tensor:
+    """``clear·x + (1 − clear)·fill(x)``, the fill coming from the clear pixels at every scale.
+
+    ``x`` (B, C, H, W); ``clear`` (B, 1, H, W) in [0, 1] (1 = trust this pixel). Where no pixel of the
+    image is clear the result is the unweighted image mean (nothing better is known).
+    """
+    clear = clear.to(x.dtype).clamp(0.0, 1.0)
+    nums, dens = [x * clear], [clear]
+    while min(nums[-1].shape[-2:]) > min_size:
+        nums.append(_down(nums[-1]))
+        dens.append(_down(dens[-1]))
+    # coarsest level: normalised value where anything was clear, the plain mean where nothing was
+    num, den = nums[-1], dens[-1]
+    fallback = x.mean(dim=(-2, -1), keepdim=True)
+    est = torch.where(den > _EPS, num / den.clamp_min(_EPS), fallback.expand_as(num))
+    for num, den in zip(reversed(nums[:-1]), reversed(dens[:-1]), strict=True):
+        up = F.interpolate(est, size=num.shape[-2:], mode="bilinear", align_corners=False)
+        est = num + (1.0 - den) * up  # = den·(num/den) + (1 − den)·up, without dividing by a small den
+    return est

@@ -1,0 +1,103 @@
+"""Prior-guided completion: the push-pull fill, the residual base it gives the network, bilinear
+up-sampling without a sub-pixel grid."""
+
+import pytest
+import torch
+
+from viser_cr.core.model import ViserCR
+from viser_cr.core.model.fill import push_pull_fill
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = dict(in_bands=4, out_bands=4, width=8, blocks=[1, 1, 1], heads=[1, 2, 4], refine_blocks=1, sr_iterations=1)
+
+
+def _hole(h=64, w=80, box=(20, 44, 25, 60)):
+    clear = torch.ones(1, 1, h, w)
+    r0, r1, c0, c1 = box
+    clear[..., r0:r1, c0:c1] = 0
+    return clear
+
+
+def test_fill_keeps_clear_pixels_and_fills_a_constant_hole_exactly():
+    x = torch.full((1, 3, 64, 80), 0.3)
+    x[:, 1] = 0.6
+    clear = _hole()
+    cloudy = x.clone()
+    cloudy[..., 20:44, 25:60] = 0.9  # a bright cloud
+    out = push_pull_fill(cloudy, clear)
+    assert torch.equal(out * clear, cloudy * clear)
+    assert torch.allclose(out, x, atol=1e-5)  # nothing of the cloud leaks into the fill
+
+
+def test_fill_of_a_ramp_stays_between_its_neighbours_and_is_smooth():
+    ramp = torch.linspace(0, 1, 80).view(1, 1, 1, 80).expand(1, 2, 64, 80).contiguous()
+    out = push_pull_fill(ramp, _hole())
+    inside = out[..., 20:44, 25:60]
+    assert float(inside.min()) >= float(ramp[..., 25].min()) - 0.05
+    assert float(inside.max()) <= float(ramp[..., 59].max()) + 0.05
+    assert float((out - ramp).abs().mean()) < 0.02
+
+
+def test_fill_with_nothing_clear_is_the_mean_and_odd_sizes_work():
+    x = torch.rand(2, 4, 37, 51)
+    out = push_pull_fill(x, torch.zeros(2, 1, 37, 51))
+    assert out.shape == x.shape
+    assert torch.allclose(out, x.mean(dim=(-2, -1), keepdim=True).expand_as(x), atol=1e-5)
+
+
+def test_fill_is_differentiable_in_image_and_weights():
+    x = torch.rand(1, 4, 32, 32, requires_grad=True)
+    clear = torch.rand(1, 1, 32, 32, requires_grad=True)
+    push_pull_fill(x, clear).sum().backward()
+    assert x.grad.abs().sum() > 0 and clear.grad.abs().sum() > 0
+
+
+def test_untrained_fill_network_is_the_classical_completion_over_its_score():
+    torch.manual_seed(0)
+    model = ViserCR(**TINY, residual_base="fill", upsample="bilinear").eval()
+    x = torch.rand(1, 4, 32, 48)
+    with torch.no_grad():
+        image, score = model(x)
+        base, base_score = model.completion_base(x)
+    assert torch.equal(score, base_score)
+    assert torch.allclose(image, base, atol=1e-6)
+    assert not torch.allclose(image, x)  # the score is never exactly 0, so the base is not the input
+
+
+def test_input_base_is_still_the_default_and_round_trips_through_arch():
+    model = ViserCR(**TINY)
+    assert model.arch["residual_base"] == "input" and model.arch["upsample"] == "shuffle"
+    again = ViserCR(**ViserCR(**TINY, residual_base="fill", upsample="bilinear").arch)
+    assert again.residual_base == "fill" and type(again.up[0]).__name__ == "BilinearUpsample"
+    with pytest.raises(ValueError, match="residual_base"):
+        ViserCR(**TINY, residual_base="median")
+    with pytest.raises(ValueError, match="upsample"):
+        ViserCR(**TINY, upsample="nearest")
+
+
+def test_bilinear_upsampling_of_a_flat_map_has_no_sub_pixel_grid():
+    """Pixel-shuffle gives each of the 4 sub-pixels its own filter: a flat input comes out as a 2 px
+    pattern unless the filters agree. Bilinear up-sampling of a flat map stays flat."""
+    torch.manual_seed(0)
+    shuffle = ViserCR(**TINY).up[0]
+    bilinear = ViserCR(**TINY, upsample="bilinear").up[0]
+    flat = torch.ones(1, 8, 8, 16)  # (B, H, W, C) tokens at scale 2
+    with torch.no_grad():
+        s, b = shuffle(flat)[0, 2:-2, 2:-2], bilinear(flat)[0, 2:-2, 2:-2]
+    assert float(s.std(dim=(0, 1)).max()) > 1e-3
+    assert float(b.std(dim=(0, 1)).max()) < 1e-6
+
+
+def test_a_users_cloud_mask_replaces_the_score_in_the_fill_base():
+    torch.manual_seed(0)
+    model = ViserCR(**TINY, residual_base="fill", upsample="bilinear").eval()
+    x = torch.full((1, 4, 32, 32), 0.2)
+    x[..., 8:20, 8:20] = 0.9  # a bright square: the user says it is cloud
+    cloud = torch.zeros(1, 1, 32, 32)
+    cloud[..., 8:20, 8:20] = 1
+    with torch.no_grad():
+        image, score = model(x, cloud)
+        _, own_score = model(x)
+    assert torch.allclose(image, torch.full_like(image, 0.2), atol=1e-5)  # cloud filled, clear kept
+    assert torch.equal(score, own_score)  # the score product stays the network's own
