@@ -8,6 +8,8 @@ from .algorithm_base import BANDS_HELP, MODEL_HELP, REQUIREMENTS_HELP, ViserAlgo
 
 
 class CloudScoreAlgorithm(ViserAlgorithm):
+    OUTPUT_FIELDS = {"score_output": "OUTPUT"}
+
     def name(self):
         return "cloudscore"
 
@@ -45,13 +47,12 @@ class CloudScoreAlgorithm(ViserAlgorithm):
         fields = dict(
             inputs=[self.layer_path(layer, "INPUT")],
             output=None,
-            score_output=self.destination(parameters, "OUTPUT", context),
         )
         fields.update(self.common_request_fields(parameters, context, layer))
         return fields
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        result = self.run_removal(feedback)
-        outputs = {"OUTPUT": self.as_str(result.score_output)}
+        result = self.run_removal(parameters, context, feedback)
+        outputs = self.remember_raster_outputs({"OUTPUT": self.as_str(result.score_output)})
         outputs.update(self.run_outputs(result))
         return outputs

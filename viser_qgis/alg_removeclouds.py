@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingException, QgsProcessingParameterBoolean, QgsProcessingParameterRasterLayer
 
-from . import style
 from .algorithm_base import ADVANCED_HELP, BANDS_HELP, MODEL_HELP, REQUIREMENTS_HELP, ViserAlgorithm
 
 
 class RemoveCloudsAlgorithm(ViserAlgorithm):
+    OUTPUT_FIELDS = {"output": "OUTPUT", "score_output": "SCORE", "uncertainty_output": "UNCERTAINTY"}
+
     def name(self):
         return "removeclouds"
 
@@ -64,11 +65,8 @@ class RemoveCloudsAlgorithm(ViserAlgorithm):
             raise QgsProcessingException("INPUT: no raster layer given, or it cannot be opened.")
         fields = dict(
             inputs=[self.layer_path(layer, "INPUT")],
-            output=self.destination(parameters, "OUTPUT", context),
             keep_clear=self.parameterAsBoolean(parameters, "KEEP_CLEAR", context),
             cloud_mask=self.raster_path(parameters, "CLOUD_MASK", context, optional=True),
-            score_output=self.destination(parameters, "SCORE", context),
-            uncertainty_output=self.destination(parameters, "UNCERTAINTY", context),
         )
         if fields["cloud_mask"] and not fields["keep_clear"]:
             raise QgsProcessingException(
@@ -80,12 +78,12 @@ class RemoveCloudsAlgorithm(ViserAlgorithm):
         return fields
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        result = self.run_removal(feedback)
+        result = self.run_removal(parameters, context, feedback)
         outputs = {
             "OUTPUT": self.as_str(result.output),
             "SCORE": self.as_str(result.score_output),
             "UNCERTAINTY": self.as_str(result.uncertainty_output),
         }
-        style.style_on_load(context, outputs["OUTPUT"], self.extra.get("name"))
+        self.remember_raster_outputs(outputs)
         outputs.update(self.run_outputs(result))
         return outputs

@@ -13,7 +13,6 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from . import style
 from .algorithm_base import (
     ADVANCED_HELP,
     BANDS_HELP,
@@ -25,6 +24,8 @@ from .algorithm_base import (
 
 
 class RemoveCloudsStackAlgorithm(ViserAlgorithm):
+    OUTPUT_FIELDS = {"output": "OUTPUT", "score_output": "SCORE", "uncertainty_output": "UNCERTAINTY"}
+
     def name(self):
         return "removecloudsstack"
 
@@ -105,22 +106,19 @@ class RemoveCloudsStackAlgorithm(ViserAlgorithm):
             inputs=paths,
             reference=reference,
             resampling=self.parameterAsEnumString(parameters, "RESAMPLING", context) or "bilinear",
-            output=self.destination(parameters, "OUTPUT", context),
             keep_clear=self.parameterAsBoolean(parameters, "KEEP_CLEAR", context),
-            score_output=self.destination(parameters, "SCORE", context),
-            uncertainty_output=self.destination(parameters, "UNCERTAINTY", context),
         )
         fields.update(self.common_request_fields(parameters, context, reference_layer))
         self.extra["name"] = f"{reference_layer.name()} cloud-free ({len(paths)} dates)"
         return fields
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        result = self.run_removal(feedback)
+        result = self.run_removal(parameters, context, feedback)
         outputs = {
             "OUTPUT": self.as_str(result.output),
             "SCORE": self.as_str(result.score_output),
             "UNCERTAINTY": self.as_str(result.uncertainty_output),
         }
-        style.style_on_load(context, outputs["OUTPUT"], self.extra.get("name"))
+        self.remember_raster_outputs(outputs)
         outputs.update(self.run_outputs(result))
         return outputs

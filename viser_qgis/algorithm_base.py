@@ -1,9 +1,17 @@
 """Shared parameters and plumbing of the VISER-CR Processing algorithms.
 
-Every algorithm resolves its parameters in ``prepareAlgorithm`` (main thread: layers are read from
-the context there) into plain values, runs the engine in ``processAlgorithm`` (a worker thread in
-the GUI: no iface, no widgets, no project writes) and converts engine errors into
-``QgsProcessingException``.
+Every algorithm resolves its input parameters in ``prepareAlgorithm`` (main thread: layers are read
+from the context there) into plain values, resolves its output destinations and runs the engine in
+``processAlgorithm`` (a worker thread in the GUI: no iface, no widgets, no project writes) and
+converts engine errors into ``QgsProcessingException``; ``postProcessAlgorithm`` (main thread again)
+attaches the display style to the outputs that the run loads into the project.
+
+Why the destinations are resolved in ``processAlgorithm``: resolving one registers it "to load on
+completion" in the context it is resolved with. The Toolbox dialog runs ``processAlgorithm`` with a
+temporary worker-thread context and then replaces the dialog context's list of layers to load with
+that one (``QgsProcessingContext::takeResultsFrom`` in QGIS 3.22): a destination registered in
+``prepareAlgorithm`` is lost and the result never reaches the map. QGIS's own algorithms resolve
+their outputs in ``processAlgorithm`` for the same reason.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from . import engine
+from . import engine, style
 
 ICON_PATH = engine.PLUGIN_ROOT / "resources" / "icons" / "viser.svg"
 
@@ -94,6 +102,7 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
         super().__init__()
         self.request_fields: dict = {}
         self.extra: dict = {}
+        self.raster_outputs: dict[str, str | None] = {}
 
     # ----------------------------------------------------------------------------------- identity
     def createInstance(self):  # noqa: N802
@@ -337,12 +346,24 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
     def build_request_fields(self, parameters, context, feedback) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def run_removal(self, feedback) -> object:
+    # Request fields of the raster destinations: {request field: destination parameter}.
+    OUTPUT_FIELDS: dict[str, str] = {}
+
+    def output_fields(self, parameters, context) -> dict:
+        """Resolve the raster destinations in the context the algorithm runs with (see the module doc)."""
+        fields = {}
+        for field, name in self.OUTPUT_FIELDS.items():
+            if self.parameterDefinition(name) is not None:
+                fields[field] = self.destination(parameters, name, context)
+        return fields
+
+    def run_removal(self, parameters, context, feedback) -> object:
         """Run ``core.pipeline.remove_clouds`` on the prepared request (worker thread)."""
         self.raise_prepare_error()
+        fields = dict(self.request_fields, **self.output_fields(parameters, context))
         pipeline = engine.core_module("pipeline")
         callbacks = engine.FeedbackCallbacks(feedback)
-        request = engine.run_engine(pipeline.CloudRemovalRequest, feedback=feedback, **self.request_fields)
+        request = engine.run_engine(pipeline.CloudRemovalRequest, feedback=feedback, **fields)
         feedback.pushInfo(f"VISER-CR: {len(request.inputs)} input(s) -> {request.output or request.score_output}")
         result = engine.run_engine(
             pipeline.remove_clouds,
@@ -359,6 +380,17 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
             f"{result.bands}, {result.tiles} tile(s) in {result.seconds:.1f} s."
         )
         return result
+
+    def remember_raster_outputs(self, outputs: dict) -> dict:
+        """Keep the written rasters' paths for ``postProcessAlgorithm``; returns ``outputs``."""
+        self.raster_outputs = {name: outputs.get(name) for name in ("OUTPUT", "SCORE", "UNCERTAINTY")}
+        return outputs
+
+    def postProcessAlgorithm(self, context, feedback):  # noqa: N802
+        """Main thread, with the context that loads the outputs: style (and name) what it loads."""
+        for name, path in self.raster_outputs.items():
+            style.style_on_load(context, path, self.extra.get("name") if name == "OUTPUT" else None)
+        return {}
 
     @staticmethod
     def run_outputs(result) -> dict:
