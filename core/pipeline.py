@@ -583,21 +583,24 @@ def _open_outputs(paths: dict, request: CloudRemovalRequest, grid, card, encodin
     threads = "ALL_CPUS" if device.type != "cpu" else None  # the CPU is free when a GPU computes
     outputs = rio.OutputSet()
     files: dict[str, rio.OutputFile | None] = {"output": None, "score": None, "uncertainty": None}
+    # For a COG the creation options go to the COG driver; the intermediate GeoTIFF keeps the defaults.
+    gtiff_options = None if request.cog else request.creation_options
+    cog_options = request.creation_options if request.cog else None
     try:
         if paths["output"] is not None:
-            profile = rio.output_profile(grid, len(card.bands), encoding.dtype, encoding.nodata,
-                                         request.creation_options, threads)
+            profile = rio.output_profile(grid, len(card.bands), encoding.dtype, encoding.nodata, gtiff_options,
+                                         threads)
             files["output"] = outputs.add(rio.OutputFile(paths["output"], profile, list(card.bands), tags,
-                                                         cog=request.cog))
+                                                         cog=request.cog, cog_options=cog_options))
             interps = [getattr(ColorInterp, COLOUR_OF_BAND.get(b, "undefined")) for b in card.bands]
             if {"red", "green", "blue"} <= set(card.bands):
                 files["output"].set_colorinterp(interps)
         for key, description in (("score", "cloud score (0 clear, 1 cloud)"),
                                  ("uncertainty", "uncertainty (TTA standard deviation, reflectance)")):
             if paths[key] is not None:
-                profile = rio.output_profile(grid, 1, "float32", float("nan"), request.creation_options, threads)
+                profile = rio.output_profile(grid, 1, "float32", float("nan"), gtiff_options, threads)
                 files[key] = outputs.add(rio.OutputFile(paths[key], profile, [description], tags,
-                                                        cog=request.cog))
+                                                        cog=request.cog, cog_options=cog_options))
     except BaseException:
         outputs.discard()
         raise

@@ -18,7 +18,8 @@ from qgis.core import (
 )
 
 from . import engine
-from .algorithm_base import SENSORS, ViserAlgorithm, _optional
+from .algorithm_base import SENSORS, ViserAlgorithm, _optional, choices_help, help_text
+from .i18n import tr
 
 # core.metrics.PROTOCOLS (kept here so that loading the provider imports nothing of the engine).
 PROTOCOLS = ["clean", "emrdm-cuhk", "emrdm-sen2mtc"]
@@ -32,7 +33,7 @@ METRICS = (
 
 
 class EvaluateAlgorithm(ViserAlgorithm):
-    GROUP = "Evaluation"
+    GROUP = "Evaluation"  # translated by group()
     GROUP_ID = "evaluation"
     REQUIRES_TORCH = False  # core.metrics is numpy + rasterio
 
@@ -40,55 +41,55 @@ class EvaluateAlgorithm(ViserAlgorithm):
         return "evaluate"
 
     def displayName(self):  # noqa: N802
-        return "Evaluate cloud removal (PSNR, SSIM, MAE)"
+        return tr("Evaluate cloud removal (PSNR, SSIM, MAE)")
 
     def shortDescription(self):  # noqa: N802
-        return "Compares a cloud-free result with a clear reference image of the same place."
+        return tr("Compares a cloud-free result with a clear reference image of the same place.")
 
     def shortHelpString(self):  # noqa: N802
-        return (
-            "Computes image-quality metrics of a cloud-removal result against a clear (cloud-free) "
-            "reference acquisition of the same place: PSNR, SSIM and MAE, and LPIPS when its "
-            "network is available. The rasters must share the grid (CRS, extent, size) and bands; "
-            "values are compared as reflectance (see the engine's metrics protocol).<br><br>"
-            "<b>Inputs</b>: PREDICTION, the output of Remove clouds; REFERENCE, the clear image. "
-            "BANDS: the prediction's bands to compare (default all); REFERENCE_BANDS: the matching "
-            "bands of the reference when it has another layout (e.g. 4,3,2,8 of a 13-band Sentinel-2 "
-            "file against a red, green, blue, NIR prediction). SENSOR decides how digital numbers "
-            "become reflectance (or give SCALE and OFFSET). MASK (optional, non-zero = cloud) adds "
-            "cloudy-pixel and clear-pixel figures.<br>"
-            "<b>Protocol</b>: clean = reflectance clipped to [0, 1], all bands; emrdm-cuhk and "
-            "emrdm-sen2mtc reproduce the published CUHK-CR and Sen2_MTC_New comparisons. The report "
-            "names the protocol.<br>"
-            "<b>Outputs</b>: the metrics as numbers (usable by the next algorithm of a model), the "
-            "number of pixels compared and OUTPUT_HTML, a short HTML report."
+        return help_text(
+            tr("Computes image-quality metrics of a cloud-removal result against a clear (cloud-free) reference "
+               "acquisition of the same place: PSNR, SSIM and MAE, and LPIPS when its network is available. The "
+               "rasters must share the grid (CRS, extent, size) and bands; values are compared as reflectance "
+               "(see the engine's metrics protocol)."),
+            tr("Inputs: PREDICTION, the output of Remove clouds; REFERENCE, the clear image. BANDS: the "
+               "prediction's bands to compare (default all); REFERENCE_BANDS: the matching bands of the "
+               "reference when it has another layout (e.g. 4, 3, 2, 8 of a 13-band Sentinel-2 file against a "
+               "red, green, blue, NIR prediction); with qgis_process repeat BANDS= and REFERENCE_BANDS= once per "
+               "band. SENSOR decides how digital numbers become reflectance (or give SCALE and OFFSET). MASK "
+               "(optional, non-zero = cloud) adds cloudy-pixel and clear-pixel figures."),
+            tr("Protocol: clean = reflectance clipped to [0, 1], all bands; emrdm-cuhk and emrdm-sen2mtc "
+               "reproduce the published CUHK-CR and Sen2_MTC_New comparisons. The report names the protocol."),
+            choices_help(),
+            tr("Outputs: the metrics as numbers (usable by the next algorithm of a model), the number of pixels "
+               "compared and OUTPUT_HTML, a short HTML report."),
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("PREDICTION", "Cloud-free result"))
-        self.addParameter(QgsProcessingParameterRasterLayer("REFERENCE", "Clear reference raster"))
-        self.addParameter(QgsProcessingParameterBand("BANDS", "Bands of the prediction (default all)", None,
+        self.addParameter(QgsProcessingParameterRasterLayer("PREDICTION", tr("Cloud-free result")))
+        self.addParameter(QgsProcessingParameterRasterLayer("REFERENCE", tr("Clear reference raster")))
+        self.addParameter(QgsProcessingParameterBand("BANDS", tr("Bands of the prediction (default all)"), None,
                                                      "PREDICTION", True, True))
-        self.addParameter(QgsProcessingParameterBand("REFERENCE_BANDS", "Matching bands of the reference",
+        self.addParameter(QgsProcessingParameterBand("REFERENCE_BANDS", tr("Matching bands of the reference"),
                                                      None, "REFERENCE", True, True))
-        self.addParameter(QgsProcessingParameterEnum("SENSOR", "Sensor (scaling to reflectance)", SENSORS,
+        self.addParameter(QgsProcessingParameterEnum("SENSOR", tr("Sensor (scaling to reflectance)"), SENSORS,
                                                      False, "auto", usesStaticStrings=True))
-        self.addParameter(QgsProcessingParameterEnum("PROTOCOL", "Metric protocol", PROTOCOLS, False, "clean",
+        self.addParameter(QgsProcessingParameterEnum("PROTOCOL", tr("Metric protocol"), PROTOCOLS, False, "clean",
                                                      usesStaticStrings=True))
-        self.addParameter(QgsProcessingParameterRasterLayer("MASK", "Cloud mask (non-zero = cloud)",
+        self.addParameter(QgsProcessingParameterRasterLayer("MASK", tr("Cloud mask (non-zero = cloud)"),
                                                             optional=True))
-        for name, description in (("SCALE", "Scale: reflectance = DN x scale + offset"), ("OFFSET", "Offset")):
+        for name, description in (("SCALE", tr("Scale: reflectance = DN x scale + offset")), ("OFFSET", tr("Offset"))):
             self.addParameter(_optional(QgsProcessingParameterNumber(
                 name, description, QgsProcessingParameterNumber.Double, None, True), advanced=True))
         self.addParameter(
             QgsProcessingParameterFileDestination(
-                "OUTPUT_HTML", "Report", "HTML files (*.html)", None, True, True
+                "OUTPUT_HTML", tr("Report"), tr("HTML files (*.html)"), None, True, True
             )
         )
         for key, _, description in METRICS:
-            self.addOutput(QgsProcessingOutputNumber(key, description))
-        self.addOutput(QgsProcessingOutputNumber("PIXELS", "Pixels compared"))
-        self.addOutput(QgsProcessingOutputString("USED_PROTOCOL", "Protocol"))
+            self.addOutput(QgsProcessingOutputNumber(key, tr(description)))
+        self.addOutput(QgsProcessingOutputNumber("PIXELS", tr("Pixels compared")))
+        self.addOutput(QgsProcessingOutputString("USED_PROTOCOL", tr("Protocol")))
 
     def build_request_fields(self, parameters, context, feedback) -> dict:
         fields = dict(
@@ -99,8 +100,8 @@ class EvaluateAlgorithm(ViserAlgorithm):
         self.extra = dict(
             bands=list(self.parameterAsInts(parameters, "BANDS", context)) or None,
             reference_bands=list(self.parameterAsInts(parameters, "REFERENCE_BANDS", context)) or None,
-            sensor=self.parameterAsEnumString(parameters, "SENSOR", context) or "auto",
-            protocol=self.parameterAsEnumString(parameters, "PROTOCOL", context) or "clean",
+            sensor=self.choice(parameters, "SENSOR", context) or "auto",
+            protocol=self.choice(parameters, "PROTOCOL", context) or "clean",
             mask=self.raster_path(parameters, "MASK", context, optional=True),
             scale=self.optional_float(parameters, "SCALE", context),
             offset=self.optional_float(parameters, "OFFSET", context),

@@ -218,7 +218,7 @@ def missing_message(missing: Sequence[Dependency]) -> str:
     names = ", ".join(f"{d.module} ({d.error or 'not installed'})" for d in missing)
     return (
         f"VISER-CR cannot run: a Python package it needs is missing or unusable in QGIS's Python: {names}. "
-        "Install PyTorch from the VISER-CR dock (Plugins > VISER-CR cloud removal > Dependencies > "
+        "Install PyTorch from the VISER-CR panel (Raster > VISER-CR > Cloud removal panel > Dependencies > "
         "Install PyTorch), or run this command and restart QGIS:\n"
         f"{install_hint()}"
     )

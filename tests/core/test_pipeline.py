@@ -326,6 +326,17 @@ def test_cog_output(tiny_models_dir, s2_path, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "s2.tif", "score.tif"]
 
 
+@pytest.mark.parametrize("compress", ["LZW", "ZSTD"])
+def test_cog_output_honours_creation_options(tiny_models_dir, s2_path, tmp_path, compress):
+    out, score = tmp_path / "out.tif", tmp_path / "score.tif"
+    remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, cog=True, score_output=score,
+                                      creation_options={"compress": compress}))
+    for path in (out, score):
+        with rasterio.open(path) as dst:
+            assert dst.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+            assert dst.compression.name.upper() == compress
+
+
 def test_bounds_sub_window(fake_model, tiny_models_dir, s2_path, tmp_path):
     fake_model()
     with rasterio.open(s2_path) as src:
