@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import xml.etree.ElementTree as ElementTree
 
 from .i18n import tr
 
@@ -18,10 +17,23 @@ def driver_options(driver: str) -> dict[str, tuple[str, ...]]:
     if not text:
         return {}
     options = {}
-    for option in ElementTree.fromstring(text).iter("Option"):
-        values = tuple((value.text or "").strip() for value in option.iter("Value"))
-        options[option.get("name", "").upper()] = tuple(v for v in values if v)
+    # GDAL's own XML parser: [type, name, children...], type 0 = element, 1 = text, 2 = attribute.
+    for node in gdal.ParseXMLString(text)[2:]:
+        if node[:2] == [gdal.CXT_Element, "Option"]:
+            options[_attribute(node, "name").upper()] = tuple(
+                _text(child) for child in node[2:] if child[:2] == [gdal.CXT_Element, "Value"] and _text(child))
     return options
+
+
+def _attribute(node: list, name: str) -> str:
+    for child in node[2:]:
+        if child[0] == 2 and child[1] == name:
+            return _text(child)
+    return ""
+
+
+def _text(node: list) -> str:
+    return "".join(str(child[1]) for child in node[2:] if child[0] == 1).strip()
 
 
 def creation_option_problem(options: dict, driver: str) -> str | None:
