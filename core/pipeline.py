@@ -740,6 +740,30 @@ def _run_with_retries(request, paths, items, sources, mask_source, grid, card, d
             raise
 
 
+def plan(request: CloudRemovalRequest) -> dict:
+    """What ``remove_clouds`` would take from ``request``, without loading a model or torch: the model,
+    the reference date's sensor and band numbers, and the input bands left out of the result. Raises
+    the ``InputError`` a run would raise for the inputs, the model choice or the bands."""
+    with contextlib.ExitStack() as stack:
+        items = _open_inputs(request, stack)
+        reference = items[0]
+        card = _choose_model(request, reference)
+        _check_frames(items, card)
+        _bind_bands(items, request, card)
+        used = list(reference.indexes)
+        return {
+            "model": str(card.name),
+            "model_bands": list(card.bands),
+            "sensor": reference.resolution.sensor,
+            "reason": reference.resolution.reason,
+            "bands": used,
+            "count": reference.facts.count,
+            "dtype": reference.facts.dtype,
+            "dropped": [index for index in range(1, reference.facts.count + 1) if index not in used],
+            "dates": len(items),
+        }
+
+
 def describe_input(path: str | Path, sensor: str = "auto", bands: list[int] | None = None) -> dict:
     """What ``viser-cr info`` and the dock show: the raster, the detected sensor and bands, and why."""
     path = Path(path)

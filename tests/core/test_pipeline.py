@@ -431,3 +431,15 @@ def test_core_never_imports_qgis_or_training():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
     assert pipeline.__name__ == "viser_cr.core.pipeline"
+
+
+def test_plan_says_model_bands_and_dropped_bands_without_running(tiny_models_dir, s2_path, fixtures_dir):
+    from viser_cr.core.pipeline import plan
+
+    info = plan(CloudRemovalRequest([s2_path], None, models_dir=tiny_models_dir))
+    assert info["sensor"] == "s2-l1c" and info["bands"] == [4, 3, 2, 8] and info["count"] == 13
+    assert info["model_bands"] == ["red", "green", "blue", "nir"] and len(info["dropped"]) == 9
+    info = plan(CloudRemovalRequest([s2_path], None, model="tiny-rgb", models_dir=tiny_models_dir))
+    assert info["model"] == "tiny-rgb" and info["bands"] == [4, 3, 2]
+    with pytest.raises(ViserError, match="band"):
+        plan(CloudRemovalRequest([s2_path], None, bands=[1], models_dir=tiny_models_dir))
