@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingException, QgsProcessingParameterBoolean, QgsProcessingParameterRasterLayer
 
+from . import naming
 from .algorithm_base import (
     ViserAlgorithm,
     advanced_help,
@@ -83,7 +84,7 @@ class RemoveCloudsAlgorithm(ViserAlgorithm):
                 "or leave CLOUD_MASK empty."
             ))
         fields.update(self.common_request_fields(parameters, context, layer))
-        self.extra["name"] = tr("{layer} cloud-free").format(layer=layer.name())
+        self.extra["name"] = naming.result_name(layer.name())
         return fields
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802

@@ -13,6 +13,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from . import naming
 from .algorithm_base import (
     RESAMPLING,
     ViserAlgorithm,
@@ -113,8 +114,8 @@ class RemoveCloudsStackAlgorithm(ViserAlgorithm):
             keep_clear=self.parameterAsBoolean(parameters, "KEEP_CLEAR", context),
         )
         fields.update(self.common_request_fields(parameters, context, reference_layer))
-        self.extra["name"] = tr("{layer} cloud-free ({count} dates)").format(layer=reference_layer.name(),
-                                                                              count=len(paths))
+        order = [reference] + [i for i in range(len(layers)) if i != reference]
+        self.extra["name"] = naming.stack_result_name([layers[i].name() for i in order])
         return fields
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802

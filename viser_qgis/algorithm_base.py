@@ -112,6 +112,14 @@ def requirements_help() -> str:
     )
 
 
+def dropped_bands_text(plan: dict) -> str:
+    """'The input has 13 bands; the result has the model's 4 (...): bands 1, 5, ... are left out.'"""
+    return tr("The input has {count} bands; the result has the model's {used} ({names}): input band(s) "
+              "{dropped} are left out.").format(count=plan["count"], used=len(plan["model_bands"]),
+                                                 names=", ".join(plan["model_bands"]),
+                                                 dropped=", ".join(map(str, plan["dropped"])))
+
+
 def _optional(parameter: QgsProcessingParameterDefinition, advanced: bool = False):
     flags = parameter.flags() | QgsProcessingParameterDefinition.FlagOptional
     if advanced:
@@ -438,6 +446,7 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
         pipeline = engine.core_module("pipeline")
         callbacks = engine.FeedbackCallbacks(feedback)
         request = engine.run_engine(pipeline.CloudRemovalRequest, feedback=feedback, **fields)
+        self.report_plan(pipeline, request, feedback)
         feedback.pushInfo(f"VISER-CR: {len(request.inputs)} input(s) -> {request.output or request.score_output}")
         result = engine.run_engine(
             pipeline.remove_clouds,
@@ -454,6 +463,20 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
             f"{result.bands}, {result.tiles} tile(s) in {result.seconds:.1f} s."
         )
         return result
+
+    @staticmethod
+    def report_plan(pipeline, request, feedback) -> None:
+        """Before the run, say which model and bands it takes, and which input bands the result drops."""
+        try:
+            plan = pipeline.plan(request)
+        except Exception:  # noqa: BLE001 - the run itself reports the problem, with its advice
+            return
+        feedback.pushInfo(tr("VISER-CR will use model {model} (bands {names}) with sensor preset {sensor}: input "
+                             "bands {bands}.").format(model=plan["model"], names=", ".join(plan["model_bands"]),
+                                                      sensor=plan["sensor"],
+                                                      bands=", ".join(map(str, plan["bands"]))))
+        if plan["dropped"]:
+            feedback.pushWarning(dropped_bands_text(plan))
 
     def remember_raster_outputs(self, outputs: dict) -> dict:
         """Keep the written rasters' paths for ``postProcessAlgorithm``; returns ``outputs``."""
