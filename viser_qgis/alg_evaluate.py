@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import html
-import math
-from pathlib import Path
-
 from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputNumber,
@@ -17,7 +13,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from . import engine
+from . import engine, report
 from .algorithm_base import SENSORS, ViserAlgorithm, _optional, choices_help, help_text
 from .i18n import tr
 
@@ -61,8 +57,12 @@ class EvaluateAlgorithm(ViserAlgorithm):
             tr("Protocol: clean = reflectance clipped to [0, 1], all bands; emrdm-cuhk and emrdm-sen2mtc "
                "reproduce the published CUHK-CR and Sen2_MTC_New comparisons. The report names the protocol."),
             choices_help(),
-            tr("Outputs: the metrics as numbers (usable by the next algorithm of a model), the number of pixels "
-               "compared and OUTPUT_HTML, a short HTML report."),
+            tr("Baseline: CLOUDY, the cloudy input the result was made from, is compared with the reference in "
+               "the same way, so that the figures say how much the cloud removal gained (CLOUDY_BANDS: its "
+               "bands, by default REFERENCE_BANDS when it has the reference's layout, else BANDS)."),
+            tr("Outputs: the metrics as numbers (usable by the next algorithm of a model), those of the cloudy "
+               "input (CLOUDY_PSNR, CLOUDY_SSIM, CLOUDY_MAE), the number of pixels compared and OUTPUT_HTML, a "
+               "report with a table per region (all pixels; with MASK also cloudy and clear pixels)."),
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -78,6 +78,10 @@ class EvaluateAlgorithm(ViserAlgorithm):
                                                      usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterRasterLayer("MASK", tr("Cloud mask (non-zero = cloud)"),
                                                             optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            "CLOUDY", tr("Cloudy input (the baseline the result is compared with)"), optional=True))
+        self.addParameter(_optional(QgsProcessingParameterBand(
+            "CLOUDY_BANDS", tr("Matching bands of the cloudy input"), None, "CLOUDY", True, True), advanced=True))
         for name, description in (("SCALE", tr("Scale: reflectance = DN x scale + offset")), ("OFFSET", tr("Offset"))):
             self.addParameter(_optional(QgsProcessingParameterNumber(
                 name, description, QgsProcessingParameterNumber.Double, None, True), advanced=True))
@@ -89,12 +93,16 @@ class EvaluateAlgorithm(ViserAlgorithm):
         for key, _, description in METRICS:
             self.addOutput(QgsProcessingOutputNumber(key, tr(description)))
         self.addOutput(QgsProcessingOutputNumber("PIXELS", tr("Pixels compared")))
+        for key, _, description in METRICS[:3]:
+            self.addOutput(QgsProcessingOutputNumber(f"CLOUDY_{key}", tr("Cloudy input: {metric}").format(
+                metric=tr(description))))
         self.addOutput(QgsProcessingOutputString("USED_PROTOCOL", tr("Protocol")))
 
     def build_request_fields(self, parameters, context, feedback) -> dict:
         fields = dict(
             prediction=self.raster_path(parameters, "PREDICTION", context),
             reference=self.raster_path(parameters, "REFERENCE", context),
+            cloudy=self.raster_path(parameters, "CLOUDY", context, optional=True),
             html=self.parameterAsFileOutput(parameters, "OUTPUT_HTML", context) or None,
         )
         self.extra = dict(
@@ -106,69 +114,58 @@ class EvaluateAlgorithm(ViserAlgorithm):
             scale=self.optional_float(parameters, "SCALE", context),
             offset=self.optional_float(parameters, "OFFSET", context),
         )
+        fields["cloudy_bands"] = self.cloudy_bands(parameters, context)
         return fields
+
+    def cloudy_bands(self, parameters, context) -> list[int] | None:
+        """The cloudy input's bands to compare: CLOUDY_BANDS, else REFERENCE_BANDS when it has the reference's
+        layout (the usual case: both are raw files of the same sensor), else BANDS."""
+        given = list(self.parameterAsInts(parameters, "CLOUDY_BANDS", context))
+        if given:
+            return given
+        cloudy = self.parameterAsRasterLayer(parameters, "CLOUDY", context)
+        reference = self.parameterAsRasterLayer(parameters, "REFERENCE", context)
+        if cloudy is not None and reference is not None and cloudy.bandCount() == reference.bandCount():
+            return self.extra["reference_bands"] or self.extra["bands"]
+        return self.extra["bands"]
+
+    @staticmethod
+    def metric_outputs(values: dict, prefix: str, feedback, metrics=METRICS) -> dict:
+        outputs = {}
+        for key, name, _ in metrics:
+            value = values.get(name, values.get(key))
+            outputs[prefix + key] = None if value is None else float(value)
+            if value is not None:
+                feedback.pushInfo(f"{prefix}{key}: {float(value):.4f}")
+        return outputs
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         self.raise_prepare_error()
         metrics_module = engine.core_module("metrics")
         fields = self.request_fields
-        feedback.setProgressText("Computing metrics")
+        feedback.setProgressText(tr("Computing metrics"))
         values = engine.run_engine(
             metrics_module.evaluate_rasters, fields["prediction"], fields["reference"], feedback=feedback,
             **self.extra,
         )
+        baseline = None
+        if fields["cloudy"]:
+            feedback.setProgressText(tr("Computing the cloudy input's metrics (baseline)"))
+            feedback.setProgress(50)
+            baseline = engine.run_engine(
+                metrics_module.evaluate_rasters, fields["cloudy"], fields["reference"], feedback=feedback,
+                **dict(self.extra, bands=fields["cloudy_bands"]),
+            )
         if feedback.isCanceled():
             raise QgsProcessingException(engine.CANCELLED_MESSAGE)
-        outputs = {}
-        for key, name, _ in METRICS:
-            value = values.get(name, values.get(key))
-            outputs[key] = None if value is None else float(value)
-            if value is not None:
-                feedback.pushInfo(f"{key}: {float(value):.4f}")
+        outputs = self.metric_outputs(values, "", feedback)
+        outputs.update(self.metric_outputs(baseline or {}, "CLOUDY_", feedback, METRICS[:3]))
         outputs["PIXELS"] = int(values.get("pixels", 0))
         outputs["USED_PROTOCOL"] = str(values.get("protocol", self.extra["protocol"]))
         if fields["html"]:
-            write_report(fields["html"], fields["prediction"], fields["reference"], values)
+            files = dict(prediction=fields["prediction"], reference=fields["reference"], cloudy=fields["cloudy"],
+                         mask=self.extra["mask"])
+            report.write_report(fields["html"], files, values, baseline)
             outputs["OUTPUT_HTML"] = fields["html"]
         feedback.setProgress(100)
         return outputs
-
-
-def _format(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.4f}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_format(v) for v in value)
-    return html.escape(str(value))
-
-
-def write_report(path: str, prediction: str, reference: str, values: dict) -> None:
-    rows = []
-    for key, name, description in METRICS:
-        value = values.get(name, values.get(key))
-        rows.append(f"<tr><td>{html.escape(description)}</td><td>{_format(value)}</td></tr>")
-    known = {name for _, name, _ in METRICS} | {key for key, _, _ in METRICS} | {"per_band"}
-    for key, value in values.items():
-        if key not in known:
-            rows.append(f"<tr><td>{html.escape(str(key))}</td><td>{_format(value)}</td></tr>")
-    per_band = values.get("per_band") or []
-    band_rows = ""
-    if per_band and isinstance(per_band[0], dict):
-        columns = list(per_band[0].keys())
-        band_rows = (
-            "<h3>Per band</h3><table border=\"1\" cellpadding=\"4\"><tr>"
-            + "".join(f"<th>{html.escape(str(c))}</th>" for c in columns) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{_format(b.get(c))}</td>" for c in columns) + "</tr>" for b in per_band)
-            + "</table>"
-        )
-    text = (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>VISER-CR evaluation</title></head>"
-        "<body><h2>VISER-CR evaluation</h2>"
-        f"<p>Prediction: {html.escape(str(prediction))}<br>Reference: {html.escape(str(reference))}</p>"
-        "<table border=\"1\" cellpadding=\"4\"><tr><th>Metric</th><th>Value</th></tr>"
-        + "".join(rows)
-        + "</table>" + band_rows + "</body></html>\n"
-    )
-    Path(path).write_text(text, encoding="utf-8")
