@@ -72,8 +72,9 @@ class DockFeedback(QgsProcessingFeedback):
         self.infos: list[str] = []
 
     def reportError(self, error, fatalError=False):  # noqa: N802, N803
+        """Keep the error for the status line. Not passed on: QgsProcessingFeedback would log it to the
+        Processing log, where the task that reports it (QgsProcessingAlgRunnerTask) logs it already."""
         self.errors.append(str(error))
-        super().reportError(error, fatalError)
 
     def setProgressText(self, text):  # noqa: N802
         super().setProgressText(text)

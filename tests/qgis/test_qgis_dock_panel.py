@@ -241,3 +241,25 @@ def test_true_colour_style_for_the_input(dock, fixtures_dir):
     assert renderer.minMaxOrigin().limits() == QgsRasterMinMaxOrigin.CumulativeCut  # QGIS's own stretch
     enhancement = renderer.redContrastEnhancement()
     assert enhancement.maximumValue() > enhancement.minimumValue()
+
+
+def test_a_failed_dock_run_is_logged_once(dock, fixtures_dir, tiny_rgbn):
+    messages = []
+
+    def collect(message, tag, level):
+        messages.append((tag, int(level), message))
+
+    log = QgsApplication.messageLog()
+    log.messageReceived.connect(collect)
+    try:
+        dock.layer_combo.setLayer(add(fixtures_dir / "s2l1c_cloudy_96.tif", "s2"))
+        dock.model_file.setFilePath(tiny_rgbn)
+        dock.bands_edit.setText("1,2")  # the model needs 4 bands
+        assert dock.run()
+        wait_for(lambda: dock.current is None)
+        QgsApplication.processEvents()
+    finally:
+        log.messageReceived.disconnect(collect)
+    errors = [m for m in messages if m[1] == 2 and "needs 4" in m[2]]  # 2 = Qgis.Critical
+    assert len(errors) == 1, messages
+    assert "needs 4" in dock.status_label.text()
