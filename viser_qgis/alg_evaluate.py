@@ -32,6 +32,7 @@ class EvaluateAlgorithm(ViserAlgorithm):
     GROUP = "Evaluation"  # translated by group()
     GROUP_ID = "evaluation"
     REQUIRES_TORCH = False  # core.metrics is numpy + rasterio
+    PLAN_CHECK = False  # no cloud removal
 
     def name(self):
         return "evaluate"

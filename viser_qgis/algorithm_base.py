@@ -316,7 +316,8 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
         return self.parameterAsEnumString(self.with_choice_names(parameters), name, context)
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
-        """Accept a choice's number as well as its name (QGIS 3.22 takes only names for these lists)."""
+        """Accept a choice's number as well as its name (QGIS 3.22 takes only names for these lists), and
+        refuse what a run would stop at before reading pixels (see ``early_problem``)."""
         named = self.with_choice_names(parameters)
         for definition in self.choice_definitions():
             value = named.get(definition.name())
@@ -326,7 +327,31 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
                     "{name}: '{value}' is not one of the options. Give the option's name ({names}) or its number "
                     "(0 to {last})."
                 ).format(name=definition.name(), value=value, names=", ".join(options), last=len(options) - 1)
-        return super().checkParameterValues(named, context)
+        ok, message = super().checkParameterValues(named, context)
+        if not ok:
+            return ok, message
+        problem = self.early_problem(named, context)
+        return (False, problem) if problem else (True, "")
+
+    # Removal algorithms also check the model and bands a run would take (core.pipeline.plan).
+    PLAN_CHECK = True
+
+    def early_problem(self, parameters, context) -> str | None:
+        """What a run would stop at before reading pixels: missing PyTorch, bad parameters, and for the cloud
+        removal the model, sensor and bands. Found here, before the run, QGIS says it once (the dialog in
+        a message box, qgis_process on one line); raised from a run, QGIS 3.22 logs and prints it two or
+        three times."""
+        try:
+            if self.REQUIRES_TORCH:
+                engine.require_dependencies()
+            fields = self.build_request_fields(parameters, context, None)
+            if self.PLAN_CHECK:
+                pipeline = engine.core_module("pipeline")
+                request = engine.run_engine(pipeline.CloudRemovalRequest, **{**fields, "output": None})
+                engine.run_engine(pipeline.plan, request)
+        except QgsProcessingException as exc:
+            return str(exc)
+        return None
 
     def model_choice(self, parameters, context) -> str | None:
         model_file = self.parameterAsFile(parameters, "MODEL_FILE", context)

@@ -184,3 +184,33 @@ def test_metadata_changelog():
     assert general["category"] == "Raster"
     changelog = general.get("changelog", "")
     assert general["version"] in changelog and len(changelog.splitlines()) >= 3
+
+
+# --------------------------------------------------------------------------------- errors once
+@pytest.mark.qgis_process
+def test_qgis_process_prints_a_plugin_error_once(qgis_process, fixtures_dir, tiny_rgbn, tmp_path):
+    out = tmp_path / "o.tif"
+    _, proc = qgis_process.run_json("viser:removeclouds", check=False, INPUT=fixtures_dir / "s2l1c_cloudy_96.tif",
+                                    MODEL_FILE=tiny_rgbn, BANDS=[1, 2], OUTPUT=out)
+    assert proc.returncode != 0 and not out.exists()
+    text = proc.stdout + proc.stderr
+    assert text.count("needs 4") == 1, text
+
+
+def test_a_plugin_error_is_logged_once(provider, fixtures_dir, tiny_rgbn, tmp_path):
+    messages = []
+
+    def collect(message, tag, level):
+        messages.append((tag, int(level), message))
+
+    log = QgsApplication.messageLog()
+    log.messageReceived.connect(collect)
+    try:
+        with pytest.raises(QgsProcessingException, match="CLOUD_MASK"):
+            run("viser:removeclouds", {"INPUT": str(fixtures_dir / "s2l1c_cloudy_96.tif"), "MODEL_FILE": tiny_rgbn,
+                                       "CLOUD_MASK": str(fixtures_dir / "s2l1c_cloudy_96.tif"),
+                                       "OUTPUT": str(tmp_path / "o.tif")})
+        QgsApplication.processEvents()
+    finally:
+        log.messageReceived.disconnect(collect)
+    assert len([m for m in messages if m[1] == 2 and "CLOUD_MASK" in m[2]]) == 1, messages
