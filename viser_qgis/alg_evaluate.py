@@ -158,7 +158,7 @@ class EvaluateAlgorithm(ViserAlgorithm):
                 **dict(self.extra, bands=fields["cloudy_bands"]),
             )
         if feedback.isCanceled():
-            raise QgsProcessingException(engine.CANCELLED_MESSAGE)
+            raise QgsProcessingException(tr(engine.CANCELLED_MESSAGE))
         outputs = self.metric_outputs(values, "", feedback)
         outputs.update(self.metric_outputs(baseline or {}, "CLOUDY_", feedback, METRICS[:3]))
         outputs["PIXELS"] = int(values.get("pixels", 0))

@@ -482,7 +482,7 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
             feedback=feedback,
         )
         if feedback.isCanceled():
-            raise QgsProcessingException(engine.CANCELLED_MESSAGE)
+            raise QgsProcessingException(tr(engine.CANCELLED_MESSAGE))
         feedback.pushInfo(
             f"VISER-CR done: model {result.model} on {result.device}, sensor {result.sensor}, input bands "
             f"{result.bands}, {result.tiles} tile(s) in {result.seconds:.1f} s."
