@@ -8,6 +8,7 @@ true-colour style. Its dependency panel shows what QGIS's Python has and install
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import partial
 from html import escape
@@ -464,7 +465,7 @@ class ViserDockWidget(QDockWidget):
             request = self.plan_request(layers)
             plan = engine.run_engine(engine.core_module("pipeline").plan, request)
         except (ValueError, QgsProcessingException) as exc:
-            return self._summary(False, str(exc), dropped)
+            return self._summary(False, dock_message(str(exc)), dropped)
         self.last_plan = plan
         return self._summary(True, plan_text(plan), dropped)
 
@@ -792,6 +793,18 @@ def parse_bands(text: str) -> list[int]:
     if any(b < 1 for b in bands):
         raise ValueError("Bands: band numbers start at 1.")
     return bands
+
+
+def dock_field_names() -> dict[str, str]:
+    return {"SENSOR": tr("Sensor"), "BANDS": tr("Bands"), "SCALE": tr("Scale (Advanced)"),
+            "OFFSET": tr("Offset (Advanced)"), "MODEL_FILE": tr("Model file"), "TILE_SIZE": tr("Tile size (Advanced)"),
+            "KEEP_CLEAR": tr("Keep clear pixels"), "DEVICE": tr("Device (Advanced)")}
+
+
+def dock_message(text: str) -> str:
+    """Engine advice in the dock's words: 'SENSOR landsat-c2l2 ... SCALE S OFFSET O' names the dock's fields."""
+    names = dock_field_names()
+    return re.sub(r"\b(" + "|".join(names) + r")\b", lambda match: names[match.group(1)], text)
 
 
 def parse_number(text: str, label: str) -> float | None:

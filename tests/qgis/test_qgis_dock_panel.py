@@ -263,3 +263,16 @@ def test_a_failed_dock_run_is_logged_once(dock, fixtures_dir, tiny_rgbn):
     errors = [m for m in messages if m[1] == 2 and "needs 4" in m[2]]  # 2 = Qgis.Critical
     assert len(errors) == 1, messages
     assert "needs 4" in dock.status_label.text()
+
+
+def test_the_landsat_dead_end_is_gone(dock, fixtures_dir):
+    """A 3-band uint16 Landsat file: the summary names the dock's own fields, and they make it runnable."""
+    dock.layer_combo.setLayer(add(fixtures_dir / "landsat8_bgr_160x128.tif", "landsat"))
+    text = summary(dock)
+    assert text.startswith("Cannot run yet") and "Scale (Advanced)" in text and "Offset (Advanced)" in text, text
+    assert "SCALE" not in text and "--scale" not in text
+    dock.scale_edit.setText("0.0000275")
+    dock.offset_edit.setText("-0.2")
+    dock.bands_edit.setText("3,2,1")  # the file holds blue, green, red
+    assert summary(dock).startswith("Ready to run") and "bands 3, 2, 1 (red, green, blue)" in summary(dock)
+
