@@ -597,21 +597,24 @@ def _open_outputs(paths: dict, request: CloudRemovalRequest, grid, card, encodin
     threads = "ALL_CPUS" if device.type != "cpu" else None  # the CPU is free when a GPU computes
     outputs = rio.OutputSet()
     files: dict[str, rio.OutputFile | None] = {"output": None, "score": None, "uncertainty": None}
+    # For a COG the creation options go to the COG driver; the intermediate GeoTIFF keeps the defaults.
+    gtiff_options = None if request.cog else request.creation_options
+    cog_options = request.creation_options if request.cog else None
     try:
         if paths["output"] is not None:
-            profile = rio.output_profile(grid, len(card.bands), encoding.dtype, encoding.nodata,
-                                         request.creation_options, threads)
+            profile = rio.output_profile(grid, len(card.bands), encoding.dtype, encoding.nodata, gtiff_options,
+                                         threads)
             files["output"] = outputs.add(rio.OutputFile(paths["output"], profile, list(card.bands), tags,
-                                                         cog=request.cog))
+                                                         cog=request.cog, cog_options=cog_options))
             interps = [getattr(ColorInterp, COLOUR_OF_BAND.get(b, "undefined")) for b in card.bands]
             if {"red", "green", "blue"} <= set(card.bands):
                 files["output"].set_colorinterp(interps)
         for key, description in (("score", "cloud score (0 clear, 1 cloud)"),
                                  ("uncertainty", "uncertainty (TTA standard deviation, reflectance)")):
             if paths[key] is not None:
-                profile = rio.output_profile(grid, 1, "float32", float("nan"), request.creation_options, threads)
+                profile = rio.output_profile(grid, 1, "float32", float("nan"), gtiff_options, threads)
                 files[key] = outputs.add(rio.OutputFile(paths[key], profile, [description], tags,
-                                                        cog=request.cog))
+                                                        cog=request.cog, cog_options=cog_options))
     except BaseException:
         outputs.discard()
         raise
@@ -749,6 +752,30 @@ def _run_with_retries(request, paths, items, sources, mask_source, grid, card, d
         except BaseException:
             outputs.discard()
             raise
+
+
+def plan(request: CloudRemovalRequest) -> dict:
+    """What ``remove_clouds`` would take from ``request``, without loading a model or torch: the model,
+    the reference date's sensor and band numbers, and the input bands left out of the result. Raises
+    the ``InputError`` a run would raise for the inputs, the model choice or the bands."""
+    with contextlib.ExitStack() as stack:
+        items = _open_inputs(request, stack)
+        reference = items[0]
+        card = _choose_model(request, reference)
+        _check_frames(items, card)
+        _bind_bands(items, request, card)
+        used = list(reference.indexes)
+        return {
+            "model": str(card.name),
+            "model_bands": list(card.bands),
+            "sensor": reference.resolution.sensor,
+            "reason": reference.resolution.reason,
+            "bands": used,
+            "count": reference.facts.count,
+            "dtype": reference.facts.dtype,
+            "dropped": [index for index in range(1, reference.facts.count + 1) if index not in used],
+            "dates": len(items),
+        }
 
 
 def describe_input(path: str | Path, sensor: str = "auto", bands: list[int] | None = None) -> dict:

@@ -314,6 +314,10 @@ def output_profile(grid: Grid, count: int, dtype: str, nodata, creation_options:
     return profile
 
 
+def _options_text(options: dict) -> str:
+    return "|".join(f"{key}={value}" for key, value in options.items()) or "(none)"
+
+
 def temporary_path(final: Path, tag: str = "") -> Path:
     """A hidden, unused file name beside ``final`` (GDAL creates the file, with the usual permissions)."""
     while True:
@@ -326,9 +330,10 @@ class OutputFile:
     """A GeoTIFF written to a hidden temporary file beside its final path; ``commit`` renames it."""
 
     def __init__(self, final: Path, profile: dict, descriptions: Sequence[str] | None = None,
-                 tags: dict | None = None, cog: bool = False):
+                 tags: dict | None = None, cog: bool = False, cog_options: dict | None = None):
         self.final = Path(final)
         self.cog = cog
+        self.cog_options = {str(k).upper(): v for k, v in (cog_options or {}).items()}
         self.profile = profile
         self.temp = temporary_path(self.final)
         self.extra: list[Path] = []
@@ -365,8 +370,17 @@ class OutputFile:
                            BIGTIFF="IF_SAFER", BLOCKSIZE=BLOCK)
             if self.profile.get("num_threads"):
                 options["NUM_THREADS"] = self.profile["num_threads"]
-            with quiet_georeferencing():
-                rasterio.shutil.copy(self.temp, cog_path, driver="COG", **options)
+            if "COMPRESS" in self.cog_options:  # the defaults' level and predictor suit DEFLATE only
+                options.pop("LEVEL")
+                if str(self.cog_options["COMPRESS"]).upper() not in ("DEFLATE", "LZW", "ZSTD", "LZMA"):
+                    options.pop("PREDICTOR")
+            options.update(self.cog_options)
+            try:
+                with quiet_georeferencing():
+                    rasterio.shutil.copy(self.temp, cog_path, driver="COG", **options)
+            except (RasterioError, RasterioIOError) as error:
+                raise OutputError(f"cannot write the cloud-optimised GeoTIFF {self.final} with the options "
+                                  f"{_options_text(self.cog_options)}: {_first_line(error)}") from None
             self.temp.unlink()
             self.extra.remove(cog_path)
             self.temp = cog_path

@@ -4,54 +4,62 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingException, QgsProcessingParameterRasterLayer
 
-from .algorithm_base import BANDS_HELP, MODEL_HELP, REQUIREMENTS_HELP, ViserAlgorithm
+from .algorithm_base import (
+    ViserAlgorithm,
+    advanced_help,
+    bands_help,
+    choices_help,
+    help_text,
+    model_help,
+    requirements_help,
+)
+from .i18n import tr
 
 
 class CloudScoreAlgorithm(ViserAlgorithm):
+    OUTPUT_FIELDS = {"score_output": "OUTPUT"}
+
     def name(self):
         return "cloudscore"
 
     def displayName(self):  # noqa: N802
-        return "Cloud score (visibility map)"
+        return tr("Cloud score (visibility map)")
 
     def shortDescription(self):  # noqa: N802
-        return "Maps where a raster is occluded by clouds, as the VISER-CR network sees it."
+        return tr("Maps where a raster is occluded by clouds, as the VISER-CR network sees it.")
 
     def shortHelpString(self):  # noqa: N802
-        return (
-            "Writes the cloud score that the VISER-CR network's Adaptive Mask computes: one band, "
-            "float32, 0 = clear ground, 1 = fully occluded, on the input's grid. Use it to inspect a "
-            "scene, to choose dates, or as a cloud mask (threshold it with the Raster calculator).<br><br>"
-            "<b>Input</b>: a Sentinel-2, Landsat C2 L2 or 8-bit RGB/RGBN raster (see SENSOR).<br>"
-            + BANDS_HELP + MODEL_HELP +
-            "<b>Advanced</b>: SCALE and OFFSET (reflectance = DN x SCALE + OFFSET) override the sensor "
-            "preset; TILE_SIZE and OVERLAP (pixels, default the model card's) control the tiling; DEVICE "
-            "is auto, cpu, cuda or cuda:N; EXTENT processes only part of the raster.<br>"
-            "<b>Output</b>: OUTPUT, the cloud score raster.<br>" + REQUIREMENTS_HELP
+        return help_text(
+            tr("Writes the cloud score that the VISER-CR network's Adaptive Mask computes: one band, float32, "
+               "0 = clear ground, 1 = fully occluded, on the input's grid. Use it to inspect a scene, to choose "
+               "dates, or as a cloud mask (threshold it with the Raster calculator)."),
+            tr("Input: a Sentinel-2, Landsat C2 L2 or 8-bit RGB/RGBN raster (see SENSOR)."),
+            bands_help(), model_help(), advanced_help(tta=False, outputs=False), choices_help(),
+            tr("Output: OUTPUT, the cloud score raster."),
+            requirements_help(),
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Raster layer"))
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", tr("Raster layer")))
         self.add_sensor_parameters("INPUT")
         self.add_model_parameters()
         self.add_run_parameters(tta=False)
-        self.addParameter(self.raster_destination("OUTPUT", "Cloud score (0 clear .. 1 cloud)"))
+        self.addParameter(self.raster_destination("OUTPUT", tr("Cloud score (0 clear .. 1 cloud)")))
         self.add_run_outputs()
 
     def build_request_fields(self, parameters, context, feedback) -> dict:
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
         if layer is None:
-            raise QgsProcessingException("INPUT: no raster layer given, or it cannot be opened.")
+            raise QgsProcessingException(tr("INPUT: no raster layer given, or it cannot be opened."))
         fields = dict(
             inputs=[self.layer_path(layer, "INPUT")],
             output=None,
-            score_output=self.destination(parameters, "OUTPUT", context),
         )
         fields.update(self.common_request_fields(parameters, context, layer))
         return fields
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        result = self.run_removal(feedback)
-        outputs = {"OUTPUT": self.as_str(result.score_output)}
+        result = self.run_removal(parameters, context, feedback)
+        outputs = self.remember_raster_outputs({"OUTPUT": self.as_str(result.score_output)})
         outputs.update(self.run_outputs(result))
         return outputs

@@ -1,9 +1,17 @@
 """Shared parameters and plumbing of the VISER-CR Processing algorithms.
 
-Every algorithm resolves its parameters in ``prepareAlgorithm`` (main thread: layers are read from
-the context there) into plain values, runs the engine in ``processAlgorithm`` (a worker thread in
-the GUI: no iface, no widgets, no project writes) and converts engine errors into
-``QgsProcessingException``.
+Every algorithm resolves its input parameters in ``prepareAlgorithm`` (main thread: layers are read
+from the context there) into plain values, resolves its output destinations and runs the engine in
+``processAlgorithm`` (a worker thread in the GUI: no iface, no widgets, no project writes) and
+converts engine errors into ``QgsProcessingException``; ``postProcessAlgorithm`` (main thread again)
+attaches the display style to the outputs that the run loads into the project.
+
+Why the destinations are resolved in ``processAlgorithm``: resolving one registers it "to load on
+completion" in the context it is resolved with. The Toolbox dialog runs ``processAlgorithm`` with a
+temporary worker-thread context and then replaces the dialog context's list of layers to load with
+that one (``QgsProcessingContext::takeResultsFrom`` in QGIS 3.22): a destination registered in
+``prepareAlgorithm`` is lost and the result never reaches the map. QGIS's own algorithms resolve
+their outputs in ``processAlgorithm`` for the same reason.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from . import engine
+from . import engine, gdal_options, style
+from .i18n import tr
 
 ICON_PATH = engine.PLUGIN_ROOT / "resources" / "icons" / "viser.svg"
 
@@ -43,32 +52,72 @@ GDAL_RASTER_OPTIONS_WIDGET = {
     "widget_wrapper": {"class": "processing.algs.gdal.ui.RasterOptionsWidget.RasterOptionsWidgetWrapper"}
 }
 
-BANDS_HELP = (
-    "<b>Bands</b>: by default the sensor preset picks the bands the model needs (for Sentinel-2 "
-    "B4, B3, B2, B8 = red, green, blue, near infrared; for 3-band models red, green, blue) and "
-    "scales them to reflectance. BANDS overrides the selection: the 1-based band numbers of the "
-    "input in the model's band order (e.g. 4, 3, 2, 8 for a 13-band Sentinel-2 L1C file and an "
-    "RGBN model).<br>"
-)
-MODEL_HELP = (
-    "<b>Model</b>: 'auto' takes the bundled model that fits the input's bands and number of dates; "
-    "MODEL_FILE takes a model of your own (a .safetensors file with its .json model card beside "
-    "it, or the card itself) and overrides MODEL.<br>"
-)
-ADVANCED_HELP = (
-    "<b>Advanced</b>: SCALE and OFFSET override the preset's conversion of digital numbers to "
-    "reflectance (reflectance = DN x SCALE + OFFSET; Sentinel-2 products of processing baseline 04.00 "
-    "or later need OFFSET -0.1 when their metadata does not say so); TILE_SIZE and OVERLAP (pixels, "
-    "default the model card's) control the tiling "
-    "of large rasters; DEVICE is auto (a CUDA GPU when PyTorch sees one, else the CPU), cpu, cuda "
-    "or cuda:N; TTA averages flipped and rotated passes (slower, slightly better); EXTENT processes "
-    "only part of the raster (in any CRS; it is reprojected to the raster's); CREATION_OPTIONS are "
-    "GDAL GeoTIFF options (KEY=VALUE separated by |) and COG writes a Cloud Optimized GeoTIFF.<br>"
-)
-REQUIREMENTS_HELP = (
-    "<b>Requirements</b>: PyTorch in QGIS's Python. When it is missing the algorithm says so and "
-    "how to install it; the VISER-CR dock (Plugins menu) installs it."
-)
+# Help texts: plain paragraphs separated by a blank line. The Processing dialog shows each line as a
+# paragraph and qgis_process prints the text as it is, so no HTML (and no "<" or "&") goes in them.
+def help_text(*paragraphs: str) -> str:
+    return "\n\n".join(paragraph for paragraph in paragraphs if paragraph)
+
+
+def bands_help(stack: bool = False) -> str:
+    which = tr("the numbers of the reference's bands, the same for every date") if stack else tr(
+        "the 1-based band numbers of the input")
+    return tr(
+        "Bands: by default the sensor preset picks the bands the model needs (for Sentinel-2 B4, B3, B2, "
+        "B8 = red, green, blue, near infrared; for 3-band models red, green, blue) and scales them to "
+        "reflectance. BANDS overrides the selection: {which}, in the model's band order, e.g. 4, 3, 2, 8 "
+        "for a 13-band Sentinel-2 L1C file and an RGBN model. Give several bands by ticking them in the "
+        "dialog; with qgis_process repeat the parameter once per band, in order: BANDS=4 BANDS=3 BANDS=2 "
+        "BANDS=8 (in Python, a list: 'BANDS': [4, 3, 2, 8])."
+    ).format(which=which)
+
+
+def model_help() -> str:
+    return tr(
+        "Model: 'auto' takes the bundled model that fits the input's bands and number of dates; MODEL_FILE "
+        "takes a model of your own (a .safetensors file with its .json model card beside it, or the card "
+        "itself) and overrides MODEL."
+    )
+
+
+def choices_help() -> str:
+    return tr(
+        "Choices (SENSOR, MODEL and the other lists) take the option's name or its number, as qgis_process "
+        "help lists them: SENSOR=s2-l1c and SENSOR=1 are the same."
+    )
+
+
+def advanced_help(tta: bool = True, outputs: bool = True) -> str:
+    parts = [tr(
+        "Advanced: SCALE and OFFSET override the preset's conversion of digital numbers to reflectance "
+        "(reflectance = DN x SCALE + OFFSET; Sentinel-2 products of processing baseline 04.00 or later need "
+        "OFFSET -0.1 when their metadata does not say so); TILE_SIZE and OVERLAP (pixels, default the model "
+        "card's) control the tiling of large rasters; DEVICE is auto (a CUDA GPU when PyTorch sees one, else "
+        "the CPU), cpu, cuda or cuda:N; EXTENT processes only part of the raster (in any CRS; it is "
+        "reprojected to the raster's).")]
+    if tta:
+        parts.append(tr("TTA averages flipped and rotated passes (slower, slightly better)."))
+    if outputs:
+        parts.append(tr(
+            "CREATION_OPTIONS are GDAL creation options, KEY=VALUE separated by | (e.g. COMPRESS=ZSTD|"
+            "PREDICTOR=2); COG=true writes a Cloud Optimized GeoTIFF through GDAL's COG driver, which takes "
+            "its own options (e.g. COMPRESS=LZW or ZSTD, LEVEL, PREDICTOR=YES, BLOCKSIZE): options a driver "
+            "does not know are refused with the list of those it accepts."))
+    return " ".join(parts)
+
+
+def requirements_help() -> str:
+    return tr(
+        "Requirements: PyTorch in QGIS's Python. When it is missing the algorithm says so and how to install "
+        "it; the VISER-CR panel (Raster menu, VISER-CR) installs it."
+    )
+
+
+def dropped_bands_text(plan: dict) -> str:
+    """'The input has 13 bands; the result has the model's 4 (...): bands 1, 5, ... are left out.'"""
+    return tr("The input has {count} bands; the result has the model's {used} ({names}): input band(s) "
+              "{dropped} are left out.").format(count=plan["count"], used=len(plan["model_bands"]),
+                                                 names=", ".join(plan["model_bands"]),
+                                                 dropped=", ".join(map(str, plan["dropped"])))
 
 
 def _optional(parameter: QgsProcessingParameterDefinition, advanced: bool = False):
@@ -87,20 +136,21 @@ def _advanced(parameter: QgsProcessingParameterDefinition):
 class ViserAlgorithm(QgsProcessingAlgorithm):
     """Base class: icon, groups, common parameters, engine call and error handling."""
 
-    GROUP = "Cloud removal"
+    GROUP = "Cloud removal"  # translated by group()
     GROUP_ID = "cloudremoval"
 
     def __init__(self):
         super().__init__()
         self.request_fields: dict = {}
         self.extra: dict = {}
+        self.raster_outputs: dict[str, str | None] = {}
 
     # ----------------------------------------------------------------------------------- identity
     def createInstance(self):  # noqa: N802
         return type(self)()
 
     def group(self):
-        return self.GROUP
+        return tr(self.GROUP)
 
     def groupId(self):  # noqa: N802
         return self.GROUP_ID
@@ -119,7 +169,7 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(
             QgsProcessingParameterEnum(
                 "SENSOR",
-                "Sensor preset (band selection and scaling to reflectance)",
+                tr("Sensor preset (band selection and scaling to reflectance)"),
                 options=SENSORS,
                 allowMultiple=False,
                 defaultValue="auto",
@@ -129,7 +179,7 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(
             QgsProcessingParameterBand(
                 "BANDS",
-                "Band override (1-based band numbers, in the model's band order)",
+                tr("Band override (1-based band numbers, in the model's band order)"),
                 None,
                 band_parent,
                 True,
@@ -137,8 +187,8 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
             )
         )
         for name, description in (
-            ("SCALE", "Scale to reflectance: reflectance = DN x SCALE + OFFSET (default: the sensor preset's)"),
-            ("OFFSET", "Offset to reflectance (e.g. -0.1 for Sentinel-2 processing baseline 04.00 and later)"),
+            ("SCALE", tr("Scale to reflectance: reflectance = DN x SCALE + OFFSET (default: the sensor preset's)")),
+            ("OFFSET", tr("Offset to reflectance (e.g. -0.1 for Sentinel-2 processing baseline 04.00 and later)")),
         ):
             self.addParameter(
                 _optional(
@@ -151,7 +201,7 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(
             QgsProcessingParameterEnum(
                 "MODEL",
-                "Model",
+                tr("Model"),
                 options=[AUTO_MODEL, *engine.bundled_model_names()],
                 allowMultiple=False,
                 defaultValue=AUTO_MODEL,
@@ -160,48 +210,48 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
         )
         model_file = QgsProcessingParameterFile(
             "MODEL_FILE",
-            "Model file (.safetensors with its .json card beside it, or the .json card; overrides Model)",
+            tr("Model file (.safetensors with its .json card beside it, or the .json card; overrides Model)"),
             behavior=QgsProcessingParameterFile.File,
-            fileFilter="VISER-CR models (*.safetensors *.json);;All files (*.*)",
+            fileFilter=tr("VISER-CR models (*.safetensors *.json);;All files (*.*)"),
             optional=True,
         )
         self.addParameter(model_file)
 
     def add_run_parameters(self, tta: bool = True, extent: bool = True) -> None:
         for name, label, lowest, highest in (
-            ("TILE_SIZE", "Tile size in pixels (default: the model card's)", 16, 8192),
-            ("OVERLAP", "Tile overlap in pixels (default: the model card's)", 0, 4096),
+            ("TILE_SIZE", tr("Tile size in pixels (default: the model card's)"), 16, 8192),
+            ("OVERLAP", tr("Tile overlap in pixels (default: the model card's)"), 0, 4096),
         ):
             number = QgsProcessingParameterNumber(
                 name, label, QgsProcessingParameterNumber.Integer, None, True, lowest, highest
             )
             self.addParameter(_optional(number, advanced=True))
         self.addParameter(
-            _advanced(QgsProcessingParameterString("DEVICE", "Device (auto, cpu, cuda or cuda:N)", "auto"))
+            _advanced(QgsProcessingParameterString("DEVICE", tr("Device (auto, cpu, cuda or cuda:N)"), "auto"))
         )
         if tta:
             self.addParameter(
-                _advanced(QgsProcessingParameterBoolean("TTA", "Test-time augmentation (slower)", False))
+                _advanced(QgsProcessingParameterBoolean("TTA", tr("Test-time augmentation (slower)"), False))
             )
         if extent:
             self.addParameter(
-                _optional(QgsProcessingParameterExtent("EXTENT", "Process only this extent"), advanced=True)
+                _optional(QgsProcessingParameterExtent("EXTENT", tr("Process only this extent")), advanced=True)
             )
 
     def add_output_options(self) -> None:
         options = _optional(
-            QgsProcessingParameterString("CREATION_OPTIONS", "GeoTIFF creation options", "", False, True),
+            QgsProcessingParameterString("CREATION_OPTIONS", tr("Creation options (GDAL KEY=VALUE, separated by |)"), "", False, True),
             advanced=True,
         )
         options.setMetadata(GDAL_RASTER_OPTIONS_WIDGET)
         self.addParameter(options)
-        self.addParameter(_advanced(QgsProcessingParameterBoolean("COG", "Write a Cloud Optimized GeoTIFF", False)))
+        self.addParameter(_advanced(QgsProcessingParameterBoolean("COG", tr("Write a Cloud Optimized GeoTIFF"), False)))
 
     def add_run_outputs(self) -> None:
-        self.addOutput(QgsProcessingOutputString("USED_MODEL", "Model used"))
-        self.addOutput(QgsProcessingOutputString("USED_DEVICE", "Device used"))
-        self.addOutput(QgsProcessingOutputString("USED_SENSOR", "Sensor preset used"))
-        self.addOutput(QgsProcessingOutputNumber("TILES", "Tiles processed"))
+        self.addOutput(QgsProcessingOutputString("USED_MODEL", tr("Model used")))
+        self.addOutput(QgsProcessingOutputString("USED_DEVICE", tr("Device used")))
+        self.addOutput(QgsProcessingOutputString("USED_SENSOR", tr("Sensor preset used")))
+        self.addOutput(QgsProcessingOutputNumber("TILES", tr("Tiles processed")))
 
     @staticmethod
     def raster_destination(name: str, description: str, optional: bool = False):
@@ -215,18 +265,20 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
         if layer is None:
             if optional:
                 return None
-            raise QgsProcessingException(f"{name}: no raster layer given, or it cannot be opened.")
+            raise QgsProcessingException(tr("{name}: no raster layer given, or it cannot be opened.").format(
+                name=name))
         return self.layer_path(layer, name)
 
     @staticmethod
     def layer_path(layer: QgsRasterLayer, name: str) -> str:
         if not layer.isValid():
-            raise QgsProcessingException(f"{name}: the raster layer '{layer.name()}' is not valid.")
+            raise QgsProcessingException(tr("{name}: the raster layer '{layer}' is not valid.").format(
+                name=name, layer=layer.name()))
         if layer.providerType() != "gdal":
-            raise QgsProcessingException(
-                f"{name}: the layer '{layer.name()}' comes from the '{layer.providerType()}' provider; "
-                "VISER-CR reads raster files (GeoTIFF and other GDAL formats). Save it as a GeoTIFF first."
-            )
+            raise QgsProcessingException(tr(
+                "{name}: the layer '{layer}' comes from the '{provider}' provider; VISER-CR reads raster files "
+                "(GeoTIFF and other GDAL formats). Save it as a GeoTIFF first."
+            ).format(name=name, layer=layer.name(), provider=layer.providerType()))
         return layer.source().split("|")[0]
 
     def optional_int(self, parameters, name: str, context) -> int | None:
@@ -241,16 +293,76 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
             return None
         return self.parameterAsDouble(parameters, name, context)
 
+    # ------------------------------------------------------------------------------------ choices
+    def choice_definitions(self) -> list[QgsProcessingParameterEnum]:
+        """The single-choice lists whose values are the option names (usesStaticStrings)."""
+        return [d for d in self.parameterDefinitions()
+                if isinstance(d, QgsProcessingParameterEnum) and d.usesStaticStrings() and not d.allowMultiple()]
+
+    def with_choice_names(self, parameters: dict) -> dict:
+        """``parameters`` with each choice given by number (1 or "1", as qgis_process help shows them)
+        replaced by the option's name; names, and numbers out of range, are left as they are."""
+        named = dict(parameters)
+        for definition in self.choice_definitions():
+            value, options = named.get(definition.name()), definition.options()
+            if isinstance(value, str) and value.strip().isdigit() and value.strip() not in options:
+                value = int(value.strip())
+            if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(options):
+                named[definition.name()] = options[value]
+        return named
+
+    def choice(self, parameters, name: str, context) -> str:
+        """The option name of a choice given by name or number."""
+        return self.parameterAsEnumString(self.with_choice_names(parameters), name, context)
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        """Accept a choice's number as well as its name (QGIS 3.22 takes only names for these lists), and
+        refuse what a run would stop at before reading pixels (see ``early_problem``)."""
+        named = self.with_choice_names(parameters)
+        for definition in self.choice_definitions():
+            value = named.get(definition.name())
+            if value not in (None, "") and not definition.checkValueIsAcceptable(value, context):
+                options = definition.options()
+                return False, tr(
+                    "{name}: '{value}' is not one of the options. Give the option's name ({names}) or its number "
+                    "(0 to {last})."
+                ).format(name=definition.name(), value=value, names=", ".join(options), last=len(options) - 1)
+        ok, message = super().checkParameterValues(named, context)
+        if not ok:
+            return ok, message
+        problem = self.early_problem(named, context)
+        return (False, problem) if problem else (True, "")
+
+    # Removal algorithms also check the model and bands a run would take (core.pipeline.plan).
+    PLAN_CHECK = True
+
+    def early_problem(self, parameters, context) -> str | None:
+        """What a run would stop at before reading pixels: missing PyTorch, bad parameters, and for the cloud
+        removal the model, sensor and bands. Found here, before the run, QGIS says it once (the dialog in
+        a message box, qgis_process on one line); raised from a run, QGIS 3.22 logs and prints it two or
+        three times."""
+        try:
+            if self.REQUIRES_TORCH:
+                engine.require_dependencies()
+            fields = self.build_request_fields(parameters, context, None)
+            if self.PLAN_CHECK:
+                pipeline = engine.core_module("pipeline")
+                request = engine.run_engine(pipeline.CloudRemovalRequest, **{**fields, "output": None})
+                engine.run_engine(pipeline.plan, request)
+        except QgsProcessingException as exc:
+            return str(exc)
+        return None
+
     def model_choice(self, parameters, context) -> str | None:
         model_file = self.parameterAsFile(parameters, "MODEL_FILE", context)
         if model_file:
             if not Path(model_file).is_file():
-                raise QgsProcessingException(
-                    f"MODEL_FILE: {model_file} does not exist. Give a .safetensors weights file with its "
-                    ".json model card beside it, or the .json card."
-                )
+                raise QgsProcessingException(tr(
+                    "MODEL_FILE: {path} does not exist. Give a .safetensors weights file with its .json model "
+                    "card beside it, or the .json card."
+                ).format(path=model_file))
             return model_file
-        model = self.parameterAsEnumString(parameters, "MODEL", context)
+        model = self.choice(parameters, "MODEL", context)
         return None if not model or model == AUTO_MODEL else model
 
     def destination(self, parameters, name: str, context) -> str | None:
@@ -269,10 +381,10 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
             if not item:
                 continue
             if "=" not in item:
-                raise QgsProcessingException(
-                    f"CREATION_OPTIONS: '{item}' is not KEY=VALUE (separate options with |, e.g. "
+                raise QgsProcessingException(tr(
+                    "CREATION_OPTIONS: '{item}' is not KEY=VALUE (separate options with |, e.g. "
                     "COMPRESS=DEFLATE|PREDICTOR=2)."
-                )
+                ).format(item=item))
             key, value = item.split("=", 1)
             options[key.strip().upper()] = value.strip()
         return options or None
@@ -294,7 +406,7 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
             threads=self.threads(),
         )
         if self.parameterDefinition("SENSOR") is not None:
-            fields["sensor"] = self.parameterAsEnumString(parameters, "SENSOR", context) or "auto"
+            fields["sensor"] = self.choice(parameters, "SENSOR", context) or "auto"
             bands = self.parameterAsInts(parameters, "BANDS", context)
             fields["bands"] = list(bands) or None
             fields["scale"] = self.optional_float(parameters, "SCALE", context)
@@ -305,13 +417,17 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
             crs = reference_layer.crs() if reference_layer is not None else None
             rect = self.parameterAsExtent(parameters, "EXTENT", context, crs)
             if rect.isNull() or rect.isEmpty():
-                raise QgsProcessingException("EXTENT is empty.")
+                raise QgsProcessingException(tr("EXTENT is empty: draw or type an extent with an area, or "
+                                                "leave EXTENT empty for the whole raster."))
             fields["bounds"] = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
         if self.parameterDefinition("CREATION_OPTIONS") is not None:
-            fields["creation_options"] = self.creation_options(
-                self.parameterAsString(parameters, "CREATION_OPTIONS", context)
-            )
-            fields["cog"] = self.parameterAsBoolean(parameters, "COG", context)
+            options = self.creation_options(self.parameterAsString(parameters, "CREATION_OPTIONS", context))
+            cog = self.parameterAsBoolean(parameters, "COG", context)
+            problem = gdal_options.creation_option_problem(options or {}, "COG" if cog else "GTiff")
+            if problem:
+                raise QgsProcessingException(tr("CREATION_OPTIONS: {problem}").format(problem=problem))
+            fields["creation_options"] = options
+            fields["cog"] = cog
         return fields
 
     # ---------------------------------------------------------------------------------- execution
@@ -337,12 +453,25 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
     def build_request_fields(self, parameters, context, feedback) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def run_removal(self, feedback) -> object:
+    # Request fields of the raster destinations: {request field: destination parameter}.
+    OUTPUT_FIELDS: dict[str, str] = {}
+
+    def output_fields(self, parameters, context) -> dict:
+        """Resolve the raster destinations in the context the algorithm runs with (see the module doc)."""
+        fields = {}
+        for field, name in self.OUTPUT_FIELDS.items():
+            if self.parameterDefinition(name) is not None:
+                fields[field] = self.destination(parameters, name, context)
+        return fields
+
+    def run_removal(self, parameters, context, feedback) -> object:
         """Run ``core.pipeline.remove_clouds`` on the prepared request (worker thread)."""
         self.raise_prepare_error()
+        fields = dict(self.request_fields, **self.output_fields(parameters, context))
         pipeline = engine.core_module("pipeline")
         callbacks = engine.FeedbackCallbacks(feedback)
-        request = engine.run_engine(pipeline.CloudRemovalRequest, feedback=feedback, **self.request_fields)
+        request = engine.run_engine(pipeline.CloudRemovalRequest, feedback=feedback, **fields)
+        self.report_plan(pipeline, request, feedback)
         feedback.pushInfo(f"VISER-CR: {len(request.inputs)} input(s) -> {request.output or request.score_output}")
         result = engine.run_engine(
             pipeline.remove_clouds,
@@ -353,12 +482,37 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
             feedback=feedback,
         )
         if feedback.isCanceled():
-            raise QgsProcessingException(engine.CANCELLED_MESSAGE)
+            raise QgsProcessingException(tr(engine.CANCELLED_MESSAGE))
         feedback.pushInfo(
             f"VISER-CR done: model {result.model} on {result.device}, sensor {result.sensor}, input bands "
             f"{result.bands}, {result.tiles} tile(s) in {result.seconds:.1f} s."
         )
         return result
+
+    @staticmethod
+    def report_plan(pipeline, request, feedback) -> None:
+        """Before the run, say which model and bands it takes, and which input bands the result drops."""
+        try:
+            plan = pipeline.plan(request)
+        except Exception:  # noqa: BLE001 - the run itself reports the problem, with its advice
+            return
+        feedback.pushInfo(tr("VISER-CR will use model {model} (bands {names}) with sensor preset {sensor}: input "
+                             "bands {bands}.").format(model=plan["model"], names=", ".join(plan["model_bands"]),
+                                                      sensor=plan["sensor"],
+                                                      bands=", ".join(map(str, plan["bands"]))))
+        if plan["dropped"]:
+            feedback.pushWarning(dropped_bands_text(plan))
+
+    def remember_raster_outputs(self, outputs: dict) -> dict:
+        """Keep the written rasters' paths for ``postProcessAlgorithm``; returns ``outputs``."""
+        self.raster_outputs = {name: outputs.get(name) for name in ("OUTPUT", "SCORE", "UNCERTAINTY")}
+        return outputs
+
+    def postProcessAlgorithm(self, context, feedback):  # noqa: N802
+        """Main thread, with the context that loads the outputs: style (and name) what it loads."""
+        for name, path in self.raster_outputs.items():
+            style.style_on_load(context, path, self.extra.get("name") if name == "OUTPUT" else None)
+        return {}
 
     @staticmethod
     def run_outputs(result) -> dict:

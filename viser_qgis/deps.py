@@ -215,13 +215,14 @@ def install_hint() -> str:
 
 
 def missing_message(missing: Sequence[Dependency]) -> str:
-    names = ", ".join(f"{d.module} ({d.error or 'not installed'})" for d in missing)
-    return (
-        f"VISER-CR cannot run: a Python package it needs is missing or unusable in QGIS's Python: {names}. "
-        "Install PyTorch from the VISER-CR dock (Plugins > VISER-CR cloud removal > Dependencies > "
-        "Install PyTorch), or run this command and restart QGIS:\n"
-        f"{install_hint()}"
-    )
+    from .i18n import tr
+
+    names = ", ".join(f"{d.module} ({d.error or tr('not installed')})" for d in missing)
+    return tr(
+        "VISER-CR cannot run: a Python package it needs is missing or unusable in QGIS's Python: {names}. "
+        "Install PyTorch from the VISER-CR panel (Raster > VISER-CR > Cloud removal panel > Dependencies > "
+        "Install PyTorch), or run this command and restart QGIS:\n{command}"
+    ).format(names=names, command=install_hint())
 
 
 def pip_error_line(lines: Sequence[str]) -> str:

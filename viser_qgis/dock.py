@@ -8,8 +8,11 @@ true-colour style. Its dependency panel shows what QGIS's Python has and install
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import partial
+from html import escape
+from pathlib import Path
 
 from qgis.core import (
     Qgis,
@@ -17,22 +20,25 @@ from qgis.core import (
     QgsMapLayerProxyModel,
     QgsProcessingAlgRunnerTask,
     QgsProcessingContext,
+    QgsProcessingException,
     QgsProcessingFeedback,
     QgsProject,
     QgsRasterLayer,
     QgsSettings,
     QgsTask,
 )
-from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.gui import QgsCollapsibleGroupBox, QgsExtentWidget, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtGui import QDoubleValidator
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
     QDockWidget,
     QFormLayout,
+    QFrame,
+    QGridLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -47,8 +53,9 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from . import deps, engine, style
-from .algorithm_base import AUTO_MODEL, SENSORS
+from . import deps, engine, naming, style
+from .algorithm_base import AUTO_MODEL, SENSORS, dropped_bands_text
+from .i18n import tr
 
 SETTINGS_PREFIX = "viser_cr/dock/"
 _ORPHANS: list = []  # runs cancelled by unload, kept alive until their task has ended
@@ -66,8 +73,9 @@ class DockFeedback(QgsProcessingFeedback):
         self.infos: list[str] = []
 
     def reportError(self, error, fatalError=False):  # noqa: N802, N803
+        """Keep the error for the status line. Not passed on: QgsProcessingFeedback would log it to the
+        Processing log, where the task that reports it (QgsProcessingAlgRunnerTask) logs it already."""
         self.errors.append(str(error))
-        super().reportError(error, fatalError)
 
     def setProgressText(self, text):  # noqa: N802
         super().setProgressText(text)
@@ -99,7 +107,7 @@ class PipInstallTask(QgsTask):
     line = pyqtSignal(str)
 
     def __init__(self, command: list[str]):
-        super().__init__("Installing PyTorch for VISER-CR", QgsTask.CanCancel)
+        super().__init__(tr("Installing PyTorch for VISER-CR"), QgsTask.CanCancel)
         self.command = command
         self.returncode: int | None = None
         self.error = ""
@@ -125,149 +133,221 @@ class ViserDockWidget(QDockWidget):
     run_finished = pyqtSignal(bool)  # tests and scripts wait on it
 
     def __init__(self, iface, parent=None):
-        super().__init__("VISER-CR cloud removal", parent)
+        super().__init__(tr("VISER-CR cloud removal"), parent)
         self.iface = iface
         self.settings = QgsSettings()
         self.current: Run | None = None
         self.last_result: dict = {}
         self.last_layer: QgsRasterLayer | None = None
+        self.last_plan: dict | None = None
         self.install_task: PipInstallTask | None = None
         self.report: deps.Report | None = None
+        self._bands_kind: str | None = None  # the kind of raster the Bands field was typed for
+        self._dropped: list[str] = []  # ticked dates left out of the last run
         self._build_ui()
         self._restore_settings()
         project = QgsProject.instance()
         project.layersAdded.connect(self._refresh_stack_list)
         project.layersRemoved.connect(self._refresh_stack_list)
         self._refresh_stack_list()
+        self._connect_summary()
         self.refresh_dependencies()
 
     # ---------------------------------------------------------------------------------------- UI
     def _build_ui(self):
         body = QWidget(self)
         layout = QVBoxLayout(body)
+        layout.addWidget(self._build_input_box(body))
+        layout.addWidget(self._build_model_box(body))
+        layout.addWidget(self._build_advanced_box(body))
+        layout.addWidget(self._build_run_box(body))
+        layout.addWidget(self._build_deps_box(body))
+        layout.addStretch(1)
+        # Fit the width QGIS gives a dock (about 300 px): no horizontal scrolling, rows wrap instead.
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setWidget(body)
+        scroll.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Expanding)
+        self.setWidget(scroll)
+        self._mode_changed(False)
 
-        # Input
-        input_box = QGroupBox("Input", body)
-        input_form = QFormLayout(input_box)
-        self.stack_check = QCheckBox("Several dates (multi-temporal stack)", input_box)
+    @staticmethod
+    def _form(parent) -> QFormLayout:
+        form = QFormLayout(parent)
+        form.setRowWrapPolicy(QFormLayout.WrapLongRows)
+        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        return form
+
+    @staticmethod
+    def _narrow(combo: QComboBox) -> QComboBox:
+        """A combo box whose longest item does not set the dock's width."""
+        combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(8)
+        return combo
+
+    def _build_input_box(self, body) -> QGroupBox:
+        box = QGroupBox(tr("Input"), body)
+        form = self._form(box)
+        self.stack_check = QCheckBox(tr("Several dates (stack)"), box)
+        self.stack_check.setToolTip(tr("Remove the clouds of one date with the help of other dates of the same "
+                                       "place (multi-temporal model)."))
         self.stack_check.toggled.connect(self._mode_changed)
-        input_form.addRow(self.stack_check)
-        self.layer_combo = QgsMapLayerComboBox(input_box)
+        form.addRow(self.stack_check)
+        self.layer_combo = self._narrow(QgsMapLayerComboBox(box))
         self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.layer_combo.layerChanged.connect(self._layer_changed)
-        self.layer_label = QLabel("Layer", input_box)
-        input_form.addRow(self.layer_label, self.layer_combo)
-        self.stack_list = QListWidget(input_box)
+        self.layer_label = QLabel(tr("Layer"), box)
+        form.addRow(self.layer_label, self.layer_combo)
+        self.stack_list = QListWidget(box)
         self.stack_list.setDragDropMode(QAbstractItemView.InternalMove)
-        self.stack_list.setToolTip("Tick the dates to use and drag them into order: the first ticked one is "
-                                   "the reference (the date cleared, and the output grid).")
+        self.stack_list.setToolTip(tr("Tick the dates to use and drag them into order: the first ticked one is the "
+                                      "reference (the date cleared, and the output grid). Only rasters that can "
+                                      "be processed are listed (valid raster files with 3 bands or more, not "
+                                      "earlier results)."))
         self.stack_list.setMinimumHeight(90)
-        self.stack_label = QLabel("Dates\n(first = reference)", input_box)
-        input_form.addRow(self.stack_label, self.stack_list)
-        self.input_info = QLabel("", input_box)
+        self.stack_label = QLabel(tr("Dates (first = reference)"), box)
+        self.stack_label.setWordWrap(True)
+        form.addRow(self.stack_label)
+        form.addRow(self.stack_list)
+        self.input_info = QLabel("", box)
         self.input_info.setWordWrap(True)
-        self.input_info.setStyleSheet("color: #555;")
-        input_form.addRow(self.input_info)
-        layout.addWidget(input_box)
+        self.input_info.setTextFormat(Qt.RichText)
+        self.input_info.setObjectName("viserInputSummary")
+        form.addRow(self.input_info)
+        self.style_input_button = QPushButton(tr("Input in true colour"), box)
+        self.style_input_button.setToolTip(tr("Show the input with the bands the model takes as red, green and "
+                                              "blue, stretched like the result (2-98 % cumulative cut), so that "
+                                              "before and after compare by toggling one layer."))
+        self.style_input_button.clicked.connect(self.style_input)
+        form.addRow(self.style_input_button)
+        return box
 
-        # Model and device
-        model_box = QGroupBox("Model", body)
-        form = QFormLayout(model_box)
-        self.sensor_combo = QComboBox(model_box)
+    def _build_model_box(self, body) -> QGroupBox:
+        box = QGroupBox(tr("Model"), body)
+        form = self._form(box)
+        self.sensor_combo = self._narrow(QComboBox(box))
         self.sensor_combo.addItems(SENSORS)
-        self.sensor_combo.currentTextChanged.connect(lambda _: self._layer_changed())
-        form.addRow("Sensor", self.sensor_combo)
-        self.bands_edit = QLineEdit(model_box)
-        self.bands_edit.setPlaceholderText("from the sensor preset (e.g. 4,3,2,8)")
-        form.addRow("Bands", self.bands_edit)
-        self.model_combo = QComboBox(model_box)
+        form.addRow(tr("Sensor"), self.sensor_combo)
+        self.bands_edit = QLineEdit(box)
+        self.bands_edit.setPlaceholderText(tr("from the sensor preset"))
+        self.bands_edit.setToolTip(tr("Band numbers in the model's order, e.g. 4,3,2,8 (red, green, blue, NIR). "
+                                      "Remembered per kind of raster (band count and data type)."))
+        form.addRow(tr("Bands"), self.bands_edit)
+        self.model_combo = self._narrow(QComboBox(box))
         self.model_combo.addItems([AUTO_MODEL, *engine.bundled_model_names()])
-        form.addRow("Model", self.model_combo)
-        self.model_file = QgsFileWidget(model_box)
-        self.model_file.setFilter("VISER-CR models (*.safetensors *.json)")
-        self.model_file.setToolTip("A model of your own (overrides Model)")
-        form.addRow("Model file", self.model_file)
-        self.device_combo = QComboBox(model_box)
-        self.device_combo.addItem("auto", "auto")
-        self.device_combo.addItem("cpu", "cpu")
-        form.addRow("Device", self.device_combo)
-        self.device_label = QLabel("", model_box)
-        form.addRow("", self.device_label)
-        self.tile_spin = QSpinBox(model_box)
+        form.addRow(tr("Model"), self.model_combo)
+        self.model_file = QgsFileWidget(box)
+        self.model_file.setFilter(tr("VISER-CR models (*.safetensors *.json)"))
+        self.model_file.setToolTip(tr("A model of your own (overrides Model)"))
+        form.addRow(tr("Model file"), self.model_file)
+        self.keep_clear_check = QCheckBox(tr("Keep clear pixels"), box)
+        self.keep_clear_check.setToolTip(tr("Copy the input where it is clear and fill only the clouds."))
+        form.addRow(self.keep_clear_check)
+        return box
+
+    def _build_advanced_box(self, body) -> QgsCollapsibleGroupBox:
+        box = QgsCollapsibleGroupBox(tr("Advanced"), body)
+        box.setObjectName("viserAdvanced")
+        box.setCollapsed(True)
+        form = self._form(box)
+        self.scale_edit, self.offset_edit = QLineEdit(box), QLineEdit(box)
+        for edit, label, tip in (
+            (self.scale_edit, tr("Scale"), tr("reflectance = DN x Scale + Offset (e.g. 0.0000275 for Landsat C2 L2)")),
+            (self.offset_edit, tr("Offset"), tr("e.g. -0.1 for Sentinel-2 processing baseline 04.00 and later")),
+        ):
+            edit.setValidator(QDoubleValidator(edit))
+            edit.setPlaceholderText(tr("from the sensor preset"))
+            edit.setToolTip(tip)
+            form.addRow(label, edit)
+        self.tile_spin = QSpinBox(box)
         self.tile_spin.setRange(0, 8192)
         self.tile_spin.setSingleStep(64)
-        self.tile_spin.setSpecialValueText("model default")
-        form.addRow("Tile size", self.tile_spin)
-        self.keep_clear_check = QCheckBox("Keep clear pixels (fill only the clouds)", model_box)
-        form.addRow(self.keep_clear_check)
-        layout.addWidget(model_box)
+        self.tile_spin.setSpecialValueText(tr("model default"))
+        form.addRow(tr("Tile size"), self.tile_spin)
+        self.device_combo = self._narrow(QComboBox(box))
+        self.device_combo.addItem("auto", "auto")
+        self.device_combo.addItem("cpu", "cpu")
+        form.addRow(tr("Device"), self.device_combo)
+        self.device_label = QLabel("", box)
+        self.device_label.setWordWrap(True)
+        form.addRow(self.device_label)
+        self.extent_widget = QgsExtentWidget(box, QgsExtentWidget.CondensedStyle)
+        self.extent_widget.setNullValueAllowed(True, tr("Whole layer"))
+        self.extent_widget.clear()
+        self.extent_widget.setToolTip(tr("Process only this extent: the map canvas, a layer's extent or a "
+                                         "rectangle drawn on the map (the button beside it)."))
+        canvas = self.iface.mapCanvas() if self.iface is not None else None
+        if canvas is not None:
+            self.extent_widget.setMapCanvas(canvas)
+        form.addRow(tr("Extent"), self.extent_widget)
+        self.score_check = QCheckBox(tr("Add the cloud score"), box)
+        self.score_check.setToolTip(tr("A second layer: the cloud score, 0 = clear .. 1 = cloud."))
+        self.uncertainty_check = QCheckBox(tr("Add the uncertainty"), box)
+        self.uncertainty_check.setToolTip(tr("A third layer: the per-pixel spread of test-time augmentation "
+                                             "passes (implies them: slower)."))
+        self.tta_check = QCheckBox(tr("Test-time augmentation"), box)
+        self.tta_check.setToolTip(tr("Average flipped and rotated passes: slower, slightly better."))
+        for check in (self.score_check, self.uncertainty_check, self.tta_check):
+            form.addRow(check)
+        return box
 
-        # Output and run
-        run_box = QGroupBox("Run", body)
-        run_layout = QVBoxLayout(run_box)
-        out_row = QHBoxLayout()
-        out_row.addWidget(QLabel("Output", run_box))
-        self.output_file = QgsFileWidget(run_box)
+    def _build_run_box(self, body) -> QGroupBox:
+        box = QGroupBox(tr("Run"), body)
+        form = self._form(box)
+        self.output_file = QgsFileWidget(box)
         self.output_file.setStorageMode(QgsFileWidget.SaveFile)
         self.output_file.setFilter("GeoTIFF (*.tif)")
-        self.output_file.lineEdit().setPlaceholderText("[temporary file]")
-        out_row.addWidget(self.output_file)
-        run_layout.addLayout(out_row)
-        buttons = QHBoxLayout()
-        self.run_button = QPushButton("Run", run_box)
+        self.output_file.lineEdit().setPlaceholderText(tr("[temporary file]"))
+        form.addRow(tr("Output"), self.output_file)
+        buttons = QGridLayout()
+        self.run_button = QPushButton(tr("Run"), box)
         self.run_button.setObjectName("viserRunButton")
         self.run_button.clicked.connect(lambda: self.run(preview=False))
-        self.preview_button = QPushButton("Preview map extent", run_box)
-        self.preview_button.setToolTip("Process only what the map shows, into a temporary layer")
-        self.preview_button.clicked.connect(lambda: self.run(preview=True))
-        self.cancel_button = QPushButton("Cancel", run_box)
+        self.cancel_button = QPushButton(tr("Cancel"), box)
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
-        for button in (self.run_button, self.preview_button, self.cancel_button):
-            buttons.addWidget(button)
-        run_layout.addLayout(buttons)
-        self.progress_bar = QProgressBar(run_box)
+        self.preview_button = QPushButton(tr("Preview map extent"), box)
+        self.preview_button.setToolTip(tr("Process only what the map shows, into a temporary layer"))
+        self.preview_button.clicked.connect(lambda: self.run(preview=True))
+        buttons.addWidget(self.run_button, 0, 0)
+        buttons.addWidget(self.cancel_button, 0, 1)
+        buttons.addWidget(self.preview_button, 1, 0, 1, 2)
+        form.addRow(buttons)
+        self.progress_bar = QProgressBar(box)
         self.progress_bar.setRange(0, 100)
         self.progress_bar.setValue(0)
-        run_layout.addWidget(self.progress_bar)
-        self.status_label = QLabel("Ready.", run_box)
+        form.addRow(self.progress_bar)
+        self.status_label = QLabel(tr("Ready."), box)
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        run_layout.addWidget(self.status_label)
-        layout.addWidget(run_box)
+        form.addRow(self.status_label)
+        return box
 
-        # Dependencies
-        self.deps_box = QGroupBox("Dependencies", body)
+    def _build_deps_box(self, body) -> QGroupBox:
+        self.deps_box = QGroupBox(tr("Dependencies"), body)
         deps_layout = QVBoxLayout(self.deps_box)
         self.deps_label = QLabel("", self.deps_box)
         self.deps_label.setTextFormat(Qt.RichText)
         self.deps_label.setWordWrap(True)
         deps_layout.addWidget(self.deps_label)
-        deps_buttons = QHBoxLayout()
-        self.check_button = QPushButton("Check again", self.deps_box)
+        deps_buttons = QGridLayout()
+        self.check_button = QPushButton(tr("Check again"), self.deps_box)
         self.check_button.clicked.connect(self.refresh_dependencies)
-        self.install_button = QPushButton("Install PyTorch", self.deps_box)
+        self.install_button = QPushButton(tr("Install PyTorch"), self.deps_box)
         self.install_button.clicked.connect(self.install_torch)
-        self.cpu_only_check = QCheckBox("CPU build (smaller download)", self.deps_box)
+        self.cpu_only_check = QCheckBox(tr("CPU build (smaller download)"), self.deps_box)
         self.cpu_only_check.setChecked(True)
-        for widget in (self.check_button, self.install_button, self.cpu_only_check):
-            deps_buttons.addWidget(widget)
+        deps_buttons.addWidget(self.check_button, 0, 0)
+        deps_buttons.addWidget(self.install_button, 0, 1)
+        deps_buttons.addWidget(self.cpu_only_check, 1, 0, 1, 2)
         deps_layout.addLayout(deps_buttons)
         self.deps_log = QPlainTextEdit(self.deps_box)
         self.deps_log.setReadOnly(True)
         self.deps_log.setMaximumHeight(120)
         self.deps_log.setVisible(False)
         deps_layout.addWidget(self.deps_log)
-        layout.addWidget(self.deps_box)
-        layout.addStretch(1)
-
-        body.setMinimumWidth(340)
-        scroll = QScrollArea(self)
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(body)
-        scroll.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Expanding)
-        self.setWidget(scroll)
-        self._mode_changed(False)
+        return self.deps_box
 
     def _mode_changed(self, stack: bool):
         for widget in (self.layer_combo, self.layer_label):
@@ -276,11 +356,14 @@ class ViserDockWidget(QDockWidget):
             widget.setVisible(stack)
         self.keep_clear_check.setEnabled(True)
 
+    # ------------------------------------------------------------------------------ stack list
     def _refresh_stack_list(self, *args):
+        """List the rasters that can be dates (see ``usable_date``), keeping ticks and order."""
         checked = {item.data(Qt.UserRole) for item in self._stack_items() if item.checkState() == Qt.Checked}
         order = [item.data(Qt.UserRole) for item in self._stack_items()]
-        layers = [layer for layer in QgsProject.instance().mapLayers().values() if isinstance(layer, QgsRasterLayer)]
+        layers = [layer for layer in QgsProject.instance().mapLayers().values() if usable_date(layer)]
         layers.sort(key=lambda layer: (order.index(layer.id()) if layer.id() in order else len(order), layer.name()))
+        self.stack_list.blockSignals(True)
         self.stack_list.clear()
         for layer in layers:
             item = QListWidgetItem(layer.name())
@@ -289,6 +372,8 @@ class ViserDockWidget(QDockWidget):
             item.setFlags(item.flags() & ~Qt.ItemIsDropEnabled)
             item.setCheckState(Qt.Checked if layer.id() in checked else Qt.Unchecked)
             self.stack_list.addItem(item)
+        self.stack_list.blockSignals(False)
+        self.update_summary()
 
     def _stack_items(self) -> list[QListWidgetItem]:
         return [self.stack_list.item(i) for i in range(self.stack_list.count())]
@@ -298,6 +383,7 @@ class ViserDockWidget(QDockWidget):
         self._refresh_stack_list()
         ids = [layer.id() for layer in layers]
         items = {item.data(Qt.UserRole): item for item in self._stack_items()}
+        self.stack_list.blockSignals(True)
         for layer_id in reversed(ids):
             item = items[layer_id]
             row = self.stack_list.row(item)
@@ -305,32 +391,116 @@ class ViserDockWidget(QDockWidget):
             self.stack_list.insertItem(0, item)
         for item in self._stack_items():
             item.setCheckState(Qt.Checked if item.data(Qt.UserRole) in ids else Qt.Unchecked)
+        self.stack_list.blockSignals(False)
+        self.update_summary()
+
+    def ticked_stack(self) -> tuple[list[QgsRasterLayer], list[str]]:
+        """(the ticked dates that can be used, in order; the names of ticked ones that cannot and why)."""
+        project = QgsProject.instance()
+        layers, dropped = [], []
+        for item in self._stack_items():
+            if item.checkState() != Qt.Checked:
+                continue
+            layer = project.mapLayer(item.data(Qt.UserRole))
+            if layer is None:
+                dropped.append(tr("{name} (no longer in the project)").format(name=item.text()))
+            elif not usable_date(layer):
+                dropped.append(tr("{name} (not a valid raster file)").format(name=layer.name()))
+            else:
+                layers.append(layer)
+        return layers, dropped
 
     def stack_layers(self) -> list[QgsRasterLayer]:
-        project = QgsProject.instance()
-        layers = []
-        for item in self._stack_items():
-            if item.checkState() == Qt.Checked:
-                layer = project.mapLayer(item.data(Qt.UserRole))
-                if layer is not None:
-                    layers.append(layer)
-        return layers
+        return self.ticked_stack()[0]
 
-    def _layer_changed(self, *args):
-        """Say what the engine makes of the selected raster (sensor, bands), when it can."""
-        layer = self.layer_combo.currentLayer() if not self.stack_check.isChecked() else None
-        if layer is None or self.report is None or self.report.missing:
-            self.input_info.setText("")
-            self.input_info.setToolTip("")
+    # ----------------------------------------------------------------------------- the summary
+    def _connect_summary(self):
+        """The input summary follows every change that alters what a run would do."""
+        for signal in (self.layer_combo.layerChanged, self.sensor_combo.currentTextChanged,
+                       self.model_combo.currentTextChanged, self.model_file.fileChanged,
+                       self.bands_edit.textChanged, self.scale_edit.textChanged, self.offset_edit.textChanged,
+                       self.stack_check.toggled, self.stack_list.itemChanged):
+            signal.connect(self.update_summary)
+        self.stack_list.model().rowsMoved.connect(self.update_summary)
+        self.layer_combo.layerChanged.connect(self._layer_kind_changed)
+        self.stack_list.itemChanged.connect(self._layer_kind_changed)
+        self.stack_list.model().rowsMoved.connect(self._layer_kind_changed)
+        self._layer_kind_changed()
+
+    def input_layers(self) -> list[QgsRasterLayer]:
+        if self.stack_check.isChecked():
+            return self.stack_layers()
+        layer = self.layer_combo.currentLayer()
+        return [layer] if layer is not None else []
+
+    def _layer_kind_changed(self, *args):
+        """Keep a Bands override with the kind of raster it was typed for (band count and data type):
+        it comes back for a raster of the same kind, and a raster of another kind starts empty."""
+        layers = self.input_layers()
+        kind = layer_kind(layers[0]) if layers else None
+        if kind == self._bands_kind:
             return
+        if self._bands_kind is not None:
+            self.settings.setValue(bands_key(self._bands_kind), self.bands_edit.text())
+        self._bands_kind = kind
+        self.bands_edit.setText(self.settings.value(bands_key(kind), "") or "" if kind else "")
+
+    def update_summary(self, *args) -> dict | None:
+        """Say whether the input can be processed, and with which model and bands (``core.pipeline.plan``)."""
+        self.last_plan = None
+        layers = self.input_layers()
+        if self.stack_check.isChecked():
+            dropped = self.ticked_stack()[1]
+            if not layers:
+                return self._summary(False, tr("Tick the dates of the stack (the first ticked one is the "
+                                               "reference)."), dropped)
+        else:
+            dropped = []
+            if not layers:
+                return self._summary(False, tr("Choose a raster layer."))
+        problem = next((why for layer in layers if (why := layer_problem(layer))), None)
+        if problem:
+            return self._summary(False, problem, dropped)
         try:
-            pipeline = engine.core_module("pipeline")
-            info = pipeline.describe_input(layer.source().split("|")[0], sensor=self.sensor_combo.currentText())
-        except Exception as exc:  # noqa: BLE001 - informative only
-            self.input_info.setText(f"<span style='color:#a33'>{exc}</span>")
-            return
-        self.input_info.setText(describe_text(info))
-        self.input_info.setToolTip(engine.processing_message(str(info.get("reason") or "")))
+            request = self.plan_request(layers)
+            plan = engine.run_engine(engine.core_module("pipeline").plan, request)
+        except (ValueError, QgsProcessingException) as exc:
+            return self._summary(False, dock_message(str(exc)), dropped)
+        self.last_plan = plan
+        return self._summary(True, plan_text(plan), dropped)
+
+    def plan_request(self, layers: list[QgsRasterLayer]):
+        pipeline = engine.core_module("pipeline")
+        return pipeline.CloudRemovalRequest(
+            inputs=[layer.source().split("|")[0] for layer in layers], output=None,
+            model=self.model_file.filePath() or (None if self.model_combo.currentText() == AUTO_MODEL
+                                                 else self.model_combo.currentText()),
+            sensor=self.sensor_combo.currentText(), bands=parse_bands(self.bands_edit.text()) or None,
+            scale=parse_number(self.scale_edit.text(), tr("Scale")),
+            offset=parse_number(self.offset_edit.text(), tr("Offset")),
+        )
+
+    def _summary(self, ok: bool, text: str, dropped: list[str] | None = None) -> dict | None:
+        head = tr("Ready to run") if ok else tr("Cannot run yet")
+        colour = "#2a7a2a" if ok else "#a33"
+        html = f"<b style='color:{colour}'>{escape(head)}</b>: {escape(text)}"
+        if dropped:
+            html += "<br><span style='color:#a60'>" + escape(
+                tr("Left out of the stack: {names}.").format(names=", ".join(dropped))) + "</span>"
+        self.input_info.setText(html)
+        self.style_input_button.setEnabled(ok)
+        return self.last_plan
+
+    def style_input(self) -> bool:
+        """Give the input (the reference date) the result's true-colour style, with the model's bands."""
+        layers = self.input_layers()
+        plan = self.last_plan or self.update_summary()
+        if not layers or not plan:
+            return False
+        names = plan["model_bands"]
+        rgb = tuple(plan["bands"][names.index(colour)] for colour in ("red", "green", "blue") if colour in names)
+        style.apply_true_colour(layers[0], rgb if len(rgb) == 3 else None)
+        return True
 
     # -------------------------------------------------------------------------------- settings
     def _restore_settings(self):
@@ -338,7 +508,6 @@ class ViserDockWidget(QDockWidget):
         self._set_combo(self.sensor_combo, s.value(SETTINGS_PREFIX + "sensor", "auto"))
         self._set_combo(self.model_combo, s.value(SETTINGS_PREFIX + "model", AUTO_MODEL))
         self.model_file.setFilePath(s.value(SETTINGS_PREFIX + "model_file", "") or "")
-        self.bands_edit.setText(s.value(SETTINGS_PREFIX + "bands", "") or "")
         self.tile_spin.setValue(int(s.value(SETTINGS_PREFIX + "tile_size", 0) or 0))
         self.keep_clear_check.setChecked(str(s.value(SETTINGS_PREFIX + "keep_clear", "false")).lower() == "true")
         self._saved_device = s.value(SETTINGS_PREFIX + "device", "auto") or "auto"
@@ -348,7 +517,8 @@ class ViserDockWidget(QDockWidget):
         s.setValue(SETTINGS_PREFIX + "sensor", self.sensor_combo.currentText())
         s.setValue(SETTINGS_PREFIX + "model", self.model_combo.currentText())
         s.setValue(SETTINGS_PREFIX + "model_file", self.model_file.filePath())
-        s.setValue(SETTINGS_PREFIX + "bands", self.bands_edit.text())
+        if self._bands_kind is not None:
+            s.setValue(bands_key(self._bands_kind), self.bands_edit.text())
         s.setValue(SETTINGS_PREFIX + "tile_size", self.tile_spin.value())
         s.setValue(SETTINGS_PREFIX + "keep_clear", "true" if self.keep_clear_check.isChecked() else "false")
         s.setValue(SETTINGS_PREFIX + "device", self.device_combo.currentData() or "auto")
@@ -371,37 +541,55 @@ class ViserDockWidget(QDockWidget):
         bands = parse_bands(self.bands_edit.text())
         if bands:
             params["BANDS"] = bands
+        for key, edit, label in (("SCALE", self.scale_edit, tr("Scale")), ("OFFSET", self.offset_edit, tr("Offset"))):
+            value = parse_number(edit.text(), label)
+            if value is not None:
+                params[key] = value
         if self.model_file.filePath():
             params["MODEL_FILE"] = self.model_file.filePath()
         if self.tile_spin.value() > 0:
             params["TILE_SIZE"] = self.tile_spin.value()
+        if self.tta_check.isChecked():
+            params["TTA"] = True
         output = self.output_file.filePath().strip()
         params["OUTPUT"] = TEMPORARY_OUTPUT if (preview or not output) else output
+        for key, check, suffix in (("SCORE", self.score_check, "score"),
+                                   ("UNCERTAINTY", self.uncertainty_check, "uncertainty")):
+            if check.isChecked():
+                params[key] = sibling_path(params["OUTPUT"], suffix)
         if self.stack_check.isChecked():
-            layers = self.stack_layers()
+            layers, dropped = self.ticked_stack()
             if not layers:
-                raise ValueError("Tick the dates of the stack (the first ticked one is the reference).")
+                raise ValueError(tr("Tick the dates of the stack (the first ticked one is the reference)."))
             params["INPUTS"] = [layer.id() for layer in layers]
-            name = f"{layers[0].name()} cloud-free ({len(layers)} dates)"
+            name = naming.stack_result_name([layer.name() for layer in layers])
             algorithm_id = "viser:removecloudsstack"
+            self._dropped = dropped
         else:
             layer = self.layer_combo.currentLayer()
             if layer is None:
-                raise ValueError("Choose a raster layer.")
+                raise ValueError(tr("Choose a raster layer."))
             params["INPUT"] = layer.id()
-            name = f"{layer.name()} cloud-free"
+            name = naming.result_name(layer.name())
             algorithm_id = "viser:removeclouds"
+            self._dropped = []
+        extent = self.extent_parameter(preview)
+        if extent:
+            params["EXTENT"] = extent
+        if preview:
+            name += tr(" (preview)")
+        return algorithm_id, params, name
+
+    def extent_parameter(self, preview: bool) -> str | None:
+        """The EXTENT value: the map canvas for a preview, else the Advanced extent (none = whole layer)."""
         if preview:
             canvas = self.iface.mapCanvas() if self.iface is not None else None
             if canvas is None:
-                raise ValueError("There is no map canvas to take the extent from.")
-            extent = canvas.extent()
-            crs = canvas.mapSettings().destinationCrs()
-            params["EXTENT"] = (
-                f"{extent.xMinimum()},{extent.xMaximum()},{extent.yMinimum()},{extent.yMaximum()} [{crs.authid()}]"
-            )
-            name += " (preview)"
-        return algorithm_id, params, name
+                raise ValueError(tr("There is no map canvas to take the extent from."))
+            return extent_text(canvas.extent(), canvas.mapSettings().destinationCrs())
+        if self.extent_widget.isValid() and not self.extent_widget.outputExtent().isNull():
+            return extent_text(self.extent_widget.outputExtent(), self.extent_widget.outputCrs())
+        return None
 
     def run(self, preview: bool = False) -> bool:
         if self.current is not None:
@@ -413,8 +601,8 @@ class ViserDockWidget(QDockWidget):
             return False
         algorithm = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)
         if algorithm is None:
-            self._status(f"The Processing algorithm {algorithm_id} is not registered (is the plugin loaded?).",
-                         error=True)
+            self._status(tr("The Processing algorithm {id} is not registered (is the plugin loaded?).").format(
+                id=algorithm_id), error=True)
             return False
         self.save_settings()
         context = QgsProcessingContext()
@@ -432,14 +620,18 @@ class ViserDockWidget(QDockWidget):
         # A task cancelled before it started ends without "executed": finish it from taskTerminated.
         task.taskTerminated.connect(on_terminated)
         self._set_running(True)
-        self._status("Running…" if not preview else "Running on the map extent…")
+        status = tr("Running…") if not preview else tr("Running on the map extent…")
+        if self._dropped:
+            status += " " + tr("Left out of the stack: {names}.").format(names=", ".join(self._dropped))
+            self._warn(status)
+        self._status(status)
         QgsApplication.taskManager().addTask(task)
         return True
 
     def cancel(self):
         if self.current is None:
             return
-        self._status("Cancelling…")
+        self._status(tr("Cancelling…"))
         self.current.feedback.cancel()
         self.current.task.cancel()
 
@@ -458,24 +650,32 @@ class ViserDockWidget(QDockWidget):
         self.last_result = dict(results or {})
         if not successful or run.feedback.isCanceled():
             if run.feedback.isCanceled():
-                self._status("Cancelled: nothing was written.")
+                self._status(tr("Cancelled: nothing was written."))
             else:
-                message = run.feedback.errors[-1] if run.feedback.errors else "The run failed (see the log)."
+                message = run.feedback.errors[-1] if run.feedback.errors else tr("The run failed (see the log).")
                 self._status(message, error=True)
             self.progress_bar.setValue(0)
             self.run_finished.emit(False)
             return
-        layer = QgsRasterLayer(str(results.get("OUTPUT")), run.layer_name)
-        if not layer.isValid():
-            self._status(f"The output {results.get('OUTPUT')} cannot be opened.", error=True)
-            self.run_finished.emit(False)
-            return
-        style.apply_true_colour(layer)
-        QgsProject.instance().addMapLayer(layer)
-        self.last_layer = layer
-        done = f"Done: {run.layer_name}"
+        layers = []
+        for key, name in (("UNCERTAINTY", tr("{name} uncertainty")), ("SCORE", tr("{name} cloud score")),
+                          ("OUTPUT", "{name}")):
+            if results.get(key):
+                layer = QgsRasterLayer(str(results[key]), name.format(name=run.layer_name))
+                if not layer.isValid():
+                    self._status(tr("The output {path} cannot be opened.").format(path=results[key]), error=True)
+                    self.run_finished.emit(False)
+                    return
+                layers.append(layer)
+        for layer in layers:  # the cloud-free result ends on top
+            style.apply_true_colour(layer)
+            add_on_top(layer)
+        self.last_layer = layers[-1]
+        self._refresh_stack_list()
+        done = tr("Done: {name}").format(name=run.layer_name)
         if results.get("USED_MODEL"):
-            done += f" (model {results.get('USED_MODEL')} on {results.get('USED_DEVICE')})"
+            done += " " + tr("(model {model} on {device})").format(model=results.get("USED_MODEL"),
+                                                                   device=results.get("USED_DEVICE"))
         self._status(done + ".")
         self.progress_bar.setValue(100)
         self.run_finished.emit(True)
@@ -490,7 +690,11 @@ class ViserDockWidget(QDockWidget):
     def _status(self, text: str, error: bool = False):
         self.status_label.setText(text)
         self.status_label.setStyleSheet("color: #a33;" if error else "")
-        if error and self.iface is not None and self.iface.messageBar() is not None:
+        if error:
+            self._warn(text)
+
+    def _warn(self, text: str):
+        if self.iface is not None and self.iface.messageBar() is not None:
             self.iface.messageBar().pushMessage("VISER-CR", text, Qgis.Warning, 8)
 
     # ---------------------------------------------------------------------------- dependencies
@@ -503,9 +707,10 @@ class ViserDockWidget(QDockWidget):
         note = ""
         if missing:
             note = (
-                "<p style='color:#a33'>Missing: " + ", ".join(d.module for d in missing) + ". "
-                "<b>Install PyTorch</b> runs pip into this QGIS profile's Python folder "
-                f"({deps.profile_python_dir()}); restart QGIS afterwards.</p>"
+                "<p style='color:#a33'>" + escape(tr(
+                    "Missing: {names}. Install PyTorch runs pip into this QGIS profile's Python folder ({folder}); "
+                    "restart QGIS afterwards.").format(names=", ".join(d.module for d in missing),
+                                                       folder=deps.profile_python_dir())) + "</p>"
             )
         self.deps_label.setText(f"<table>{rows}</table>{note}")
         self.install_button.setVisible(bool(missing))
@@ -520,10 +725,10 @@ class ViserDockWidget(QDockWidget):
         index = self.device_combo.findData(current)
         self.device_combo.setCurrentIndex(max(index, 0))
         if not self.report.dependencies[0].found:
-            self.device_label.setText("PyTorch is missing (see Dependencies)")
+            self.device_label.setText(tr("PyTorch is missing (see Dependencies)"))
         else:
             self.device_label.setText(self.report.torch_device or "CPU")
-        self._layer_changed()
+        self.update_summary()
         return self.report
 
     def install_command(self) -> list[str]:
@@ -548,10 +753,11 @@ class ViserDockWidget(QDockWidget):
         task, self.install_task = self.install_task, None
         self.install_button.setEnabled(True)
         if ok:
-            self.deps_log.appendPlainText("PyTorch installed. Restart QGIS if the algorithms still miss it.")
+            self.deps_log.appendPlainText(tr("PyTorch installed. Restart QGIS if the algorithms still miss it."))
         else:
             error = task.error if task is not None else ""
-            self.deps_log.appendPlainText(f"pip failed (exit {getattr(task, 'returncode', None)}). {error}")
+            self.deps_log.appendPlainText(tr("pip failed (exit {code}). {error}").format(
+                code=getattr(task, "returncode", None), error=error))
         self.refresh_dependencies()
 
     # -------------------------------------------------------------------------------- shutdown
@@ -589,20 +795,84 @@ def parse_bands(text: str) -> list[int]:
     return bands
 
 
-def describe_text(info: dict) -> str:
-    """A short summary of ``core.pipeline.describe_input``'s dictionary (the reason goes in a tooltip)."""
-    if not isinstance(info, dict):
-        return str(info)
-    size = f"{info.get('width')}x{info.get('height')} px, {info.get('count')} bands {info.get('dtype') or ''}".strip()
-    if info.get("error"):
-        return f"{size}. {engine.processing_message(str(info['error']))}"
-    parts = [size]
-    if info.get("sensor"):
-        parts.append(f"sensor {info['sensor']}")
-    bands = info.get("bands")
-    if isinstance(bands, dict) and bands:
-        shown = {k: bands[k] for k in ("red", "green", "blue", "nir") if k in bands} or bands
-        parts.append(", ".join(f"{name}={index}" for name, index in shown.items()))
-    if info.get("model"):
-        parts.append(f"model {info['model']}")
-    return " · ".join(parts)
+def dock_field_names() -> dict[str, str]:
+    return {"SENSOR": tr("Sensor"), "BANDS": tr("Bands"), "SCALE": tr("Scale (Advanced)"),
+            "OFFSET": tr("Offset (Advanced)"), "MODEL_FILE": tr("Model file"), "TILE_SIZE": tr("Tile size (Advanced)"),
+            "KEEP_CLEAR": tr("Keep clear pixels"), "DEVICE": tr("Device (Advanced)")}
+
+
+def dock_message(text: str) -> str:
+    """Engine advice in the dock's words: 'SENSOR landsat-c2l2 ... SCALE S OFFSET O' names the dock's fields."""
+    names = dock_field_names()
+    return re.sub(r"\b(" + "|".join(names) + r")\b", lambda match: names[match.group(1)], text)
+
+
+def parse_number(text: str, label: str) -> float | None:
+    """'' -> None (the sensor preset's value); '0,5' or '0.5' -> 0.5; else ValueError naming the field."""
+    text = (text or "").strip().replace(",", ".")
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(tr("{label}: '{text}' is not a number.").format(label=label, text=text)) from None
+
+
+def layer_kind(layer: QgsRasterLayer) -> str:
+    """What a band override depends on: the band count and the data type ('13xUInt16')."""
+    provider = layer.dataProvider() if layer.isValid() else None
+    dtype = provider.dataType(1) if provider is not None and layer.bandCount() else 0
+    return f"{layer.bandCount()}x{int(dtype)}"
+
+
+def bands_key(kind: str) -> str:
+    return f"{SETTINGS_PREFIX}bands/{kind}"
+
+
+def layer_problem(layer: QgsRasterLayer) -> str | None:
+    """Why the dock cannot process ``layer`` at all, or None."""
+    if not layer.isValid():
+        return tr("the layer '{name}' is not valid (its file cannot be read).").format(name=layer.name())
+    if layer.providerType() != "gdal":
+        return tr("the layer '{name}' comes from the '{provider}' provider; VISER-CR reads raster files. Save it "
+                  "as a GeoTIFF first.").format(name=layer.name(), provider=layer.providerType())
+    return None
+
+
+def usable_date(layer) -> bool:
+    """A raster the stack can take: a valid raster file with 3 bands or more that the plugin did not write."""
+    return (isinstance(layer, QgsRasterLayer) and layer_problem(layer) is None and layer.bandCount() >= 3
+            and not style.is_result(layer))
+
+
+def plan_text(plan: dict) -> str:
+    """'sensor s2-l1c · bands 4, 3, 2, 8 (red, green, blue, nir) · model viser-cr-s-rgbn. The input has ...'"""
+    text = tr("sensor {sensor} · bands {bands} ({names}) · model {model}").format(
+        sensor=plan["sensor"], bands=", ".join(map(str, plan["bands"])), names=", ".join(plan["model_bands"]),
+        model=plan["model"])
+    if plan.get("dates", 1) > 1:
+        text = tr("{count} dates · ").format(count=plan["dates"]) + text
+    text += "."
+    if plan["dropped"]:
+        text += " " + dropped_bands_text(plan)
+    return text
+
+
+def extent_text(extent, crs) -> str:
+    return f"{extent.xMinimum()},{extent.xMaximum()},{extent.yMinimum()},{extent.yMaximum()} [{crs.authid()}]"
+
+
+def sibling_path(output: str, suffix: str) -> str:
+    """'out.tif' -> 'out_score.tif'; a temporary output gets temporary siblings."""
+    if output == TEMPORARY_OUTPUT:
+        return TEMPORARY_OUTPUT
+    path = Path(output)
+    return str(path.with_name(f"{path.stem}_{suffix}{path.suffix or '.tif'}"))
+
+
+def add_on_top(layer: QgsRasterLayer) -> None:
+    """Add a result to the project at the top of the layer tree (not under the selected layer)."""
+    project = QgsProject.instance()
+    style.mark_result(layer)
+    project.addMapLayer(layer, False)
+    project.layerTreeRoot().insertLayer(0, layer)

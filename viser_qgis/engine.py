@@ -16,8 +16,9 @@ from typing import Any
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from . import deps
+from .i18n import tr
 
-CANCELLED_MESSAGE = "Cancelled by the user: nothing was written."
+CANCELLED_MESSAGE = "Cancelled by the user: nothing was written."  # shown through tr()
 PLUGIN_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -37,10 +38,10 @@ def core_module(name: str):
         missing = deps.missing_modules()
         if missing:
             raise QgsProcessingException(deps.missing_message(missing)) from exc
-        raise QgsProcessingException(
-            f"The VISER-CR engine module core.{name} cannot be imported ({exc}). "
-            "Reinstall the plugin; if it persists, report it with this message."
-        ) from exc
+        raise QgsProcessingException(tr(
+            "The VISER-CR engine module core.{name} cannot be imported ({error}). Reinstall the plugin; if it "
+            "persists, report it with this message."
+        ).format(name=name, error=exc)) from exc
 
 
 class FeedbackCallbacks:
@@ -90,10 +91,10 @@ def run_engine(function: Callable[..., Any], *args, feedback: QgsProcessingFeedb
     try:
         return function(*args, **kwargs)
     except errors.Cancelled as exc:
-        raise QgsProcessingException(CANCELLED_MESSAGE) from exc
+        raise QgsProcessingException(tr(CANCELLED_MESSAGE)) from exc
     except errors.ViserError as exc:
         if feedback is not None and feedback.isCanceled():
-            raise QgsProcessingException(CANCELLED_MESSAGE) from exc
+            raise QgsProcessingException(tr(CANCELLED_MESSAGE)) from exc
         raise QgsProcessingException(processing_message(str(exc))) from exc
     except ImportError as exc:
         missing = deps.missing_modules()

@@ -1,5 +1,8 @@
 """The QGIS plugin: registers the Processing provider and, in the desktop GUI, the dock widget.
 
+The dock's action sits in the Raster menu (Raster > VISER-CR > Cloud removal panel) and on the
+Raster toolbar, as the plugin's category (Raster) says.
+
 qgis_process calls ``classFactory(None)`` and then only ``initProcessing()``; the desktop calls
 ``initGui()``. ``unload()`` removes everything both added, so a plugin reload leaves nothing behind.
 """
@@ -11,10 +14,12 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
+from . import i18n
 from .algorithm_base import ICON_PATH
+from .i18n import tr
 from .provider import ViserProvider
 
-MENU = "&VISER-CR cloud removal"
+MENU = "&VISER-CR"  # the submenu of the Raster menu
 
 
 class ViserCrPlugin:
@@ -23,6 +28,7 @@ class ViserCrPlugin:
         self.provider: ViserProvider | None = None
         self.action: QAction | None = None
         self.dock = None
+        self.translator = i18n.install_translator()
 
     # ------------------------------------------------------------------------------- Processing
     def initProcessing(self):  # noqa: N802
@@ -38,13 +44,13 @@ class ViserCrPlugin:
         self.initProcessing()
         if self.iface is None:
             return
-        self.action = QAction(QIcon(str(ICON_PATH)), "VISER-CR cloud removal", self.iface.mainWindow())
+        self.action = QAction(QIcon(str(ICON_PATH)), tr("Cloud removal panel"), self.iface.mainWindow())
         self.action.setObjectName("viserCrDockAction")
         self.action.setCheckable(True)
-        self.action.setToolTip("Show the VISER-CR cloud removal panel")
+        self.action.setToolTip(tr("Show the VISER-CR cloud removal panel"))
         self.action.toggled.connect(self.show_dock)
-        self.iface.addPluginToMenu(MENU, self.action)
-        self.iface.addToolBarIcon(self.action)
+        self.iface.addPluginToRasterMenu(MENU, self.action)
+        self.iface.addRasterToolBarIcon(self.action)
 
     def show_dock(self, visible: bool = True):
         if self.iface is None:
@@ -88,12 +94,12 @@ class ViserCrPlugin:
                 self.action.toggled.disconnect(self.show_dock)
             except TypeError:
                 pass
-            remove_menu = getattr(self.iface, "removePluginMenu", None)
-            if remove_menu is not None:
-                remove_menu(MENU, self.action)
-            self.iface.removeToolBarIcon(self.action)
+            self.iface.removePluginRasterMenu(MENU, self.action)
+            self.iface.removeRasterToolBarIcon(self.action)
             self.action.deleteLater()
             self.action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        i18n.remove_translator(self.translator)
+        self.translator = None

@@ -6,9 +6,10 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithm_base import ICON_PATH
+from .i18n import tr
 
 PROVIDER_ID = "viser"
-PROVIDER_NAME = "VISER-CR cloud removal"
+PROVIDER_NAME = "VISER-CR cloud removal"  # translated by name()
 
 
 class ViserProvider(QgsProcessingProvider):
@@ -16,10 +17,10 @@ class ViserProvider(QgsProcessingProvider):
         return PROVIDER_ID
 
     def name(self):
-        return PROVIDER_NAME
+        return tr(PROVIDER_NAME)
 
     def longName(self):  # noqa: N802
-        return f"{PROVIDER_NAME} ({_plugin_version()})"
+        return f"{self.name()} ({_plugin_version()})"
 
     def icon(self):
         return QIcon(str(ICON_PATH))

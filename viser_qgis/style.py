@@ -1,4 +1,5 @@
-"""Display styles for the outputs: a true-colour composite stretched on the 2-98 % cumulative cut.
+"""Display styles: a true-colour composite stretched on QGIS's 2-98 % cumulative count cut, for the
+outputs and, on request, for the input (so that before and after compare by toggling one layer).
 
 Main thread only (it touches layers that are in, or about to be in, the project).
 """
@@ -10,11 +11,11 @@ from qgis.core import (
     QgsMultiBandColorRenderer,
     QgsProcessingLayerPostProcessorInterface,
     QgsRasterLayer,
+    QgsRasterMinMaxOrigin,
     QgsSingleBandGrayRenderer,
 )
 
-CUT = (0.02, 0.98)
-SAMPLE = 250_000
+SAMPLE = 250_000  # pixels read for the cumulative cut
 
 
 def band_descriptions(layer: QgsRasterLayer) -> list[str]:
@@ -48,36 +49,31 @@ def true_colour_bands(layer: QgsRasterLayer) -> tuple[int, int, int] | None:
     return 1, 2, 3
 
 
-def _stretch(layer: QgsRasterLayer, band: int) -> QgsContrastEnhancement:
-    provider = layer.dataProvider()
-    enhancement = QgsContrastEnhancement(provider.dataType(band))
-    low, high = provider.cumulativeCut(band, CUT[0], CUT[1], layer.extent(), SAMPLE)
-    if not (high > low):
-        stats = provider.bandStatistics(band)
-        low, high = stats.minimumValue, stats.maximumValue
-    enhancement.setMinimumValue(low)
-    enhancement.setMaximumValue(high if high > low else low + 1)
-    enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
-    return enhancement
-
-
-def apply_true_colour(layer: QgsRasterLayer) -> None:
-    """Give a cloud-free raster a true-colour style, a single-band one (score) a grey stretch."""
+def apply_true_colour(layer: QgsRasterLayer, bands: tuple[int, int, int] | None = None) -> None:
+    """A true-colour composite (a grey one for a single band), stretched on QGIS's cumulative count cut
+    (2-98 %, QGIS's default), as the layer style panel would set it. ``bands``: the red, green and blue
+    band numbers (default: from the band descriptions, else 1, 2, 3)."""
     if layer is None or not layer.isValid():
         return
     provider = layer.dataProvider()
-    bands = true_colour_bands(layer)
+    bands = bands or true_colour_bands(layer)
     if bands is None:
-        renderer = QgsSingleBandGrayRenderer(provider, 1)
-        renderer.setContrastEnhancement(_stretch(layer, 1))
+        layer.setRenderer(QgsSingleBandGrayRenderer(provider, 1))
     else:
-        renderer = QgsMultiBandColorRenderer(provider, *bands)
-        renderer.setRedContrastEnhancement(_stretch(layer, bands[0]))
-        renderer.setGreenContrastEnhancement(_stretch(layer, bands[1]))
-        renderer.setBlueContrastEnhancement(_stretch(layer, bands[2]))
-    layer.setRenderer(renderer)
+        layer.setRenderer(QgsMultiBandColorRenderer(provider, *bands))
+    layer.setContrastEnhancement(QgsContrastEnhancement.StretchToMinimumMaximum,
+                                 QgsRasterMinMaxOrigin.CumulativeCut, layer.extent(), SAMPLE)
     layer.setCustomProperty("viser_cr/style", "true-colour" if bands else "grey")
     layer.triggerRepaint()
+
+
+def mark_result(layer: QgsRasterLayer) -> None:
+    """Flag a layer the plugin wrote: the dock does not offer it as an input date."""
+    layer.setCustomProperty("viser_cr/result", True)
+
+
+def is_result(layer: QgsRasterLayer) -> bool:
+    return str(layer.customProperty("viser_cr/result", False)).lower() == "true"
 
 
 class TrueColourPostProcessor(QgsProcessingLayerPostProcessorInterface):
@@ -92,6 +88,7 @@ class TrueColourPostProcessor(QgsProcessingLayerPostProcessorInterface):
             if self.name:
                 layer.setName(self.name)
             apply_true_colour(layer)
+            mark_result(layer)
 
 
 # PyQGIS does not keep Python post-processors alive: hold them here.

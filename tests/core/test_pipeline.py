@@ -326,6 +326,17 @@ def test_cog_output(tiny_models_dir, s2_path, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "s2.tif", "score.tif"]
 
 
+@pytest.mark.parametrize("compress", ["LZW", "ZSTD"])
+def test_cog_output_honours_creation_options(tiny_models_dir, s2_path, tmp_path, compress):
+    out, score = tmp_path / "out.tif", tmp_path / "score.tif"
+    remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, cog=True, score_output=score,
+                                      creation_options={"compress": compress}))
+    for path in (out, score):
+        with rasterio.open(path) as dst:
+            assert dst.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+            assert dst.compression.name.upper() == compress
+
+
 def test_bounds_sub_window(fake_model, tiny_models_dir, s2_path, tmp_path):
     fake_model()
     with rasterio.open(s2_path) as src:
@@ -420,3 +431,15 @@ def test_core_never_imports_qgis_or_training():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
     assert pipeline.__name__ == "viser_cr.core.pipeline"
+
+
+def test_plan_says_model_bands_and_dropped_bands_without_running(tiny_models_dir, s2_path, fixtures_dir):
+    from viser_cr.core.pipeline import plan
+
+    info = plan(CloudRemovalRequest([s2_path], None, models_dir=tiny_models_dir))
+    assert info["sensor"] == "s2-l1c" and info["bands"] == [4, 3, 2, 8] and info["count"] == 13
+    assert info["model_bands"] == ["red", "green", "blue", "nir"] and len(info["dropped"]) == 9
+    info = plan(CloudRemovalRequest([s2_path], None, model="tiny-rgb", models_dir=tiny_models_dir))
+    assert info["model"] == "tiny-rgb" and info["bands"] == [4, 3, 2]
+    with pytest.raises(ViserError, match="band"):
+        plan(CloudRemovalRequest([s2_path], None, bands=[1], models_dir=tiny_models_dir))

@@ -65,3 +65,17 @@ def make_wheel(directory: Path, name: str, version: str, requires: tuple[str, ..
         for path, text in files.items():
             archive.writestr(path, text)
     return wheel
+
+
+class RecordingIface:
+    """The parts of QgisInterface that the plugin's GUI uses, recording the menu and toolbar calls."""
+
+    def __init__(self, iface):
+        self.iface, self.calls = iface, []
+
+    def __getattr__(self, name):
+        if name in ("addPluginToRasterMenu", "removePluginRasterMenu", "addRasterToolBarIcon",
+                    "removeRasterToolBarIcon", "addPluginToMenu", "addToolBarIcon", "removePluginMenu",
+                    "removeToolBarIcon"):
+            return lambda *args: self.calls.append((name, *args))
+        return getattr(self.iface, name)

@@ -24,10 +24,12 @@ SIZE = (1400, 860)
 
 
 def take(output: Path, layer: Path | None = None, model_file: str | None = None, timeout: float = 150,
-         keep: bool = False, run: bool = False) -> dict:
+         keep: bool = False, run: bool = False, code: Path = CODE) -> dict:
     """Write the screenshot to ``output``; returns what the in-QGIS script reported.
 
     ``run``: press the dock's Run (with ``model_file``) and grab once the background task is done.
+    ``code``: the script QGIS runs (default data/screenshot_code.py; data/toolbox_dialog_code.py runs
+    the Processing Toolbox dialog instead).
     """
     if shutil.which("xvfb-run") is None or not Path("/usr/bin/qgis").exists():
         raise RuntimeError("needs xvfb-run and /usr/bin/qgis (make apt)")
@@ -64,7 +66,7 @@ def take(output: Path, layer: Path | None = None, model_file: str | None = None,
         cmd = [
             "xvfb-run", "-a", "-s", f"-screen 0 {SIZE[0]}x{SIZE[1]}x24",
             "/usr/bin/qgis", "--profiles-path", str(root), "--profile", "viser",
-            "--nologo", "--noversioncheck", "--code", str(CODE),
+            "--nologo", "--noversioncheck", "--code", str(code),
         ]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=root)
         if not output.exists():

@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from qgis_testlib import REPO
+from qgis_testlib import DATA, REPO
 
 sys.path.insert(0, str(REPO / "viser_qgis" / "tools"))
 import package_plugin  # noqa: E402
@@ -82,3 +82,17 @@ def test_real_qgis_desktop_dock_runs(tmp_path, tiny_rgbn):
     assert image.width() >= 1200 and image.height() >= 700
     committed = Path(REPO / "docs" / "screenshot-dock.png")
     assert committed.exists(), "run make screenshot and commit docs/screenshot-dock.png"
+
+
+@pytest.mark.slow
+def test_real_qgis_desktop_toolbox_dialog_loads_the_result(tmp_path, tiny_rgbn):
+    """Real QGIS desktop under Xvfb: the Processing dialog of viser:removeclouds, Run pressed, adds the
+    result to the project (named and styled) as "Open output file after running algorithm" asks."""
+    import screenshot
+
+    facts = screenshot.take(tmp_path / "toolbox.png", model_file=tiny_rgbn, code=DATA / "toolbox_dialog_code.py")
+    assert facts.get("dialog") == "True" and facts.get("run_ok") == "True", facts
+    assert facts.get("platform") == "desktop", facts
+    assert facts.get("layers") == "cloudy|cloudy cloud-free", facts
+    assert "true-colour" in facts.get("styled", ""), facts
+

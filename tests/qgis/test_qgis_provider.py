@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from qgis.core import QgsApplication, QgsProcessingParameterDefinition
+from qgis_testlib import RecordingIface
 
 ALGORITHMS = {
     "viser:removeclouds": {
@@ -84,7 +85,7 @@ def test_plugin_gui_load_unload(viser_plugin, qgis_iface):
         before = {p.id() for p in registry.providers()}
         assert "viser" not in before
         for _ in range(2):
-            plugin = classFactory(qgis_iface)
+            plugin = classFactory(RecordingIface(qgis_iface))  # pytest-qgis's iface has no Raster menu
             plugin.initGui()
             assert registry.providerById("viser") is plugin.provider
             assert plugin.action is not None

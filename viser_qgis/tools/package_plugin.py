@@ -5,7 +5,7 @@
 The zip holds one top folder ``viser_cr`` with what QGIS needs at run time (the root
 ``__init__.py``, ``metadata.txt``, ``LICENSE``, ``README.md``, ``core/``, ``viser_qgis/`` without
 this ``tools/`` folder, ``resources/``): files tracked by git or new and not ignored, never
-``__pycache__`` or ``.pyc``. Checks: one top folder, LICENSE and the required metadata fields,
+``__pycache__`` or ``.pyc``; ``i18n/`` (the translation project and any .qm). Checks: one top folder, LICENSE and the required metadata fields,
 no byte code, at most 25 MB, and no finding from ``bandit`` (every severity) or ``detect-secrets``
 (default plugins) on the unpacked zip. Exit status 1 on any failure, with the findings printed.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TOP = "viser_cr"
-INCLUDE = ["__init__.py", "metadata.txt", "LICENSE", "README.md", "core", "viser_qgis", "resources"]
+INCLUDE = ["__init__.py", "metadata.txt", "LICENSE", "README.md", "core", "viser_qgis", "resources", "i18n"]
 EXCLUDE_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache", "tools"}
 EXCLUDE_SUFFIXES = {".pyc", ".pyo", ".tmp"}
 REQUIRED_METADATA = ["name", "description", "version", "qgisMinimumVersion", "author", "email", "about",

@@ -17,19 +17,6 @@ def prepare():
     window.resize(1400, 860)
     window.showMaximized()
     layer = QgsRasterLayer(os.environ["VISER_SCREENSHOT_LAYER"], "Sentinel-2 L1C, cloudy")
-    if layer.bandCount() >= 4:  # a 13-band Sentinel-2 file: show B4, B3, B2 (true colour)
-        from qgis.core import QgsContrastEnhancement, QgsMultiBandColorRenderer
-
-        renderer = QgsMultiBandColorRenderer(layer.dataProvider(), 4, 3, 2)
-        for band, setter in ((4, renderer.setRedContrastEnhancement), (3, renderer.setGreenContrastEnhancement),
-                             (2, renderer.setBlueContrastEnhancement)):
-            enhancement = QgsContrastEnhancement(layer.dataProvider().dataType(band))
-            low, high = layer.dataProvider().cumulativeCut(band, 0.02, 0.98, layer.extent(), 100000)
-            enhancement.setMinimumValue(low)
-            enhancement.setMaximumValue(high)
-            enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
-            setter(enhancement)
-        layer.setRenderer(renderer)
     QgsProject.instance().addMapLayer(layer)
     plugin = plugins.get("viser_cr")
     facts["plugin"] = plugin is not None
@@ -38,12 +25,10 @@ def prepare():
         dock.layer_combo.setLayer(layer)
         if os.environ.get("VISER_SCREENSHOT_MODEL"):
             dock.model_file.setFilePath(os.environ["VISER_SCREENSHOT_MODEL"])
-        from qgis.PyQt.QtCore import Qt
-
-        window.resizeDocks([dock], [440], Qt.Horizontal)
-        dock.widget().verticalScrollBar().setValue(0)
+        dock.style_input()  # the dock's "Input in true colour": bands 4, 3, 2 of a Sentinel-2 file
+        dock.widget().verticalScrollBar().setValue(0)  # the dock keeps the width QGIS gives it
         dock.status_label.setText("Ready: Run processes the layer, Preview map extent what the map shows.")
-        dock._layer_changed()
+        dock.update_summary()
         facts["dock_visible"] = dock.isVisible()
         facts["dock_width"] = dock.width()
         if os.environ.get("VISER_SCREENSHOT_RUN"):  # press Run and grab when the task has finished
