@@ -62,6 +62,40 @@ def _keep_clear(net, x: torch.Tensor, device) -> np.ndarray | None:
     return image[0]
 
 
+def score_counts(score: np.ndarray, mask: np.ndarray | None, threshold: float = 0.5) -> dict[str, int]:
+    """Pixel counts of the cloud score (score > threshold = cloud) against a cloud mask."""
+    if mask is None:
+        return {}
+    called, cloud = score > threshold, np.asarray(mask) > 0.5
+    return {"tp": int((called & cloud).sum()), "fn": int((~called & cloud).sum()),
+            "fp": int((called & ~cloud).sum()), "tn": int((~called & ~cloud).sum())}
+
+
+def score_summary(counts: dict[str, int]) -> dict[str, float]:
+    """Cloud recall, false-cloud rate on clear pixels and IoU from ``score_counts`` totals."""
+    tp, fn, fp, tn = (counts.get(k, 0) for k in ("tp", "fn", "fp", "tn"))
+    out = {}
+    if tp + fn:
+        out["recall"] = tp / (tp + fn)
+    if fp + tn:
+        out["false_cloud"] = fp / (fp + tn)
+    if tp + fn + fp:
+        out["iou"] = tp / (tp + fn + fp)
+    return out
+
+
+def score_markdown(rows: dict[str, dict[str, float]]) -> str:
+    lines = ["\n#### Cloud score (score > 0.5 = cloud) against the sample masks\n",
+             "Exact masks for synthetic clouds; pseudo masks (|cloudy - clear|) for real pairs, which also "
+             "flag surface change between the two dates.\n",
+             "| part | cloud recall | false cloud on clear | IoU |", "|---|---:|---:|---:|"]
+    for name, v in rows.items():
+        cells = [f"{100 * v[k]:.1f} %" if k in v else "–" for k in ("recall", "false_cloud")]
+        cells.append(f"{v['iou']:.3f}" if "iou" in v else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="test", protocol=None,
              keep_clear=False, lpips=False, output_dir=None, max_images=None, sheet_images=6, device="auto",
              log=print) -> dict:
@@ -86,6 +120,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
     part_tables = [MetricTable(protocol, bands, lp) for _ in specs]  # rows shared with `table`
     n = len(ds) if not max_images else min(len(ds), int(max_images))
     sheet = []
+    score_totals = [dict.fromkeys(("tp", "fn", "fp", "tn"), 0) for _ in specs]
     for i in range(n):
         s = ds[i]
         x = s["input"]
@@ -95,8 +130,11 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
         score = score.float()[0, 0].cpu().numpy()
         tgt = s["target"].numpy()
         mask = s["mask"][0].numpy() if float(s["mask_weight"]) > 0 else None
-        part = part_tables[part_of_sample(ds, i)]
+        part_index = part_of_sample(ds, i)
+        part = part_tables[part_index]
         part.rows.append(table.add(label, s["name"], pred, tgt, mask))
+        for key, value in score_counts(score, mask).items():
+            score_totals[part_index][key] += value
         if keep_clear:
             kc = _keep_clear(net, x, dev)
             if kc is not None:
@@ -124,6 +162,10 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
             if part.rows:
                 by_part[part_label(spec)] = part.summary()
                 md += "\n" + part.markdown(f"{part_label(spec)} ({len(part.rows) // len(part.methods())} images)", intro=False)
+    score_rows = {part_label(spec): score_summary(totals) for spec, totals in zip(specs, score_totals, strict=True)
+                  if any(totals.values())}
+    if score_rows:
+        md += score_markdown(score_rows)
     (out_dir / f"{stem}.md").write_text(md)
     cols = ["method", "images"] + table.columns()
     with (out_dir / f"{stem}.csv").open("w", newline="") as f:
@@ -137,7 +179,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
         w.writeheader()
         w.writerows(table.rows)
     result = {"model": label, "model_info": info, "config": cfg["name"], "split": split, "protocol": protocol,
-              "images": n, "keep_clear": keep_clear, "table": summary, "by_part": by_part}
+              "images": n, "keep_clear": keep_clear, "table": summary, "by_part": by_part, "score": score_rows}
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float))
     if sheet:
         save_sheet(out_dir / f"{stem}_sheet.png", sheet, rgb_indexes(bands), title)

@@ -226,3 +226,20 @@ def test_fill_baselines_use_the_score():
     assert set(out) == {"fill over model score > 0.5", "fill over model score (soft)"}
     for image in out.values():
         assert np.allclose(image, 0.2, atol=1e-5)
+
+
+def test_score_counts_and_summary():
+    import numpy as np
+
+    from viser_cr.training.evaluate import score_counts, score_summary
+
+    mask = np.zeros((4, 4))
+    mask[:2] = 1
+    score = np.zeros((4, 4))
+    score[0] = 0.9  # half the cloud found
+    score[3, 0] = 0.7  # one clear pixel called cloud
+    counts = score_counts(score, mask)
+    assert counts == {"tp": 4, "fn": 4, "fp": 1, "tn": 7}
+    summary = score_summary(counts)
+    assert summary["recall"] == 0.5 and summary["false_cloud"] == 1 / 8 and summary["iou"] == 4 / 9
+    assert score_counts(score, None) == {}
