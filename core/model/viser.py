@@ -29,6 +29,7 @@ __all__ = ["ViserCR"]
 
 SCALES = 3
 RESIDUAL_BASES = ("input", "fill")
+FILL_GATE_INIT = (10.0, 0.5)  # cloud weight of the fill base = sigmoid(gain * (score - threshold)), learned
 UPSAMPLERS = {"shuffle": Upsample, "bilinear": BilinearUpsample}
 
 
@@ -123,6 +124,9 @@ class ViserCR(nn.Module):
             upsample=upsample,
         )
         self.residual_base = residual_base
+        # The AM score is a mean of three maps and stays soft where they disagree; a soft weight keeps
+        # part of a cloud in the base. A learned gain / threshold sharpens it (init: 0.3 -> 0.12, 0.7 -> 0.88).
+        self.fill_gate = nn.Parameter(torch.tensor(FILL_GATE_INIT)) if residual_base == "fill" else None
         self.in_bands, self.out_bands, self.num_frames = in_bands, out_bands, num_frames
         self.flow_downsample = int(flow_downsample)
         self.multiple = max(2 ** (SCALES - 1), mask_patch)
@@ -247,7 +251,7 @@ class ViserCR(nn.Module):
 
         out = F.conv2d(dec.permute(0, 3, 1, 2), self.output.weight, self.output.bias, padding=1)
         score = self._score_map(scores, ref.shape[-2:])
-        out = out + self._residual(ref, score if cloud is None else cloud)
+        out = out + self._residual(ref, self.cloud_weight(score) if cloud is None else cloud)
         return out[:, :, :height, :width].contiguous(), score[:, :, :height, :width].contiguous()
 
     def _residual(self, ref: torch.Tensor, cloud: torch.Tensor) -> torch.Tensor:
@@ -266,12 +270,19 @@ class ViserCR(nn.Module):
             return base
         return F.pad(base, (0, 0, 0, 0, 0, self.out_bands - n))
 
+    def cloud_weight(self, score: torch.Tensor) -> torch.Tensor:
+        """The weight of the fill in the base: the score, sharpened by the learned gate (fill models)."""
+        if self.fill_gate is None:
+            return score
+        gain, threshold = self.fill_gate.to(score.dtype)
+        return torch.sigmoid(gain * (score - threshold))
+
     def completion_base(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(base, score)``: the classical completion this network refines, over its own cloud score."""
         ref, _ = self._split_input(x)
         _, score = self(x)
         n = min(self.in_bands, self.out_bands)
-        return push_pull_fill(ref[:, :n], 1.0 - score.to(ref.dtype)), score
+        return push_pull_fill(ref[:, :n], 1.0 - self.cloud_weight(score).to(ref.dtype)), score
 
     @staticmethod
     def _score_map(scores: list[torch.Tensor], size) -> torch.Tensor:
