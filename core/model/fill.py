@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["push_pull_fill"]
+__all__ = ["push_pull_fill", "push_pull_composite"]
 
 _EPS = 1e-4
 
@@ -37,14 +37,29 @@ def push_pull_fill(x: torch.Tensor, clear: torch.Tensor, min_size: int = 2) -> t
     ``x`` (B, C, H, W); ``clear`` (B, 1, H, W) in [0, 1] (1 = trust this pixel). Where no pixel of the
     image is clear the result is the unweighted image mean (nothing better is known).
     """
-    clear = clear.to(x.dtype).clamp(0.0, 1.0)
-    nums, dens = [x * clear], [clear]
+    return push_pull_composite(x[:, None], clear[:, None], min_size)
+
+
+def push_pull_composite(values: torch.Tensor, weights: torch.Tensor, min_size: int = 2) -> torch.Tensor:
+    """Push-pull over several sources: ``Σ w_l·x_l + (1 − Σ w_l)·fill``, the fill coming from every
+    source's trusted pixels at every scale (the temporal prior of a stack: the reference's clear
+    pixels, then what the context dates see, then the spatial completion).
+
+    ``values`` (B, L, C, H, W); ``weights`` (B, L, 1, H, W), each in [0, 1] with ``Σ_l w_l <= 1`` per
+    pixel. Where nothing is trusted nearby, the mean of the trusted pixels; where nothing is trusted
+    at all, the mean of source 0.
+    """
+    weights = weights.to(values.dtype).clamp(0.0, 1.0)
+    nums, dens = [(values * weights).sum(dim=1)], [weights.sum(dim=1).clamp(max=1.0)]
     while min(nums[-1].shape[-2:]) > min_size:
         nums.append(_down(nums[-1]))
         dens.append(_down(dens[-1]))
-    # coarsest level: normalised value where anything was clear, the plain mean where nothing was
+    # coarsest level: normalised value where anything was trusted; elsewhere the trusted pixels' mean
+    # over the whole image, or source 0's plain mean where nothing at all was trusted
     num, den = nums[-1], dens[-1]
-    fallback = x.mean(dim=(-2, -1), keepdim=True)
+    total_num, total_den = num.sum(dim=(-2, -1), keepdim=True), den.sum(dim=(-2, -1), keepdim=True)
+    fallback = torch.where(total_den > _EPS, total_num / total_den.clamp_min(_EPS),
+                           values[:, 0].mean(dim=(-2, -1), keepdim=True))
     est = torch.where(den > _EPS, num / den.clamp_min(_EPS), fallback.expand_as(num))
     for num, den in zip(reversed(nums[:-1]), reversed(dens[:-1]), strict=True):
         up = F.interpolate(est, size=num.shape[-2:], mode="bilinear", align_corners=False)

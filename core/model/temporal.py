@@ -149,15 +149,16 @@ class TemporalAlignment(nn.Module):
         ref_feat: torch.Tensor,
         feat: torch.Tensor,
         downsample: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the aligned features ``(B, H, W, C)`` and the similarity ``(B, H, W, 1)``."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Return the aligned features ``(B, H, W, C)``, the similarity ``(B, H, W, 1)`` and the flow
+        ``(B, 2, H, W)`` that aligned them (None without SpyNet: the dates are taken as co-registered)."""
         sim = self.similarity(ref_feat, feat)
         if self.spynet is None:
-            return feat, sim
+            return feat, sim, None
         n = self.flow_bands
         flow = self.spynet(ref_img[:, :n], img[:, :n], downsample) * sim.permute(0, 3, 1, 2)
         aligned = flow_warp(feat.permute(0, 3, 1, 2), flow)
-        return aligned.permute(0, 2, 3, 1).contiguous(), sim
+        return aligned.permute(0, 2, 3, 1).contiguous(), sim, flow
 
 
 class TemporalFusion(nn.Module):

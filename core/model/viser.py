@@ -20,10 +20,10 @@ from torch import nn
 from ..errors import InputError
 from .adaptive_mask import AdaptiveMask, ScoreInjection
 from .blocks import BilinearUpsample, ConcatLinear, Downsample, Upsample, conv3x3, stack
-from .fill import push_pull_fill
+from .fill import push_pull_composite, push_pull_fill
 from .refinement import SemanticRefinement
 from .saliency import PatchSaliencyEncoding
-from .temporal import TemporalAlignment, TemporalFusion
+from .temporal import TemporalAlignment, TemporalFusion, flow_warp
 
 __all__ = ["ViserCR"]
 
@@ -202,24 +202,46 @@ class ViserCR(nn.Module):
         """3x3 embedding of ``(B, C, H, W)`` images into ``(B, H, W, width)`` tokens."""
         return conv3x3(img.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1), self.embed)
 
-    def _temporal_features(self, ref: torch.Tensor, frames: torch.Tensor | None) -> torch.Tensor:
+    def _temporal_features(self, ref: torch.Tensor, frames: torch.Tensor | None):
+        """Fused features ``(B, H, W, width)`` and, per context date, ``(aligned image, clear weight)``.
+
+        A context date's clear weight is ``1 − cloud_weight`` of the scale-1 AM score on its own
+        aligned embedding (the score head sees every date the same way; with no transformer block at
+        full resolution, as in the CPU layouts, that head is exactly the reference's scale-1 score).
+        """
         ref_feat = self._embed(ref)
         if self.fusion is None:
-            return ref_feat
-        aligned, sims = [ref_feat], [torch.ones_like(ref_feat[..., :1])]
+            return ref_feat, []
+        aligned, sims, context = [ref_feat], [torch.ones_like(ref_feat[..., :1])], []
         if frames is not None:
             for index in range(1, frames.shape[1]):
                 img = frames[:, index]
-                feat, sim = self.align(ref, img, ref_feat, self._embed(img), self.flow_downsample)
+                feat, sim, flow = self.align(ref, img, ref_feat, self._embed(img), self.flow_downsample)
                 aligned.append(feat)
                 sims.append(sim)
-        return self.fusion(ref_feat, aligned, sims)
+                if self.residual_base == "fill":
+                    img = img if flow is None else flow_warp(img, flow)
+                    clear = 1.0 - self.cloud_weight(self.mask[0].score(feat).permute(0, 3, 1, 2))
+                    context.append((img, clear))
+        return self.fusion(ref_feat, aligned, sims), context
 
     # -- network -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, cloud: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``cloud`` (B, 1, H, W) in [0, 1], optional: a user's cloud mask, which replaces the network's
         score in the fill base (``residual_base="fill"``; ignored otherwise). The score returned is
         always the network's own."""
+        correction, base, score, (height, width) = self._correction_and_base(x, cloud)
+        out = correction + base
+        return out[:, :, :height, :width].contiguous(), score[:, :, :height, :width].contiguous()
+
+    def completion_base(self, x: torch.Tensor, cloud: torch.Tensor | None = None):
+        """``(base, score)``: the completion this network refines (the classical fill over its own score,
+        with the context dates of a stack), cropped like the output."""
+        _, base, score, (height, width) = self._correction_and_base(x, cloud)
+        return base[:, :, :height, :width].contiguous(), score[:, :, :height, :width].contiguous()
+
+    def _correction_and_base(self, x: torch.Tensor, cloud: torch.Tensor | None):
+        """The output conv's correction, the residual base and the score, all padded, and the crop size."""
         ref, frames = self._split_input(x)
         b, _, height, width = ref.shape
         pad_h, pad_w = (-height) % self.multiple, (-width) % self.multiple
@@ -230,7 +252,7 @@ class ViserCR(nn.Module):
             n, dates = frames.shape[:2]
             frames = _pad(frames.flatten(0, 1), pad_h, pad_w).unflatten(0, (n, dates))
 
-        feat = self._temporal_features(ref, frames)
+        feat, context = self._temporal_features(ref, frames)
         skips, scores = [], []
         for j in range(SCALES):
             if j:
@@ -249,12 +271,12 @@ class ViserCR(nn.Module):
             dec = self.reduce[j](self.up[j](dec), self.inject[j](skips[j], scores[j]))
             dec = self.decoder[j](dec)
 
-        out = F.conv2d(dec.permute(0, 3, 1, 2), self.output.weight, self.output.bias, padding=1)
+        correction = F.conv2d(dec.permute(0, 3, 1, 2), self.output.weight, self.output.bias, padding=1)
         score = self._score_map(scores, ref.shape[-2:])
-        out = out + self._residual(ref, self.cloud_weight(score) if cloud is None else cloud)
-        return out[:, :, :height, :width].contiguous(), score[:, :, :height, :width].contiguous()
+        base = self._residual(ref, self.cloud_weight(score) if cloud is None else cloud, context)
+        return correction, base, score, (height, width)
 
-    def _residual(self, ref: torch.Tensor, cloud: torch.Tensor) -> torch.Tensor:
+    def _residual(self, ref: torch.Tensor, cloud: torch.Tensor, context=()) -> torch.Tensor:
         """Global residual base (zeros for any output band beyond the input's).
 
         ``input``: the input's first ``out_bands`` bands, so the network must learn to subtract a cloud.
@@ -265,10 +287,23 @@ class ViserCR(nn.Module):
         n = min(self.in_bands, self.out_bands)
         base = ref[:, :n]
         if self.residual_base == "fill":
-            base = push_pull_fill(base, 1.0 - cloud.to(base.dtype))
+            base = self._completion(base, cloud.to(base.dtype), [(img[:, :n], c) for img, c in context])
         if n == self.out_bands:
             return base
         return F.pad(base, (0, 0, 0, 0, 0, self.out_bands - n))
+
+    @staticmethod
+    def _completion(ref: torch.Tensor, cloud: torch.Tensor, context) -> torch.Tensor:
+        """The fill base: the reference where clear; under its clouds the context dates in proportion
+        to how clear each is (shares normalised so they never exceed the cloud weight), and the spatial
+        push-pull completion for whatever no date sees (the temporal prior of a stack)."""
+        if not context:
+            return push_pull_fill(ref, 1.0 - cloud)
+        clears = torch.stack([c.to(ref.dtype) for _, c in context], dim=1)  # (B, L-1, 1, H, W)
+        shares = clears / clears.sum(dim=1, keepdim=True).clamp_min(1.0)
+        values = torch.stack([ref] + [img for img, _ in context], dim=1)
+        weights = torch.cat([(1.0 - cloud)[:, None], cloud[:, None] * shares], dim=1)
+        return push_pull_composite(values, weights)
 
     def cloud_weight(self, score: torch.Tensor) -> torch.Tensor:
         """The weight of the fill in the base: the score, sharpened by the learned gate (fill models)."""
@@ -276,13 +311,6 @@ class ViserCR(nn.Module):
             return score
         gain, threshold = self.fill_gate.to(score.dtype)
         return torch.sigmoid(gain * (score - threshold))
-
-    def completion_base(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(base, score)``: the classical completion this network refines, over its own cloud score."""
-        ref, _ = self._split_input(x)
-        _, score = self(x)
-        n = min(self.in_bands, self.out_bands)
-        return push_pull_fill(ref[:, :n], 1.0 - self.cloud_weight(score).to(ref.dtype)), score
 
     @staticmethod
     def _score_map(scores: list[torch.Tensor], size) -> torch.Tensor:

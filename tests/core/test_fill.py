@@ -101,3 +101,42 @@ def test_a_users_cloud_mask_replaces_the_score_in_the_fill_base():
         _, own_score = model(x)
     assert torch.allclose(image, torch.full_like(image, 0.2), atol=1e-5)  # cloud filled, clear kept
     assert torch.equal(score, own_score)  # the score product stays the network's own
+
+
+def test_composite_takes_the_reference_where_clear_then_the_context():
+    from viser_cr.core.model.fill import push_pull_composite
+
+    ref = torch.full((1, 2, 32, 32), 0.9)  # cloud over the middle
+    ref[..., :, :8] = 0.2
+    context = torch.full((1, 2, 32, 32), 0.3)  # a clear date of the same place (slightly different)
+    cloud = torch.ones(1, 1, 32, 32)
+    cloud[..., :, :8] = 0
+    weights = torch.stack([1 - cloud, cloud * 1.0], dim=1)
+    out = push_pull_composite(torch.stack([ref, context], dim=1), weights)
+    assert torch.allclose(out[..., :8], ref[..., :8])  # the reference's clear pixels first
+    assert torch.allclose(out[..., 8:], context[..., 8:])  # under its cloud: the clear date
+    # a context date that is itself cloudy (weight 0) leaves the spatial fill from the reference
+    out = push_pull_composite(torch.stack([ref, context], dim=1), torch.stack([1 - cloud, cloud * 0], dim=1))
+    assert torch.allclose(out[..., 8:], torch.full_like(out[..., 8:], 0.2), atol=1e-5)
+
+
+def test_untrained_stack_model_completes_the_reference_from_a_clear_date():
+    """The temporal prior: with a fill base, the untrained stack network takes what the clear context
+    date sees under the reference's cloud (co-registered dates, zero flow)."""
+    torch.manual_seed(0)
+    model = ViserCR(**TINY, num_frames=3, residual_base="fill", upsample="bilinear", use_flow=False).eval()
+    ground = torch.rand(1, 4, 32, 32) * 0.2
+    cloudy = ground.clone()
+    cloudy[..., 4:28, 4:28] = 0.9
+    cloud = torch.zeros(1, 1, 32, 32)
+    cloud[..., 4:28, 4:28] = 1
+    # make the context's score say "clear": scale-1 score head biased to 0 (trained heads learn this)
+    torch.nn.init.constant_(model.mask[0].score.fc2.bias, -20.0)
+    with torch.no_grad():
+        with_clear, _ = model(torch.stack([cloudy, ground], dim=1), cloud)
+        mono, _ = model(cloudy[:, None], cloud)
+        base, _ = model.completion_base(torch.stack([cloudy, ground, ground], dim=1), cloud)
+    # the gate at its initial values calls a score of 0 "99.3 % clear": the rest is the spatial fill
+    assert torch.allclose(with_clear, ground, atol=5e-3)
+    assert torch.allclose(base, ground, atol=5e-3)
+    assert not torch.allclose(mono, ground, atol=1e-2)  # alone, the reference can only be filled spatially
