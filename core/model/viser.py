@@ -202,12 +202,23 @@ class ViserCR(nn.Module):
         """3x3 embedding of ``(B, C, H, W)`` images into ``(B, H, W, width)`` tokens."""
         return conv3x3(img.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1), self.embed)
 
+    def _date_score(self, feat: torch.Tensor) -> torch.Tensor:
+        """The cloud score ``(B, 1, H, W)`` of one date from its embedding: the encoder and the three AM
+        score heads, as for the reference (no masking, no SR or decoder: the score needs neither)."""
+        scores = []
+        for j in range(SCALES):
+            if j:
+                feat = self.down[j - 1](feat)
+            feat = self.encoder[j](feat)
+            scores.append(self.mask[j].score(feat))
+        return self._score_map(scores, scores[0].shape[1:3])
+
     def _temporal_features(self, ref: torch.Tensor, frames: torch.Tensor | None):
         """Fused features ``(B, H, W, width)`` and, per context date, ``(aligned image, clear weight)``.
 
-        A context date's clear weight is ``1 − cloud_weight`` of the scale-1 AM score on its own
-        aligned embedding (the score head sees every date the same way; with no transformer block at
-        full resolution, as in the CPU layouts, that head is exactly the reference's scale-1 score).
+        A context date's clear weight is ``1 − cloud_weight`` of its own cloud score, computed by the
+        same encoder and score heads as the reference's from its unaligned embedding, then warped with
+        the image by the date's flow.
         """
         ref_feat = self._embed(ref)
         if self.fusion is None:
@@ -216,13 +227,14 @@ class ViserCR(nn.Module):
         if frames is not None:
             for index in range(1, frames.shape[1]):
                 img = frames[:, index]
-                feat, sim, flow = self.align(ref, img, ref_feat, self._embed(img), self.flow_downsample)
+                embedded = self._embed(img)
+                feat, sim, flow = self.align(ref, img, ref_feat, embedded, self.flow_downsample)
                 aligned.append(feat)
                 sims.append(sim)
                 if self.residual_base == "fill":
-                    img = img if flow is None else flow_warp(img, flow)
-                    clear = 1.0 - self.cloud_weight(self.mask[0].score(feat).permute(0, 3, 1, 2))
-                    context.append((img, clear))
+                    score = self._date_score(embedded)
+                    img, score = (img, score) if flow is None else (flow_warp(img, flow), flow_warp(score, flow))
+                    context.append((img, 1.0 - self.cloud_weight(score)))
         return self.fusion(ref_feat, aligned, sims), context
 
     # -- network -------------------------------------------------------------------------------

@@ -130,8 +130,9 @@ def test_untrained_stack_model_completes_the_reference_from_a_clear_date():
     cloudy[..., 4:28, 4:28] = 0.9
     cloud = torch.zeros(1, 1, 32, 32)
     cloud[..., 4:28, 4:28] = 1
-    # make the context's score say "clear": scale-1 score head biased to 0 (trained heads learn this)
-    torch.nn.init.constant_(model.mask[0].score.fc2.bias, -20.0)
+    # make the dates' scores say "clear" (trained heads learn this); the reference's cloud is the mask
+    for head in model.mask:
+        torch.nn.init.constant_(head.score.fc2.bias, -20.0)
     with torch.no_grad():
         with_clear, _ = model(torch.stack([cloudy, ground], dim=1), cloud)
         mono, _ = model(cloudy[:, None], cloud)
