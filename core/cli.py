@@ -4,6 +4,7 @@
     viser-cr cloud-score INPUT [INPUT ...] -o OUTPUT [options]
     viser-cr models [--models-dir DIR] [--json]
     viser-cr info INPUT [--sensor S] [--bands 4,3,2,8] [--json]
+    viser-cr batch INPUT [INPUT ...] -o OUT_DIR [--stack-by KEY] [--scheduler ADDRESS] [--workers N] [options]
 
 Errors are one line on stderr and the exit code says what kind of problem it was (2 input,
 3 weights, 4 device, 5 output, 6 missing dependency, 130 cancelled); ``--debug`` adds the traceback.
@@ -39,10 +40,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
-def _engine_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="raster file(s); several = a temporal stack (the first is the reference)")
-    parser.add_argument("-o", "--output", required=True, help="output GeoTIFF (.tif)")
+def _engine_options(parser: argparse.ArgumentParser, output_help: str = "output GeoTIFF (.tif)",
+                    inputs_help: str = "raster file(s); several = a temporal stack (the first is the reference)"
+                    ) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help=inputs_help)
+    parser.add_argument("-o", "--output", required=True, help=output_help)
     parser.add_argument("--model", help="bundled model name, model card (.json) or .safetensors file")
     parser.add_argument("--models-dir", type=Path, help="folder of models (default: the bundled ones)")
     parser.add_argument("--sensor", default="auto", choices=SENSORS, help="sensor preset (default: auto)")
@@ -91,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--bands", type=_band_list)
     info.add_argument("--json", action="store_true", help="print as JSON")
     _common(info)
+
+    from .batch import add_arguments as add_batch_arguments  # no Dask import: that waits for the command
+
+    batch = commands.add_parser("batch", help="remove clouds from many scenes on Dask (the batch extra)")
+    _engine_options(batch, output_help="output folder: one <scene>.tif per scene, and manifest.json",
+                    inputs_help="raster files, glob patterns or .txt files listing them; one scene each "
+                                "(or stacks with --stack-by)")
+    add_batch_arguments(batch)
+    _common(batch)
     return parser
 
 
@@ -241,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, score_only=True)
         if args.command == "models":
             return _models(args)
+        if args.command == "batch":
+            from .batch import command as batch_command
+
+            return batch_command(args, lambda scene_args: _request(scene_args, score_only=False),
+                                 ProgressBar(enabled=False if args.quiet else None))
         return _info(args)
     except KeyboardInterrupt:
         print("viser-cr: cancelled: nothing was written.", file=sys.stderr)

@@ -66,6 +66,7 @@ class CloudRemovalRequest:
     reference: int = 0                  # index in inputs of the reference date (output grid)
     resampling: str = "bilinear"        # for aligning the other dates
     bounds: tuple[float, float, float, float] | None = None  # sub-window in the reference CRS
+    tags: dict[str, str] | None = None  # extra metadata tags on every output (e.g. the batch's request)
 
 
 @dataclass
@@ -713,7 +714,8 @@ def _run_with_retries(request, paths, items, sources, mask_source, grid, card, d
     callbacks.say(f"Model {card.name} on {describe_device(device)}.")
     tags = {"VISER_CR_MODEL": card.name, "VISER_CR_SENSOR": items[0].resolution.sensor,
             "VISER_CR_INPUT_BANDS": ",".join(map(str, items[0].indexes)),
-            "VISER_CR_SCALING": formula(items[0].resolution.scale, items[0].resolution.offset)}
+            "VISER_CR_SCALING": formula(items[0].resolution.scale, items[0].resolution.offset),
+            **(request.tags or {})}
     predictor = Predictor(model, device, request.batch_size,
                           tta=bool(request.tta or request.uncertainty_output is not None),
                           keep_clear=request.keep_clear, say=callbacks.say)
