@@ -54,8 +54,10 @@ def _engine_options(parser: argparse.ArgumentParser, output_help: str = "output 
     parser.add_argument("--offset", type=float, help="e.g. -0.1 for Sentinel-2 baseline 04.00 or later")
     parser.add_argument("--tile", type=int, help="tile size in pixels (default: the model card's)")
     parser.add_argument("--overlap", type=int, help="tile overlap in pixels (default: the model card's)")
-    parser.add_argument("--batch", type=int, default=4, help="tiles per batch (default: 4)")
+    parser.add_argument("--batch", type=int, help="tiles per batch (default: 4 on the CPU, from free memory on a GPU)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "auto"),
+                        help="autocast on CUDA GPUs (auto: bf16 where supported); the CPU runs fp32")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--reference", type=int, default=1,
                         help="which INPUT (1-based) is the reference date and output grid (default: 1)")
@@ -149,7 +151,7 @@ def _request(args, score_only: bool):
     common = dict(
         inputs=list(args.inputs), model=args.model, models_dir=args.models_dir, sensor=args.sensor,
         bands=args.bands, scale=args.scale, offset=args.offset, tile_size=args.tile, overlap=args.overlap,
-        batch_size=args.batch, device=args.device, threads=args.threads, cog=args.cog,
+        batch_size=args.batch, device=args.device, precision=args.precision, threads=args.threads, cog=args.cog,
         reference=args.reference - 1, resampling=args.resampling,
     )
     if score_only:
