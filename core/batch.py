@@ -256,8 +256,11 @@ def plan_workers(workers: int | None, cores: int, gpus: list[str], device: str =
     """Local workers, each running one scene at a time.
 
     GPUs (device auto or cuda): one worker per GPU (``--workers`` takes the first N), each sees only
-    its GPU; ``cuda:N`` uses that GPU alone. CPU: ``workers`` processes (default: one per 4 cores, at
+    its GPU; ``cuda:N`` uses that GPU alone. CPU: ``workers`` processes (default: one per 2 cores, at
     least one) with the cores split between them, so torch threads never oversubscribe the machine.
+    Several narrow workers beat one wide one on a CPU (per-core efficiency of the network falls with
+    threads, and one scene's GDAL reading and writing overlap another's compute; bench/bench_batch.py),
+    while each worker holds a model and a few tile rows in memory: two threads each is the default.
     """
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}.")
@@ -275,7 +278,7 @@ def plan_workers(workers: int | None, cores: int, gpus: list[str], device: str =
         threads = max(1, cores // len(use_gpus))
         return [WorkerPlan(f"gpu-{gpu}", _thread_env(threads, CUDA_VISIBLE_DEVICES=gpu), threads, gpu)
                 for gpu in use_gpus]
-    count = workers or max(1, cores // 4)
+    count = workers or max(1, cores // 2)
     threads = max(1, cores // count)
     return [WorkerPlan(f"cpu-{i}", _thread_env(threads, CUDA_VISIBLE_DEVICES=""), threads)
             for i in range(count)]
@@ -298,7 +301,7 @@ def _import_distributed():
 
 @contextlib.contextmanager
 def dask_client(scheduler: str | None = None, plans: list[WorkerPlan] | None = None,
-                processes: bool = True) -> Iterator[object]:
+                processes: bool = True, timeout: str = "20s") -> Iterator[object]:
     """A client of ``scheduler`` (``tcp://host:port``), or of a local cluster built from ``plans``.
 
     ``processes=False`` runs the workers as threads of this process (tests; no GPU pinning)."""
@@ -307,7 +310,7 @@ def dask_client(scheduler: str | None = None, plans: list[WorkerPlan] | None = N
 
     if scheduler:
         try:
-            client = distributed.Client(scheduler, timeout="20s", set_as_default=False)
+            client = distributed.Client(scheduler, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError) as error:
             raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({error}): check the address "
                              "and that the scheduler is running.") from None
@@ -493,11 +496,11 @@ class _Progress:
     def _show(self) -> None:
         if self.callback is None:
             return
-        with self.lock:
+        with self.lock:  # events arrive on Dask's thread, results on the caller's: one at a time
             fraction = (self.finished + sum(self.running.values())) / self.total
             running = len(self.running)
-        self.callback(min(1.0, fraction), f"{self.finished}/{self.total} scenes"
-                      + (f", {running} running" if running else ""))
+            self.callback(min(1.0, fraction), f"{self.finished}/{self.total} scenes"
+                          + (f", {running} running" if running else ""))
 
 
 def run_batch(jobs: list[Job], client, manifest: Manifest | None = None,
@@ -638,7 +641,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="an existing Dask scheduler (tcp://host:8786); default: a local cluster")
     parser.add_argument("--workers", type=int,
-                        help="local workers (default: one per GPU, or one per 4 CPU cores)")
+                        help="local workers (default: one per GPU, or one per 2 CPU cores)")
     parser.add_argument("--manifest", type=Path, help=f"JSON manifest (default: OUT_DIR/{MANIFEST})")
     parser.add_argument("--force", action="store_true", help="process scenes again even if complete")
     parser.add_argument("--keep-clear", action="store_true",
@@ -664,13 +667,12 @@ def command(args, make_request: Callable, progress_bar=None) -> int:
     local = not args.scheduler
     plans = plan_workers(args.workers, os.cpu_count() or 1, visible_gpus() if local else [], args.device) \
         if local else None
-    if local and args.threads is None and not any(p.gpu for p in plans):
-        for job in jobs:
-            if job.request is not None:
-                job.request.threads = plans[0].threads
+    if local:
+        _fit_requests_to_workers(jobs, plans, args.threads)
     manifest = Manifest(args.manifest or out_dir / MANIFEST, {
         "command": "viser-cr batch", "argv": sys.argv[1:], "output_dir": str(out_dir.resolve()),
         "scheduler": args.scheduler or "local", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    manifest.write([])  # an unwritable manifest path fails here, before any work
     log = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
     if local:
         log(f"Local Dask cluster: {len(plans)} worker(s), "
@@ -703,6 +705,18 @@ def command(args, make_request: Callable, progress_bar=None) -> int:
         print(f"viser-cr: {report.count('failed') + report.count('cancelled')} of {len(report.results)} "
               f"scene(s) failed: see {manifest.path}.", file=sys.stderr)
     return 0 if report.ok else 1
+
+
+def _fit_requests_to_workers(jobs: list[Job], plans: list[WorkerPlan], threads: int | None) -> None:
+    """Local workers: a GPU worker sees only its own GPU (as cuda:0); a CPU worker uses its share of cores."""
+    on_gpus = any(plan.gpu is not None for plan in plans)
+    for job in jobs:
+        if job.request is None:
+            continue
+        if on_gpus:
+            job.request.device = "cuda"
+        elif threads is None:
+            job.request.threads = plans[0].threads
 
 
 def _scene_args(args, scene: Scene, out_dir: Path):

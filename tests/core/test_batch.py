@@ -5,6 +5,7 @@ and the worker plan. Scenes are 64 x 64 and the model is the tiny RGBN one of ``
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -229,6 +230,22 @@ def test_cli_batch_errors_are_one_line(tmp_path, capsys):
     assert "-o is the output folder of a batch" in capsys.readouterr().err
 
 
+def test_an_unreachable_scheduler_is_a_clear_error():
+    with pytest.raises(InputError, match=r"cannot reach the Dask scheduler at tcp://127.0.0.1:9 \(.*\): check the address"):
+        with dask_client("tcp://127.0.0.1:9", timeout="1s"):
+            pass
+
+
+def test_gpu_workers_run_their_own_gpu_and_cpu_workers_their_cores():
+    scene = Scene("a", [Path("a.tif")])
+    gpu_jobs = make_jobs([scene], lambda s: CloudRemovalRequest(s.inputs, "a.tif", device="cuda:1"))
+    batch._fit_requests_to_workers(gpu_jobs, plan_workers(None, 16, ["0", "1"], "cuda:1"), None)
+    assert gpu_jobs[0].request.device == "cuda"       # CUDA_VISIBLE_DEVICES=1 shows it as cuda:0
+    cpu_jobs = make_jobs([scene], lambda s: CloudRemovalRequest(s.inputs, "a.tif", device="cpu"))
+    batch._fit_requests_to_workers(cpu_jobs, plan_workers(2, 8, []), None)
+    assert cpu_jobs[0].request.threads == 4
+
+
 def test_missing_dask_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(DependencyError, match=r"pip install 'viser-cr\[batch\]'"):
@@ -279,8 +296,8 @@ def test_product_paths(tmp_path):
 
 def test_worker_plan_splits_cores_and_pins_gpus():
     cpu = plan_workers(None, cores=16, gpus=[])
-    assert [(w.name, w.threads, w.gpu) for w in cpu] == [(f"cpu-{i}", 4, None) for i in range(4)]
-    assert cpu[0].env["OMP_NUM_THREADS"] == "4" and cpu[0].env["CUDA_VISIBLE_DEVICES"] == ""
+    assert [(w.name, w.threads, w.gpu) for w in cpu] == [(f"cpu-{i}", 2, None) for i in range(8)]
+    assert cpu[0].env["OMP_NUM_THREADS"] == "2" and cpu[0].env["CUDA_VISIBLE_DEVICES"] == ""
     assert [w.threads for w in plan_workers(2, cores=2, gpus=[])] == [1, 1]
     assert [w.threads for w in plan_workers(None, cores=2, gpus=[])] == [2]
     assert [w.threads for w in plan_workers(3, cores=2, gpus=[])] == [1, 1, 1]
