@@ -478,19 +478,25 @@ class _Progress:
     def __init__(self, total: int, callback: Callable[[float, str], None] | None):
         self.total = max(1, total)
         self.callback = callback
-        self.finished = 0
+        self.done: set[str] = set()
         self.running: dict[str, float] = {}
         self.lock = threading.Lock()
 
+    @property
+    def finished(self) -> int:
+        return len(self.done)
+
     def scene_progress(self, scene: str, fraction: float) -> None:
         with self.lock:
+            if scene in self.done:  # a late event: the result came first
+                return
             self.running[scene] = fraction
         self._show()
 
     def scene_finished(self, scene: str) -> None:
         with self.lock:
             self.running.pop(scene, None)
-            self.finished += 1
+            self.done.add(scene)
         self._show()
 
     def _show(self) -> None:

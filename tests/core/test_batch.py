@@ -288,6 +288,16 @@ def test_plan_scenes_stacks_by_tile_or_pattern(tmp_path):
         plan_scenes([tmp_path / "x" / "a.tif", tmp_path / "y" / "a.tif"])
 
 
+def test_progress_ignores_events_that_arrive_after_the_result():
+    seen = []
+    tracker = batch._Progress(2, lambda fraction, message: seen.append((fraction, message)))
+    tracker.scene_progress("a", 0.5)
+    tracker.scene_finished("a")
+    tracker.scene_progress("a", 1.0)      # late
+    tracker.scene_progress("b", 0.5)
+    assert seen == [(0.25, "0/2 scenes, 1 running"), (0.5, "1/2 scenes"), (0.75, "1/2 scenes, 1 running")]
+
+
 def test_product_paths(tmp_path):
     paths = product_paths(tmp_path, "T31TBG", score=True)
     assert paths == {"output": tmp_path / "T31TBG.tif", "score": tmp_path / "T31TBG_score.tif",
