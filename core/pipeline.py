@@ -290,6 +290,11 @@ def _encoding(request: CloudRemovalRequest, reference: _Input) -> _Encoding:
 # ----------------------------------------------------------------------------------------- predictor
 
 
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 class _NeedSmallerTiles(Exception):
     """Out of memory with a batch of one tile."""
 
@@ -446,12 +451,20 @@ class Predictor:
             return image.float(), score.float()
         import torch
 
-        with torch.autocast(device_type=self.device.type, dtype=self.autocast):
-            image, score = self.model(*arguments)
+        try:
+            with torch.autocast(device_type=self.device.type, dtype=self.autocast):
+                image, score = self.model(*arguments)
+        except RuntimeError as error:  # an operation without a reduced-precision kernel
+            if is_out_of_memory(error):
+                raise
+            return self._fall_back(x, cloud, f"cannot run in {self.precision} ({_first_line(error)})")
         image, score = image.float(), score.float()
         if bool(torch.isfinite(image).all()) and bool(torch.isfinite(score).all()):
             return image, score
-        self.say(f"The model overflowed in {self.precision}: running float32 from here on.")
+        return self._fall_back(x, cloud, f"overflowed in {self.precision}")
+
+    def _fall_back(self, x, cloud, why: str):
+        self.say(f"The model {why}: running float32 from here on.")
         self.autocast = None
         return self._forward(x, cloud)
 

@@ -175,6 +175,23 @@ def test_resume_redoes_truncated_outputs_and_changed_requests(scenes_dir, tmp_pa
     assert [r.status for r in report.results] == ["done"]  # another request: processed again
 
 
+def test_stacks_of_dates_by_tile(tmp_path, tiny_models_dir, client, one_torch_thread):
+    folder, out_dir = tmp_path / "series", tmp_path / "out"
+    folder.mkdir()
+    out_dir.mkdir()
+    for tile, seed in (("T31TBG", 0), ("T32ULC", 5)):
+        for day in (1, 2, 3):
+            write_scene(folder / f"S2A_2020050{day}_{tile}.tif", seed)   # the dates of a tile share a grid
+    scenes = plan_scenes(expand_inputs([str(folder / "*.tif")]), "tile")
+    jobs = make_jobs(scenes, scene_request(tiny_models_dir, out_dir, model="tiny-rgbn-l3"))
+    report = run_batch(jobs, client)
+    assert [(r.scene, r.status, r.model) for r in report.results] == [("T31TBG", "done", "tiny-rgbn-l3"),
+                                                                     ("T32ULC", "done", "tiny-rgbn-l3")]
+    with rasterio.open(out_dir / "T31TBG.tif") as dst:
+        record = json.loads(dst.tags()[batch.REQUEST_TAG])
+        assert [Path(i["path"]).name for i in record["inputs"]] == [f"S2A_2020050{d}_T31TBG.tif" for d in (1, 2, 3)]
+
+
 def test_is_complete_checks_the_recorded_request(scenes_dir, tmp_path, tiny_models_dir, client, one_torch_thread):
     out_dir = tmp_path / "out"
     out_dir.mkdir()

@@ -104,6 +104,24 @@ def test_autocast_overflow_falls_back_to_float32():
     assert said == ["The model overflowed in bf16: running float32 from here on."]
 
 
+class FailsUnderAutocast(torch.nn.Module):
+    def forward(self, x):
+        if torch.is_autocast_enabled("cpu"):
+            raise RuntimeError("expected scalar type Float but found BFloat16\nmore detail")
+        return x[:, :3] * 1.0, torch.zeros_like(x[:, :1])
+
+
+def test_a_model_without_reduced_precision_kernels_runs_float32():
+    said = []
+    predictor = Predictor(FailsUnderAutocast(), torch.device("cpu"), 4, say=said.append)
+    predictor.autocast = torch.bfloat16
+    x = np.random.rand(2, 1, 3, 16, 16).astype(np.float32)
+    np.testing.assert_array_equal(predictor.predict(x)[0], x[:, 0])
+    assert said == ["The model cannot run in bf16 (expected scalar type Float but found BFloat16): "
+                    "running float32 from here on."]
+    assert predictor.precision == "fp32"
+
+
 def test_bf16_autocast_stays_close_to_float32(tiny_model_card):
     model, _ = weights.load_model(tiny_model_card)
     x = np.random.default_rng(0).random((2, 1, 4, 32, 32), dtype=np.float32) * 0.4
