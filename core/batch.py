@@ -386,7 +386,7 @@ def process_scene(name: str, request, topic: str | None = None, cancel_event: st
     started = time.perf_counter()
     link = _WorkerLink(name, topic, cancel_event)
     base = dict(scene=name, inputs=[str(p) for p in request.inputs],
-                model=str(request.model or ""), device=str(request.device))
+                model=str(request.model or "auto"), device=str(request.device))
     if tune_allocator:
         from .model.perf import tune_cpu_allocator
 
@@ -541,7 +541,7 @@ def run_batch(jobs: list[Job], client, manifest: Manifest | None = None,
             outputs = [str(p) for p in (job.request.output, job.request.score_output,
                                         job.request.uncertainty_output) if p]
             record(SceneResult(job.scene.name, "skipped", inputs=[str(p) for p in job.scene.inputs],
-                               outputs=outputs, model=str(job.request.model or ""),
+                               outputs=outputs, model=str(job.request.model or "auto"),
                                message="complete output with the same request already there"))
         else:
             pending.append(job)
@@ -664,7 +664,7 @@ def command(args, make_request: Callable, progress_bar=None) -> int:
     called per scene with that scene's inputs and outputs. Exit code 0 when every scene is done or
     skipped, 1 when some failed, 130 on Ctrl-C."""
     _import_distributed()
-    out_dir = Path(args.output)
+    out_dir = Path(args.output).absolute()
     if out_dir.suffix.lower() in (".tif", ".tiff"):
         raise OutputError(f"-o is the output folder of a batch, not a file: got {out_dir}.")
     out_dir.mkdir(parents=True, exist_ok=True)
