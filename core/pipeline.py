@@ -16,15 +16,27 @@ The CLI, every QGIS Processing algorithm, the dock widget and the evaluation cal
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import raster as rio
-from .device import check_threads, describe_device, is_out_of_memory, resolve_device, torch_threads
+from .device import (
+    CPU_BATCH_SIZE,
+    autocast_dtype,
+    batch_size_for_memory,
+    check_threads,
+    describe_device,
+    free_memory,
+    is_out_of_memory,
+    resolve_device,
+    torch_threads,
+)
 from .errors import Cancelled, InputError, ViserError
 from .sensors import CANONICAL_BANDS, BandFacts, SensorResolution, formula, offered_bands, resolve
 from .tiling import MIN_TILE, Tile, TileGrid
@@ -52,8 +64,10 @@ class CloudRemovalRequest:
     offset: float | None = None
     tile_size: int | None = None        # default: the model card's
     overlap: int | None = None
-    batch_size: int = 4
+    batch_size: int | None = None       # tiles per batch; None: 4 on the CPU, from free memory on a GPU
     device: str = "auto"                # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"             # fp32 | bf16 | fp16 | auto: autocast on CUDA (the CPU runs fp32)
+    overlap_io: bool | None = None      # read / write in their own threads; None: on a GPU only
     threads: int | None = None          # torch CPU threads
     keep_clear: bool = False            # keep input pixels where clear (score or cloud_mask)
     cloud_mask: str | Path | None = None  # raster, non-zero = cloud
@@ -66,6 +80,7 @@ class CloudRemovalRequest:
     reference: int = 0                  # index in inputs of the reference date (output grid)
     resampling: str = "bilinear"        # for aligning the other dates
     bounds: tuple[float, float, float, float] | None = None  # sub-window in the reference CRS
+    tags: dict[str, str] | None = None  # extra metadata tags on every output (e.g. the batch's request)
 
 
 @dataclass
@@ -81,6 +96,12 @@ class CloudRemovalResult:
     tiles: int
     seconds: float
     messages: list[str] = field(default_factory=list)
+    precision: str = "fp32"             # what ran: fp32, bf16 or fp16
+    batch_size: int = 0                 # tiles per batch at the end of the run
+
+    @property
+    def tiles_per_second(self) -> float:
+        return self.tiles / self.seconds if self.seconds > 0 else 0.0
 
 
 # ------------------------------------------------------------------------------------------ requests
@@ -96,7 +117,7 @@ def _validate_request(request: CloudRemovalRequest) -> None:
     if not 0 <= int(request.reference) < len(request.inputs):
         raise InputError(f"reference must index one of the {len(request.inputs)} inputs (0 to "
                          f"{len(request.inputs) - 1}), got {request.reference}.")
-    if int(request.batch_size) < 1:
+    if request.batch_size is not None and int(request.batch_size) < 1:
         raise InputError(f"batch size must be at least 1, got {request.batch_size}.")
     if request.cloud_mask is not None and not request.keep_clear:
         raise InputError("a cloud mask is used by keep-clear mode: add --keep-clear (or drop the mask).")
@@ -269,6 +290,11 @@ def _encoding(request: CloudRemovalRequest, reference: _Input) -> _Encoding:
 # ----------------------------------------------------------------------------------------- predictor
 
 
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 class _NeedSmallerTiles(Exception):
     """Out of memory with a batch of one tile."""
 
@@ -288,22 +314,102 @@ def _undo_dihedral(x, k: int, flip: bool):
     return torch.flip(x, dims=(-1,)) if flip else x
 
 
+class HostStaging:
+    """Reused host buffers for the copies between numpy and the device: page-locked (pinned) on a GPU,
+    so that host-to-device copies run asynchronously at full bus speed; grown when a batch is larger."""
+
+    def __init__(self, device, pin: bool = True):
+        self.device = device
+        self.pin = pin
+        self.buffers: dict[str, object] = {}
+
+    def _buffer(self, key: str, shape, dtype):
+        import torch
+
+        count = int(np.prod(shape))
+        buffer = self.buffers.get(key)
+        if buffer is None or buffer.dtype != dtype or buffer.numel() < count:
+            buffer = torch.empty(count, dtype=dtype, pin_memory=self.pin)
+            self.buffers[key] = buffer
+        return buffer[:count].view(shape)
+
+    def to_device(self, array: np.ndarray, key: str = "input"):
+        import torch
+
+        source = torch.from_numpy(np.ascontiguousarray(array))
+        staged = self._buffer(key, source.shape, source.dtype)
+        staged.copy_(source)
+        return staged.to(self.device, non_blocking=self.pin)
+
+    def to_host(self, tensor, key: str) -> np.ndarray:
+        staged = self._buffer(key, tuple(tensor.shape), tensor.dtype)
+        staged.copy_(tensor, non_blocking=self.pin)
+        if self.pin and self.device.type == "cuda":
+            import torch
+
+            torch.cuda.current_stream(self.device).synchronize()
+        return staged.numpy().copy()
+
+
 class Predictor:
     """Runs batches of tiles through the model on a device, with optional 8-fold test-time
     augmentation (mean = image, spread = uncertainty) and keep-clear blending.
 
     Out of memory: the batch is halved (and kept smaller for the rest of the run); with a batch of
     one tile it raises ``_NeedSmallerTiles`` for the caller to retry with smaller tiles or the CPU.
+
+    On CUDA: ``precision`` bf16 / fp16 runs the model under autocast (a batch whose output is not
+    finite is run again in float32, and float32 is kept for the rest of the run), and tiles travel
+    through pinned host buffers. On the CPU both are off and nothing changes.
     """
 
-    def __init__(self, model, device, batch_size: int, tta: bool = False, keep_clear: bool = False,
-                 say: Callable[[str], None] | None = None):
+    def __init__(self, model, device, batch_size: int | None, tta: bool = False, keep_clear: bool = False,
+                 say: Callable[[str], None] | None = None, precision: str = "fp32",
+                 staging: HostStaging | None = None):
         self.model = model
         self.device = device
-        self.batch_size = int(batch_size)
+        self.batch_size = int(batch_size or CPU_BATCH_SIZE)
         self.tta = tta
         self.keep_clear = keep_clear
         self.say = say or (lambda message: None)
+        self.autocast = autocast_dtype(device, precision)
+        self.staging = staging if staging is not None else (HostStaging(device) if device.type == "cuda" else None)
+
+    @property
+    def precision(self) -> str:
+        import torch
+
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast]
+
+    def use_device(self, device) -> None:
+        """Move to another device (the CPU after running out of GPU memory): float32, no staging."""
+        self.model = self.model.to(device)
+        self.device = device
+        if device.type != "cuda":
+            self.autocast = None
+            self.staging = None
+
+    def tile_memory(self, x: np.ndarray) -> int:
+        """Peak device memory (bytes) of one tile through the model, measured (CUDA only; 0 elsewhere)."""
+        if self.device.type != "cuda":
+            return 0
+        import torch
+
+        torch.cuda.synchronize(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self._run(x[:1], None)
+        return int(torch.cuda.max_memory_allocated(self.device) - before)
+
+    def fit_batch_to_memory(self, x: np.ndarray, tiles: int) -> int:
+        """Choose the batch size from the free device memory and one tile's measured peak (CUDA)."""
+        free, per_tile = free_memory(self.device), self.tile_memory(x)
+        if free is None or per_tile <= 0:
+            return self.batch_size
+        self.batch_size = batch_size_for_memory(free, per_tile, tiles)
+        self.say(f"Batch size {self.batch_size}: {free / 2**30:.1f} GiB free on {describe_device(self.device)}, "
+                 f"{per_tile / 2**20:.0f} MiB per {x.shape[-1]}-pixel tile ({self.precision}).")
+        return self.batch_size
 
     def predict(self, x: np.ndarray, cloud: np.ndarray | None = None):
         """``x`` ``(n, L, C, h, w)`` reflectance. Returns image ``(n, C', h, w)``, score ``(n, h, w)``
@@ -332,21 +438,42 @@ class Predictor:
         import torch
 
         if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # no copy may still read a staging buffer
             torch.cuda.empty_cache()
 
     def _forward(self, x, cloud=None):
         # a fill-based model completes from the user's cloud mask instead of its own score
         uses_mask = cloud is not None and getattr(self.model, "residual_base", "input") == "fill"
         inputs = x if x.shape[1] > 1 else x[:, 0]
-        image, score = self.model(inputs, cloud) if uses_mask else self.model(inputs)
-        return image.float(), score.float()
+        arguments = (inputs, cloud) if uses_mask else (inputs,)
+        if self.autocast is None:
+            image, score = self.model(*arguments)
+            return image.float(), score.float()
+        import torch
+
+        try:
+            with torch.autocast(device_type=self.device.type, dtype=self.autocast):
+                image, score = self.model(*arguments)
+        except RuntimeError as error:  # an operation without a reduced-precision kernel
+            if is_out_of_memory(error):
+                raise
+            return self._fall_back(x, cloud, f"cannot run in {self.precision} ({_first_line(error)})")
+        image, score = image.float(), score.float()
+        if bool(torch.isfinite(image).all()) and bool(torch.isfinite(score).all()):
+            return image, score
+        return self._fall_back(x, cloud, f"overflowed in {self.precision}")
+
+    def _fall_back(self, x, cloud, why: str):
+        self.say(f"The model {why}: running float32 from here on.")
+        self.autocast = None
+        return self._forward(x, cloud)
 
     def _run(self, x_np: np.ndarray, cloud_np: np.ndarray | None):
         import torch
         import torch.nn.functional as F
 
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(x_np)).to(self.device)
+            x = self._to_device(x_np)
             n, frames, channels, h, w = x.shape
             pad_h, pad_w = max(0, MIN_MODEL_SIDE - h), max(0, MIN_MODEL_SIDE - w)
             if pad_h or pad_w:
@@ -361,8 +488,20 @@ class Predictor:
             image, score = image[..., :h, :w], score[:, 0, :h, :w].clamp(0, 1)
             if self.keep_clear:
                 image = self._keep_clear(image, x[:, 0, :, :h, :w], score, cloud_np)
-            return (image.cpu().numpy(), score.cpu().numpy(),
-                    None if spread is None else spread.cpu().numpy())
+            return (self._to_host(image, "image"), self._to_host(score, "score"),
+                    None if spread is None else self._to_host(spread, "spread"))
+
+    def _to_device(self, array: np.ndarray):
+        import torch
+
+        if self.staging is None:
+            return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+        return self.staging.to_device(array)
+
+    def _to_host(self, tensor, key: str) -> np.ndarray:
+        if self.staging is None:
+            return tensor.cpu().numpy()
+        return self.staging.to_host(tensor, key)
 
     def _tta(self, x):
         """Mean over the 8 flips / rotations (Welford's update: exact for identical outputs), the
@@ -554,37 +693,182 @@ class _Strips:
         return np.stack(frames), dates[0][1][:, cols], None if cloud is None else cloud[:, cols]
 
 
-def _stream(items, sources, mask_source, grid: TileGrid, predictor: Predictor, writer: _Writer,
-            progress: ProgressFn, check_cancel: Callable[[], None]) -> None:
-    strips = _Strips(items, sources, mask_source, grid)
-    total = len(grid.tiles)
-    batch_tiles = max(1, predictor.batch_size)
-    for start in range(0, total, batch_tiles):
-        check_cancel()
+@dataclass
+class _Batch:
+    """Tiles read for one model batch: every tile's validity, and the inputs of those with valid pixels."""
+
+    tiles: list[Tile]
+    valids: list[np.ndarray]
+    active: list[Tile]
+    inputs: np.ndarray | None
+    clouds: np.ndarray | None
+
+
+def _read_batches(strips: _Strips, grid: TileGrid, batch_tiles: int) -> Iterator[_Batch]:
+    for start in range(0, len(grid.tiles), batch_tiles):
         tiles = grid.tiles[start:start + batch_tiles]
         inputs, valids, clouds, active = [], [], [], []
         for tile in tiles:
             values, valid, cloud = strips.tile(tile)
+            strips.done(tile.row)  # the tile holds its own copy of the values
             valids.append(valid)
             if valid.any():
                 active.append(tile)
                 inputs.append(values)
                 if cloud is not None:
                     clouds.append(cloud)
-        results = None
-        if active:
-            results = predictor.predict(np.stack(inputs), np.stack(clouds) if clouds else None)
-        position = 0
-        for tile, valid in zip(tiles, valids, strict=True):
-            if results is not None and position < len(active) and active[position] is tile:
-                image, score, spread = (r[position] if r is not None else None for r in results)
-                writer.add(tile, valid, image, score, spread)
-                position += 1
-            else:
-                writer.add(tile, valid)
-            strips.done(tile.row)
-        done = min(total, start + len(tiles))
-        progress(done / total, f"{done}/{total} tiles")
+        yield _Batch(tiles, valids, active, np.stack(inputs) if inputs else None,
+                     np.stack(clouds) if clouds else None)
+
+
+def _write_batch(writer: _Writer, batch: _Batch, results) -> None:
+    position = 0
+    for tile, valid in zip(batch.tiles, batch.valids, strict=True):
+        if results is not None and position < len(batch.active) and batch.active[position] is tile:
+            image, score, spread = (r[position] if r is not None else None for r in results)
+            writer.add(tile, valid, image, score, spread)
+            position += 1
+        else:
+            writer.add(tile, valid)
+
+
+def _gdal_env():
+    """GDAL settings of a run, for the reader and writer threads (rasterio's environment is per thread)."""
+    import rasterio
+
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_TIFF_INTERNAL_MASK=True)
+
+
+class _Reader:
+    """Reads batches in its own thread, ``depth`` batches ahead of the model."""
+
+    def __init__(self, batches: Iterator[_Batch], depth: int = 2):
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(batches,), name="viser-cr-reader", daemon=True)
+        self.thread.start()
+
+    def _run(self, batches) -> None:
+        try:
+            with _gdal_env():
+                for batch in batches:
+                    if not self._put(("batch", batch)):
+                        return
+            self._put(("end", None))
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            self._put(("error", error))
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[_Batch]:
+        while True:
+            kind, value = self.queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+class _WriterThread:
+    """Blends and writes batches in its own thread (``write(item)``), at most ``depth`` batches behind."""
+
+    def __init__(self, write: Callable[[tuple], None], depth: int = 2):
+        self.write = write
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="viser-cr-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with _gdal_env():
+            while True:
+                item = self.queue.get()
+                if item is None or self.stop.is_set():
+                    return
+                try:
+                    self.write(item)
+                except BaseException as error:  # noqa: BLE001 - raised again in the model's thread
+                    self.error = error
+                    return
+
+    def put(self, item) -> None:
+        while True:
+            self._raise()
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if not self.thread.is_alive():
+            raise RuntimeError("the writer thread stopped unexpectedly")
+
+    def finish(self) -> None:
+        """Wait until every batch is written; raise the writer's error if it had one."""
+        self.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        """Stop without writing what is still queued (after an error or a cancel)."""
+        self.stop.set()
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(None)
+        while self.thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self.queue.get_nowait()  # unblock a full queue
+            with contextlib.suppress(queue.Full):
+                self.queue.put_nowait(None)
+            self.thread.join(timeout=0.1)
+
+
+def _stream(items, sources, mask_source, grid: TileGrid, predictor: Predictor, writer: _Writer,
+            progress: ProgressFn, check_cancel: Callable[[], None], overlap_io: bool = False) -> None:
+    """Read, predict, blend and write every tile; with ``overlap_io`` reading and writing run in their own
+    threads so that the model never waits for GDAL (same tiles, same order, same output bytes)."""
+    strips = _Strips(items, sources, mask_source, grid)
+    total = len(grid.tiles)
+    batches = _read_batches(strips, grid, max(1, predictor.batch_size))
+    if not overlap_io:
+        done = 0
+        for batch in batches:
+            check_cancel()
+            results = predictor.predict(batch.inputs, batch.clouds) if batch.active else None
+            _write_batch(writer, batch, results)
+            done += len(batch.tiles)
+            progress(done / total, f"{done}/{total} tiles")
+        return
+    reader = _Reader(batches)
+    writing = _WriterThread(lambda item: _write_batch(writer, *item))
+    try:
+        done = 0
+        for batch in reader:
+            check_cancel()
+            results = predictor.predict(batch.inputs, batch.clouds) if batch.active else None
+            writing.put((batch, results))
+            done += len(batch.tiles)
+            progress(done / total, f"{done}/{total} tiles")
+        writing.finish()
+    finally:
+        reader.close()
+        writing.close()
 
 
 # ------------------------------------------------------------------------------------------- outputs
@@ -699,7 +983,8 @@ def remove_clouds(request: CloudRemovalRequest, progress: ProgressFn | None = No
         output=paths["output"], score_output=paths["score"], uncertainty_output=paths["uncertainty"],
         device=tiles["device"], model=str(card.name), sensor=reference.resolution.sensor,
         sensor_reason=reference.resolution.reason, bands=list(reference.indexes), tiles=tiles["tiles"],
-        seconds=time.perf_counter() - started, messages=callbacks.messages,
+        seconds=time.perf_counter() - started, messages=callbacks.messages, precision=tiles["precision"],
+        batch_size=tiles["batch_size"],
     )
     callbacks.progress(1.0, "done")
     return result
@@ -716,17 +1001,24 @@ def _run_with_retries(request, paths, items, sources, mask_source, grid, card, d
     callbacks.say(f"Model {card.name} on {describe_device(device)}.")
     tags = {"VISER_CR_MODEL": card.name, "VISER_CR_SENSOR": items[0].resolution.sensor,
             "VISER_CR_INPUT_BANDS": ",".join(map(str, items[0].indexes)),
-            "VISER_CR_SCALING": formula(items[0].resolution.scale, items[0].resolution.offset)}
+            "VISER_CR_SCALING": formula(items[0].resolution.scale, items[0].resolution.offset),
+            **(request.tags or {})}
     predictor = Predictor(model, device, request.batch_size,
                           tta=bool(request.tta or request.uncertainty_output is not None),
-                          keep_clear=request.keep_clear, say=callbacks.say)
+                          keep_clear=request.keep_clear, say=callbacks.say, precision=request.precision)
+    if request.precision != "fp32" and device.type != "cuda":
+        callbacks.say(f"Precision {request.precision} applies to CUDA GPUs: running float32 on the CPU.")
     while True:
         tile_grid = TileGrid(grid.height, grid.width, tile, overlap, block=rio.BLOCK)
         outputs, files = _open_outputs(paths, request, grid, card, encoding, tags, device)
         try:
+            if request.batch_size is None:
+                _fit_batch(predictor, len(items), len(card.bands), tile, len(tile_grid))
+            overlap_io = device.type == "cuda" if request.overlap_io is None else bool(request.overlap_io)
             writer = _Writer(tile_grid, len(card.bands), encoding, files)
+            started = time.perf_counter()
             _stream(items, sources, mask_source, tile_grid, predictor, writer, callbacks.progress,
-                    callbacks.check_cancel)
+                    callbacks.check_cancel, overlap_io)
             if writer.valid_pixels == 0:
                 raise InputError(f"{items[0].label} holds only nodata (or NaN / Inf) pixels"
                                  + (" in the requested bounds" if request.bounds else "") + ": nothing to do.")
@@ -734,7 +1026,9 @@ def _run_with_retries(request, paths, items, sources, mask_source, grid, card, d
             if request.cog:
                 callbacks.progress(1.0, "writing cloud-optimised GeoTIFF")
             outputs.commit()
-            return {"device": str(device), "tiles": len(tile_grid)}
+            callbacks.say(_throughput(len(tile_grid), grid, time.perf_counter() - started, predictor))
+            return {"device": str(device), "tiles": len(tile_grid), "precision": predictor.precision,
+                    "batch_size": predictor.batch_size}
         except _NeedSmallerTiles:
             outputs.discard()
             if tile // 2 >= max(MIN_RETRY_TILE, MIN_TILE) and min(grid.height, grid.width) > tile // 2:
@@ -742,9 +1036,8 @@ def _run_with_retries(request, paths, items, sources, mask_source, grid, card, d
                 callbacks.say(f"Out of memory with one tile per batch: retrying with {tile}-pixel tiles.")
             elif device.type != "cpu":
                 device = torch.device("cpu")
-                predictor.model = model.to(device)
-                predictor.device = device
-                predictor.batch_size = int(request.batch_size)
+                predictor.use_device(device)
+                predictor.batch_size = int(request.batch_size or CPU_BATCH_SIZE)
                 callbacks.say("Out of memory on the GPU even with small tiles: retrying on the CPU.")
             else:
                 raise ViserError("out of memory even with one small tile per batch on the CPU: close other "
@@ -776,6 +1069,26 @@ def plan(request: CloudRemovalRequest) -> dict:
             "dropped": [index for index in range(1, reference.facts.count + 1) if index not in used],
             "dates": len(items),
         }
+
+
+def _fit_batch(predictor: Predictor, frames: int, channels: int, tile: int, tiles: int) -> None:
+    """On a GPU, the batch size from its free memory (a probe tile through the model); the CPU keeps 4."""
+    if predictor.device.type != "cuda":
+        return
+    try:
+        predictor.fit_batch_to_memory(np.zeros((1, frames, channels, tile, tile), np.float32), tiles)
+    except Exception as error:  # noqa: BLE001 - only out-of-memory errors are handled
+        if not is_out_of_memory(error):
+            raise
+        predictor.batch_size = 1
+        raise _NeedSmallerTiles() from None
+
+
+def _throughput(tiles: int, grid, seconds: float, predictor: Predictor) -> str:
+    seconds = max(seconds, 1e-9)
+    return (f"{tiles} tiles in {seconds:.1f} s: {tiles / seconds:.2f} tiles/s, "
+            f"{grid.width * grid.height / seconds / 1e6:.2f} Mpx/s on {describe_device(predictor.device)} "
+            f"({predictor.precision}, {predictor.batch_size} tiles per batch).")
 
 
 def describe_input(path: str | Path, sensor: str = "auto", bands: list[int] | None = None) -> dict:
