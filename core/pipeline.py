@@ -468,10 +468,7 @@ class _Writer:
             out = self.outputs["output"]
             out.write(self.encoding.encode(block.image, valid), top)
             if self.encoding.write_mask:
-                from rasterio.windows import Window
-
-                out.dataset.write_mask(valid.astype(np.uint8) * 255,
-                                       window=Window(0, top, self.grid.width, bottom - top))
+                out.write_mask(valid.astype(np.uint8) * 255, top)
         if self.outputs.get("score") is not None:
             score = np.clip(block.score, 0, 1, out=block.score)
             score[invalid] = np.nan
@@ -588,7 +585,7 @@ def _open_outputs(paths: dict, request: CloudRemovalRequest, grid, card, encodin
             profile = rio.output_profile(grid, len(card.bands), encoding.dtype, encoding.nodata,
                                          request.creation_options, threads)
             files["output"] = outputs.add(rio.OutputFile(paths["output"], profile, list(card.bands), tags,
-                                                         cog=request.cog))
+                                                         cog=request.cog, failures=outputs.failures))
             interps = [getattr(ColorInterp, COLOUR_OF_BAND.get(b, "undefined")) for b in card.bands]
             if {"red", "green", "blue"} <= set(card.bands):
                 files["output"].set_colorinterp(interps)
@@ -597,7 +594,7 @@ def _open_outputs(paths: dict, request: CloudRemovalRequest, grid, card, encodin
             if paths[key] is not None:
                 profile = rio.output_profile(grid, 1, "float32", float("nan"), request.creation_options, threads)
                 files[key] = outputs.add(rio.OutputFile(paths[key], profile, [description], tags,
-                                                        cog=request.cog))
+                                                        cog=request.cog, failures=outputs.failures))
     except BaseException:
         outputs.discard()
         raise
@@ -631,7 +628,7 @@ class _Callbacks:
 def _mask_source(request: CloudRemovalRequest, grid, stack: contextlib.ExitStack, reference):
     if request.cloud_mask is None:
         return None
-    dataset = stack.enter_context(rio.open_raster(request.cloud_mask))
+    dataset = stack.enter_context(rio.open_raster(request.cloud_mask, "cloud mask"))
     direct = (dataset.crs == reference.crs and dataset.transform == reference.transform
               and (dataset.width, dataset.height) == (reference.width, reference.height))
     if not direct and (dataset.crs is None or reference.crs is None):

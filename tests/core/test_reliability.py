@@ -1,0 +1,133 @@
+"""Reliability (issue 12): failed writes fail the run and lose nothing, signals clean up, damaged and odd
+inputs are refused with a message that says what to do, numeric parameters are validated once in the
+engine, metadata is kept. Every case is listed in docs/reliability.md.
+
+Full disks are simulated without root: the child process gets a file-size limit (RLIMIT_FSIZE) with
+SIGXFSZ ignored, so that write() fails with EFBIG as it fails with ENOSPC on a full disk.
+"""
+
+import hashlib
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+ROOT = Path(__file__).resolve().parents[2]
+CRS = "EPSG:32633"
+TRANSFORM = from_origin(500000, 5000000, 10, 10)
+
+
+def write_raster(path, data, **profile):
+    data = np.asarray(data)
+    options = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                   dtype=str(data.dtype), crs=CRS, transform=TRANSFORM)
+    options.update(profile)
+    with rasterio.open(path, "w", **options) as dst:
+        dst.write(data)
+    return path
+
+
+def noise_raster(path, size=256, seed=0):
+    """A 4-band uint16 raster of noise (reflectance x 10000): its outputs barely compress."""
+    data = np.random.default_rng(seed).integers(200, 4000, (4, size, size), dtype=np.uint16)
+    return write_raster(path, data)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cli_command() -> list[str]:
+    script = Path(sys.executable).parent / "viser-cr"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "viser_cr.core.cli"]
+
+
+def child_env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+
+
+def file_size_limit(limit: int):
+    """preexec_fn: files of the child may not grow past ``limit`` bytes; write() then fails with EFBIG."""
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    return apply
+
+
+# ---------------------------------------------------------------------------------------- full disk
+
+
+def test_full_disk_fails_the_cli_run_and_keeps_the_old_output(tmp_path, tiny_models_dir):
+    source = noise_raster(tmp_path / "in.tif")
+    out = tmp_path / "full"
+    out.mkdir()
+    old = write_raster(out / "o.tif", np.full((4, 8, 8), 7, dtype=np.float32))
+    before = digest(old)
+    done = subprocess.run(
+        [*cli_command(), "remove-clouds", str(source), "-o", str(out / "o.tif"), "--float32", "--score-out",
+         str(out / "s.tif"), "--models-dir", str(tiny_models_dir), "--sensor", "s2-l2a", "--device", "cpu",
+         "--threads", "1", "--quiet"],
+        capture_output=True, text=True, timeout=300, env=child_env(), preexec_fn=file_size_limit(200_000))
+    assert done.returncode == 5, done.stderr
+    assert "could not write" in done.stderr and str(out) in done.stderr and "disk" in done.stderr
+    assert "Free space" in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["o.tif"]      # no temporary file, no s.tif
+    assert digest(old) == before
+
+
+SHARED_WRITE = """
+import sys
+from pathlib import Path
+import numpy as np, rasterio
+from rasterio.transform import from_origin
+from viser_cr.core import raster as rio
+from viser_cr.core.errors import OutputError
+
+folder, cog = Path(sys.argv[1]), sys.argv[2] == "cog"
+grid = rio.Grid("EPSG:32633", from_origin(500000, 5000000, 10, 10), 512, 512)
+outputs = rio.OutputSet()
+with rasterio.Env():
+    try:
+        for name in ("a.tif", "b.tif"):
+            profile = rio.output_profile(grid, 3, "float32", float("nan"))
+            outputs.add(rio.OutputFile(folder / name, profile, cog=cog, failures=outputs.failures))
+        rng = np.random.default_rng(0)
+        for output in outputs.files:
+            for top in range(0, 512, 256):
+                output.write(rng.random((3, 256, 512), dtype=np.float32), top)
+        outputs.commit()
+    except OutputError as error:
+        outputs.discard()
+        print(error)
+        sys.exit(5)
+print("committed")
+"""
+
+
+@pytest.mark.parametrize("cog", ["gtiff", "cog"])
+def test_full_disk_through_the_shared_write_path(tmp_path, cog):
+    old = write_raster(tmp_path / "a.tif", np.ones((1, 4, 4), dtype=np.uint8))
+    before = digest(old)
+    done = subprocess.run([sys.executable, "-c", SHARED_WRITE, str(tmp_path), cog], capture_output=True, text=True,
+                          timeout=120, env=child_env(), cwd=ROOT.parent, preexec_fn=file_size_limit(300_000))
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert f"could not write {tmp_path}" in done.stdout and "File too large" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]
+    assert digest(old) == before
+
+
+def test_write_failure_message_names_the_disk(tmp_path):
+    from viser_cr.core.raster import write_failure
+
+    message = str(write_failure(tmp_path / "o.tif", "TIFFAppendToStrip:Write error; No space left on device"))
+    assert "the disk / is full" in message or "is full" in message
+    assert str(tmp_path / "o.tif") in message and "MiB free" in message and "choose an output folder" in message
