@@ -12,6 +12,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,7 @@ def test_full_disk_fails_the_cli_run_and_keeps_the_old_output(tmp_path, tiny_mod
 
 SHARED_WRITE = """
 import sys
+import time
 from pathlib import Path
 import numpy as np, rasterio
 from rasterio.transform import from_origin
@@ -131,3 +133,47 @@ def test_write_failure_message_names_the_disk(tmp_path):
     message = str(write_failure(tmp_path / "o.tif", "TIFFAppendToStrip:Write error; No space left on device"))
     assert "the disk / is full" in message or "is full" in message
     assert str(tmp_path / "o.tif") in message and "MiB free" in message and "choose an output folder" in message
+
+
+# ------------------------------------------------------------------------------------------- signals
+
+
+def wait_for(predicate, timeout: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_termination_signals_clean_up(tmp_path, tiny_models_dir, signum, code):
+    source = noise_raster(tmp_path / "in.tif", size=1024)
+    out = tmp_path / "out"
+    out.mkdir()
+    child = subprocess.Popen(
+        [*cli_command(), "remove-clouds", str(source), "-o", str(out / "o.tif"), "--score-out", str(out / "s.tif"),
+         "--models-dir", str(tiny_models_dir), "--sensor", "s2-l2a", "--device", "cpu", "--threads", "1",
+         "--tile", "16", "--overlap", "0", "--batch", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        started = wait_for(lambda: len(list(out.iterdir())) == 2 or child.poll() is not None)
+        assert started and child.poll() is None, "the run ended before it could be signalled"
+        child.send_signal(signum)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == code, err
+    assert err.rstrip().splitlines()[-1] == f"viser-cr: cancelled by {signal.Signals(signum).name}: nothing was written."
+    assert list(out.iterdir()) == []
+
+
+def test_usage_errors_are_one_line_with_the_valid_values(tmp_path):
+    for args, expected in ((["--sensor", "modis"], "invalid choice: 'modis' (choose from 'auto', 's2-l1c'"),
+                           (["--bands", "4.5,3"], "bands must be comma-separated band numbers like 4,3,2,8")):
+        done = subprocess.run([*cli_command(), "remove-clouds", "in.tif", "-o", str(tmp_path / "o.tif"), *args],
+                              capture_output=True, text=True, timeout=60, env=child_env())
+        assert done.returncode == 2
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("viser-cr: error: argument ")
+        assert expected in done.stderr and "--help" in done.stderr
