@@ -132,8 +132,9 @@ def _open_inputs(request: CloudRemovalRequest, stack: contextlib.ExitStack) -> l
     order = [request.reference] + [i for i in range(len(request.inputs)) if i != request.reference]
     opened = []
     for position in order:
-        path = Path(request.inputs[position])
-        dataset = stack.enter_context(rio.open_raster(path))
+        source = request.inputs[position]
+        path = Path(source)
+        dataset = stack.enter_context(rio.open_raster(source))
         label = f"input {position + 1} ({path.name})" if len(request.inputs) > 1 else path.name
         opened.append(_Input(label, path, dataset, rio.band_facts(dataset, path)))
     return opened

@@ -126,7 +126,7 @@ def _unreadable_message(text: str, what: str, error: Exception) -> str:
 
 
 def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
+    text = re.sub(r"^Read or write failed\.\s*", "", str(error).strip()).splitlines()
     return text[0] if text else type(error).__name__
 
 
@@ -363,17 +363,17 @@ def open_sources(datasets: Sequence, labels: Sequence[str], reference: int, grid
 def check_output_path(path: str | Path, inputs: Sequence[str | Path], what: str = "output") -> Path:
     """The output path, or OutputError when it cannot be written or would overwrite an input."""
     path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    limit = name_max(folder)
+    if len(os.fsencode(path.name)) > limit:
+        raise OutputError(f"the {what} file name is {len(os.fsencode(path.name))} bytes long but the file system "
+                          f"of {folder} allows at most {limit}: choose a shorter name.")
     if path.is_dir():
         raise OutputError(f"the {what} path {path} is a folder: give a file name inside it, "
                           f"e.g. {path / 'cloud-free.tif'}.")
     if path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise OutputError(f"the {what} is written as GeoTIFF: give it a .tif name, not {path.name!r}.")
-    folder = path.parent if str(path.parent) else Path(".")
     _check_output_folder(folder, what)
-    limit = name_max(folder)
-    if len(os.fsencode(path.name)) > limit:
-        raise OutputError(f"the {what} file name is {len(os.fsencode(path.name))} bytes long but the file system "
-                          f"of {folder} allows at most {limit}: choose a shorter name.")
     resolved = path.resolve()
     for source in inputs:
         source = Path(source)

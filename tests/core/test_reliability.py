@@ -8,10 +8,12 @@ SIGXFSZ ignored, so that write() fails with EFBIG as it fails with ENOSPC on a f
 
 import hashlib
 import os
+import re
 import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +21,9 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import from_origin
+
+from viser_cr.core.errors import InputError, OutputError
+from viser_cr.core.pipeline import CloudRemovalRequest, remove_clouds
 
 ROOT = Path(__file__).resolve().parents[2]
 CRS = "EPSG:32633"
@@ -87,10 +92,14 @@ def test_full_disk_fails_the_cli_run_and_keeps_the_old_output(tmp_path, tiny_mod
 
 SHARED_WRITE = """
 import sys
+import threading
 import time
 from pathlib import Path
 import numpy as np, rasterio
 from rasterio.transform import from_origin
+
+from viser_cr.core.errors import InputError, OutputError
+from viser_cr.core.pipeline import CloudRemovalRequest, remove_clouds
 from viser_cr.core import raster as rio
 from viser_cr.core.errors import OutputError
 
@@ -177,3 +186,103 @@ def test_usage_errors_are_one_line_with_the_valid_values(tmp_path):
         assert done.returncode == 2
         assert done.stderr.count("\n") == 1 and done.stderr.startswith("viser-cr: error: argument ")
         assert expected in done.stderr and "--help" in done.stderr
+
+
+# ---------------------------------------------------------------------------------- damaged and odd inputs
+
+
+def truncated_geotiff(path: Path) -> Path:
+    """A tiled GeoTIFF cut in half: the header and tile index are intact, the last tiles are missing."""
+    data = np.random.default_rng(1).integers(200, 4000, (4, 256, 256), dtype=np.uint16)
+    write_raster(path, data, tiled=True, blockxsize=64, blockysize=64)
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+    return path
+
+
+def vrt_with_missing_source(path: Path) -> Path:
+    bands = "".join(
+        f'<VRTRasterBand dataType="UInt16" band="{b}"><SimpleSource><SourceFilename relativeToVRT="1">gone.tif'
+        f"</SourceFilename><SourceBand>{b}</SourceBand></SimpleSource></VRTRasterBand>" for b in (1, 2, 3, 4))
+    path.write_text(f'<VRTDataset rasterXSize="64" rasterYSize="64"><SRS>{CRS}</SRS>'
+                    f"<GeoTransform>500000,10,0,5000000,0,-10</GeoTransform>{bands}</VRTDataset>\n")
+    return path
+
+
+def run(inputs, output, models, **options):
+    return remove_clouds(CloudRemovalRequest([str(i) for i in inputs], output, models_dir=models, device="cpu",
+                                             **options))
+
+
+def test_truncated_geotiff_is_bad_input(tmp_path, tiny_models_dir):
+    source = truncated_geotiff(tmp_path / "cut.tif")
+    with pytest.raises(InputError, match=r"cannot read .*cut.tif, band\(s\) 1, 2, 3, 4, rows .*IReadBlock failed at "
+                                         r"X offset \d+, Y offset \d+.*damaged or incomplete.*gdalinfo -checksum"):
+        run([source], tmp_path / "o.tif", tiny_models_dir, sensor="s2-l2a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tif"]
+
+
+def test_truncated_geotiff_exit_code_through_the_cli(tmp_path, tiny_models_dir, capsys):
+    from viser_cr.core.cli import main
+
+    source = truncated_geotiff(tmp_path / "cut.tif")
+    code = main(["remove-clouds", str(source), "-o", str(tmp_path / "o.tif"), "--models-dir", str(tiny_models_dir),
+                 "--sensor", "s2-l2a", "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("viser-cr: error: cannot read ") and "internal error" not in err
+
+
+def test_vrt_with_a_missing_source_is_bad_input(tmp_path, tiny_models_dir):
+    source = vrt_with_missing_source(tmp_path / "stack.vrt")
+    with pytest.raises(InputError, match=r"cannot read .*stack.vrt, band\(s\) .*gone.tif: No such file.*VRT"):
+        run([source], tmp_path / "o.tif", tiny_models_dir, sensor="s2-l2a")
+
+
+def test_long_output_names_keep_temporary_names_within_the_limit(tmp_path, tiny_models_dir, fixtures_dir):
+    from viser_cr.core.raster import SIDECAR_ROOM, name_max, temporary_path
+
+    limit = name_max(tmp_path)
+    final = tmp_path / ("é" * 60 + "x" * (limit - 120 - 4) + ".tif")   # exactly the limit, in bytes
+    assert len(os.fsencode(final.name)) == limit
+    temp = temporary_path(final, ".cog")
+    assert len(os.fsencode(temp.name)) <= limit - SIDECAR_ROOM and temp.name.endswith(".viser-tmp.tif")
+    name = "o" * 236 + ".tif"                                           # the 240-character name of the issue
+    result = run([fixtures_dir / "rgbn8_96.tif"], tmp_path / name, tiny_models_dir, cog=True,
+                 score_output=tmp_path / ("s" * 236 + ".tif"))
+    assert result.output.name == name and result.output.exists()
+    with pytest.raises(OutputError, match=f"file name is {limit + 1} bytes long .* at most {limit}: choose a shorter"):
+        run([fixtures_dir / "rgbn8_96.tif"], tmp_path / ("o" * (limit - 3) + ".tif"), tiny_models_dir)
+
+
+@pytest.mark.parametrize("what", ["fifo", "device"])
+def test_special_files_are_refused_before_gdal_opens_them(tmp_path, tiny_models_dir, what):
+    if what == "fifo":
+        path = tmp_path / "pipe.tif"
+        os.mkfifo(path)
+        match = "is not a regular file but a FIFO"
+    else:
+        path, match = Path("/dev/zero"), "is not a regular file but a character device"
+    raised = []
+
+    def attempt():   # in a thread: a regression that opens the FIFO blocks there, not the test run
+        try:
+            run([path], tmp_path / "o.tif", tiny_models_dir)
+        except InputError as error:
+            raised.append(str(error))
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "GDAL was given the special file and blocks on it"
+    assert raised and re.search(match + r".*could block forever", raised[0])
+
+
+def test_gdal_connection_strings_are_passed_to_gdal(tmp_path, tiny_models_dir, fixtures_dir):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "in.zip", "w") as archive:
+        archive.write(fixtures_dir / "rgbn8_96.tif", "inside/rgbn8_96.tif")
+    result = run([f"/vsizip/{tmp_path / 'in.zip'}/inside/rgbn8_96.tif"], tmp_path / "o.tif", tiny_models_dir)
+    assert result.output.exists()
+    with pytest.raises(InputError, match=r"in.zip is not a raster GDAL can read .*give /vsizip/"):
+        run([tmp_path / "in.zip"], tmp_path / "o2.tif", tiny_models_dir)
