@@ -16,6 +16,7 @@ The CLI, every QGIS Processing algorithm, the dock widget and the evaluation cal
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from . import raster as rio
 from .device import check_threads, describe_device, is_out_of_memory, resolve_device, torch_threads
 from .errors import Cancelled, InputError, ViserError
 from .sensors import CANONICAL_BANDS, BandFacts, SensorResolution, formula, offered_bands, resolve
-from .tiling import MIN_TILE, Tile, TileGrid
+from .tiling import MIN_TILE, Tile, TileGrid, validate_tiling
 
 SCORE_THRESHOLD = 0.5          # keep-clear: a score above this is cloud
 FEATHER_RADIUS = 6             # keep-clear: width in pixels of the seam between input and model output
@@ -96,7 +97,7 @@ def _validate_request(request: CloudRemovalRequest) -> None:
     if not 0 <= int(request.reference) < len(request.inputs):
         raise InputError(f"reference must index one of the {len(request.inputs)} inputs (0 to "
                          f"{len(request.inputs) - 1}), got {request.reference}.")
-    if int(request.batch_size) < 1:
+    if _whole_number(request.batch_size, "batch size") < 1:
         raise InputError(f"batch size must be at least 1, got {request.batch_size}.")
     if request.cloud_mask is not None and not request.keep_clear:
         raise InputError("a cloud mask is used by keep-clear mode: add --keep-clear (or drop the mask).")
@@ -189,14 +190,26 @@ def _check_frames(items: list[_Input], card) -> None:
 
 
 def _tiling(request: CloudRemovalRequest, card) -> tuple[int, int]:
-    tile = int(request.tile_size or card.tile_size)
+    tile = card.tile_size if request.tile_size is None else _whole_number(request.tile_size, "tile size")
     if request.overlap is not None:
-        overlap = int(request.overlap)
-    elif request.tile_size:
+        overlap = _whole_number(request.overlap, "overlap")
+    elif request.tile_size is not None:
         overlap = int(round(card.overlap * tile / max(1, card.tile_size)))
     else:
         overlap = int(card.overlap)
-    return tile, overlap
+    validate_tiling(tile, overlap)
+    return int(tile), int(overlap)
+
+
+def _whole_number(value, name: str) -> int:
+    """``value`` as an int, or InputError when it is not a whole number (7.5, NaN, inf, text)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a whole number, got {value!r}.") from None
+    if not math.isfinite(number) or number != int(number):
+        raise InputError(f"{name} must be a whole number, got {value!r}.")
+    return int(number)
 
 
 # ------------------------------------------------------------------------------------------ encoding

@@ -286,3 +286,51 @@ def test_gdal_connection_strings_are_passed_to_gdal(tmp_path, tiny_models_dir, f
     assert result.output.exists()
     with pytest.raises(InputError, match=r"in.zip is not a raster GDAL can read .*give /vsizip/"):
         run([tmp_path / "in.zip"], tmp_path / "o2.tif", tiny_models_dir)
+
+
+# ------------------------------------------------------------------------------------ numeric parameters
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(scale=float("inf")), r"scale given must be a positive, finite number, got inf"),
+    (dict(scale=-0.0001), r"scale given must be a positive, finite number, got -0.0001"),
+    (dict(scale=0.0), r"scale given must be a positive, finite number, got 0"),
+    (dict(offset=float("nan")), r"offset given must be a finite reflectance offset between -10 and 10, got nan"),
+    (dict(offset=1e30), r"offset given must be a finite reflectance offset .* got 1e\+30"),
+    (dict(scale=1.0, offset=-70000.0), r"offset given must be"),
+    (dict(scale=1e-4, offset=-7.0), r"every uint16 value becomes a reflectance between -7 and -0.4.*outside 0..1"),
+    (dict(tile_size=0), r"tile size must be an integer of at least 16 pixels, got 0"),
+    (dict(tile_size=64.5), r"tile size must be a whole number, got 64.5"),
+    (dict(tile_size=float("nan")), r"tile size must be a whole number"),
+    (dict(overlap=-1), r"overlap must be between 0 and tile size - 1"),
+    (dict(batch_size=0), r"batch size must be at least 1"),
+])
+def test_bad_numbers_are_refused_with_what_to_give(tmp_path, tiny_models_dir, options, match):
+    source = noise_raster(tmp_path / "in.tif", size=64)
+    with pytest.raises(InputError, match=match):
+        run([source], tmp_path / "o.tif", tiny_models_dir, sensor="s2-l2a", **options)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+
+
+def test_bad_scaling_in_the_file_metadata_is_refused(tmp_path, tiny_models_dir):
+    source = noise_raster(tmp_path / "in.tif", size=32)
+    with rasterio.open(source, "r+") as dst:
+        dst.scales, dst.offsets = [-2.75e-5] * 4, [-0.2] * 4
+    with pytest.raises(InputError, match=r"scale from the metadata of in.tif must be a positive.*--scale S"):
+        run([source], tmp_path / "o.tif", tiny_models_dir)
+
+
+def test_complex_input_is_refused_even_with_a_scale(tmp_path, tiny_models_dir):
+    data = (np.random.default_rng(2).uniform(0.05, 0.3, (4, 32, 32)) * (1 + 1j)).astype(np.complex64)
+    source = write_raster(tmp_path / "c.tif", data)
+    with pytest.raises(InputError, match=r"c.tif holds complex values \(complex64\), not reflectance.*Convert"):
+        run([source], tmp_path / "o.tif", tiny_models_dir, scale=1.0)
+
+
+def test_bad_numbers_through_the_cli_leak_no_warning(tmp_path, tiny_models_dir):
+    source = noise_raster(tmp_path / "in.tif", size=64)
+    done = subprocess.run([*cli_command(), "remove-clouds", str(source), "-o", str(tmp_path / "o.tif"), "--offset",
+                           "1e30", "--sensor", "s2-l2a", "--models-dir", str(tiny_models_dir), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120, env=child_env())
+    assert done.returncode == 2 and "RuntimeWarning" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("viser-cr: error: the offset given must be")
