@@ -699,6 +699,17 @@ def remove_clouds(request: CloudRemovalRequest, progress: ProgressFn | None = No
     return result
 
 
+def _all_nodata(reference: _Input, request: CloudRemovalRequest) -> InputError:
+    nodata = sorted({str(v) for v in reference.dataset.nodatavals if v is not None})
+    where = " in the requested bounds" if request.bounds else ""
+    told = f" (its nodata value is {', '.join(nodata)})" if nodata else ""
+    return InputError(
+        f"{reference.label} holds only nodata (or NaN / Inf) pixels{where}{told}: nothing to do. Check that it is the "
+        f"raster you meant and that its nodata value is right (`viser-cr info {reference.path}` shows it)"
+        + ("; or choose bounds that cover data." if request.bounds else ".")
+    )
+
+
 def _run_with_retries(request, paths, items, sources, mask_source, grid, card, device, tile, overlap,
                       encoding, callbacks: _Callbacks) -> dict:
     """Load the model and stream; out of memory with one tile per batch: smaller tiles, then CPU."""
@@ -722,8 +733,7 @@ def _run_with_retries(request, paths, items, sources, mask_source, grid, card, d
             _stream(items, sources, mask_source, tile_grid, predictor, writer, callbacks.progress,
                     callbacks.check_cancel)
             if writer.valid_pixels == 0:
-                raise InputError(f"{items[0].label} holds only nodata (or NaN / Inf) pixels"
-                                 + (" in the requested bounds" if request.bounds else "") + ": nothing to do.")
+                raise _all_nodata(items[0], request)
             callbacks.check_cancel()
             if request.cog:
                 callbacks.progress(1.0, "writing cloud-optimised GeoTIFF")

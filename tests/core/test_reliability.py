@@ -334,3 +334,39 @@ def test_bad_numbers_through_the_cli_leak_no_warning(tmp_path, tiny_models_dir):
                           capture_output=True, text=True, timeout=120, env=child_env())
     assert done.returncode == 2 and "RuntimeWarning" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("viser-cr: error: the offset given must be")
+
+
+# ---------------------------------------------------------------------------- messages that say what to do
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda d: (d / "notes.tif").write_text("hello\n") and d / "notes.tif",
+     r"notes.tif is not a raster GDAL can read .*`gdalinfo --formats` lists them.*viser-cr info"),
+    (lambda d: (d / "empty.tif").write_bytes(b"") or d / "empty.tif",
+     r"empty.tif is empty \(0 bytes\).*fetch or copy it again"),
+    (lambda d: (d / "scene.SAFE").mkdir() or d / "scene.SAFE", r"Sentinel-2 .SAFE folder: give its metadata file"),
+    (lambda d: (d / "tiles").mkdir() or (d / "tiles" / "a.tif").write_bytes(b"x") and d / "tiles",
+     r"tiles is a folder, not a raster file: give a raster file inside it \(for example a.tif\)"),
+])
+def test_unusable_inputs_say_what_to_do(tmp_path, tiny_models_dir, make, match):
+    source = make(tmp_path)
+    with pytest.raises(InputError, match=match):
+        run([source], tmp_path / "o.tif", tiny_models_dir)
+
+
+def test_missing_cloud_mask_is_named_as_such(tmp_path, tiny_models_dir, fixtures_dir):
+    with pytest.raises(InputError, match=r"^cloud mask not found: .*nomask.tif\. Check the path"):
+        run([fixtures_dir / "rgbn8_96.tif"], tmp_path / "o.tif", tiny_models_dir, keep_clear=True,
+            cloud_mask=tmp_path / "nomask.tif")
+
+
+def test_all_nodata_says_what_to_check(tmp_path, tiny_models_dir):
+    source = write_raster(tmp_path / "empty.tif", np.zeros((3, 40, 40), dtype=np.uint8), nodata=0)
+    with pytest.raises(InputError, match=r"holds only nodata .*\(its nodata value is 0.0\).*viser-cr info .*empty.tif"):
+        run([source], tmp_path / "o.tif", tiny_models_dir)
+
+
+def test_output_path_equal_to_a_folder_says_what_to_give(tmp_path, tiny_models_dir, fixtures_dir):
+    (tmp_path / "results.tif").mkdir()
+    with pytest.raises(OutputError, match=r"output path .*results.tif is a folder: give a file name inside it, e.g. "):
+        run([fixtures_dir / "rgbn8_96.tif"], tmp_path / "results.tif", tiny_models_dir)
