@@ -224,6 +224,7 @@ class _Encoding:
     scale: float = 1.0
     offset: float = 0.0
     write_mask: bool = False
+    band_scaling: bool = False   # record scale/offset in the output bands (the input's bands carried them)
 
     def encode(self, reflectance: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Output values for a block; ``reflectance`` (float32) is overwritten to save memory."""
@@ -272,12 +273,20 @@ def _encoding(request: CloudRemovalRequest, reference: _Input) -> _Encoding:
     if request.output_dtype == "float32" or np.dtype(dtype).kind not in "iuf":
         return _Encoding("float32", float("nan"))
     resolution = reference.resolution
+    band_scaling = _bands_carry_scaling(reference)
     if np.dtype(dtype).kind == "f":
-        return _Encoding(dtype, float("nan"), resolution.scale, resolution.offset)
+        return _Encoding(dtype, float("nan"), resolution.scale, resolution.offset, band_scaling=band_scaling)
     nodatas = [dataset.nodatavals[i - 1] for i in reference.indexes if dataset.nodatavals[i - 1] is not None]
     nodata = nodatas[0] if nodatas else None
     write_mask = nodata is None and _has_mask(dataset, reference.indexes)
-    return _Encoding(dtype, nodata, resolution.scale, resolution.offset, write_mask)
+    return _Encoding(dtype, nodata, resolution.scale, resolution.offset, write_mask, band_scaling)
+
+
+def _bands_carry_scaling(reference: _Input) -> bool:
+    """True when the input's model bands set a scale or offset in their metadata: the output, written in
+    the same encoding, must then set the scaling that decodes it (which may be the user's)."""
+    facts = reference.facts
+    return any((facts.scales[i - 1], facts.offsets[i - 1]) != (1.0, 0.0) for i in reference.indexes)
 
 
 # ----------------------------------------------------------------------------------------- predictor
@@ -603,6 +612,8 @@ def _open_outputs(paths: dict, request: CloudRemovalRequest, grid, card, encodin
             interps = [getattr(ColorInterp, COLOUR_OF_BAND.get(b, "undefined")) for b in card.bands]
             if {"red", "green", "blue"} <= set(card.bands):
                 files["output"].set_colorinterp(interps)
+            if encoding.band_scaling:
+                files["output"].set_scaling(encoding.scale, encoding.offset)
         for key, description in (("score", "cloud score (0 clear, 1 cloud)"),
                                  ("uncertainty", "uncertainty (TTA standard deviation, reflectance)")):
             if paths[key] is not None:

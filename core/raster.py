@@ -23,8 +23,10 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio._err import CPLE_BaseError
+from rasterio.control import GroundControlPoint
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.rpc import RPC
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
@@ -191,6 +193,8 @@ class Grid:
     height: int
     col_off: int = 0
     row_off: int = 0
+    gcps: tuple | None = None     # (ground control points, their CRS) of a raster georeferenced by GCPs only
+    rpcs: object | None = None    # rational polynomial coefficients, carried over with the pixels
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -201,7 +205,8 @@ class Grid:
 def reference_grid(dataset, bounds: Sequence[float] | None = None) -> Grid:
     """The reference raster's own grid, or the window of it covering ``bounds`` (in its CRS)."""
     if bounds is None:
-        return Grid(dataset.crs, dataset.transform, dataset.width, dataset.height)
+        return Grid(dataset.crs, dataset.transform, dataset.width, dataset.height,
+                    gcps=_shifted_gcps(dataset, 0, 0), rpcs=_shifted_rpcs(dataset, 0, 0))
     window = from_bounds(*bounds, transform=dataset.transform)
     window = window.round_offsets(op="floor").round_lengths(op="ceil")
     full = Window(0, 0, dataset.width, dataset.height)
@@ -213,7 +218,27 @@ def reference_grid(dataset, bounds: Sequence[float] | None = None) -> Grid:
         raise InputError(f"the bounds {tuple(bounds)} do not overlap the reference raster {dataset.name}.")
     col, row = int(window.col_off), int(window.row_off)
     width, height = int(window.width), int(window.height)
-    return Grid(dataset.crs, dataset.window_transform(Window(col, row, width, height)), width, height, col, row)
+    return Grid(dataset.crs, dataset.window_transform(Window(col, row, width, height)), width, height, col, row,
+                gcps=_shifted_gcps(dataset, col, row), rpcs=_shifted_rpcs(dataset, col, row))
+
+
+def _shifted_gcps(dataset, col: int, row: int) -> tuple | None:
+    """The raster's GCPs moved to a window starting at (col, row), when GCPs are its only georeferencing."""
+    points, crs = dataset.gcps
+    if not points or dataset.crs is not None or not dataset.transform.is_identity:
+        return None
+    return [GroundControlPoint(p.row - row, p.col - col, p.x, p.y, p.z, p.id, p.info) for p in points], crs
+
+
+def _shifted_rpcs(dataset, col: int, row: int):
+    """The raster's RPCs for a window starting at (col, row) (their line/sample offsets move with it)."""
+    rpcs = getattr(dataset, "rpcs", None)
+    if rpcs is None:
+        return None
+    values = rpcs.to_dict()
+    values["line_off"] -= row
+    values["samp_off"] -= col
+    return RPC(**values)
 
 
 def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
@@ -417,6 +442,12 @@ def output_profile(grid: Grid, count: int, dtype: str, nodata, creation_options:
         tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate", zlevel=1,
         predictor=3 if kind == "f" else 2, interleave="pixel", bigtiff="if_safer",
     )
+    if grid.gcps is not None:
+        points, gcp_crs = grid.gcps
+        profile.update(gcps=points, crs=gcp_crs)
+        profile.pop("transform")
+    if grid.rpcs is not None:
+        profile["rpcs"] = grid.rpcs
     if compress_threads:
         profile["num_threads"] = compress_threads
     if creation_options:
@@ -595,6 +626,11 @@ class OutputFile:
 
     def set_colorinterp(self, interps: Sequence[ColorInterp]) -> None:
         self.dataset.colorinterp = list(interps)
+
+    def set_scaling(self, scale: float, offset: float) -> None:
+        """Band scale and offset: what decodes the written values (reflectance = value x scale + offset)."""
+        self.dataset.scales = [float(scale)] * self.dataset.count
+        self.dataset.offsets = [float(offset)] * self.dataset.count
 
     def write(self, array: np.ndarray, row: int, col: int = 0) -> None:
         window = Window(col, row, array.shape[-1], array.shape[-2])

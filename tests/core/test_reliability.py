@@ -370,3 +370,66 @@ def test_output_path_equal_to_a_folder_says_what_to_give(tmp_path, tiny_models_d
     (tmp_path / "results.tif").mkdir()
     with pytest.raises(OutputError, match=r"output path .*results.tif is a folder: give a file name inside it, e.g. "):
         run([fixtures_dir / "rgbn8_96.tif"], tmp_path / "results.tif", tiny_models_dir)
+
+
+# -------------------------------------------------------------------------------------------- metadata
+
+
+def rgbn8(seed=3, size=64):
+    return np.random.default_rng(seed).integers(10, 200, (4, size, size), dtype=np.uint8)
+
+
+def test_gcps_are_carried_to_the_output(tmp_path, tiny_models_dir):
+    from rasterio.control import GroundControlPoint
+
+    gcps = [GroundControlPoint(0, 0, 500000, 5000000), GroundControlPoint(0, 64, 500640, 5000010),
+            GroundControlPoint(64, 0, 499990, 4999360), GroundControlPoint(64, 64, 500650, 4999370)]
+    data = rgbn8()
+    with rasterio.open(tmp_path / "gcp.tif", "w", driver="GTiff", width=64, height=64, count=4, dtype="uint8",
+                       gcps=gcps, crs=CRS) as dst:
+        dst.write(data)
+    result = run([tmp_path / "gcp.tif"], tmp_path / "o.tif", tiny_models_dir, cog=True)
+    with rasterio.open(result.output) as out:
+        points, crs = out.gcps
+        assert crs == rasterio.crs.CRS.from_string(CRS)
+        assert [(p.row, p.col, p.x, p.y) for p in points] == [(p.row, p.col, p.x, p.y) for p in gcps]
+
+
+def test_rpcs_are_carried_and_follow_the_window(tmp_path, tiny_models_dir):
+    from rasterio.rpc import RPC
+
+    rpcs = RPC(height_off=100, height_scale=500, lat_off=45.1, lat_scale=0.05, line_den_coeff=[1] + [0] * 19,
+               line_num_coeff=[0, 0, -1] + [0] * 17, line_off=32, line_scale=32, long_off=15.1, long_scale=0.05,
+               samp_den_coeff=[1] + [0] * 19, samp_num_coeff=[0, 1] + [0] * 18, samp_off=32, samp_scale=32)
+    with rasterio.open(tmp_path / "rpc.tif", "w", driver="GTiff", width=64, height=64, count=4, dtype="uint8",
+                       crs=CRS, transform=TRANSFORM, rpcs=rpcs) as dst:
+        dst.write(rgbn8())
+    bounds = (500000 + 10 * 16, 5000000 - 10 * 48, 500000 + 10 * 48, 5000000 - 10 * 8)   # cols 16.., rows 8..
+    result = run([tmp_path / "rpc.tif"], tmp_path / "o.tif", tiny_models_dir, bounds=bounds)
+    with rasterio.open(result.output) as out:
+        assert out.rpcs is not None
+        assert (out.rpcs.line_off, out.rpcs.samp_off) == (32 - 8, 32 - 16)
+        assert out.rpcs.lat_off == pytest.approx(45.1)
+
+
+@pytest.mark.parametrize("user_scale", [None, 5e-5])
+def test_band_scaling_of_the_output_decodes_what_was_written(tmp_path, tiny_models_dir, user_scale):
+    data = np.random.default_rng(4).integers(8000, 20000, (4, 64, 64), dtype=np.uint16)
+    source = write_raster(tmp_path / "ls.tif", data)
+    with rasterio.open(source, "r+") as dst:
+        dst.scales, dst.offsets = [2.75e-5] * 4, [-0.2] * 4
+    result = run([source], tmp_path / "o.tif", tiny_models_dir, scale=user_scale)
+    scale = user_scale or 2.75e-5
+    offset = -0.2
+    with rasterio.open(result.output) as out:
+        assert out.dtypes[0] == "uint16"
+        assert out.scales == pytest.approx((scale,) * 4) and out.offsets == pytest.approx((offset,) * 4)
+    result = run([source], tmp_path / "f.tif", tiny_models_dir, scale=user_scale, output_dtype="float32")
+    with rasterio.open(result.output) as out:   # reflectance itself: no scaling to apply
+        assert out.scales == (1.0,) * 4 and out.offsets == (0.0,) * 4
+
+
+def test_rasters_without_band_scaling_get_none(tmp_path, tiny_models_dir, fixtures_dir):
+    result = run([fixtures_dir / "s2l1c_cloudy_96.tif"], tmp_path / "o.tif", tiny_models_dir)
+    with rasterio.open(result.output) as out:
+        assert out.scales == (1.0,) * 4 and out.offsets == (0.0,) * 4
