@@ -5,12 +5,14 @@ The CLI, every QGIS Processing algorithm, the dock widget and the evaluation cal
 1. check the output paths (folder exists and is writable, no output is an input);
 2. open the inputs, detect sensor / scaling / bands (``core.sensors``), choose and load the model;
 3. align every date onto the reference grid (``WarpedVRT``), lay a tile grid with overlap over it;
-4. stream: read a strip of tile rows, run batches of tiles through the model (optionally with
-   test-time augmentation and keep-clear blending), add each tile times its normalised blend
-   weight into blocks of output rows, and write a block as soon as its last tile is in. Memory
-   holds a few tile rows, whatever the raster's size;
-5. write everything to temporary files in the output folder and rename them only at the end; a
-   cancel or an error removes them.
+4. stream, panel by panel (vertical stripes of at most ``raster.PANEL`` columns): read a strip of
+   tile rows of the panel, run batches of tiles through the model (optionally with test-time
+   augmentation and keep-clear blending), add each tile times its normalised blend weight into
+   blocks of output rows, and write a block as soon as its last tile is in. Memory holds a few tile
+   rows of one panel, whatever the raster's height and width;
+5. write everything to temporary files in the output folder, check every write (a full disk fails
+   the run), read the finished files back, and rename them only at the end; a cancel, a signal or an
+   error removes them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from . import raster as rio
 from .device import check_threads, describe_device, is_out_of_memory, resolve_device, torch_threads
 from .errors import Cancelled, InputError, ViserError
 from .sensors import CANONICAL_BANDS, BandFacts, SensorResolution, formula, offered_bands, resolve
-from .tiling import MIN_TILE, Tile, TileGrid, validate_tiling
+from .tiling import MIN_TILE, Panel, Tile, TileGrid, validate_tiling
 
 SCORE_THRESHOLD = 0.5          # keep-clear: a score above this is cloud
 FEATHER_RADIUS = 6             # keep-clear: width in pixels of the seam between input and model output
@@ -438,14 +440,16 @@ class _Block:
 
 
 class _Writer:
-    """Blocks of output rows: tiles are added with their weights, full blocks encoded and written."""
+    """Blocks of output rows of one panel: tiles are added with their weights (only their columns inside
+    the panel), full blocks encoded and written."""
 
-    def __init__(self, grid: TileGrid, channels: int, encoding: _Encoding, outputs: dict):
+    def __init__(self, grid: TileGrid, panel: Panel, channels: int, encoding: _Encoding, outputs: dict):
         self.grid = grid
+        self.panel = panel
         self.channels = channels
         self.encoding = encoding
         self.outputs = outputs
-        self.remaining = grid.tiles_per_block()
+        self.remaining = grid.tiles_per_block(panel)
         self.blocks: dict[int, _Block] = {}
         self.valid_pixels = 0
 
@@ -456,27 +460,32 @@ class _Writer:
         return self.blocks[number]
 
     def _new_block(self, height: int) -> _Block:
-        return _Block(self.channels, height, self.grid.width, self.outputs.get("output") is not None,
+        return _Block(self.channels, height, self.panel.width, self.outputs.get("output") is not None,
                       self.outputs.get("score") is not None, self.outputs.get("uncertainty") is not None)
+
+    def _columns(self, tile: Tile) -> tuple[slice, slice]:
+        """The tile's columns inside the panel: (in the tile, in the panel's blocks)."""
+        a, b = max(self.panel.x0, tile.x), min(self.panel.x1, tile.x + tile.width)
+        return slice(a - tile.x, b - tile.x), slice(a - self.panel.x0, b - self.panel.x0)
 
     def add(self, tile: Tile, valid: np.ndarray, image=None, score=None, spread=None) -> None:
         """Add one tile (image None = a tile with no valid pixel: it only counts as done)."""
         weight = self.grid.weight(tile) if image is not None else None
+        tile_cols, cols = self._columns(tile)
         for number in self.grid.blocks_of(tile):
             top, bottom = self.grid.block_rows(number)
             a, b = max(top, tile.y), min(bottom, tile.y + tile.height)
-            ta, tb, ba, bb = a - tile.y, b - tile.y, a - top, b - top
-            cols = slice(tile.x, tile.x + tile.width)
+            rows, block_rows = slice(a - tile.y, b - tile.y), slice(a - top, b - top)
             if image is not None:
                 block = self._block(number)
-                w = weight[ta:tb]
+                w = weight[rows, tile_cols]
                 if block.image is not None:
-                    block.image[:, ba:bb, cols] += image[:, ta:tb] * w
+                    block.image[:, block_rows, cols] += image[:, rows, tile_cols] * w
                 if block.score is not None:
-                    block.score[ba:bb, cols] += score[ta:tb] * w
+                    block.score[block_rows, cols] += score[rows, tile_cols] * w
                 if block.spread is not None and spread is not None:
-                    block.spread[ba:bb, cols] += spread[ta:tb] * w
-                block.valid[ba:bb, cols] = valid[ta:tb]
+                    block.spread[block_rows, cols] += spread[rows, tile_cols] * w
+                block.valid[block_rows, cols] = valid[rows, tile_cols]
             self.remaining[number] -= 1
             if self.remaining[number] == 0:
                 self._flush(number)
@@ -484,40 +493,42 @@ class _Writer:
     def _flush(self, number: int) -> None:
         top, bottom = self.grid.block_rows(number)
         block = self.blocks.pop(number, None) or self._new_block(bottom - top)
-        valid = block.valid
+        valid, left = block.valid, self.panel.x0
         self.valid_pixels += int(valid.sum())
         invalid = ~valid
         if self.outputs.get("output") is not None:
             out = self.outputs["output"]
-            out.write(self.encoding.encode(block.image, valid), top)
+            out.write(self.encoding.encode(block.image, valid), top, left)
             if self.encoding.write_mask:
-                out.write_mask(valid.astype(np.uint8) * 255, top)
+                out.write_mask(valid.astype(np.uint8) * 255, top, left)
         if self.outputs.get("score") is not None:
             score = np.clip(block.score, 0, 1, out=block.score)
             score[invalid] = np.nan
-            self.outputs["score"].write(score[None], top)
+            self.outputs["score"].write(score[None], top, left)
         if self.outputs.get("uncertainty") is not None:
             spread = block.spread
             spread[invalid] = np.nan
-            self.outputs["uncertainty"].write(spread[None], top)
+            self.outputs["uncertainty"].write(spread[None], top, left)
 
 
 # ------------------------------------------------------------------------------------------- stream
 
 
 class _Strips:
-    """Input strips (one per tile row, raw values), read on first use and dropped when the row is done.
+    """Input strips of one panel (one per tile row, raw values), read on first use and dropped when the
+    row is done.
 
     Values stay in the file's data type until a tile is cut out of the strip, which halves the memory
     of 16-bit data; ``tile`` converts to reflectance.
     """
 
-    def __init__(self, items: list[_Input], sources, mask_source, grid: TileGrid):
+    def __init__(self, items: list[_Input], sources, mask_source, grid: TileGrid, panel: Panel):
         self.items = items
         self.sources = sources
         self.mask_source = mask_source
         self.grid = grid
-        self.left = {row: len(grid.xs) for row in range(len(grid.ys))}
+        self.panel = panel
+        self.left = {row: len(panel.cols) for row in range(len(grid.ys))}
         self.cache: dict[int, tuple] = {}
 
     def get(self, row: int):
@@ -532,10 +543,11 @@ class _Strips:
 
     def _read(self, row: int):
         y, h = self.grid.ys[row], self.grid.tile_height
-        dates = [source.read(item.indexes, y, h) for item, source in zip(self.items, self.sources, strict=True)]
+        x, w = self.panel.read_x0, self.panel.read_x1 - self.panel.read_x0
+        dates = [source.read(item.indexes, y, h, x, w) for item, source in zip(self.items, self.sources, strict=True)]
         cloud = None
         if self.mask_source is not None:
-            raw, valid = self.mask_source.read([1], y, h)
+            raw, valid = self.mask_source.read([1], y, h, x, w)
             cloud = (raw[0] != 0) | ~valid
         return dates, cloud
 
@@ -545,7 +557,7 @@ class _Strips:
         Invalid reference pixels become 0; invalid pixels of other dates take the reference's values.
         """
         dates, cloud = self.get(tile.row)
-        cols = slice(tile.x, tile.x + tile.width)
+        cols = slice(tile.x - self.panel.read_x0, tile.x - self.panel.read_x0 + tile.width)
         frames = []
         for item, (raw, valid) in zip(self.items, dates, strict=True):
             values = raw[:, :, cols].astype(np.float32)
@@ -560,37 +572,58 @@ class _Strips:
         return np.stack(frames), dates[0][1][:, cols], None if cloud is None else cloud[:, cols]
 
 
-def _stream(items, sources, mask_source, grid: TileGrid, predictor: Predictor, writer: _Writer,
-            progress: ProgressFn, check_cancel: Callable[[], None]) -> None:
-    strips = _Strips(items, sources, mask_source, grid)
-    total = len(grid.tiles)
-    batch_tiles = max(1, predictor.batch_size)
-    for start in range(0, total, batch_tiles):
-        check_cancel()
-        tiles = grid.tiles[start:start + batch_tiles]
-        inputs, valids, clouds, active = [], [], [], []
-        for tile in tiles:
-            values, valid, cloud = strips.tile(tile)
-            valids.append(valid)
-            if valid.any():
-                active.append(tile)
-                inputs.append(values)
-                if cloud is not None:
-                    clouds.append(cloud)
-        results = None
-        if active:
-            results = predictor.predict(np.stack(inputs), np.stack(clouds) if clouds else None)
-        position = 0
-        for tile, valid in zip(tiles, valids, strict=True):
-            if results is not None and position < len(active) and active[position] is tile:
-                image, score, spread = (r[position] if r is not None else None for r in results)
-                writer.add(tile, valid, image, score, spread)
-                position += 1
-            else:
-                writer.add(tile, valid)
-            strips.done(tile.row)
-        done = min(total, start + len(tiles))
-        progress(done / total, f"{done}/{total} tiles")
+class _Progress:
+    def __init__(self, total: int, progress: ProgressFn):
+        self.total, self.done, self.progress = total, 0, progress
+
+    def advance(self, tiles: int) -> None:
+        self.done = min(self.total, self.done + tiles)
+        self.progress(self.done / self.total, f"{self.done}/{self.total} tiles")
+
+
+def _stream(items, sources, mask_source, grid: TileGrid, predictor: Predictor, channels: int,
+            encoding: _Encoding, files: dict, progress: ProgressFn, check_cancel: Callable[[], None]) -> int:
+    """Every tile through the model, panel by panel; returns the number of valid output pixels."""
+    panels = grid.panels(rio.PANEL)
+    counter = _Progress(sum(len(panel.cols) * len(grid.ys) for panel in panels), progress)
+    valid_pixels = 0
+    for panel in panels:
+        strips = _Strips(items, sources, mask_source, grid, panel)
+        writer = _Writer(grid, panel, channels, encoding, files)
+        tiles = grid.panel_tiles(panel)
+        batch_tiles = max(1, predictor.batch_size)
+        for start in range(0, len(tiles), batch_tiles):
+            check_cancel()
+            batch = tiles[start:start + batch_tiles]
+            _run_batch(batch, strips, predictor, writer)
+            counter.advance(len(batch))
+        valid_pixels += writer.valid_pixels
+    return valid_pixels
+
+
+def _run_batch(tiles: list[Tile], strips: _Strips, predictor: Predictor, writer: _Writer) -> None:
+    """One batch of tiles: those with a valid pixel through the model, all of them into the writer."""
+    inputs, valids, clouds, active = [], [], [], []
+    for tile in tiles:
+        values, valid, cloud = strips.tile(tile)
+        valids.append(valid)
+        if valid.any():
+            active.append(tile)
+            inputs.append(values)
+            if cloud is not None:
+                clouds.append(cloud)
+    results = None
+    if active:
+        results = predictor.predict(np.stack(inputs), np.stack(clouds) if clouds else None)
+    position = 0
+    for tile, valid in zip(tiles, valids, strict=True):
+        if results is not None and position < len(active) and active[position] is tile:
+            image, score, spread = (r[position] if r is not None else None for r in results)
+            writer.add(tile, valid, image, score, spread)
+            position += 1
+        else:
+            writer.add(tile, valid)
+        strips.done(tile.row)
 
 
 # ------------------------------------------------------------------------------------------- outputs
@@ -740,10 +773,9 @@ def _run_with_retries(request, paths, items, sources, mask_source, grid, card, d
         tile_grid = TileGrid(grid.height, grid.width, tile, overlap, block=rio.BLOCK)
         outputs, files = _open_outputs(paths, request, grid, card, encoding, tags, device)
         try:
-            writer = _Writer(tile_grid, len(card.bands), encoding, files)
-            _stream(items, sources, mask_source, tile_grid, predictor, writer, callbacks.progress,
-                    callbacks.check_cancel)
-            if writer.valid_pixels == 0:
+            valid_pixels = _stream(items, sources, mask_source, tile_grid, predictor, len(card.bands), encoding,
+                                   files, callbacks.progress, callbacks.check_cancel)
+            if valid_pixels == 0:
                 raise _all_nodata(items[0], request)
             callbacks.check_cancel()
             if request.cog:

@@ -433,3 +433,34 @@ def test_rasters_without_band_scaling_get_none(tmp_path, tiny_models_dir, fixtur
     result = run([fixtures_dir / "s2l1c_cloudy_96.tif"], tmp_path / "o.tif", tiny_models_dir)
     with rasterio.open(result.output) as out:
         assert out.scales == (1.0,) * 4 and out.offsets == (0.0,) * 4
+
+
+# ------------------------------------------------------------------------------------ memory in width
+
+
+def test_panels_cover_every_column_with_whole_blocks():
+    from viser_cr.core.tiling import TileGrid
+
+    grid = TileGrid(300, 5000, 64, 16, block=256)
+    panels = grid.panels(1024)
+    assert [p.x0 for p in panels] == list(range(0, 5000, 1024)) and panels[-1].x1 == 5000
+    for panel in panels:
+        xs = [grid.xs[c] for c in panel.cols]
+        assert xs[0] <= panel.x0 and xs[-1] + grid.tile_width >= panel.x1   # its tiles cover its columns
+        assert all(x < panel.x1 and x + 64 > panel.x0 for x in xs)           # and only tiles that touch it
+    assert grid.panels(100)[0].width == 256                                   # whole blocks, >= 2 tiles
+
+
+def test_panels_give_the_same_output_as_one_full_width_pass(tmp_path, tiny_models_dir, monkeypatch):
+    from viser_cr.core import raster as rio
+
+    data = np.random.default_rng(5).integers(300, 3000, (4, 80, 700), dtype=np.uint16)
+    data[:, 30:50, 100:600] = 0     # nodata across panel edges
+    source = write_raster(tmp_path / "wide.tif", data, nodata=0)
+    options = dict(sensor="s2-l2a", batch_size=1, output_dtype="float32", tile_size=64, overlap=16)
+    whole = run([source], tmp_path / "whole.tif", tiny_models_dir, score_output=tmp_path / "ws.tif", **options)
+    monkeypatch.setattr(rio, "PANEL", 256)   # three panels of 256, 256 and 188 columns
+    panels = run([source], tmp_path / "panels.tif", tiny_models_dir, score_output=tmp_path / "ps.tif", **options)
+    for a, b in ((whole.output, panels.output), (whole.score_output, panels.score_output)):
+        with rasterio.open(a) as first, rasterio.open(b) as second:
+            np.testing.assert_array_equal(first.read(), second.read())
