@@ -539,7 +539,8 @@ class _Strips:
     def done(self, row: int) -> None:
         self.left[row] -= 1
         if self.left[row] == 0:
-            self.cache.pop(row, None)
+            if self.cache.pop(row, None) is not None:
+                rio.release_free_memory()
 
     def _read(self, row: int):
         y, h = self.grid.ys[row], self.grid.tile_height
