@@ -6,14 +6,17 @@
     viser-cr info INPUT [--sensor S] [--bands 4,3,2,8] [--json]
     viser-cr batch INPUT [INPUT ...] -o OUT_DIR [--stack-by KEY] [--scheduler ADDRESS] [--workers N] [options]
 
-Errors are one line on stderr and the exit code says what kind of problem it was (2 input,
-3 weights, 4 device, 5 output, 6 missing dependency, 130 cancelled); ``--debug`` adds the traceback.
+Errors are one line on stderr and the exit code says what kind of problem it was (2 input or usage,
+3 weights, 4 device, 5 output, 6 missing dependency, 130 cancelled by Ctrl-C, 143 by SIGTERM, 129 by
+SIGHUP); ``--debug`` adds the traceback. A cancelled run removes its temporary files.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 import time
 import traceback
@@ -22,6 +25,48 @@ from pathlib import Path
 from .errors import Cancelled, ViserError
 
 SENSORS = ("auto", "s2-l1c", "s2-l2a", "landsat-c2l2", "rgb8", "rgbn8")
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP: unwinds the run like Ctrl-C (a BaseException, so no handler swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _termination_signals():
+    """SIGTERM and SIGHUP raise Terminated while the command runs (main thread only)."""
+    names = ("SIGTERM", "SIGHUP")
+    previous = {}
+    with contextlib.suppress(ValueError):  # not the main thread: leave the handlers alone
+        for name in names:
+            number = getattr(signal, name, None)
+            if number is not None:
+                previous[number] = signal.signal(number, _terminate)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error: what was wrong, the valid values, where to look."""
+
+    def error(self, message: str):
+        self.exit(2, f"viser-cr: error: {message} (see {self.prog} --help).\n")
+
+
+def _say(text: str) -> None:
+    """A line on stderr; the terminal may be gone (SIGHUP)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr)
 
 
 def _band_list(text: str) -> list[int]:
@@ -66,7 +111,7 @@ def _engine_options(parser: argparse.ArgumentParser, output_help: str = "output 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="viser-cr", description="VISER-CR cloud removal for satellite rasters.")
+    parser = _Parser(prog="viser-cr", description="VISER-CR cloud removal for satellite rasters.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     remove = commands.add_parser("remove-clouds", help="fill clouds in a raster (or a stack of dates)")
@@ -248,32 +293,39 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "remove-clouds":
-            return _run(args, score_only=False)
-        if args.command == "cloud-score":
-            return _run(args, score_only=True)
-        if args.command == "models":
-            return _models(args)
-        if args.command == "batch":
-            from .batch import command as batch_command
-
-            return batch_command(args, lambda scene_args: _request(scene_args, score_only=False),
-                                 ProgressBar(enabled=False if args.quiet else None))
-        return _info(args)
+        with _termination_signals():
+            return _command(args)
     except KeyboardInterrupt:
-        print("viser-cr: cancelled: nothing was written.", file=sys.stderr)
+        _say("viser-cr: cancelled: nothing was written.")
         return Cancelled.exit_code
+    except Terminated as stop:
+        _say(f"viser-cr: cancelled by {stop}: nothing was written.")
+        return 128 + stop.signum
     except ViserError as error:
         if args.debug:
             traceback.print_exc()
-        print(f"viser-cr: error: {error}", file=sys.stderr)
+        _say(f"viser-cr: error: {error}")
         return error.exit_code
     except Exception as error:  # noqa: BLE001 - one clear line instead of a traceback
         if args.debug:
             traceback.print_exc()
-        print(f"viser-cr: internal error: {type(error).__name__}: {error} (run with --debug for details)",
-              file=sys.stderr)
+        _say(f"viser-cr: internal error: {type(error).__name__}: {error} (run with --debug for details)")
         return 1
+
+
+def _command(args) -> int:
+    if args.command == "remove-clouds":
+        return _run(args, score_only=False)
+    if args.command == "cloud-score":
+        return _run(args, score_only=True)
+    if args.command == "models":
+        return _models(args)
+    if args.command == "batch":
+        from .batch import command as batch_command
+
+        return batch_command(args, lambda scene_args: _request(scene_args, score_only=False),
+                             ProgressBar(enabled=False if args.quiet else None))
+    return _info(args)
 
 
 if __name__ == "__main__":

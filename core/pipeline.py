@@ -5,17 +5,20 @@ The CLI, every QGIS Processing algorithm, the dock widget and the evaluation cal
 1. check the output paths (folder exists and is writable, no output is an input);
 2. open the inputs, detect sensor / scaling / bands (``core.sensors``), choose and load the model;
 3. align every date onto the reference grid (``WarpedVRT``), lay a tile grid with overlap over it;
-4. stream: read a strip of tile rows, run batches of tiles through the model (optionally with
-   test-time augmentation and keep-clear blending), add each tile times its normalised blend
-   weight into blocks of output rows, and write a block as soon as its last tile is in. Memory
-   holds a few tile rows, whatever the raster's size;
-5. write everything to temporary files in the output folder and rename them only at the end; a
-   cancel or an error removes them.
+4. stream, panel by panel (vertical stripes of at most ``raster.PANEL`` columns): read a strip of
+   tile rows of the panel, run batches of tiles through the model (optionally with test-time
+   augmentation and keep-clear blending), add each tile times its normalised blend weight into
+   blocks of output rows, and write a block as soon as its last tile is in. Memory holds a few tile
+   rows of one panel, whatever the raster's height and width;
+5. write everything to temporary files in the output folder, check every write (a full disk fails
+   the run), read the finished files back, and rename them only at the end; a cancel, a signal or an
+   error removes them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import threading
 import time
@@ -39,7 +42,7 @@ from .device import (
 )
 from .errors import Cancelled, InputError, ViserError
 from .sensors import CANONICAL_BANDS, BandFacts, SensorResolution, formula, offered_bands, resolve
-from .tiling import MIN_TILE, Tile, TileGrid
+from .tiling import MIN_TILE, Panel, Tile, TileGrid, validate_tiling
 
 SCORE_THRESHOLD = 0.5          # keep-clear: a score above this is cloud
 FEATHER_RADIUS = 6             # keep-clear: width in pixels of the seam between input and model output
@@ -117,7 +120,7 @@ def _validate_request(request: CloudRemovalRequest) -> None:
     if not 0 <= int(request.reference) < len(request.inputs):
         raise InputError(f"reference must index one of the {len(request.inputs)} inputs (0 to "
                          f"{len(request.inputs) - 1}), got {request.reference}.")
-    if request.batch_size is not None and int(request.batch_size) < 1:
+    if _whole_number(request.batch_size, "batch size") < 1:
         raise InputError(f"batch size must be at least 1, got {request.batch_size}.")
     if request.cloud_mask is not None and not request.keep_clear:
         raise InputError("a cloud mask is used by keep-clear mode: add --keep-clear (or drop the mask).")
@@ -153,8 +156,9 @@ def _open_inputs(request: CloudRemovalRequest, stack: contextlib.ExitStack) -> l
     order = [request.reference] + [i for i in range(len(request.inputs)) if i != request.reference]
     opened = []
     for position in order:
-        path = Path(request.inputs[position])
-        dataset = stack.enter_context(rio.open_raster(path))
+        source = request.inputs[position]
+        path = Path(source)
+        dataset = stack.enter_context(rio.open_raster(source))
         label = f"input {position + 1} ({path.name})" if len(request.inputs) > 1 else path.name
         opened.append(_Input(label, path, dataset, rio.band_facts(dataset, path)))
     return opened
@@ -209,14 +213,26 @@ def _check_frames(items: list[_Input], card) -> None:
 
 
 def _tiling(request: CloudRemovalRequest, card) -> tuple[int, int]:
-    tile = int(request.tile_size or card.tile_size)
+    tile = card.tile_size if request.tile_size is None else _whole_number(request.tile_size, "tile size")
     if request.overlap is not None:
-        overlap = int(request.overlap)
-    elif request.tile_size:
+        overlap = _whole_number(request.overlap, "overlap")
+    elif request.tile_size is not None:
         overlap = int(round(card.overlap * tile / max(1, card.tile_size)))
     else:
         overlap = int(card.overlap)
-    return tile, overlap
+    validate_tiling(tile, overlap)
+    return int(tile), int(overlap)
+
+
+def _whole_number(value, name: str) -> int:
+    """``value`` as an int, or InputError when it is not a whole number (7.5, NaN, inf, text)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a whole number, got {value!r}.") from None
+    if not math.isfinite(number) or number != int(number):
+        raise InputError(f"{name} must be a whole number, got {value!r}.")
+    return int(number)
 
 
 # ------------------------------------------------------------------------------------------ encoding
@@ -231,6 +247,7 @@ class _Encoding:
     scale: float = 1.0
     offset: float = 0.0
     write_mask: bool = False
+    band_scaling: bool = False   # record scale/offset in the output bands (the input's bands carried them)
 
     def encode(self, reflectance: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Output values for a block; ``reflectance`` (float32) is overwritten to save memory."""
@@ -279,12 +296,20 @@ def _encoding(request: CloudRemovalRequest, reference: _Input) -> _Encoding:
     if request.output_dtype == "float32" or np.dtype(dtype).kind not in "iuf":
         return _Encoding("float32", float("nan"))
     resolution = reference.resolution
+    band_scaling = _bands_carry_scaling(reference)
     if np.dtype(dtype).kind == "f":
-        return _Encoding(dtype, float("nan"), resolution.scale, resolution.offset)
+        return _Encoding(dtype, float("nan"), resolution.scale, resolution.offset, band_scaling=band_scaling)
     nodatas = [dataset.nodatavals[i - 1] for i in reference.indexes if dataset.nodatavals[i - 1] is not None]
     nodata = nodatas[0] if nodatas else None
     write_mask = nodata is None and _has_mask(dataset, reference.indexes)
-    return _Encoding(dtype, nodata, resolution.scale, resolution.offset, write_mask)
+    return _Encoding(dtype, nodata, resolution.scale, resolution.offset, write_mask, band_scaling)
+
+
+def _bands_carry_scaling(reference: _Input) -> bool:
+    """True when the input's model bands set a scale or offset in their metadata: the output, written in
+    the same encoding, must then set the scaling that decodes it (which may be the user's)."""
+    facts = reference.facts
+    return any((facts.scales[i - 1], facts.offsets[i - 1]) != (1.0, 0.0) for i in reference.indexes)
 
 
 # ----------------------------------------------------------------------------------------- predictor
@@ -568,14 +593,16 @@ class _Block:
 
 
 class _Writer:
-    """Blocks of output rows: tiles are added with their weights, full blocks encoded and written."""
+    """Blocks of output rows of one panel: tiles are added with their weights (only their columns inside
+    the panel), full blocks encoded and written."""
 
-    def __init__(self, grid: TileGrid, channels: int, encoding: _Encoding, outputs: dict):
+    def __init__(self, grid: TileGrid, panel: Panel, channels: int, encoding: _Encoding, outputs: dict):
         self.grid = grid
+        self.panel = panel
         self.channels = channels
         self.encoding = encoding
         self.outputs = outputs
-        self.remaining = grid.tiles_per_block()
+        self.remaining = grid.tiles_per_block(panel)
         self.blocks: dict[int, _Block] = {}
         self.valid_pixels = 0
 
@@ -586,27 +613,32 @@ class _Writer:
         return self.blocks[number]
 
     def _new_block(self, height: int) -> _Block:
-        return _Block(self.channels, height, self.grid.width, self.outputs.get("output") is not None,
+        return _Block(self.channels, height, self.panel.width, self.outputs.get("output") is not None,
                       self.outputs.get("score") is not None, self.outputs.get("uncertainty") is not None)
+
+    def _columns(self, tile: Tile) -> tuple[slice, slice]:
+        """The tile's columns inside the panel: (in the tile, in the panel's blocks)."""
+        a, b = max(self.panel.x0, tile.x), min(self.panel.x1, tile.x + tile.width)
+        return slice(a - tile.x, b - tile.x), slice(a - self.panel.x0, b - self.panel.x0)
 
     def add(self, tile: Tile, valid: np.ndarray, image=None, score=None, spread=None) -> None:
         """Add one tile (image None = a tile with no valid pixel: it only counts as done)."""
         weight = self.grid.weight(tile) if image is not None else None
+        tile_cols, cols = self._columns(tile)
         for number in self.grid.blocks_of(tile):
             top, bottom = self.grid.block_rows(number)
             a, b = max(top, tile.y), min(bottom, tile.y + tile.height)
-            ta, tb, ba, bb = a - tile.y, b - tile.y, a - top, b - top
-            cols = slice(tile.x, tile.x + tile.width)
+            rows, block_rows = slice(a - tile.y, b - tile.y), slice(a - top, b - top)
             if image is not None:
                 block = self._block(number)
-                w = weight[ta:tb]
+                w = weight[rows, tile_cols]
                 if block.image is not None:
-                    block.image[:, ba:bb, cols] += image[:, ta:tb] * w
+                    block.image[:, block_rows, cols] += image[:, rows, tile_cols] * w
                 if block.score is not None:
-                    block.score[ba:bb, cols] += score[ta:tb] * w
+                    block.score[block_rows, cols] += score[rows, tile_cols] * w
                 if block.spread is not None and spread is not None:
-                    block.spread[ba:bb, cols] += spread[ta:tb] * w
-                block.valid[ba:bb, cols] = valid[ta:tb]
+                    block.spread[block_rows, cols] += spread[rows, tile_cols] * w
+                block.valid[block_rows, cols] = valid[rows, tile_cols]
             self.remaining[number] -= 1
             if self.remaining[number] == 0:
                 self._flush(number)
@@ -614,43 +646,42 @@ class _Writer:
     def _flush(self, number: int) -> None:
         top, bottom = self.grid.block_rows(number)
         block = self.blocks.pop(number, None) or self._new_block(bottom - top)
-        valid = block.valid
+        valid, left = block.valid, self.panel.x0
         self.valid_pixels += int(valid.sum())
         invalid = ~valid
         if self.outputs.get("output") is not None:
             out = self.outputs["output"]
-            out.write(self.encoding.encode(block.image, valid), top)
+            out.write(self.encoding.encode(block.image, valid), top, left)
             if self.encoding.write_mask:
-                from rasterio.windows import Window
-
-                out.dataset.write_mask(valid.astype(np.uint8) * 255,
-                                       window=Window(0, top, self.grid.width, bottom - top))
+                out.write_mask(valid.astype(np.uint8) * 255, top, left)
         if self.outputs.get("score") is not None:
             score = np.clip(block.score, 0, 1, out=block.score)
             score[invalid] = np.nan
-            self.outputs["score"].write(score[None], top)
+            self.outputs["score"].write(score[None], top, left)
         if self.outputs.get("uncertainty") is not None:
             spread = block.spread
             spread[invalid] = np.nan
-            self.outputs["uncertainty"].write(spread[None], top)
+            self.outputs["uncertainty"].write(spread[None], top, left)
 
 
 # ------------------------------------------------------------------------------------------- stream
 
 
 class _Strips:
-    """Input strips (one per tile row, raw values), read on first use and dropped when the row is done.
+    """Input strips of one panel (one per tile row, raw values), read on first use and dropped when the
+    row is done.
 
     Values stay in the file's data type until a tile is cut out of the strip, which halves the memory
     of 16-bit data; ``tile`` converts to reflectance.
     """
 
-    def __init__(self, items: list[_Input], sources, mask_source, grid: TileGrid):
+    def __init__(self, items: list[_Input], sources, mask_source, grid: TileGrid, panel: Panel):
         self.items = items
         self.sources = sources
         self.mask_source = mask_source
         self.grid = grid
-        self.left = {row: len(grid.xs) for row in range(len(grid.ys))}
+        self.panel = panel
+        self.left = {row: len(panel.cols) for row in range(len(grid.ys))}
         self.cache: dict[int, tuple] = {}
 
     def get(self, row: int):
@@ -661,14 +692,16 @@ class _Strips:
     def done(self, row: int) -> None:
         self.left[row] -= 1
         if self.left[row] == 0:
-            self.cache.pop(row, None)
+            if self.cache.pop(row, None) is not None:
+                rio.release_free_memory()
 
     def _read(self, row: int):
         y, h = self.grid.ys[row], self.grid.tile_height
-        dates = [source.read(item.indexes, y, h) for item, source in zip(self.items, self.sources, strict=True)]
+        x, w = self.panel.read_x0, self.panel.read_x1 - self.panel.read_x0
+        dates = [source.read(item.indexes, y, h, x, w) for item, source in zip(self.items, self.sources, strict=True)]
         cloud = None
         if self.mask_source is not None:
-            raw, valid = self.mask_source.read([1], y, h)
+            raw, valid = self.mask_source.read([1], y, h, x, w)
             cloud = (raw[0] != 0) | ~valid
         return dates, cloud
 
@@ -678,7 +711,7 @@ class _Strips:
         Invalid reference pixels become 0; invalid pixels of other dates take the reference's values.
         """
         dates, cloud = self.get(tile.row)
-        cols = slice(tile.x, tile.x + tile.width)
+        cols = slice(tile.x - self.panel.read_x0, tile.x - self.panel.read_x0 + tile.width)
         frames = []
         for item, (raw, valid) in zip(self.items, dates, strict=True):
             values = raw[:, :, cols].astype(np.float32)
@@ -704,11 +737,20 @@ class _Batch:
     clouds: np.ndarray | None
 
 
-def _read_batches(strips: _Strips, grid: TileGrid, batch_tiles: int) -> Iterator[_Batch]:
-    for start in range(0, len(grid.tiles), batch_tiles):
-        tiles = grid.tiles[start:start + batch_tiles]
+class _Progress:
+    def __init__(self, total: int, progress: ProgressFn):
+        self.total, self.done, self.progress = total, 0, progress
+
+    def advance(self, tiles: int) -> None:
+        self.done = min(self.total, self.done + tiles)
+        self.progress(self.done / self.total, f"{self.done}/{self.total} tiles")
+
+
+def _read_batches(strips: _Strips, tiles: list[Tile], batch_tiles: int) -> Iterator[_Batch]:
+    for start in range(0, len(tiles), batch_tiles):
+        batch = tiles[start:start + batch_tiles]
         inputs, valids, clouds, active = [], [], [], []
-        for tile in tiles:
+        for tile in batch:
             values, valid, cloud = strips.tile(tile)
             strips.done(tile.row)  # the tile holds its own copy of the values
             valids.append(valid)
@@ -717,7 +759,7 @@ def _read_batches(strips: _Strips, grid: TileGrid, batch_tiles: int) -> Iterator
                 inputs.append(values)
                 if cloud is not None:
                     clouds.append(cloud)
-        yield _Batch(tiles, valids, active, np.stack(inputs) if inputs else None,
+        yield _Batch(batch, valids, active, np.stack(inputs) if inputs else None,
                      np.stack(clouds) if clouds else None)
 
 
@@ -839,32 +881,41 @@ class _WriterThread:
             self.thread.join(timeout=0.1)
 
 
-def _stream(items, sources, mask_source, grid: TileGrid, predictor: Predictor, writer: _Writer,
-            progress: ProgressFn, check_cancel: Callable[[], None], overlap_io: bool = False) -> None:
-    """Read, predict, blend and write every tile; with ``overlap_io`` reading and writing run in their own
-    threads so that the model never waits for GDAL (same tiles, same order, same output bytes)."""
-    strips = _Strips(items, sources, mask_source, grid)
-    total = len(grid.tiles)
-    batches = _read_batches(strips, grid, max(1, predictor.batch_size))
+def _stream(items, sources, mask_source, grid: TileGrid, predictor: Predictor, channels: int,
+            encoding: _Encoding, files: dict, progress: ProgressFn, check_cancel: Callable[[], None],
+            overlap_io: bool = False) -> int:
+    """Every tile through the model, panel by panel; returns the number of valid output pixels."""
+    panels = grid.panels(rio.PANEL)
+    counter = _Progress(sum(len(panel.cols) * len(grid.ys) for panel in panels), progress)
+    valid_pixels = 0
+    for panel in panels:
+        strips = _Strips(items, sources, mask_source, grid, panel)
+        writer = _Writer(grid, panel, channels, encoding, files)
+        batches = _read_batches(strips, grid.panel_tiles(panel), max(1, predictor.batch_size))
+        _stream_panel(batches, predictor, writer, counter, check_cancel, overlap_io)
+        valid_pixels += writer.valid_pixels
+    return valid_pixels
+
+
+def _stream_panel(batches: Iterator[_Batch], predictor: Predictor, writer: _Writer, counter: _Progress,
+                  check_cancel: Callable[[], None], overlap_io: bool) -> None:
+    """Read, predict, blend and write one panel's tiles; with ``overlap_io`` reading and writing run in
+    their own threads so that the model never waits for GDAL (same tiles, same order, same output bytes)."""
     if not overlap_io:
-        done = 0
         for batch in batches:
             check_cancel()
             results = predictor.predict(batch.inputs, batch.clouds) if batch.active else None
             _write_batch(writer, batch, results)
-            done += len(batch.tiles)
-            progress(done / total, f"{done}/{total} tiles")
+            counter.advance(len(batch.tiles))
         return
     reader = _Reader(batches)
     writing = _WriterThread(lambda item: _write_batch(writer, *item))
     try:
-        done = 0
         for batch in reader:
             check_cancel()
             results = predictor.predict(batch.inputs, batch.clouds) if batch.active else None
             writing.put((batch, results))
-            done += len(batch.tiles)
-            progress(done / total, f"{done}/{total} tiles")
+            counter.advance(len(batch.tiles))
         writing.finish()
     finally:
         reader.close()
@@ -889,16 +940,20 @@ def _open_outputs(paths: dict, request: CloudRemovalRequest, grid, card, encodin
             profile = rio.output_profile(grid, len(card.bands), encoding.dtype, encoding.nodata, gtiff_options,
                                          threads)
             files["output"] = outputs.add(rio.OutputFile(paths["output"], profile, list(card.bands), tags,
-                                                         cog=request.cog, cog_options=cog_options))
+                                                         cog=request.cog, cog_options=cog_options,
+                                                         failures=outputs.failures))
             interps = [getattr(ColorInterp, COLOUR_OF_BAND.get(b, "undefined")) for b in card.bands]
             if {"red", "green", "blue"} <= set(card.bands):
                 files["output"].set_colorinterp(interps)
+            if encoding.band_scaling:
+                files["output"].set_scaling(encoding.scale, encoding.offset)
         for key, description in (("score", "cloud score (0 clear, 1 cloud)"),
                                  ("uncertainty", "uncertainty (TTA standard deviation, reflectance)")):
             if paths[key] is not None:
                 profile = rio.output_profile(grid, 1, "float32", float("nan"), gtiff_options, threads)
                 files[key] = outputs.add(rio.OutputFile(paths[key], profile, [description], tags,
-                                                        cog=request.cog, cog_options=cog_options))
+                                                        cog=request.cog, cog_options=cog_options,
+                                                        failures=outputs.failures))
     except BaseException:
         outputs.discard()
         raise
@@ -932,7 +987,7 @@ class _Callbacks:
 def _mask_source(request: CloudRemovalRequest, grid, stack: contextlib.ExitStack, reference):
     if request.cloud_mask is None:
         return None
-    dataset = stack.enter_context(rio.open_raster(request.cloud_mask))
+    dataset = stack.enter_context(rio.open_raster(request.cloud_mask, "cloud mask"))
     direct = (dataset.crs == reference.crs and dataset.transform == reference.transform
               and (dataset.width, dataset.height) == (reference.width, reference.height))
     if not direct and (dataset.crs is None or reference.crs is None):
@@ -990,6 +1045,17 @@ def remove_clouds(request: CloudRemovalRequest, progress: ProgressFn | None = No
     return result
 
 
+def _all_nodata(reference: _Input, request: CloudRemovalRequest) -> InputError:
+    nodata = sorted({str(v) for v in reference.dataset.nodatavals if v is not None})
+    where = " in the requested bounds" if request.bounds else ""
+    told = f" (its nodata value is {', '.join(nodata)})" if nodata else ""
+    return InputError(
+        f"{reference.label} holds only nodata (or NaN / Inf) pixels{where}{told}: nothing to do. Check that it is the "
+        f"raster you meant and that its nodata value is right (`viser-cr info {reference.path}` shows it)"
+        + ("; or choose bounds that cover data." if request.bounds else ".")
+    )
+
+
 def _run_with_retries(request, paths, items, sources, mask_source, grid, card, device, tile, overlap,
                       encoding, callbacks: _Callbacks) -> dict:
     """Load the model and stream; out of memory with one tile per batch: smaller tiles, then CPU."""
@@ -1015,13 +1081,11 @@ def _run_with_retries(request, paths, items, sources, mask_source, grid, card, d
             if request.batch_size is None:
                 _fit_batch(predictor, len(items), len(card.bands), tile, len(tile_grid))
             overlap_io = device.type == "cuda" if request.overlap_io is None else bool(request.overlap_io)
-            writer = _Writer(tile_grid, len(card.bands), encoding, files)
             started = time.perf_counter()
-            _stream(items, sources, mask_source, tile_grid, predictor, writer, callbacks.progress,
-                    callbacks.check_cancel, overlap_io)
-            if writer.valid_pixels == 0:
-                raise InputError(f"{items[0].label} holds only nodata (or NaN / Inf) pixels"
-                                 + (" in the requested bounds" if request.bounds else "") + ": nothing to do.")
+            valid_pixels = _stream(items, sources, mask_source, tile_grid, predictor, len(card.bands), encoding,
+                                   files, callbacks.progress, callbacks.check_cancel, overlap_io)
+            if valid_pixels == 0:
+                raise _all_nodata(items[0], request)
             callbacks.check_cancel()
             if request.cog:
                 callbacks.progress(1.0, "writing cloud-optimised GeoTIFF")

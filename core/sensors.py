@@ -16,10 +16,13 @@ A uint16 raster with no such evidence is refused with a message naming the flags
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from .errors import InputError
 
@@ -394,6 +397,7 @@ def resolve(
         raise InputError(f"unknown sensor {sensor!r}: use auto or one of {', '.join(PRESETS)}.")
     if facts.count < 1:
         raise InputError(f"{Path(facts.path).name} has no bands.")
+    check_real_valued(facts)
     reasons: list[str] = []
     if sensor == "auto" and scale is not None:
         sensor = "custom"
@@ -405,10 +409,9 @@ def resolve(
         reasons.append(f"Sensor {sensor} chosen by the user.")
 
     base_scale, base_offset = _base_scaling(sensor, facts, reasons)
-    final_scale = float(scale) if scale is not None else base_scale
-    final_offset = float(offset) if offset is not None else base_offset
-    if not final_scale or final_scale != final_scale:
-        raise InputError(f"scale must be a non-zero number, got {final_scale}.")
+    final_scale = _number(scale, "scale") if scale is not None else base_scale
+    final_offset = _number(offset, "offset") if offset is not None else base_offset
+    check_scaling(facts, final_scale, final_offset, given=scale is not None or offset is not None)
     who = "User scaling" if scale is not None or offset is not None else "Scaling"
     reasons.append(f"{who}: {formula(final_scale, final_offset)}.")
 
@@ -417,6 +420,50 @@ def resolve(
     else:
         names = _band_layout(sensor, facts, reasons)
     return SensorResolution(sensor, final_scale, final_offset, names, reasons)
+
+
+MAX_OFFSET = 10.0   # reflectance units: real products use small offsets (Sentinel-2 -0.1, Landsat -0.2)
+
+
+def _number(value, name: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}.") from None
+
+
+def check_real_valued(facts: BandFacts) -> None:
+    """InputError for complex data: its imaginary part would be dropped without a word."""
+    if facts.dtype.startswith(("complex", "cint", "cfloat")):
+        raise InputError(
+            f"{Path(facts.path).name} holds complex values ({facts.dtype}), not reflectance: cloud removal needs "
+            "optical bands of a real data type. Convert the values first (e.g. the amplitude with gdal_calc, or "
+            "`gdal_translate -ot Float32` for the real part) or give the optical image."
+        )
+
+
+def check_scaling(facts: BandFacts, scale: float, offset: float, given: bool = True) -> None:
+    """InputError unless ``reflectance = DN x scale + offset`` is finite, increasing and plausible.
+
+    Plausible: the offset is small, and for integer data the range of the data type maps onto
+    reflectances that reach into 0..1.
+    """
+    where = "given" if given else f"from the metadata of {Path(facts.path).name}"
+    fix = ("Give --scale S --offset O with reflectance = DN x S + O (e.g. --scale 0.0001 for reflectance "
+           "x 10000, --offset -0.1 for Sentinel-2 baseline 04.00) or a --sensor preset.")
+    if not math.isfinite(scale) or scale <= 0:
+        raise InputError(f"the scale {where} must be a positive, finite number, got {scale:g}. {fix}")
+    if not math.isfinite(offset) or abs(offset) > MAX_OFFSET:
+        raise InputError(f"the offset {where} must be a finite reflectance offset between {-MAX_OFFSET:g} and "
+                         f"{MAX_OFFSET:g}, got {offset:g}. {fix}")
+    if np.dtype(facts.dtype).kind in "iu":
+        info = np.iinfo(facts.dtype)
+        low, high = info.min * scale + offset, info.max * scale + offset
+        if high <= 0 or low >= 1:
+            raise InputError(
+                f"with the scaling {where} ({formula(scale, offset)}) every {facts.dtype} value becomes a "
+                f"reflectance between {low:g} and {high:g}, outside 0..1: the scaling does not fit this data. {fix}"
+            )
 
 
 def _explicit_bands(facts: BandFacts, bands: Sequence[int], wanted: Sequence[str] | None,

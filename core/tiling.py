@@ -9,6 +9,11 @@ blend of identical tiles is the identity to float precision: no seams.
 
 Output rows are grouped in blocks of ``block`` rows (the GeoTIFF block height); ``tiles_per_block``
 says how many tiles touch each block, so a block can be written and freed once its last tile is in.
+
+A wide raster is cut into panels: vertical stripes of whole GeoTIFF blocks, processed one after the
+other, so that buffers are bounded in width as well as in height. A panel computes every tile that
+touches its columns (tiles across a panel edge are computed by both panels, each keeping its own
+columns), so the blend is the same as without panels.
 """
 
 from __future__ import annotations
@@ -21,6 +26,21 @@ import numpy as np
 from .errors import InputError
 
 MIN_TILE = 16
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Output columns ``x0..x1`` and the tile columns that touch them (read columns ``read_x0..read_x1``)."""
+
+    x0: int
+    x1: int
+    cols: tuple[int, ...]
+    read_x0: int
+    read_x1: int
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
 
 
 @dataclass(frozen=True)
@@ -112,9 +132,26 @@ class TileGrid:
         """The output row blocks a tile touches."""
         return range(tile.y // self.block, (tile.y + tile.height - 1) // self.block + 1)
 
-    def tiles_per_block(self) -> list[int]:
+    def tiles_per_block(self, panel: Panel | None = None) -> list[int]:
+        """How many tiles (of ``panel``, default all) touch each block of output rows."""
+        columns = len(self.xs) if panel is None else len(panel.cols)
         counts = [0] * self.num_blocks
         for y in self.ys:
             for block in range(y // self.block, (y + self.tile_height - 1) // self.block + 1):
-                counts[block] += len(self.xs)
+                counts[block] += columns
         return counts
+
+    def panels(self, width: int) -> list[Panel]:
+        """Vertical stripes of about ``width`` columns (whole blocks, at least two tiles wide)."""
+        step = max(width, 2 * self.tile_width)
+        step = -(-step // self.block) * self.block
+        panels = []
+        for x0 in range(0, self.width, step):
+            x1 = min(self.width, x0 + step)
+            cols = tuple(c for c, x in enumerate(self.xs) if x < x1 and x + self.tile_width > x0)
+            panels.append(Panel(x0, x1, cols, self.xs[cols[0]], self.xs[cols[-1]] + self.tile_width))
+        return panels
+
+    def panel_tiles(self, panel: Panel) -> list[Tile]:
+        """The tiles a panel computes, row by row."""
+        return [self.tiles[r * len(self.xs) + c] for r in range(len(self.ys)) for c in panel.cols]

@@ -470,17 +470,25 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
         fields = dict(self.request_fields, **self.output_fields(parameters, context))
         pipeline = engine.core_module("pipeline")
         callbacks = engine.FeedbackCallbacks(feedback)
-        request = engine.run_engine(pipeline.CloudRemovalRequest, feedback=feedback, **fields)
-        self.report_plan(pipeline, request, feedback)
-        feedback.pushInfo(f"VISER-CR: {len(request.inputs)} input(s) -> {request.output or request.score_output}")
-        result = engine.run_engine(
-            pipeline.remove_clouds,
-            request,
-            progress=callbacks.progress,
-            is_cancelled=callbacks.is_cancelled,
-            log=callbacks.log,
-            feedback=feedback,
-        )
+        try:
+            request = engine.run_engine(pipeline.CloudRemovalRequest, feedback=feedback, **fields)
+            self.report_plan(pipeline, request, feedback)
+            feedback.pushInfo(f"VISER-CR: {len(request.inputs)} input(s) -> {request.output or request.score_output}")
+            result = engine.run_engine(
+                pipeline.remove_clouds,
+                request,
+                progress=callbacks.progress,
+                is_cancelled=callbacks.is_cancelled,
+                log=callbacks.log,
+                feedback=feedback,
+            )
+        except QgsProcessingException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - no traceback reaches the Processing layer
+            raise QgsProcessingException(
+                f"VISER-CR failed unexpectedly ({type(exc).__name__}: {exc}). Nothing was written. Check the "
+                "input with `viser-cr info`, and report this message if the input is fine."
+            ) from exc
         if feedback.isCanceled():
             raise QgsProcessingException(tr(engine.CANCELLED_MESSAGE))
         feedback.pushInfo(

@@ -188,8 +188,10 @@ def test_output_folder_missing(work, tiny_models_dir):
 
 
 def test_output_folder_is_a_file(work, tiny_models_dir):
-    expect(work, OutputError, "output folder is not a folder", ["rgbn8_96.tif"], output="rgbn8_96.tif/out.tif",
-           models_dir=tiny_models_dir)
+    expect(work, OutputError, "output folder .*rgbn8_96.tif is a file, not a folder: choose a path inside",
+           ["rgbn8_96.tif"], output="rgbn8_96.tif/out.tif", models_dir=tiny_models_dir)
+    expect(work, OutputError, "rgbn8_96.tif, above the output folder, is a file", ["rgbn8_96.tif"],
+           output="rgbn8_96.tif/sub/out.tif", models_dir=tiny_models_dir)
 
 
 def test_output_folder_read_only(work, tiny_models_dir):
