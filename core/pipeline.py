@@ -120,7 +120,7 @@ def _validate_request(request: CloudRemovalRequest) -> None:
     if not 0 <= int(request.reference) < len(request.inputs):
         raise InputError(f"reference must index one of the {len(request.inputs)} inputs (0 to "
                          f"{len(request.inputs) - 1}), got {request.reference}.")
-    if _whole_number(request.batch_size, "batch size") < 1:
+    if request.batch_size is not None and _whole_number(request.batch_size, "batch size") < 1:
         raise InputError(f"batch size must be at least 1, got {request.batch_size}.")
     if request.cloud_mask is not None and not request.keep_clear:
         raise InputError("a cloud mask is used by keep-clear mode: add --keep-clear (or drop the mask).")
