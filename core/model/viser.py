@@ -29,7 +29,7 @@ __all__ = ["ViserCR"]
 
 SCALES = 3
 RESIDUAL_BASES = ("input", "fill")
-FILL_GATE_INIT = (10.0, 0.5)  # cloud weight of the fill base = sigmoid(gain * (score - threshold)), learned
+FILL_GAIN, FILL_THRESHOLD = 40.0, 0.5  # cloud weight of the fill base = sigmoid(gain * (score - threshold))
 UPSAMPLERS = {"shuffle": Upsample, "bilinear": BilinearUpsample}
 
 
@@ -81,6 +81,8 @@ class ViserCR(nn.Module):
         flow_weights: str | None = None,
         residual_base: str = "input",
         upsample: str = "shuffle",
+        fill_gain: float = FILL_GAIN,
+        fill_threshold: float = FILL_THRESHOLD,
     ):
         super().__init__()
         if residual_base not in RESIDUAL_BASES:
@@ -122,11 +124,13 @@ class ViserCR(nn.Module):
             flow_downsample=int(flow_downsample),
             residual_base=residual_base,
             upsample=upsample,
+            fill_gain=float(fill_gain),
+            fill_threshold=float(fill_threshold),
         )
         self.residual_base = residual_base
-        # The AM score is a mean of three maps and stays soft where they disagree; a soft weight keeps
-        # part of a cloud in the base. A learned gain / threshold sharpens it (init: 0.3 -> 0.12, 0.7 -> 0.88).
-        self.fill_gate = nn.Parameter(torch.tensor(FILL_GATE_INIT)) if residual_base == "fill" else None
+        # The AM score is a mean of three maps and stays soft where they disagree; a soft weight keeps part
+        # of every cloud in the base. A fixed steep gate makes it nearly binary (0.45 -> 0.12, 0.55 -> 0.88).
+        self.fill_gain, self.fill_threshold = float(fill_gain), float(fill_threshold)
         self.in_bands, self.out_bands, self.num_frames = in_bands, out_bands, num_frames
         self.flow_downsample = int(flow_downsample)
         self.multiple = max(2 ** (SCALES - 1), mask_patch)
@@ -318,11 +322,10 @@ class ViserCR(nn.Module):
         return push_pull_composite(values, weights)
 
     def cloud_weight(self, score: torch.Tensor) -> torch.Tensor:
-        """The weight of the fill in the base: the score, sharpened by the learned gate (fill models)."""
-        if self.fill_gate is None:
+        """The weight of the fill in the base: the score through a steep gate (fill models)."""
+        if self.residual_base != "fill":
             return score
-        gain, threshold = self.fill_gate.to(score.dtype)
-        return torch.sigmoid(gain * (score - threshold))
+        return torch.sigmoid(self.fill_gain * (score - self.fill_threshold))
 
     @staticmethod
     def _score_map(scores: list[torch.Tensor], size) -> torch.Tensor:

@@ -137,7 +137,7 @@ def test_untrained_stack_model_completes_the_reference_from_a_clear_date():
         with_clear, _ = model(torch.stack([cloudy, ground], dim=1), cloud)
         mono, _ = model(cloudy[:, None], cloud)
         base, _ = model.completion_base(torch.stack([cloudy, ground, ground], dim=1), cloud)
-    # the gate at its initial values calls a score of 0 "99.3 % clear": the rest is the spatial fill
+    # the steep gate calls a score of 0 clear (a weight of 2e-9 goes to the spatial fill)
     assert torch.allclose(with_clear, ground, atol=5e-3)
     assert torch.allclose(base, ground, atol=5e-3)
     assert not torch.allclose(mono, ground, atol=1e-2)  # alone, the reference can only be filled spatially
