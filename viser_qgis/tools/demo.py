@@ -21,7 +21,7 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
+import subprocess  # nosec B404 - runs the fixed qgis_process binary
 import sys
 import sysconfig
 import tempfile
@@ -51,7 +51,8 @@ def qgis_env(root: Path) -> dict:
 
 
 def run(args, env, cwd, timeout=900) -> subprocess.CompletedProcess:
-    proc = subprocess.run([QGIS_PROCESS, *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True,
+    proc = subprocess.run([QGIS_PROCESS, *map(str, args)],  # nosec B603 - fixed binary and argument list
+                          env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-4000:] + "\n" + proc.stderr[-4000:] + "\n")
