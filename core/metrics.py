@@ -17,8 +17,8 @@ published comparison computes its numbers (see ``PROTOCOLS``); every report says
 
 ``evaluate_rasters`` compares two rasters on the same grid (the QGIS ``viser:evaluate`` algorithm
 calls it). It reads them itself with rasterio, band by band, and converts digital numbers to
-reflectance with an explicit ``scale``/``offset`` or a simple documented rule (see
-``scaling_for``). It never imports the rest of the engine.
+reflectance with an explicit ``scale``/``offset`` or the pipeline's own sensor detection
+(``core.sensors.resolve``: the same scaling a cloud-removal run would use; see ``scaling_for``).
 """
 
 from __future__ import annotations
@@ -55,14 +55,6 @@ PROTOCOLS = {
     "averaged; MAE on the stretched values",
 }
 
-# Scalings for evaluate_rasters(sensor=...): reflectance = DN * scale + offset.
-_SENSOR_SCALING = {
-    "s2-l1c": (1e-4, 0.0),
-    "s2-l2a": (1e-4, 0.0),  # products of baseline >= 04.00 need offset=-0.1 (BOA_ADD_OFFSET)
-    "landsat-c2l2": (2.75e-5, -0.2),
-    "rgb8": (1 / 255, 0.0),
-    "rgbn8": (1 / 255, 0.0),
-}
 
 
 def _as_array(x) -> np.ndarray:
@@ -269,28 +261,19 @@ def protocol_metrics(prediction, reference, protocol: str = "clean", mask=None, 
 # ---------------------------------------------------------------------------------------------
 
 
-def scaling_for(dtype: str, sensor: str = "auto", scale: float | None = None, offset: float | None = None):
-    """(scale, offset, rule) turning digital numbers into reflectance.
+def scaling_for(dataset, path, sensor: str = "auto", scale: float | None = None, offset: float | None = None):
+    """(scale, offset, rule) turning the digital numbers of an open raster into reflectance.
 
-    Explicit ``scale``/``offset`` win. Otherwise a named ``sensor`` (s2-l1c, s2-l2a: DN/10000;
-    landsat-c2l2: DN x 2.75e-5 - 0.2; rgb8, rgbn8: DN/255). Otherwise (``auto``) the data type:
-    uint8 -> DN/255, uint16 and int16 -> DN/10000 (Sentinel-2 style), floating point -> as is.
+    The pipeline's own detection (``core.sensors.resolve``), so that an evaluation reads a file the
+    way a cloud-removal run reads it: explicit ``scale``/``offset`` win, then a named ``sensor``, then
+    what the file says (band scale/offset metadata, Sentinel-2 / Landsat tags and names, the data type).
     """
-    if scale is not None or offset is not None:
-        return (1.0 if scale is None else float(scale)), (0.0 if offset is None else float(offset)), "explicit"
-    if sensor and sensor != "auto":
-        if sensor not in _SENSOR_SCALING:
-            raise InputError(f"unknown sensor {sensor!r}: use auto or one of {', '.join(_SENSOR_SCALING)}")
-        s, o = _SENSOR_SCALING[sensor]
-        return s, o, f"sensor {sensor}"
-    dtype = str(dtype)
-    if dtype == "uint8":
-        return 1 / 255, 0.0, "uint8: DN/255"
-    if dtype in ("uint16", "int16"):
-        return 1e-4, 0.0, f"{dtype}: DN/10000"
-    if dtype.startswith("float"):
-        return 1.0, 0.0, "floating point: values used as reflectance"
-    raise InputError(f"cannot guess the reflectance scaling of a {dtype} raster: pass scale and offset")
+    from .raster import band_facts
+    from .sensors import formula, resolve
+
+    resolution = resolve(band_facts(dataset, path), sensor, scale=scale, offset=offset)
+    rule = f"{resolution.sensor}: {formula(resolution.scale, resolution.offset)}"
+    return resolution.scale, resolution.offset, rule
 
 
 def _grid(ds):
@@ -350,8 +333,8 @@ def evaluate_rasters(prediction, reference, bands=None, scale=None, offset=None,
         for b in ref_bands:
             if not 1 <= b <= rds.count:
                 raise InputError(f"band {b} not in the reference raster (it has {rds.count} bands)")
-        ps, po, prule = scaling_for(pds.dtypes[bands[0] - 1], sensor, scale, offset)
-        rs, ro, rrule = scaling_for(rds.dtypes[ref_bands[0] - 1], sensor, scale, offset)
+        ps, po, prule = scaling_for(pds, paths["prediction"], sensor, scale, offset)
+        rs, ro, rrule = scaling_for(rds, paths["reference"], sensor, scale, offset)
 
         valid = np.ones((ph, pw), dtype=bool)
         pred_stack, ref_stack = [], []

@@ -108,13 +108,16 @@ def test_evaluate_rasters(tmp_path):
     pred[:, :5, :] = 0  # nodata rows
     rp = _write(tmp_path / "ref.tif", ref, "uint16")
     pp = _write(tmp_path / "pred.tif", pred, "uint16", nodata=0)
-    r = M.evaluate_rasters(pp, rp)
+    # an unlabelled uint16 file is refused as the pipeline refuses it: the user says what it is
+    with pytest.raises(InputError, match="--sensor s2-l1c"):
+        M.evaluate_rasters(pp, rp)
+    r = M.evaluate_rasters(pp, rp, sensor="s2-l1c")
     assert r["pixels"] == 35 * 40
     assert r["per_band"][0]["psnr"] == pytest.approx(40.0)
     assert r["per_band"][1]["psnr"] == math.inf
     assert r["psnr"] == pytest.approx(10 * math.log10(1 / (1e-4 / 3)))
     assert r["mae"] == pytest.approx(0.01 / 3)
-    assert r["scaling"]["prediction"][2].startswith("uint16")
+    assert r["scaling"]["prediction"][:2] == [1e-4, 0.0]
     # band subset and explicit scale
     r2 = M.evaluate_rasters(pp, rp, bands=[1], scale=1e-4)
     assert r2["bands"] == [1] and r2["psnr"] == pytest.approx(40.0)
@@ -122,9 +125,29 @@ def test_evaluate_rasters(tmp_path):
     mk = np.zeros((1, 40, 40), np.uint8)
     mk[:, 20:] = 1
     mp = _write(tmp_path / "mask.tif", mk, "uint8")
-    r3 = M.evaluate_rasters(pp, rp, mask=mp)
+    r3 = M.evaluate_rasters(pp, rp, mask=mp, sensor="s2-l1c")
     assert r3["pixels_cloudy"] == 20 * 40 and r3["pixels_clear"] == 15 * 40
     assert r3["psnr_cloudy"] == pytest.approx(r3["psnr_clear"])
+
+
+def test_evaluate_scales_landsat_c2_l2_as_the_pipeline_does(tmp_path):
+    """Auto mode detects a Landsat Collection 2 Level-2 file (its name) and uses DN x 2.75e-5 - 0.2,
+    the scaling a cloud-removal run uses, not the DN / 10000 of a bare uint16 rule."""
+    pytest.importorskip("rasterio")
+    rng = np.random.default_rng(1)
+    reflectance = rng.uniform(0.02, 0.4, (4, 32, 32))
+    dn = np.round((reflectance + 0.2) / 2.75e-5).astype(np.uint16)
+    name = "LC09_L2SP_224078_20230518_20230520_02_T1_SR.tif"
+    ref = _write(tmp_path / name, dn, "uint16", nodata=0)
+    pred_dn = dn.copy()
+    pred_dn[0] += 364  # 0.01 reflectance in band 1 at 2.75e-5 per DN
+    pred = _write(tmp_path / ("pred_" + name).replace("pred_LC09", "LC09").replace("_SR", "_SR_pred"), pred_dn,
+                  "uint16", nodata=0)
+    r = M.evaluate_rasters(pred, ref)
+    assert r["scaling"]["reference"][:2] == [2.75e-5, -0.2]
+    assert r["scaling"]["prediction"][:2] == [2.75e-5, -0.2]
+    assert "landsat-c2l2" in r["scaling"]["reference"][2]
+    assert r["per_band"][0]["mae"] == pytest.approx(364 * 2.75e-5, rel=1e-6)
 
 
 def test_evaluate_rasters_errors(tmp_path):
