@@ -504,15 +504,17 @@ class Predictor:
             if pad_h or pad_w:
                 x = F.pad(x.reshape(n, frames * channels, h, w), (0, pad_w, 0, pad_h), mode="replicate")
                 x = x.reshape(n, frames, channels, h + pad_h, w + pad_w)
+            cloud = self._cloud_tensor(cloud_np, x.shape[-2:])  # on the device once per batch
             if self.tta:
                 image, score, spread = self._tta(x)
                 spread = spread[:, :h, :w]
             else:
-                image, score = self._forward(x, self._cloud_tensor(cloud_np, x.shape[-2:]))
+                image, score = self._forward(x, cloud)
                 spread = None
             image, score = image[..., :h, :w], score[:, 0, :h, :w].clamp(0, 1)
             if self.keep_clear:
-                image = self._keep_clear(image, x[:, 0, :, :h, :w], score, cloud_np)
+                image = self._keep_clear(image, x[:, 0, :, :h, :w], score,
+                                         None if cloud is None else cloud[..., :h, :w])
             return (self._to_host(image, "image"), self._to_host(score, "score"),
                     None if spread is None else self._to_host(spread, "spread"))
 
@@ -559,16 +561,14 @@ class Predictor:
         pad_h, pad_w = size[0] - cloud.shape[-2], size[1] - cloud.shape[-1]
         return F.pad(cloud, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else cloud
 
-    def _keep_clear(self, image, reference, score, cloud_np):
-        """Model output where cloudy, the input where clear, with a feathered seam."""
+    def _keep_clear(self, image, reference, score, cloud):
+        """Model output where cloudy (the user's mask ``(n, 1, h, w)`` or the score), the input where
+        clear, with a feathered seam."""
         import torch
         import torch.nn.functional as F
 
-        if cloud_np is not None:
-            cloud = torch.from_numpy(np.ascontiguousarray(cloud_np)).to(self.device).float()
-        else:
-            cloud = (score > SCORE_THRESHOLD).float()
-        cloud = cloud[:, None]
+        if cloud is None:
+            cloud = (score > SCORE_THRESHOLD).float()[:, None]
         size = 2 * FEATHER_RADIUS + 1
         grown = F.max_pool2d(cloud, size, stride=1, padding=FEATHER_RADIUS)
         padded = F.pad(grown, (FEATHER_RADIUS,) * 4, mode="replicate")

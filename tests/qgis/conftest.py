@@ -138,3 +138,21 @@ def qgis_process(tmp_path_factory) -> QgisProcess:
 def qgis_process_without_torch(tmp_path_factory) -> QgisProcess:
     """qgis_process with Debian's Python only: no torch, no safetensors."""
     return _enabled(QgisProcess(tmp_path_factory.mktemp("qgis_process_bare"), None))
+
+
+@pytest.fixture()
+def dock(qgis_iface, provider, qgis_new_project):
+    """The VISER-CR dock on a fresh project, with no settings left by another test."""
+    from qgis.core import QgsSettings
+    from qgis_testlib import wait_for
+
+    from viser_cr.viser_qgis.dock import ViserDockWidget
+
+    QgsSettings().remove("viser_cr/dock")  # no band override left by another test
+    widget = ViserDockWidget(qgis_iface)
+    yield widget
+    if widget.current is not None:
+        widget.cancel()
+        wait_for(lambda: widget.current is None)
+    widget.shutdown()
+    widget.deleteLater()

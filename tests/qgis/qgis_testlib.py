@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import time
 import zipfile
 from pathlib import Path
 
@@ -79,3 +81,34 @@ class RecordingIface:
                     "removeToolBarIcon"):
             return lambda *args: self.calls.append((name, *args))
         return getattr(self.iface, name)
+
+
+def wait_for(condition, timeout: float = 90.0, what: str = "the task") -> None:
+    """Process Qt events until ``condition()`` holds (a task or a dialog's run finishing)."""
+    from qgis.core import QgsApplication
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def message_log():
+    """The (tag, level, message) triples QGIS's message log receives inside the block."""
+    from qgis.core import QgsApplication
+
+    messages: list[tuple[str, int, str]] = []
+
+    def collect(message, tag, level):
+        messages.append((tag, int(level), message))
+
+    log = QgsApplication.messageLog()
+    log.messageReceived.connect(collect)
+    try:
+        yield messages
+        QgsApplication.processEvents()
+    finally:
+        log.messageReceived.disconnect(collect)

@@ -15,7 +15,7 @@ from qgis.core import (
     QgsRasterLayer,
 )
 from qgis.PyQt.QtCore import QCoreApplication, QTranslator
-from qgis_testlib import REPO, RecordingIface
+from qgis_testlib import REPO, RecordingIface, message_log
 
 ALGORITHMS = ("viser:removeclouds", "viser:removecloudsstack", "viser:cloudscore", "viser:evaluate")
 
@@ -198,19 +198,9 @@ def test_qgis_process_prints_a_plugin_error_once(qgis_process, fixtures_dir, tin
 
 
 def test_a_plugin_error_is_logged_once(provider, fixtures_dir, tiny_rgbn, tmp_path):
-    messages = []
-
-    def collect(message, tag, level):
-        messages.append((tag, int(level), message))
-
-    log = QgsApplication.messageLog()
-    log.messageReceived.connect(collect)
-    try:
+    with message_log() as messages:
         with pytest.raises(QgsProcessingException, match="CLOUD_MASK"):
             run("viser:removeclouds", {"INPUT": str(fixtures_dir / "s2l1c_cloudy_96.tif"), "MODEL_FILE": tiny_rgbn,
                                        "CLOUD_MASK": str(fixtures_dir / "s2l1c_cloudy_96.tif"),
                                        "OUTPUT": str(tmp_path / "o.tif")})
-        QgsApplication.processEvents()
-    finally:
-        log.messageReceived.disconnect(collect)
     assert len([m for m in messages if m[1] == 2 and "CLOUD_MASK" in m[2]]) == 1, messages

@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from qgis.core import QgsApplication, QgsMultiBandColorRenderer, QgsProject, QgsRasterLayer
+from qgis.core import QgsMultiBandColorRenderer, QgsProject, QgsRasterLayer
+from qgis_testlib import wait_for
 
 from viser_cr.viser_qgis.dock import ViserDockWidget, parse_bands
-
-
-def wait_for(condition, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the task")
-        QgsApplication.processEvents()
-        time.sleep(0.01)
-
-
-@pytest.fixture()
-def dock(qgis_iface, provider, qgis_new_project):
-    widget = ViserDockWidget(qgis_iface)
-    yield widget
-    if widget.current is not None:
-        widget.cancel()
-        wait_for(lambda: widget.current is None)
-    widget.shutdown()
-    widget.deleteLater()
 
 
 @pytest.fixture()

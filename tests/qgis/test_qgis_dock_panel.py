@@ -17,33 +17,12 @@ from qgis.core import (
 )
 from qgis.gui import QgsCollapsibleGroupBox
 from qgis.PyQt.QtWidgets import QPushButton, QWidget
+from qgis_testlib import message_log, wait_for
 
 from viser_cr.viser_qgis.dock import ViserDockWidget
 
 DEFAULT_DOCK_WIDTH = 298  # what QGIS 3.22 gave the dock at 1600 x 1000 (issue 9)
 
-
-def wait_for(condition, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the task")
-        QgsApplication.processEvents()
-        time.sleep(0.01)
-
-
-@pytest.fixture()
-def dock(qgis_iface, provider, qgis_new_project):
-    from qgis.core import QgsSettings
-
-    QgsSettings().remove("viser_cr/dock")  # no band override left by another test
-    widget = ViserDockWidget(qgis_iface)
-    yield widget
-    if widget.current is not None:
-        widget.cancel()
-        wait_for(lambda: widget.current is None)
-    widget.shutdown()
-    widget.deleteLater()
 
 
 def add(path, name: str) -> QgsRasterLayer:
@@ -244,22 +223,12 @@ def test_true_colour_style_for_the_input(dock, fixtures_dir):
 
 
 def test_a_failed_dock_run_is_logged_once(dock, fixtures_dir, tiny_rgbn):
-    messages = []
-
-    def collect(message, tag, level):
-        messages.append((tag, int(level), message))
-
-    log = QgsApplication.messageLog()
-    log.messageReceived.connect(collect)
-    try:
+    with message_log() as messages:
         dock.layer_combo.setLayer(add(fixtures_dir / "s2l1c_cloudy_96.tif", "s2"))
         dock.model_file.setFilePath(tiny_rgbn)
         dock.bands_edit.setText("1,2")  # the model needs 4 bands
         assert dock.run()
         wait_for(lambda: dock.current is None)
-        QgsApplication.processEvents()
-    finally:
-        log.messageReceived.disconnect(collect)
     errors = [m for m in messages if m[1] == 2 and "needs 4" in m[2]]  # 2 = Qgis.Critical
     assert len(errors) == 1, messages
     assert "needs 4" in dock.status_label.text()

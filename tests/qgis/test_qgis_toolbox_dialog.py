@@ -6,21 +6,16 @@ outputs registered in its context; processing.run alone does not exercise that p
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from qgis.core import QgsApplication, QgsMultiBandColorRenderer, QgsProject, QgsRasterLayer
+from qgis_testlib import wait_for as wait_for_task
 
 pytestmark = pytest.mark.usefixtures("provider")
 
 
-def wait_for(condition, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the dialog's run")
-        QgsApplication.processEvents()
-        time.sleep(0.01)
+def wait_for(condition) -> None:
+    wait_for_task(condition, timeout=120.0, what="the dialog's run")
+
 
 
 def run_dialog(algorithm_id: str, parameters: dict) -> dict:
