@@ -9,7 +9,9 @@ SSIM / MAE / LPIPS overall and PSNR / MAE on cloudy and on clear pixels when a m
 the model with keep-clear (``--keep-clear``: the engine's own blending, input pixels kept where the
 score says clear), and the baselines: the cloudy input itself, the classical pipeline over the model's
 own score (push-pull fill of the pixels it calls cloud, thresholded and soft) and, for stacks, the
-per-pixel median and the least-cloudy date (``training.metrics.baselines``). Columns include the grid
+per-pixel median, the least-cloudy date (``training.metrics.baselines``) and the cloud-masked median
+over the model's own per-date scores; for a stack model, a context-sensitivity check per part (the
+reference with a clear vs a cloudy context date: the outputs must differ under its clouds). Columns include the grid
 metric (2/4 px pattern power over the reference's) and the fraction of images worse than the input.
 """
 
@@ -51,15 +53,48 @@ def load_trained(checkpoint=None, model=None, models_dir=None, device="cpu"):
     raise ViserError("give --checkpoint or --model")
 
 
-def _keep_clear(net, x: torch.Tensor, device) -> np.ndarray | None:
+def _keep_clear(net, x: torch.Tensor, device) -> np.ndarray:
     """The engine's keep-clear output for one sample ``x`` (C,H,W) or (L,C,H,W)."""
-    try:
-        from ..core.pipeline import Predictor
-    except ImportError:  # pragma: no cover - engine mid-change
-        return None
+    from ..core.pipeline import Predictor
+
     xx = x if x.dim() == 4 else x[None]
-    image, _, _ = Predictor(net, device, batch_size=1, keep_clear=True).predict(xx[None].numpy())
-    return image[0]
+    return Predictor(net, device, batch_size=1, keep_clear=True).predict(xx[None].numpy()).image[0]
+
+
+MASKED_MEDIAN = "cloud-masked median (model's date scores)"
+
+
+def context_check(net, x: torch.Tensor, target: np.ndarray, mask: np.ndarray | None, device) -> dict | None:
+    """Does a stack model use its context? The same reference with a clear context date (the target
+    date itself) and with a cloudy one (the reference again): PSNR between the two outputs on the
+    reference's cloudy pixels (high = the context is ignored) and of the clear-context output against
+    the target there. None for a one-date model or a sample without cloudy pixels."""
+    from ..core.metrics import psnr
+
+    ref = x[0] if x.dim() == 4 else x
+    cloudy = None if mask is None else np.asarray(mask) > 0.5
+    if getattr(net, "num_frames", 1) < 2 or cloudy is None or not cloudy.any() or target.shape[0] != ref.shape[0]:
+        return None
+    clear_date = torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))
+    with torch.no_grad():
+        with_clear, _ = net(torch.stack([ref, clear_date])[None].to(device))
+        with_cloudy, _ = net(torch.stack([ref, ref])[None].to(device))
+    with_clear, with_cloudy = (o[0].float().clamp(0, 1).cpu().numpy() for o in (with_clear, with_cloudy))
+    return {"between": psnr(with_clear, with_cloudy, mask=cloudy[None]),
+            "clear_context": psnr(with_clear, target, mask=cloudy[None])}
+
+
+def context_markdown(rows: dict[str, list[dict]]) -> str:
+    lines = ["\n#### Context sensitivity (the reference with a clear context date vs a cloudy one)\n",
+             "On the reference's cloudy pixels: PSNR between the two outputs (high = the context is ignored; "
+             "identical outputs give 100) and of the clear-context output against the clear date.\n",
+             "| part | stacks | outputs clear vs cloudy context, PSNR | clear-context output vs clear date, PSNR |",
+             "|---|---:|---:|---:|"]
+    for name, checks in rows.items():
+        between = np.mean([c["between"] for c in checks])
+        clear = np.mean([c["clear_context"] for c in checks])
+        lines.append(f"| {name} | {len(checks)} | {between:.2f} | {clear:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def score_counts(score: np.ndarray, mask: np.ndarray | None, threshold: float = 0.5) -> dict[str, int]:
@@ -100,7 +135,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
              keep_clear=False, lpips=False, output_dir=None, max_images=None, sheet_images=6, device="auto",
              log=print) -> dict:
     from .datasets import build_dataset, part_label, part_of_sample, split_specs
-    from .metrics import INPUT_METHOD, MetricTable, baselines, fill_baselines, rgb_indexes
+    from .metrics import INPUT_METHOD, MetricTable, baselines, fill_baselines, masked_median, rgb_indexes
     from .viz import save_sheet
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
@@ -121,6 +156,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
     n = len(ds) if not max_images else min(len(ds), int(max_images))
     sheet = []
     score_totals = [dict.fromkeys(("tp", "fn", "fp", "tn"), 0) for _ in specs]
+    context_checks: dict[int, list[dict]] = {}
     for i in range(n):
         s = ds[i]
         x = s["input"]
@@ -137,12 +173,18 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
             score_totals[part_index][key] += value
         if keep_clear:
             kc = _keep_clear(net, x, dev)
-            if kc is not None:
-                part.rows.append(table.add(f"{label} + keep-clear", s["name"], kc, tgt, mask))
+            part.rows.append(table.add(f"{label} + keep-clear", s["name"], kc, tgt, mask))
         for bname, b in baselines(x.numpy(), bands).items():
             part.rows.append(table.add(bname if bname != "input" else INPUT_METHOD, s["name"], b, tgt, mask))
         for bname, b in fill_baselines(x.numpy(), score).items():
             part.rows.append(table.add(bname, s["name"], b, tgt, mask))
+        if x.dim() == 4 and x.shape[0] > 1:
+            with torch.no_grad():
+                date_clouds = net.date_cloud_weights(x[None].to(dev))[0, :, 0].float().cpu().numpy()
+            part.rows.append(table.add(MASKED_MEDIAN, s["name"], masked_median(x.numpy(), date_clouds), tgt, mask))
+            check = context_check(net, x, tgt, mask, dev)
+            if check is not None:
+                context_checks.setdefault(part_index, []).append(check)
         if len(sheet) < sheet_images:
             ref = x.numpy()[0] if x.dim() == 4 else x.numpy()
             sheet.append({"cloudy": ref, "output": pred, "target": tgt, "score": score, "mask": mask,
@@ -166,6 +208,9 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
                   if any(totals.values())}
     if score_rows:
         md += score_markdown(score_rows)
+    context_rows = {part_label(specs[k]): checks for k, checks in sorted(context_checks.items())}
+    if context_rows:
+        md += context_markdown(context_rows)
     (out_dir / f"{stem}.md").write_text(md)
     cols = ["method", "images"] + table.columns()
     with (out_dir / f"{stem}.csv").open("w", newline="") as f:
@@ -179,7 +224,11 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
         w.writeheader()
         w.writerows(table.rows)
     result = {"model": label, "model_info": info, "config": cfg["name"], "split": split, "protocol": protocol,
-              "images": n, "keep_clear": keep_clear, "table": summary, "by_part": by_part, "score": score_rows}
+              "images": n, "keep_clear": keep_clear, "table": summary, "by_part": by_part, "score": score_rows,
+              "context": {name: {"stacks": len(checks),
+                                 "between_psnr": float(np.mean([c["between"] for c in checks])),
+                                 "clear_context_psnr": float(np.mean([c["clear_context"] for c in checks]))}
+                          for name, checks in context_rows.items()}}
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float))
     if sheet:
         save_sheet(out_dir / f"{stem}_sheet.png", sheet, rgb_indexes(bands), title)

@@ -98,6 +98,20 @@ def baselines(x: np.ndarray, band_names) -> dict[str, np.ndarray]:
     return out
 
 
+def masked_median(x: np.ndarray, date_clouds: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The cloud-masked median composite of a stack ``(L, C, H, W)``: per pixel, the median of the dates
+    whose cloud weight ``(L, H, W)`` says clear; where no date is clear, the least cloudy date there."""
+    clear = np.asarray(date_clouds) <= threshold
+    values = np.where(clear[:, None], x, np.nan)
+    none_clear = ~clear.any(axis=0)
+    values[:, :, none_clear] = 0.0  # filled below; keeps nanmedian quiet about all-NaN slices
+    out = np.nanmedian(values, axis=0).astype(np.float32)
+    if none_clear.any():
+        least = np.take_along_axis(x, np.argmin(date_clouds, axis=0)[None, None], axis=0)[0]
+        out[:, none_clear] = least[:, none_clear]
+    return out
+
+
 def fill_baselines(x: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict[str, np.ndarray]:
     """The classical pipeline over a cloud score ``(H, W)``: the reference date's pixels where the score
     says clear, push-pull completion of the clear pixels elsewhere; with the score thresholded (a

@@ -201,3 +201,50 @@ def test_build_dataset_mix_and_epochs(tmp_path):
         build_dataset({"train": [{"type": "imagenet"}]}, "train")
     with pytest.raises(InputError, match="no data.val"):
         build_dataset(cfg, "val")
+
+
+def test_dates_of_one_place_are_coregistered_and_used_as_context(tmp_path):
+    """``dates: true``: files of one place on grids a pixel apart are read onto the first file's grid, and
+    a stack's context dates show another date's ground (real change), not a copy of the target's."""
+    from affine import Affine
+    from datagen import smooth_field, write_tif
+
+    from viser_cr.training.datasets import SyntheticCloudDataset
+    from viser_cr.training.datasets.clouds import CloudGenerator
+
+    rng = np.random.default_rng(3)
+    ground = (smooth_field(rng, 4 * 66, 66) * 200 + 20).reshape(4, 66, 66)
+    for day, level in ((1, 0), (2, 30)):
+        # date 2 is one pixel (5 m) east: its grid starts one column later
+        shift = day - 1
+        data = np.clip(ground[:, :64, shift : shift + 64] + level, 1, 255)
+        write_tif(tmp_path / f"place_2020010{day}.tif", data, dtype="uint8", nodata=0,
+                  transform=Affine(5, 0, 500000 + 5 * shift, 0, -5, 5200000))
+    images = load_clear_images([{"files": "place_*.tif", "layout": "naip-rgbn8", "dates": True}],
+                               ("red", "green", "blue", "nir"), tmp_path)
+    assert len(images) == 2 and all(im.dates == images for im in images)
+    first, second = images
+    both = first.valid & second.valid
+    assert np.array_equal(first.valid, second.valid) and both[:, 5:60].all()
+    # on the first date's grid the second date is the same ground, 30 levels brighter
+    diff = (second.data - first.data)[:, both]
+    assert np.allclose(diff, 30 / 255, atol=2 / 255)
+
+    ds = SyntheticCloudDataset(images, generator=CloudGenerator(), num_frames=3, patch_size=32, length=8,
+                               jitter=0.0, p_clear_other=1.0, train=True, flips=False, rotations=False)
+    s = ds[0]
+    target, context = s["target"].numpy(), s["input"][1:].numpy()
+    # clear context dates are the other date: 30 levels brighter or darker everywhere
+    assert np.allclose(np.abs(context - target[None]), 30 / 255, atol=3 / 255)
+    with pytest.raises(InputError, match="at least two dates"):
+        load_clear_images([{"files": "place_20200101.tif", "layout": "naip-rgbn8", "dates": True}],
+                          ("red", "green", "blue", "nir"), tmp_path)
+
+
+def test_misregistered_context_dates():
+    from viser_cr.training.datasets.synthetic import shifted
+
+    image = np.arange(2 * 5 * 6, dtype=np.float32).reshape(2, 5, 6)
+    moved = shifted(image, 1, -2)
+    assert np.array_equal(moved[:, 1:, :-2], image[:, :-1, 2:])  # content moved down 1, left 2
+    assert np.array_equal(moved[:, 0], moved[:, 1]) and shifted(image, 0, 0) is image

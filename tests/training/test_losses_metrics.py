@@ -243,3 +243,18 @@ def test_score_counts_and_summary():
     summary = score_summary(counts)
     assert summary["recall"] == 0.5 and summary["false_cloud"] == 1 / 8 and summary["iou"] == 4 / 9
     assert score_counts(score, None) == {}
+
+
+def test_cloud_masked_median_takes_the_clear_dates_only():
+    from viser_cr.training.metrics import masked_median
+
+    x = np.stack([np.full((2, 4, 4), v, np.float32) for v in (0.9, 0.1, 0.2, 0.3)])
+    clouds = np.zeros((4, 4, 4), np.float32)
+    clouds[0] = 1  # the reference is cloudy everywhere
+    clouds[3, :, :2] = 1  # date 3 is cloudy on the left
+    clouds[1:, 0, 0] = 1  # nothing clear at the corner: the least cloudy date there
+    clouds[2, 0, 0] = 0.8
+    out = masked_median(x, clouds)
+    assert np.allclose(out[:, 1:, :2], 0.15)  # median of dates 1 and 2
+    assert np.allclose(out[:, :, 2:], 0.2)  # median of dates 1, 2, 3
+    assert np.allclose(out[:, 0, 0], 0.2)  # date 2 (0.8) is the least cloudy there

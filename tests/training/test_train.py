@@ -231,8 +231,13 @@ def test_stack_training_and_evaluation_with_composite_baselines(data_root, tmp_p
     train(cfg, log=lambda *_: None)
     res = evaluate(cfg, checkpoint=tmp_path / "stack" / "checkpoints" / "last.pt", output_dir=tmp_path / "ev",
                    log=lambda *_: None)
-    assert {"cloudy input", "median", "least-cloudy"} <= set(res["table"])
+    from viser_cr.training.evaluate import MASKED_MEDIAN
+
+    assert {"cloudy input", "median", "least-cloudy", MASKED_MEDIAN} <= set(res["table"])
     assert (tmp_path / "ev" / "eval_test_clean_sheet.png").exists()
+    (context,) = res["context"].values()  # the context-sensitivity check of the one test part
+    assert context["stacks"] >= 1 and 0 < context["clear_context_psnr"] <= 100 and 0 < context["between_psnr"] <= 100
+    assert "Context sensitivity" in (tmp_path / "ev" / "eval_test_clean.md").read_text()
 
 
 @pytest.mark.slow

@@ -105,9 +105,14 @@ def band_indexes(available, wanted) -> list[int]:
     return [available.index(b) for b in wanted]
 
 
-def read_reflectance(path, layout: Layout, bands) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``bands`` (names) of a raster as float32 reflectance ``(C, H, W)`` and a valid mask ``(H, W)``."""
+def read_reflectance(path, layout: Layout, bands, grid=None) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``bands`` (names) of a raster as float32 reflectance ``(C, H, W)`` and a valid mask ``(H, W)``.
+
+    ``grid``: another raster's path; the file is then read warped (bilinear) onto that raster's grid,
+    which co-registers dates of one place whose grids differ by a few metres."""
     import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
 
     path = Path(path)
     if not path.exists():
@@ -116,8 +121,15 @@ def read_reflectance(path, layout: Layout, bands) -> tuple[np.ndarray, np.ndarra
     with rasterio.open(path) as ds:
         if ds.count < len(layout.bands):
             raise InputError(f"{path} has {ds.count} bands; layout {layout.name} expects {len(layout.bands)}")
-        dn = ds.read([i + 1 for i in idx]).astype(np.float32)
         file_nodata = ds.nodata
+        if grid is None:
+            dn = ds.read([i + 1 for i in idx]).astype(np.float32)
+        else:
+            with rasterio.open(grid) as like:
+                target = dict(crs=like.crs, transform=like.transform, width=like.width, height=like.height)
+            nodata = layout.nodata if layout.nodata is not None else file_nodata
+            with WarpedVRT(ds, resampling=Resampling.bilinear, src_nodata=nodata, nodata=nodata, **target) as vrt:
+                dn = vrt.read([i + 1 for i in idx]).astype(np.float32)
     nodata = layout.nodata if layout.nodata is not None else file_nodata
     valid = np.all(np.isfinite(dn), axis=0)
     if nodata is not None:

@@ -11,7 +11,8 @@
     reference date r (>= ``ref_min_cloud``) within ``window`` dates of t, one sample: inputs
     ``[r, the L-1 dates nearest to t (not t, not r, cloud fraction >= others_min_cloud)]``,
     target t. Real clouds, real change. ``others_min_cloud > 0`` gives Sen2_MTC-like samples
-    (every input date cloudy).
+    (every input date cloudy); ``context_clear_max`` keeps the samples with at least one context date
+    that cloudy at most (a clear or partly clear context).
   - ``synthetic``: reference = a clear date r (target = r itself), synthetic clouds drawn on every
     input date (the other dates keep their real clouds and get more with probability
     ``1 - p_clear_other``); the other L-1 dates are drawn within ``window`` of r (nearest in
@@ -137,7 +138,7 @@ class SeriesDataset(EpochDataset):
     """SEN12MS-CR-TS style series of one patch; see the module docstring."""
 
     def __init__(self, root, bands=RGBN, num_frames=3, layout="s2-13", dates=None, mode="real",
-                 clear_max=0.05, ref_min_cloud=0.05, others_min_cloud=0.0, window=4,
+                 clear_max=0.05, ref_min_cloud=0.05, others_min_cloud=0.0, context_clear_max=None, window=4,
                  generator: CloudGenerator | None = None,
                  p_clear_other=0.3, patch_size=128, seed=0, train=True, flips=True, rotations=True,
                  pattern="*.tif", pseudo_weight=PSEUDO_MASK_WEIGHT, mono=False):
@@ -179,6 +180,9 @@ class SeriesDataset(EpochDataset):
         self.valid = valid
         self.cloud_fraction = self.masks.mean(axis=(1, 2))
         self.samples = self._build_samples(clear_max, ref_min_cloud, others_min_cloud, window)
+        if context_clear_max is not None:  # stacks with at least one clear or partly clear context date
+            self.samples = [sample for sample in self.samples
+                            if min(self.cloud_fraction[j] for j in sample[1][1:]) <= context_clear_max]
         if not self.samples:
             raise InputError(
                 f"no {mode} sample in {self.root} for dates {self.imgno}: cloud fractions "

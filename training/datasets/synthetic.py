@@ -10,6 +10,7 @@ A *clear source* entry of a config names files and how to read them::
       window: [0.0, 0.0, 0.75, 1.0]        # optional fractional window (col0, row0, col1, row1): spatial split
       weight: 1.0                          # sampling weight multiplier (by area otherwise)
       stretch: [2, 98]                     # optional: emulate an 8-bit true-colour export (below)
+      dates: true                          # optional: the files are dates of one place (stacks, below)
 
 ``stretch: [lo, hi]`` turns reflectance into what a GIS "export as 8-bit RGB" writes: each band is
 linearly stretched so that its ``lo`` / ``hi`` percentiles (over the file's valid pixels) map to 0 and
@@ -20,7 +21,10 @@ then composited in that radiometry, where they saturate as they do in real expor
 augmentation, then clouds (``clouds.CloudGenerator``). For a stack of L dates, date 0 (the
 reference) always gets clouds; dates 1..L-1 get independent clouds (clear with ``p_clear_other``)
 on a copy of the ground with a per-date radiometric jitter (gain 1 +- ``jitter`` per band, a small
-offset) that stands in for acquisition-to-acquisition change. The target is the untouched clear crop.
+offset) that stands in for acquisition-to-acquisition change, and, with ``shift: n``, a misregistration of
+0 to n whole pixels per axis. The target is the untouched clear crop. With ``dates: true`` the files of
+an entry are clear dates of one place (e.g. the NAIP series), read onto the first file's grid; a context
+date's ground is then another real date of the place (real surface change), not a copy of the target's.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class ClearImage:
     radiometry: str
     quantum: float | None
     weight: float = 1.0
+    dates: list | None = None  # the co-registered dates of this place (this one included), for stacks
 
 
 def load_clear_images(entries, bands, data_root=None) -> list[ClearImage]:
@@ -77,8 +82,10 @@ def load_clear_images(entries, bands, data_root=None) -> list[ClearImage]:
         if not files:
             raise InputError(f"no file matches {entry['files']} (data_root={data_root}, include={entry.get('include')}, "
                              f"exclude={entry.get('exclude')})")
+        dates = bool(entry.get("dates"))
+        first = len(images)
         for f in files:
-            data, valid = read_reflectance(f, layout, bands)
+            data, valid = read_reflectance(f, layout, bands, grid=files[0] if dates else None)
             if entry.get("window") is not None:
                 c0, r0, c1, r1 = (float(v) for v in entry["window"])
                 H, W = valid.shape
@@ -93,9 +100,22 @@ def load_clear_images(entries, bands, data_root=None) -> list[ClearImage]:
                 radiometry, quantum = "display", 1 / 255
             images.append(ClearImage(data, valid, Path(f).stem, entry.get("scene") or scene_of(Path(f).stem),
                                      radiometry, quantum, float(entry.get("weight", 1.0))))
+        if dates:
+            _link_dates(images[first:], entry["files"])
     if not images:
         raise InputError("the clear sources gave no usable image")
     return images
+
+
+def _link_dates(group: list[ClearImage], pattern) -> None:
+    """Make co-registered dates of one place each other's context: one valid mask (where every date is
+    valid), one list of the group's dates on each."""
+    if len(group) < 2:
+        raise InputError(f"'dates: true' needs at least two dates of one place, {pattern} gives {len(group)}")
+    valid = np.logical_and.reduce([im.valid for im in group])
+    for im in group:
+        im.valid = valid
+        im.dates = group
 
 
 def stretch_to_8bit(data: np.ndarray, valid: np.ndarray, percentiles) -> np.ndarray:
@@ -113,12 +133,22 @@ def stretch_to_8bit(data: np.ndarray, valid: np.ndarray, percentiles) -> np.ndar
     return out
 
 
+def shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``image`` (C, H, W) moved by whole pixels, edges repeated: a context date's misregistration."""
+    if not (dy or dx):
+        return image
+    pad = max(abs(dy), abs(dx))
+    padded = np.pad(image, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    h, w = image.shape[1:]
+    return padded[:, pad - dy : pad - dy + h, pad - dx : pad - dx + w]
+
+
 class SyntheticCloudDataset(EpochDataset):
     """Synthetic clouds on clear images; see the module docstring."""
 
     def __init__(self, images: list[ClearImage], bands=RGBN, generator: CloudGenerator | None = None,
                  num_frames=None, length=None, patch_size=128, seed=0, train=True, p_clear_other=0.2,
-                 p_clear_ref=0.0, jitter=0.05, flips=True, rotations=True):
+                 p_clear_ref=0.0, jitter=0.05, shift=0, flips=True, rotations=True):
         super().__init__(seed, train, patch_size, flips, rotations)
         if not images:
             raise InputError("SyntheticCloudDataset needs at least one clear image")
@@ -131,6 +161,7 @@ class SyntheticCloudDataset(EpochDataset):
         self.num_frames = num_frames
         self.L = 1 if num_frames is None else int(num_frames)
         self.p_clear_other, self.p_clear_ref, self.jitter = p_clear_other, p_clear_ref, jitter
+        self.shift = int(shift)
         area = np.array([im.valid.sum() * im.weight for im in images], dtype=np.float64)
         self.probs = area / area.sum()
         if length is None:
@@ -157,16 +188,22 @@ class SyntheticCloudDataset(EpochDataset):
         C, h, w = clear.shape
         x = np.empty((self.L, C, h, w), dtype=np.float32)
         masks = np.zeros((self.L, h, w), dtype=np.float32)
+        others = [other for other in (im.dates or ()) if other is not im]
         for d in range(self.L):
             ground = clear
+            if d > 0 and others:  # another real date of the place: real surface change
+                other = others[int(rng.integers(len(others)))]
+                ground = apply_geometry(pad_to(other.data[:, r0 : r0 + sh, c0 : c0 + sw], self.patch_size), g)
             if d > 0 and self.jitter:
                 gain = 1.0 + rng.uniform(-self.jitter, self.jitter, size=(C, 1, 1))
                 off = rng.uniform(-self.jitter, self.jitter, size=(C, 1, 1)) * 0.2 * clear.mean(axis=(1, 2), keepdims=True)
-                ground = np.where(valid[None], np.maximum(clear * gain + off, 0.0), clear).astype(np.float32)
+                ground = np.where(valid[None], np.maximum(ground * gain + off, 0.0), ground).astype(np.float32)
                 if im.radiometry == "display":
                     ground = np.clip(ground, 0, 1)
                 if im.quantum:
                     ground = (np.round(ground / im.quantum) * im.quantum).astype(np.float32)
+            if d > 0 and self.shift:
+                ground = shifted(ground, *rng.integers(-self.shift, self.shift + 1, size=2))
             res = self.generator.generate(rng, ground, self.band_names, im.radiometry, valid=valid,
                                           p_clear=self.p_clear_ref if d == 0 else self.p_clear_other,
                                           quantum=im.quantum)
