@@ -42,8 +42,8 @@ STACK_KEYS = {
 REQUEST_TAG = "VISER_CR_REQUEST"
 REQUEST_HASH_TAG = "VISER_CR_REQUEST_SHA256"
 # fields of a request that do not change the pixels written (or are the scene's own outputs)
-UNRECORDED_FIELDS = ("output", "score_output", "uncertainty_output", "device", "batch_size", "threads",
-                     "tags", "overlap_io")
+UNRECORDED_FIELDS = ("output", "score_output", "uncertainty_output", "source_dates_output", "device", "batch_size",
+                     "threads", "tags", "overlap_io")
 PRODUCT_SUFFIXES = {"output": "", "score": "_score", "uncertainty": "_uncertainty"}
 STATUSES = ("done", "skipped", "failed", "cancelled")
 EVENT_SECONDS = 1.0        # at most one progress event per scene and second

@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--cloud-mask", help="raster marking clouds (non-zero) for --keep-clear")
     remove.add_argument("--score-out", help="also write the cloud score (float32, 0 clear .. 1 cloud)")
     remove.add_argument("--uncertainty-out", help="also write the per-pixel uncertainty (implies --tta)")
+    remove.add_argument("--source-dates-out", help="stacks: also write, per pixel, the INPUT number (1-based) of the "
+                                                   "date the fill took most from (0: no date sees it, spatial fill)")
     remove.add_argument("--tta", action="store_true", help="average 8 flips/rotations (8x slower)")
     remove.add_argument("--float32", action="store_true", help="write float32 reflectance, not the input's type")
     _common(remove)
@@ -203,7 +205,7 @@ def _request(args, score_only: bool):
         return CloudRemovalRequest(output=None, score_output=args.output, **common)
     return CloudRemovalRequest(
         output=args.output, keep_clear=args.keep_clear, cloud_mask=args.cloud_mask, score_output=args.score_out,
-        uncertainty_output=args.uncertainty_out, tta=args.tta,
+        uncertainty_output=args.uncertainty_out, source_dates_output=args.source_dates_out, tta=args.tta,
         output_dtype="float32" if args.float32 else "input", **common,
     )
 
@@ -228,7 +230,8 @@ def _run(args, score_only: bool) -> int:
     finally:
         bar.close()
     if not args.quiet:
-        written = [str(p) for p in (result.output, result.score_output, result.uncertainty_output) if p]
+        written = [str(p) for p in (result.output, result.score_output, result.uncertainty_output,
+                                    result.source_dates_output) if p]
         print(f"Wrote {', '.join(written)} (model {result.model} on {result.device}, "
               f"{result.tiles} tile(s), {result.seconds:.1f} s).")
     return 0

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -45,6 +46,7 @@ from .sensors import CANONICAL_BANDS, BandFacts, SensorResolution, formula, offe
 from .tiling import MIN_TILE, Panel, Tile, TileGrid, validate_tiling
 
 SCORE_THRESHOLD = 0.5          # keep-clear: a score above this is cloud
+SOURCE_DATES_NODATA = 65535    # source-date raster: outside the input's valid pixels
 FEATHER_RADIUS = 6             # keep-clear: width in pixels of the seam between input and model output
 MIN_MODEL_SIDE = 16            # tiles smaller than this are padded (edge-replicated) before the model
 MIN_RETRY_TILE = 64            # out of memory: halve tiles down to this size before falling back to CPU
@@ -76,6 +78,7 @@ class CloudRemovalRequest:
     cloud_mask: str | Path | None = None  # raster, non-zero = cloud
     score_output: str | Path | None = None
     uncertainty_output: str | Path | None = None   # implies test-time augmentation
+    source_dates_output: str | Path | None = None  # stacks: per pixel, the input number of the date used most
     tta: bool = False
     output_dtype: str = "input"         # input | float32 (reflectance)
     cog: bool = False
@@ -100,6 +103,7 @@ class CloudRemovalResult:
     seconds: float
     messages: list[str] = field(default_factory=list)
     precision: str = "fp32"             # what ran: fp32, bf16 or fp16
+    source_dates_output: Path | None = None
     batch_size: int = 0                 # tiles per batch at the end of the run
 
     @property
@@ -122,6 +126,8 @@ def _validate_request(request: CloudRemovalRequest) -> None:
                          f"{len(request.inputs) - 1}), got {request.reference}.")
     if request.batch_size is not None and _whole_number(request.batch_size, "batch size") < 1:
         raise InputError(f"batch size must be at least 1, got {request.batch_size}.")
+    if request.source_dates_output is not None and request.output is None:
+        raise InputError("the source-date raster comes with a cloud-free output: give an output path too.")
     if request.cloud_mask is not None and not request.keep_clear:
         raise InputError("a cloud mask is used by keep-clear mode: add --keep-clear (or drop the mask).")
 
@@ -132,7 +138,8 @@ def _output_paths(request: CloudRemovalRequest) -> dict[str, Path | None]:
     paths: dict[str, Path | None] = {}
     for key, value, what in (("output", request.output, "output"),
                              ("score", request.score_output, "score output"),
-                             ("uncertainty", request.uncertainty_output, "uncertainty output")):
+                             ("uncertainty", request.uncertainty_output, "uncertainty output"),
+                             ("source_dates", request.source_dates_output, "source-date output")):
         paths[key] = rio.check_output_path(value, [*protected, *[p for p in paths.values() if p]], what) \
             if value is not None else None
     return paths
@@ -147,6 +154,7 @@ class _Input:
     path: Path
     dataset: object
     facts: BandFacts
+    number: int = 1                     # 1-based position in the request's inputs
     resolution: SensorResolution | None = None
     indexes: list[int] = field(default_factory=list)
 
@@ -160,7 +168,7 @@ def _open_inputs(request: CloudRemovalRequest, stack: contextlib.ExitStack) -> l
         path = Path(source)
         dataset = stack.enter_context(rio.open_raster(source))
         label = f"input {position + 1} ({path.name})" if len(request.inputs) > 1 else path.name
-        opened.append(_Input(label, path, dataset, rio.band_facts(dataset, path)))
+        opened.append(_Input(label, path, dataset, rio.band_facts(dataset, path), position + 1))
     return opened
 
 
@@ -204,12 +212,24 @@ def _bind_bands(items: list[_Input], request: CloudRemovalRequest, card) -> None
         item.indexes = item.resolution.indexes_for(wanted)
 
 
-def _check_frames(items: list[_Input], card) -> None:
+def _check_frames(items: list[_Input], card) -> str | None:
+    """Refuse several dates for a one-date model; for a stack longer than a stack model takes, the
+    line that says how its dates are chosen (per tile, ``Predictor._choose_dates``)."""
     frames = int(getattr(card, "num_frames", 1) or 1)
-    if len(items) > frames:
-        what = "one date" if frames == 1 else f"at most {frames} dates"
-        raise InputError(f"model {card.name} takes {what}, but {len(items)} inputs were given: "
-                         "choose a multi-temporal model or give fewer dates.")
+    if len(items) > 1 and frames == 1:
+        raise InputError(f"model {card.name} takes one date, but {len(items)} inputs were given: "
+                         "choose a multi-temporal model or give one date.")
+    if len(items) <= frames:
+        return None
+    return (f"{len(items)} dates, model {card.name} takes {frames}: for each tile, the reference and the "
+            f"{frames - 1} date(s) that see most of what it cannot (each date's own cloud score).")
+
+
+def _date_use_line(items: list[_Input], date_use) -> str:
+    """Which dates a long stack used: tiles per date, most used first (the reference uses them all)."""
+    order = sorted(range(len(items)), key=lambda k: (-int(date_use[k]), k))
+    parts = [f"{items[k].label} {int(date_use[k])}" for k in order]
+    return f"Dates used (tiles of {int(date_use[0])}): " + ", ".join(parts) + "."
 
 
 def _tiling(request: CloudRemovalRequest, card) -> tuple[int, int]:
@@ -376,9 +396,22 @@ class HostStaging:
         return staged.numpy().copy()
 
 
+class Prediction(NamedTuple):
+    """One batch through the model, as host arrays (float32; ``sources`` int32)."""
+
+    image: np.ndarray                   # (n, C', h, w) reflectance
+    score: np.ndarray                   # (n, h, w) cloud score of the reference date
+    spread: np.ndarray | None           # (n, h, w) TTA standard deviation, when asked for
+    sources: np.ndarray | None = None   # (n, h, w) date used most: 1 + position in the stack, 0 = spatial fill
+
+
 class Predictor:
     """Runs batches of tiles through the model on a device, with optional 8-fold test-time
     augmentation (mean = image, spread = uncertainty) and keep-clear blending.
+
+    A stack longer than the model takes: each tile takes the reference and the dates that see most of
+    what it cannot (``_choose_dates``). ``source_dates``: also the date each pixel came from, from every
+    date's own cloud score (``_dominant_dates``).
 
     Out of memory: the batch is halved (and kept smaller for the rest of the run); with a batch of
     one tile it raises ``_NeedSmallerTiles`` for the caller to retry with smaller tiles or the CPU.
@@ -390,8 +423,9 @@ class Predictor:
 
     def __init__(self, model, device, batch_size: int | None, tta: bool = False, keep_clear: bool = False,
                  say: Callable[[str], None] | None = None, precision: str = "fp32",
-                 staging: HostStaging | None = None):
+                 staging: HostStaging | None = None, source_dates: bool = False):
         self.model = model
+        self.source_dates = source_dates
         self.device = device
         self.batch_size = int(batch_size or CPU_BATCH_SIZE)
         self.tta = tta
@@ -399,6 +433,7 @@ class Predictor:
         self.say = say or (lambda message: None)
         self.autocast = autocast_dtype(device, precision)
         self.staging = staging if staging is not None else (HostStaging(device) if device.type == "cuda" else None)
+        self.date_use: np.ndarray | None = None  # tiles per date of a stack longer than the model takes
 
     @property
     def precision(self) -> str:
@@ -436,9 +471,8 @@ class Predictor:
                  f"{per_tile / 2**20:.0f} MiB per {x.shape[-1]}-pixel tile ({self.precision}).")
         return self.batch_size
 
-    def predict(self, x: np.ndarray, cloud: np.ndarray | None = None):
-        """``x`` ``(n, L, C, h, w)`` reflectance. Returns image ``(n, C', h, w)``, score ``(n, h, w)``
-        and uncertainty ``(n, h, w)`` (or None), as float32 numpy arrays."""
+    def predict(self, x: np.ndarray, cloud: np.ndarray | None = None) -> Prediction:
+        """``x`` ``(n, L, C, h, w)`` reflectance, ``cloud`` ``(n, h, w)`` a user's mask or None."""
         outputs, start = [], 0
         while start < len(x):
             stop = min(len(x), start + self.batch_size)
@@ -454,10 +488,7 @@ class Predictor:
                 self.say(f"Out of memory: batch size reduced to {self.batch_size}.")
                 continue
             start = stop
-        image = np.concatenate([o[0] for o in outputs])
-        score = np.concatenate([o[1] for o in outputs])
-        spread = None if outputs[0][2] is None else np.concatenate([o[2] for o in outputs])
-        return image, score, spread
+        return Prediction(*(None if parts[0] is None else np.concatenate(parts) for parts in zip(*outputs, strict=True)))
 
     def _release(self) -> None:
         import torch
@@ -505,6 +536,11 @@ class Predictor:
                 x = F.pad(x.reshape(n, frames * channels, h, w), (0, pad_w, 0, pad_h), mode="replicate")
                 x = x.reshape(n, frames, channels, h + pad_h, w + pad_w)
             cloud = self._cloud_tensor(cloud_np, x.shape[-2:])  # on the device once per batch
+            date_clouds = order = None
+            if self.source_dates or frames > getattr(self.model, "num_frames", frames):
+                date_clouds = self._date_clouds(x)
+            if frames > getattr(self.model, "num_frames", frames):
+                x, order = self._choose_dates(x, date_clouds)
             if self.tta:
                 image, score, spread = self._tta(x)
                 spread = spread[:, :h, :w]
@@ -515,8 +551,11 @@ class Predictor:
             if self.keep_clear:
                 image = self._keep_clear(image, x[:, 0, :, :h, :w], score,
                                          None if cloud is None else cloud[..., :h, :w])
-            return (self._to_host(image, "image"), self._to_host(score, "score"),
-                    None if spread is None else self._to_host(spread, "spread"))
+            sources = None
+            if self.source_dates:
+                sources = self._to_host(_dominant_dates(date_clouds, order)[:, :h, :w].contiguous(), "sources")
+            return Prediction(self._to_host(image, "image"), self._to_host(score, "score"),
+                              None if spread is None else self._to_host(spread, "spread"), sources)
 
     def _to_device(self, array: np.ndarray):
         import torch
@@ -550,6 +589,30 @@ class Predictor:
         spread = (m2 / count).clamp_min(0).mean(dim=1).sqrt()
         return mean, score / count, spread
 
+    def _date_clouds(self, x):
+        """Every date's cloud weight ``(n, L, 1, H, W)`` (the model's own score of each date)."""
+        import torch
+
+        with torch.autocast(device_type=self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            return self.model.date_cloud_weights(x).float()
+
+    def _choose_dates(self, x, date_clouds):
+        """A stack longer than the model takes: per tile, the reference and the dates that see most of
+        what it cannot (``choose_context_dates``), counted in ``date_use``. Returns the tiles' stacks and
+        the chosen positions ``(n, num_frames)``, the reference first."""
+        import torch
+
+        from .model.fill import choose_context_dates
+
+        n, frames = x.shape[:2]
+        picks = choose_context_dates(date_clouds, self.model.num_frames - 1)
+        if self.date_use is None or len(self.date_use) != frames:
+            self.date_use = np.zeros(frames, dtype=np.int64)
+        self.date_use[0] += n
+        np.add.at(self.date_use, picks.cpu().numpy().ravel(), 1)
+        order = torch.cat([picks.new_zeros(n, 1), picks], dim=1)
+        return x[torch.arange(n, device=x.device)[:, None], order], order
+
     def _cloud_tensor(self, cloud_np, size):
         """The user's cloud mask ``(n, 1, H, W)`` padded like the tiles (None without a mask)."""
         import torch
@@ -579,25 +642,53 @@ class Predictor:
         return alpha * image + (1 - alpha) * reference
 
 
+def _dominant_dates(date_clouds, order=None):
+    """Per pixel, the date that contributes most to a stack's completion, as ``1 + position`` in the stack
+    (uint16, ``(n, H, W)``); 0 where the dates together cover less than half (the spatial fill).
+
+    The shares of the temporal prior (``ViserCR._completion``): the reference by its clear weight, the
+    context dates (``order[:, 1:]``, default all) by how clear each is, within the reference's cloud."""
+    import torch
+
+    n, frames = date_clouds.shape[:2]
+    if order is None:
+        order = torch.arange(frames, device=date_clouds.device).expand(n, frames)
+    cloud = date_clouds[torch.arange(n, device=date_clouds.device)[:, None], order][:, :, 0]  # (n, k, H, W)
+    clears = 1.0 - cloud[:, 1:]
+    shares = clears / clears.sum(dim=1, keepdim=True).clamp_min(1.0)
+    weights = torch.cat([1.0 - cloud[:, :1], cloud[:, :1] * shares], dim=1)
+    best = weights.argmax(dim=1)
+    dates = order.gather(1, best.flatten(1)).view_as(best) + 1
+    covered = weights.sum(dim=1) >= 0.5
+    return torch.where(covered, dates, torch.zeros_like(dates)).to(torch.int32)
+
+
 # -------------------------------------------------------------------------------------- accumulation
 
 
 class _Block:
     """Accumulators for one block of output rows (only the products asked for)."""
 
-    def __init__(self, channels: int, height: int, width: int, image: bool, score: bool, spread: bool):
+    def __init__(self, channels: int, height: int, width: int, image: bool, score: bool, spread: bool,
+                 sources: bool = False):
         self.image = rio.mapped_array((channels, height, width), np.float32) if image else None
         self.score = rio.mapped_array((height, width), np.float32) if score else None
         self.spread = rio.mapped_array((height, width), np.float32) if spread else None
+        # a category, not blended: the value of the tile that weighs most at each pixel
+        self.sources = rio.mapped_array((height, width), np.int32) if sources else None
+        self.source_weight = rio.mapped_array((height, width), np.float32) if sources else None
         self.valid = rio.mapped_array((height, width), bool)
 
 
 class _Writer:
     """Blocks of output rows of one panel: tiles are added with their weights (only their columns inside
-    the panel), full blocks encoded and written."""
+    the panel), full blocks encoded and written. ``date_numbers``: the input number (1-based, the
+    request's order) of each stack position, for the source-date raster."""
 
-    def __init__(self, grid: TileGrid, panel: Panel, channels: int, encoding: _Encoding, outputs: dict):
+    def __init__(self, grid: TileGrid, panel: Panel, channels: int, encoding: _Encoding, outputs: dict,
+                 date_numbers=()):
         self.grid = grid
+        self.date_numbers = np.array([0, *date_numbers], dtype=np.int32)  # 0 stays 0: the spatial fill
         self.panel = panel
         self.channels = channels
         self.encoding = encoding
@@ -614,14 +705,15 @@ class _Writer:
 
     def _new_block(self, height: int) -> _Block:
         return _Block(self.channels, height, self.panel.width, self.outputs.get("output") is not None,
-                      self.outputs.get("score") is not None, self.outputs.get("uncertainty") is not None)
+                      self.outputs.get("score") is not None, self.outputs.get("uncertainty") is not None,
+                      self.outputs.get("source_dates") is not None)
 
     def _columns(self, tile: Tile) -> tuple[slice, slice]:
         """The tile's columns inside the panel: (in the tile, in the panel's blocks)."""
         a, b = max(self.panel.x0, tile.x), min(self.panel.x1, tile.x + tile.width)
         return slice(a - tile.x, b - tile.x), slice(a - self.panel.x0, b - self.panel.x0)
 
-    def add(self, tile: Tile, valid: np.ndarray, image=None, score=None, spread=None) -> None:
+    def add(self, tile: Tile, valid: np.ndarray, image=None, score=None, spread=None, sources=None) -> None:
         """Add one tile (image None = a tile with no valid pixel: it only counts as done)."""
         weight = self.grid.weight(tile) if image is not None else None
         tile_cols, cols = self._columns(tile)
@@ -638,6 +730,10 @@ class _Writer:
                     block.score[block_rows, cols] += score[rows, tile_cols] * w
                 if block.spread is not None and spread is not None:
                     block.spread[block_rows, cols] += spread[rows, tile_cols] * w
+                if block.sources is not None and sources is not None:
+                    heavier = w > block.source_weight[block_rows, cols]
+                    block.sources[block_rows, cols][heavier] = sources[rows, tile_cols][heavier]
+                    np.maximum(block.source_weight[block_rows, cols], w, out=block.source_weight[block_rows, cols])
                 block.valid[block_rows, cols] = valid[rows, tile_cols]
             self.remaining[number] -= 1
             if self.remaining[number] == 0:
@@ -662,6 +758,10 @@ class _Writer:
             spread = block.spread
             spread[invalid] = np.nan
             self.outputs["uncertainty"].write(spread[None], top, left)
+        if self.outputs.get("source_dates") is not None:
+            dates = self.date_numbers[block.sources]
+            dates[invalid] = SOURCE_DATES_NODATA
+            self.outputs["source_dates"].write(dates[None].astype(np.uint16), top, left)
 
 
 # ------------------------------------------------------------------------------------------- stream
@@ -767,8 +867,7 @@ def _write_batch(writer: _Writer, batch: _Batch, results) -> None:
     position = 0
     for tile, valid in zip(batch.tiles, batch.valids, strict=True):
         if results is not None and position < len(batch.active) and batch.active[position] is tile:
-            image, score, spread = (r[position] if r is not None else None for r in results)
-            writer.add(tile, valid, image, score, spread)
+            writer.add(tile, valid, *(r[position] if r is not None else None for r in results))
             position += 1
         else:
             writer.add(tile, valid)
@@ -890,7 +989,7 @@ def _stream(items, sources, mask_source, grid: TileGrid, predictor: Predictor, c
     valid_pixels = 0
     for panel in panels:
         strips = _Strips(items, sources, mask_source, grid, panel)
-        writer = _Writer(grid, panel, channels, encoding, files)
+        writer = _Writer(grid, panel, channels, encoding, files, [item.number for item in items])
         batches = _read_batches(strips, grid.panel_tiles(panel), max(1, predictor.batch_size))
         _stream_panel(batches, predictor, writer, counter, check_cancel, overlap_io)
         valid_pixels += writer.valid_pixels
@@ -931,7 +1030,8 @@ def _open_outputs(paths: dict, request: CloudRemovalRequest, grid, card, encodin
 
     threads = "ALL_CPUS" if device.type != "cpu" else None  # the CPU is free when a GPU computes
     outputs = rio.OutputSet()
-    files: dict[str, rio.OutputFile | None] = {"output": None, "score": None, "uncertainty": None}
+    files: dict[str, rio.OutputFile | None] = {"output": None, "score": None, "uncertainty": None,
+                                               "source_dates": None}
     # For a COG the creation options go to the COG driver; the intermediate GeoTIFF keeps the defaults.
     gtiff_options = None if request.cog else request.creation_options
     cog_options = request.creation_options if request.cog else None
@@ -954,6 +1054,11 @@ def _open_outputs(paths: dict, request: CloudRemovalRequest, grid, card, encodin
                 files[key] = outputs.add(rio.OutputFile(paths[key], profile, [description], tags,
                                                         cog=request.cog, cog_options=cog_options,
                                                         failures=outputs.failures))
+        if paths["source_dates"] is not None:
+            profile = rio.output_profile(grid, 1, "uint16", SOURCE_DATES_NODATA, gtiff_options, threads)
+            files["source_dates"] = outputs.add(rio.OutputFile(
+                paths["source_dates"], profile, ["source date (input number; 0 = spatial fill, no date sees it)"],
+                tags, cog=request.cog, cog_options=cog_options, failures=outputs.failures))
     except BaseException:
         outputs.discard()
         raise
@@ -1018,9 +1123,11 @@ def remove_clouds(request: CloudRemovalRequest, progress: ProgressFn | None = No
         items = _open_inputs(request, stack)
         reference = items[0]
         card = _choose_model(request, reference)
-        _check_frames(items, card)
+        choosing = _check_frames(items, card)
         _bind_bands(items, request, card)
         callbacks.say(f"{reference.label}: {reference.resolution.reason}")
+        if choosing:
+            callbacks.say(choosing)
         grid = rio.reference_grid(reference.dataset, request.bounds)
         sources, notes = rio.open_sources([i.dataset for i in items], [i.label for i in items], 0, grid,
                                           request.resampling)
@@ -1036,6 +1143,7 @@ def remove_clouds(request: CloudRemovalRequest, progress: ProgressFn | None = No
                                   tile, overlap, encoding, callbacks)
     result = CloudRemovalResult(
         output=paths["output"], score_output=paths["score"], uncertainty_output=paths["uncertainty"],
+        source_dates_output=paths["source_dates"],
         device=tiles["device"], model=str(card.name), sensor=reference.resolution.sensor,
         sensor_reason=reference.resolution.reason, bands=list(reference.indexes), tiles=tiles["tiles"],
         seconds=time.perf_counter() - started, messages=callbacks.messages, precision=tiles["precision"],
@@ -1071,7 +1179,8 @@ def _run_with_retries(request, paths, items, sources, mask_source, grid, card, d
             **(request.tags or {})}
     predictor = Predictor(model, device, request.batch_size,
                           tta=bool(request.tta or request.uncertainty_output is not None),
-                          keep_clear=request.keep_clear, say=callbacks.say, precision=request.precision)
+                          keep_clear=request.keep_clear, say=callbacks.say, precision=request.precision,
+                          source_dates=request.source_dates_output is not None)
     if request.precision != "fp32" and device.type != "cuda":
         callbacks.say(f"Precision {request.precision} applies to CUDA GPUs: running float32 on the CPU.")
     while True:
@@ -1091,6 +1200,8 @@ def _run_with_retries(request, paths, items, sources, mask_source, grid, card, d
                 callbacks.progress(1.0, "writing cloud-optimised GeoTIFF")
             outputs.commit()
             callbacks.say(_throughput(len(tile_grid), grid, time.perf_counter() - started, predictor))
+            if predictor.date_use is not None:
+                callbacks.say(_date_use_line(items, predictor.date_use))
             return {"device": str(device), "tiles": len(tile_grid), "precision": predictor.precision,
                     "batch_size": predictor.batch_size}
         except _NeedSmallerTiles:
@@ -1119,7 +1230,7 @@ def plan(request: CloudRemovalRequest) -> dict:
         items = _open_inputs(request, stack)
         reference = items[0]
         card = _choose_model(request, reference)
-        _check_frames(items, card)
+        choosing = _check_frames(items, card)
         _bind_bands(items, request, card)
         used = list(reference.indexes)
         return {
@@ -1132,6 +1243,8 @@ def plan(request: CloudRemovalRequest) -> dict:
             "dtype": reference.facts.dtype,
             "dropped": [index for index in range(1, reference.facts.count + 1) if index not in used],
             "dates": len(items),
+            "dates_taken": min(len(items), int(card.num_frames)),
+            "date_choice": choosing,
         }
 
 

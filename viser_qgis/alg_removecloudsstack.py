@@ -28,7 +28,8 @@ from .i18n import tr
 
 
 class RemoveCloudsStackAlgorithm(ViserAlgorithm):
-    OUTPUT_FIELDS = {"output": "OUTPUT", "score_output": "SCORE", "uncertainty_output": "UNCERTAINTY"}
+    OUTPUT_FIELDS = {"output": "OUTPUT", "score_output": "SCORE", "uncertainty_output": "UNCERTAINTY",
+                     "source_dates_output": "SOURCE_DATES"}
 
     def name(self):
         return "removecloudsstack"
@@ -45,7 +46,8 @@ class RemoveCloudsStackAlgorithm(ViserAlgorithm):
                "borrows what is hidden under the clouds from the other dates (aligned to the reference by "
                "optical flow inside the network)."),
             tr("Inputs: INPUTS, two or more rasters of the same place and sensor at different dates (one also "
-               "works), in any order; REFERENCE, the date to clear and the grid (CRS, extent, pixel size) of "
+               "works; any number: when there are more than the model takes, each tile uses the reference and "
+               "the dates that see most of what it cannot, and the log says which), in any order; REFERENCE, the date to clear and the grid (CRS, extent, pixel size) of "
                "the output, which must be one of INPUTS (default: the first). The other dates are resampled "
                "onto the reference grid with RESAMPLING; they must overlap it. With qgis_process give each "
                "date with its own INPUTS=path."),
@@ -53,7 +55,9 @@ class RemoveCloudsStackAlgorithm(ViserAlgorithm):
             tr("Keep clear pixels: copy the reference where it is clear and only fill the clouds."),
             advanced_help(), choices_help(),
             tr("Outputs: OUTPUT, the cloud-free reference date on its own grid; optionally SCORE (cloud score "
-               "of the reference date) and UNCERTAINTY."),
+               "of the reference date), UNCERTAINTY and SOURCE_DATES (per pixel, the number of the input date the "
+               "fill took most from, 1 = the first of INPUTS; 0 where no date sees the ground and the gap was "
+               "filled from around it), styled with one colour per date."),
             requirements_help(),
         )
 
@@ -86,6 +90,8 @@ class RemoveCloudsStackAlgorithm(ViserAlgorithm):
         self.addParameter(
             self.raster_destination("UNCERTAINTY", tr("Uncertainty (implies test-time augmentation)"), optional=True)
         )
+        self.addParameter(self.raster_destination(
+            "SOURCE_DATES", tr("Source date of each pixel (input number; 0 = no date sees it)"), optional=True))
         self.add_run_outputs()
 
     def build_request_fields(self, parameters, context, feedback) -> dict:
@@ -114,6 +120,7 @@ class RemoveCloudsStackAlgorithm(ViserAlgorithm):
             keep_clear=self.parameterAsBoolean(parameters, "KEEP_CLEAR", context),
         )
         fields.update(self.common_request_fields(parameters, context, reference_layer))
+        self.date_labels = [layer.name() for layer in layers]
         order = [reference] + [i for i in range(len(layers)) if i != reference]
         self.extra["name"] = naming.stack_result_name([layers[i].name() for i in order])
         return fields
@@ -124,6 +131,7 @@ class RemoveCloudsStackAlgorithm(ViserAlgorithm):
             "OUTPUT": self.as_str(result.output),
             "SCORE": self.as_str(result.score_output),
             "UNCERTAINTY": self.as_str(result.uncertainty_output),
+            "SOURCE_DATES": self.as_str(result.source_dates_output),
         }
         self.remember_raster_outputs(outputs)
         outputs.update(self.run_outputs(result))

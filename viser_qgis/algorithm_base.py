@@ -144,6 +144,7 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
         self.request_fields: dict = {}
         self.extra: dict = {}
         self.raster_outputs: dict[str, str | None] = {}
+        self.date_labels: list[str] = []  # stack inputs' layer names, in input order (source-date classes)
 
     # ----------------------------------------------------------------------------------- identity
     def createInstance(self):  # noqa: N802
@@ -513,13 +514,14 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
 
     def remember_raster_outputs(self, outputs: dict) -> dict:
         """Keep the written rasters' paths for ``postProcessAlgorithm``; returns ``outputs``."""
-        self.raster_outputs = {name: outputs.get(name) for name in ("OUTPUT", "SCORE", "UNCERTAINTY")}
+        self.raster_outputs = {name: outputs.get(name) for name in ("OUTPUT", "SCORE", "UNCERTAINTY", "SOURCE_DATES")}
         return outputs
 
     def postProcessAlgorithm(self, context, feedback):  # noqa: N802
         """Main thread, with the context that loads the outputs: style (and name) what it loads."""
         for name, path in self.raster_outputs.items():
-            style.style_on_load(context, path, self.extra.get("name") if name == "OUTPUT" else None)
+            style.style_on_load(context, path, self.extra.get("name") if name == "OUTPUT" else None,
+                                self.date_labels if name == "SOURCE_DATES" else None)
         return {}
 
     @staticmethod

@@ -144,6 +144,7 @@ class ViserDockWidget(QDockWidget):
         self.report: deps.Report | None = None
         self._bands_kind: str | None = None  # the kind of raster the Bands field was typed for
         self._dropped: list[str] = []  # ticked dates left out of the last run
+        self._date_labels: list[str] = []  # the last stack run's dates, in order (source-date classes)
         self._build_ui()
         self._restore_settings()
         project = QgsProject.instance()
@@ -286,9 +287,13 @@ class ViserDockWidget(QDockWidget):
         self.uncertainty_check = QCheckBox(tr("Add the uncertainty"), box)
         self.uncertainty_check.setToolTip(tr("A third layer: the per-pixel spread of test-time augmentation "
                                              "passes (implies them: slower)."))
+        self.sources_check = QCheckBox(tr("Add the source date of each pixel"), box)
+        self.sources_check.setToolTip(tr("Stacks: a layer with one colour per date, showing which date the fill "
+                                         "took each pixel from (grey: no date sees it, filled from around it)."))
+        self.sources_check.setVisible(False)  # stacks only
         self.tta_check = QCheckBox(tr("Test-time augmentation"), box)
         self.tta_check.setToolTip(tr("Average flipped and rotated passes: slower, slightly better."))
-        for check in (self.score_check, self.uncertainty_check, self.tta_check):
+        for check in (self.score_check, self.uncertainty_check, self.sources_check, self.tta_check):
             form.addRow(check)
         return box
 
@@ -352,9 +357,8 @@ class ViserDockWidget(QDockWidget):
     def _mode_changed(self, stack: bool):
         for widget in (self.layer_combo, self.layer_label):
             widget.setVisible(not stack)
-        for widget in (self.stack_list, self.stack_label):
+        for widget in (self.stack_list, self.stack_label, self.sources_check):
             widget.setVisible(stack)
-        self.keep_clear_check.setEnabled(True)
 
     # ------------------------------------------------------------------------------ stack list
     def _refresh_stack_list(self, *args):
@@ -562,6 +566,9 @@ class ViserDockWidget(QDockWidget):
             if not layers:
                 raise ValueError(tr("Tick the dates of the stack (the first ticked one is the reference)."))
             params["INPUTS"] = [layer.id() for layer in layers]
+            if self.sources_check.isChecked():
+                params["SOURCE_DATES"] = sibling_path(params["OUTPUT"], "source_dates")
+            self._date_labels = [layer.name() for layer in layers]
             name = naming.stack_result_name([layer.name() for layer in layers])
             algorithm_id = "viser:removecloudsstack"
             self._dropped = dropped
@@ -658,8 +665,8 @@ class ViserDockWidget(QDockWidget):
             self.run_finished.emit(False)
             return
         layers = []
-        for key, name in (("UNCERTAINTY", tr("{name} uncertainty")), ("SCORE", tr("{name} cloud score")),
-                          ("OUTPUT", "{name}")):
+        for key, name in (("SOURCE_DATES", tr("{name} source dates")), ("UNCERTAINTY", tr("{name} uncertainty")),
+                          ("SCORE", tr("{name} cloud score")), ("OUTPUT", "{name}")):
             if results.get(key):
                 layer = QgsRasterLayer(str(results[key]), name.format(name=run.layer_name))
                 if not layer.isValid():
@@ -668,7 +675,10 @@ class ViserDockWidget(QDockWidget):
                     return
                 layers.append(layer)
         for layer in layers:  # the cloud-free result ends on top
-            style.apply_true_colour(layer)
+            if layer.source() == str(results.get("SOURCE_DATES")):
+                style.apply_source_dates(layer, self._date_labels)
+            else:
+                style.apply_true_colour(layer)
             add_on_top(layer)
         self.last_layer = layers[-1]
         self._refresh_stack_list()
@@ -850,7 +860,10 @@ def plan_text(plan: dict) -> str:
     text = tr("sensor {sensor} · bands {bands} ({names}) · model {model}").format(
         sensor=plan["sensor"], bands=", ".join(map(str, plan["bands"])), names=", ".join(plan["model_bands"]),
         model=plan["model"])
-    if plan.get("dates", 1) > 1:
+    if plan.get("dates", 1) > plan.get("dates_taken", plan.get("dates", 1)):
+        text = tr("{count} dates, {taken} per tile (those that see most under the reference's clouds) · ").format(
+            count=plan["dates"], taken=plan["dates_taken"]) + text
+    elif plan.get("dates", 1) > 1:
         text = tr("{count} dates · ").format(count=plan["dates"]) + text
     text += "."
     if plan["dropped"]:

@@ -1,5 +1,6 @@
 """Display styles: a true-colour composite stretched on QGIS's 2-98 % cumulative count cut, for the
-outputs and, on request, for the input (so that before and after compare by toggling one layer).
+outputs and, on request, for the input (so that before and after compare by toggling one layer); a
+paletted style for a stack's source-date raster (one colour per input date, grey for the spatial fill).
 
 Main thread only (it touches layers that are in, or about to be in, the project).
 """
@@ -9,13 +10,21 @@ from __future__ import annotations
 from qgis.core import (
     QgsContrastEnhancement,
     QgsMultiBandColorRenderer,
+    QgsPalettedRasterRenderer,
     QgsProcessingLayerPostProcessorInterface,
     QgsRasterLayer,
     QgsRasterMinMaxOrigin,
     QgsSingleBandGrayRenderer,
 )
+from qgis.PyQt.QtGui import QColor
+
+from .i18n import tr
 
 SAMPLE = 250_000  # pixels read for the cumulative cut
+# Qualitative palette (Tableau 10): neighbouring dates stay tellable apart
+DATE_COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+                "#9c755f", "#bab0ac")
+SPATIAL_FILL_COLOUR = "#6f6f6f"
 
 
 def band_descriptions(layer: QgsRasterLayer) -> list[str]:
@@ -67,6 +76,17 @@ def apply_true_colour(layer: QgsRasterLayer, bands: tuple[int, int, int] | None 
     layer.triggerRepaint()
 
 
+def apply_source_dates(layer: QgsRasterLayer, labels: list[str]) -> None:
+    """One class per input date (``labels`` in input order, value = input number), 0 = spatial fill."""
+    classes = [QgsPalettedRasterRenderer.Class(0, QColor(SPATIAL_FILL_COLOUR), tr("no date (spatial fill)"))]
+    for number, label in enumerate(labels, start=1):
+        colour = QColor(DATE_COLOURS[(number - 1) % len(DATE_COLOURS)])
+        classes.append(QgsPalettedRasterRenderer.Class(number, colour, f"{number}: {label}"))
+    layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
+    layer.setCustomProperty("viser_cr/style", "source-dates")
+    layer.triggerRepaint()
+
+
 def mark_result(layer: QgsRasterLayer) -> None:
     """Flag a layer the plugin wrote: the dock does not offer it as an input date."""
     layer.setCustomProperty("viser_cr/result", True)
@@ -79,15 +99,19 @@ def is_result(layer: QgsRasterLayer) -> bool:
 class TrueColourPostProcessor(QgsProcessingLayerPostProcessorInterface):
     """Styles an output when the Processing GUI loads it into the project (main thread)."""
 
-    def __init__(self, name: str | None = None):
+    def __init__(self, name: str | None = None, date_labels: list[str] | None = None):
         super().__init__()
         self.name = name
+        self.date_labels = date_labels
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802
         if isinstance(layer, QgsRasterLayer):
             if self.name:
                 layer.setName(self.name)
-            apply_true_colour(layer)
+            if self.date_labels is not None:
+                apply_source_dates(layer, self.date_labels)
+            else:
+                apply_true_colour(layer)
             mark_result(layer)
 
 
@@ -95,11 +119,12 @@ class TrueColourPostProcessor(QgsProcessingLayerPostProcessorInterface):
 _POST_PROCESSORS: list[TrueColourPostProcessor] = []
 
 
-def style_on_load(context, path: str | None, name: str | None = None) -> None:
-    """When the run loads ``path`` into the project (Toolbox runs), style it in true colour."""
+def style_on_load(context, path: str | None, name: str | None = None, date_labels: list[str] | None = None) -> None:
+    """When the run loads ``path`` into the project (Toolbox runs), style it in true colour (with
+    ``date_labels``: as a source-date raster)."""
     if not path or not context.willLoadLayerOnCompletion(path):
         return
-    processor = TrueColourPostProcessor(name)
+    processor = TrueColourPostProcessor(name, date_labels)
     del _POST_PROCESSORS[:-16]  # keep the last few; older runs have finished
     _POST_PROCESSORS.append(processor)
     details = context.layerToLoadOnCompletionDetails(path)

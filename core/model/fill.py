@@ -65,3 +65,29 @@ def push_pull_composite(values: torch.Tensor, weights: torch.Tensor, min_size: i
         up = F.interpolate(est, size=num.shape[-2:], mode="bilinear", align_corners=False)
         est = num + (1.0 - den) * up  # = den·(num/den) + (1 − den)·up, without dividing by a small den
     return est
+
+
+def choose_context_dates(cloud: torch.Tensor, count: int) -> torch.Tensor:
+    """The ``count`` context dates (indexes ``1..N-1``, ``(B, count)``) of a stack that see most of what
+    the reference cannot, from every date's cloud weight ``(B, N, 1, H, W)`` (date 0 the reference).
+
+    Greedy cover: each pick is the date whose clear pixels cover most of what the reference and the
+    dates picked so far leave cloudy; ties (nothing left to cover) go to the clearest date, then to
+    the earlier one in the stack's order.
+    """
+    b, n = cloud.shape[:2]
+    if not 0 < count < n:
+        raise ValueError(f"choose 1 to {n - 1} context dates of {n}, not {count}")
+    unseen = cloud[:, 0].flatten(1).float()  # (B, HW): still cloudy in everything chosen
+    clear = 1.0 - cloud[:, 1:].flatten(2).float()  # (B, N-1, HW)
+    tie_break = 1e-3 * clear.mean(dim=2)  # below any real gain of more than 0.1 % of the tile
+    taken = torch.zeros(b, n - 1, dtype=torch.bool, device=cloud.device)
+    rows = torch.arange(b, device=cloud.device)
+    picks = []
+    for _ in range(count):
+        gain = torch.einsum("bp,bnp->bn", unseen, clear) / unseen.shape[1] + tie_break
+        pick = gain.masked_fill(taken, -1.0).argmax(dim=1)
+        taken[rows, pick] = True
+        unseen = unseen * (1.0 - clear[rows, pick])
+        picks.append(pick + 1)
+    return torch.stack(picks, dim=1)

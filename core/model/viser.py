@@ -83,6 +83,7 @@ class ViserCR(nn.Module):
         upsample: str = "shuffle",
         fill_gain: float = FILL_GAIN,
         fill_threshold: float = FILL_THRESHOLD,
+        date_score_downsample: int = 2,
     ):
         super().__init__()
         if residual_base not in RESIDUAL_BASES:
@@ -102,6 +103,8 @@ class ViserCR(nn.Module):
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        if date_score_downsample < 1:
+            raise ValueError(f"date_score_downsample must be >= 1, got {date_score_downsample}")
         self._arch = dict(
             in_bands=int(in_bands),
             out_bands=int(out_bands),
@@ -126,6 +129,7 @@ class ViserCR(nn.Module):
             upsample=upsample,
             fill_gain=float(fill_gain),
             fill_threshold=float(fill_threshold),
+            date_score_downsample=int(date_score_downsample),
         )
         self.residual_base = residual_base
         # The AM score is a mean of three maps and stays soft where they disagree; a soft weight keeps part
@@ -133,6 +137,7 @@ class ViserCR(nn.Module):
         self.fill_gain, self.fill_threshold = float(fill_gain), float(fill_threshold)
         self.in_bands, self.out_bands, self.num_frames = in_bands, out_bands, num_frames
         self.flow_downsample = int(flow_downsample)
+        self.date_score_downsample = int(date_score_downsample)
         self.multiple = max(2 ** (SCALES - 1), mask_patch)
         dims = [width * 2**j for j in range(SCALES)]
         patches = [max(1, mask_patch >> j) for j in range(SCALES)]
@@ -208,14 +213,39 @@ class ViserCR(nn.Module):
 
     def _date_score(self, feat: torch.Tensor) -> torch.Tensor:
         """The cloud score ``(B, 1, H, W)`` of one date from its embedding: the encoder and the three AM
-        score heads, as for the reference (no masking, no SR or decoder: the score needs neither)."""
+        score heads, as for the reference, with the saliency encoding that feeds each scale's score into
+        the next (no masking, no SR or decoder: the score needs neither)."""
         scores = []
         for j in range(SCALES):
             if j:
                 feat = self.down[j - 1](feat)
             feat = self.encoder[j](feat)
-            scores.append(self.mask[j].score(feat))
+            score = self.mask[j].score(feat)
+            if self.pse is not None and j + 1 < SCALES:
+                feat = self.pse[j](feat, score)
+            scores.append(score)
         return self._score_map(scores, scores[0].shape[1:3])
+
+    def date_cloud_weights(self, frames: torch.Tensor) -> torch.Tensor:
+        """Each date's cloud weight ``(B, N, 1, H, W)`` for a stack ``(B, N, C, H, W)`` of any length: the
+        cheap look at every date that chooses a long stack's context dates (no alignment: the dates are
+        on one grid, flow residues are pixels)."""
+        b, n, c, height, width = frames.shape
+        return self._date_cloud(frames.reshape(b * n, c, height, width)).reshape(b, n, 1, height, width)
+
+    def _date_cloud(self, images: torch.Tensor) -> torch.Tensor:
+        """The cloud weight ``(B, 1, H, W)`` of dates ``(B, C, H, W)`` (their own score through the fill
+        gate), scored at ``1/date_score_downsample`` resolution (a quarter of an encoder pass at 2; cloud
+        scores are smooth) and up-sampled."""
+        height, width = images.shape[-2:]
+        step = self.date_score_downsample
+        if step > 1:
+            images = F.avg_pool2d(images, step, ceil_mode=True)
+        pad_h, pad_w = (-images.shape[-2]) % self.multiple, (-images.shape[-1]) % self.multiple
+        score = self._date_score(self._embed(_pad(images, pad_h, pad_w)))[..., : images.shape[-2], : images.shape[-1]]
+        if step > 1:
+            score = F.interpolate(score, size=(height, width), mode="bilinear", align_corners=False)
+        return self.cloud_weight(score.clamp(0.0, 1.0))
 
     def _temporal_features(self, ref: torch.Tensor, frames: torch.Tensor | None):
         """Fused features ``(B, H, W, width)`` and, per context date, ``(aligned image, clear weight)``.
@@ -236,9 +266,9 @@ class ViserCR(nn.Module):
                 aligned.append(feat)
                 sims.append(sim)
                 if self.residual_base == "fill":
-                    score = self._date_score(embedded)
-                    img, score = (img, score) if flow is None else (flow_warp(img, flow), flow_warp(score, flow))
-                    context.append((img, 1.0 - self.cloud_weight(score)))
+                    cloud = self._date_cloud(img)
+                    img, cloud = (img, cloud) if flow is None else (flow_warp(img, flow), flow_warp(cloud, flow))
+                    context.append((img, 1.0 - cloud))
         return self.fusion(ref_feat, aligned, sims), context
 
     # -- network -------------------------------------------------------------------------------

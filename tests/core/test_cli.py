@@ -50,6 +50,19 @@ def test_stack_with_reference(fixtures_dir, tmp_path, tiny_models_dir, capsys):
     assert code == 0 and out.exists()
 
 
+def test_any_number_of_dates_and_the_source_date_raster(fixtures_dir, tmp_path, tiny_models_dir, capsys):
+    names = ["ts_s2_ImgNo_5_2018-03-07_64.tif", "ts_s2_ImgNo_7_2018-04-01_64.tif", "ts_s2_ImgNo_9_2018-04-26_64.tif"]
+    dates = [str(fixtures_dir / n) for n in names] * 2  # six dates for a three-date model
+    out, sources = tmp_path / "out.tif", tmp_path / "sources.tif"
+    code = main(["remove-clouds", *dates, "-o", str(out), "--models-dir", str(tiny_models_dir),
+                 "--source-dates-out", str(sources), "--tile", "32", "--overlap", "8"])
+    assert code == 0 and out.exists()
+    err = capsys.readouterr().err
+    assert "6 dates, model tiny-rgbn-l3 takes 3" in err and "Dates used (tiles of 4): input 1" in err
+    with rasterio.open(sources) as src:
+        assert src.dtypes[0] == "uint16" and src.read(1).max() <= 6
+
+
 def test_cloud_score(s2, tmp_path, tiny_models_dir):
     out = tmp_path / "score.tif"
     assert main(["cloud-score", s2, "-o", str(out), "--models-dir", str(tiny_models_dir), "-q"]) == 0

@@ -141,3 +141,80 @@ def test_untrained_stack_model_completes_the_reference_from_a_clear_date():
     assert torch.allclose(with_clear, ground, atol=5e-3)
     assert torch.allclose(base, ground, atol=5e-3)
     assert not torch.allclose(mono, ground, atol=1e-2)  # alone, the reference can only be filled spatially
+
+
+def test_a_context_date_is_scored_as_the_reference_would_be():
+    """Each date's score runs the same encoder, score heads *and* saliency encoding as the reference's:
+    the reference scored as a context date gives the reference's own score (fusion merge at zero, as a
+    warm-started stack model starts). Without the saliency encoding between scales, trained score heads
+    called opaque context dates clear."""
+    torch.manual_seed(0)
+    model = ViserCR(**TINY, num_frames=3, residual_base="fill", upsample="bilinear", use_flow=False).eval()
+    torch.nn.init.zeros_(model.fusion.merge.weight)
+    for name, param in model.named_parameters():  # trained-looking: no zero-initialised tensor left
+        if "pse" in name or "embedding" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    ref = torch.rand(1, 4, 32, 32)
+    with torch.no_grad():
+        _, score = model(ref[:, None])
+        as_context = model._date_score(model._embed(ref))
+    assert torch.allclose(as_context, score, atol=1e-5)
+
+
+def test_context_dates_are_chosen_to_cover_the_references_clouds():
+    from viser_cr.core.model.fill import choose_context_dates
+
+    cloud = torch.zeros(1, 5, 1, 32, 32)
+    cloud[:, 0, :, :, :16] = 1  # reference: cloudy on the left half
+    cloud[:, 1] = 1  # date 1: cloudy everywhere
+    cloud[:, 2] = 1
+    cloud[:, 2, :, :16, :16] = 0  # date 2: sees the top of the left half
+    cloud[:, 3, :, :, 16:] = 1  # date 3: sees the whole left half
+    cloud[:, 4, :, 16:, :] = 1  # date 4: sees the top half
+    assert choose_context_dates(cloud, 1).tolist() == [[3]]
+    # after date 3 nothing is left to cover: the clearest of the rest (date 4 sees half the tile)
+    assert choose_context_dates(cloud, 2).tolist() == [[3, 4]]
+    # without date 3, date 2 and date 4 cover the same part; then the other one completes nothing more
+    picks = choose_context_dates(cloud[:, [0, 1, 2, 4]], 2).tolist()[0]
+    assert sorted(picks) == [2, 3]
+    # per tile: a batch of two stacks chooses independently
+    swapped = torch.cat([cloud, cloud[:, [0, 1, 2, 4, 3]]])
+    assert choose_context_dates(swapped, 1).tolist() == [[3], [4]]
+    with pytest.raises(ValueError, match="1 to 4"):
+        choose_context_dates(cloud, 5)
+
+
+def test_every_dates_cloud_weight_is_its_own_score_through_the_gate():
+    torch.manual_seed(0)
+    dates = torch.rand(2, 5, 4, 32, 40)
+    weights = {}
+    for step in (1, 2):
+        torch.manual_seed(0)
+        model = ViserCR(**TINY, num_frames=3, residual_base="fill", upsample="bilinear", use_flow=False,
+                        date_score_downsample=step).eval()
+        with torch.no_grad():
+            weights[step] = model.date_cloud_weights(dates)
+            own = model.cloud_weight(model._date_score(model._embed(dates[1:2, 3])))
+    assert weights[1].shape == weights[2].shape == (2, 5, 1, 32, 40)
+    assert torch.allclose(weights[1][1, 3], own[0], atol=1e-5)  # full resolution: the score itself
+    assert model.arch["date_score_downsample"] == 2
+
+
+def test_the_source_date_is_the_date_the_completion_takes_most():
+    from viser_cr.core.pipeline import _dominant_dates
+
+    cloud = torch.zeros(1, 4, 1, 8, 8)
+    cloud[:, 0, :, :, 4:] = 1  # reference cloudy on the right
+    cloud[:, 1] = 1  # date 1 cloudy everywhere
+    cloud[:, 2, :, 4:, :] = 1  # date 2 clear on the top rows only
+    cloud[:, 3, :, :4, :] = 0.9
+    cloud[:, 3, :, 4:, :] = 0.2  # date 3 mostly clear on the bottom rows
+    dates = _dominant_dates(cloud)[0]
+    assert (dates[:, :4] == 1).all()  # the reference where it is clear
+    assert (dates[:4, 4:] == 3).all()  # top right: date 2 (position 2 -> 3)
+    assert (dates[4:, 4:] == 4).all()  # bottom right: date 3
+    cloud[:, 3] = 1  # nothing sees the bottom right: the spatial fill
+    assert (_dominant_dates(cloud)[0][4:, 4:] == 0).all()
+    # chosen dates of a longer stack: positions map back to the stack
+    order = torch.tensor([[0, 2]])
+    assert (_dominant_dates(cloud, order)[0][:4, 4:] == 3).all()

@@ -98,7 +98,7 @@ def test_autocast_overflow_falls_back_to_float32():
     predictor = Predictor(model, torch.device("cpu"), 2, say=said.append)
     predictor.autocast = torch.bfloat16
     x = np.random.rand(3, 1, 3, 16, 16).astype(np.float32)
-    image, _, _ = predictor.predict(x)
+    image = predictor.predict(x).image
     np.testing.assert_array_equal(image, x[:, 0])
     assert model.autocast_calls == 1 and predictor.precision == "fp32"
     assert said == ["The model overflowed in bf16: running float32 from here on."]
@@ -125,10 +125,10 @@ def test_a_model_without_reduced_precision_kernels_runs_float32():
 def test_bf16_autocast_stays_close_to_float32(tiny_model_card):
     model, _ = weights.load_model(tiny_model_card)
     x = np.random.default_rng(0).random((2, 1, 4, 32, 32), dtype=np.float32) * 0.4
-    exact, _, _ = Predictor(model, torch.device("cpu"), 2).predict(x)
+    exact = Predictor(model, torch.device("cpu"), 2).predict(x).image
     half = Predictor(model, torch.device("cpu"), 2)
     half.autocast = torch.bfloat16
-    approx, _, _ = half.predict(x)
+    approx = half.predict(x).image
     assert half.precision == "bf16" and np.isfinite(approx).all()
     assert np.abs(approx - exact).max() < 0.05
 

@@ -19,7 +19,7 @@ from rasterio.warp import calculate_default_transform, reproject
 
 from viser_cr.core import pipeline, weights
 from viser_cr.core.errors import ViserError
-from viser_cr.core.pipeline import CloudRemovalRequest, Predictor, describe_input, remove_clouds
+from viser_cr.core.pipeline import CloudRemovalRequest, Predictor, describe_input, plan, remove_clouds
 
 S2_STACK = ["ts_s2_ImgNo_5_2018-03-07_64.tif", "ts_s2_ImgNo_7_2018-04-01_64.tif", "ts_s2_ImgNo_9_2018-04-26_64.tif"]
 
@@ -261,6 +261,33 @@ def test_temporal_stack(tiny_models_dir, fixtures_dir, tmp_path):
         assert np.isfinite(dst.read().astype(float)).all()
 
 
+def test_a_stack_longer_than_the_model_takes_chooses_dates_per_tile(tiny_models_dir, fixtures_dir, tmp_path):
+    """Five dates for a 3-date model: each tile takes the reference and the two dates that see most of
+    what it cannot; the run says so and which dates it used."""
+    import shutil
+
+    inputs = [fixtures_dir / name for name in S2_STACK]
+    for k in (1, 2):  # two more dates (copies under other names)
+        inputs.append(shutil.copy(inputs[k], tmp_path / f"extra{k}.tif"))
+    out, sources = tmp_path / "out.tif", tmp_path / "sources.tif"
+    result = remove_clouds(CloudRemovalRequest(inputs, out, models_dir=tiny_models_dir, tile_size=32, overlap=8,
+                                               source_dates_output=sources, reference=1))
+    assert result.model == "tiny-rgbn-l3" and result.source_dates_output == sources
+    assert any("5 dates, model tiny-rgbn-l3 takes 3: for each tile" in m for m in result.messages)
+    (used,) = [m for m in result.messages if m.startswith("Dates used")]
+    tiles = result.tiles
+    assert used.startswith(f"Dates used (tiles of {tiles}): input 2 ({inputs[1].name}) {tiles}, ")
+    counts = [int(part.rsplit(" ", 1)[1]) for part in used.rstrip(".").split(": ", 1)[1].split(", ")]
+    assert sum(counts) == 3 * tiles  # every tile took three dates
+    with rasterio.open(out) as dst, rasterio.open(inputs[1]) as ref, rasterio.open(sources) as src:
+        assert (dst.crs, dst.transform, dst.shape, dst.count) == (ref.crs, ref.transform, ref.shape, 4)
+        assert np.isfinite(dst.read().astype(float)).all()
+        assert (src.crs, src.transform, src.shape, src.dtypes[0], src.nodata) == (ref.crs, ref.transform, ref.shape,
+                                                                                  "uint16", 65535)
+        assert set(np.unique(src.read(1)).tolist()) <= {0, 1, 2, 3, 4, 5}  # input numbers, 0 = spatial fill
+    assert plan(CloudRemovalRequest(inputs, out, models_dir=tiny_models_dir))["dates_taken"] == 3
+
+
 def test_stack_with_mixed_crs_and_resolution(fake_model, tiny_models_dir, fixtures_dir, tmp_path):
     """Date 2 reprojected to UTM at another resolution: aligned back onto the reference grid."""
     fake_model()
@@ -391,7 +418,7 @@ class OomModel(torch.nn.Module):
 def test_out_of_memory_halves_the_batch():
     said = []
     predictor = Predictor(OomModel(max_batch=2), torch.device("cpu"), batch_size=8, say=said.append)
-    image, score, spread = predictor.predict(np.random.rand(5, 1, 3, 16, 16).astype(np.float32))
+    image, score, spread, _ = predictor.predict(np.random.rand(5, 1, 3, 16, 16).astype(np.float32))
     assert image.shape == (5, 3, 16, 16) and spread is None
     assert predictor.batch_size == 2
     assert said == ["Out of memory: batch size reduced to 4.", "Out of memory: batch size reduced to 2."]
@@ -434,8 +461,6 @@ def test_core_never_imports_qgis_or_training():
 
 
 def test_plan_says_model_bands_and_dropped_bands_without_running(tiny_models_dir, s2_path, fixtures_dir):
-    from viser_cr.core.pipeline import plan
-
     info = plan(CloudRemovalRequest([s2_path], None, models_dir=tiny_models_dir))
     assert info["sensor"] == "s2-l1c" and info["bands"] == [4, 3, 2, 8] and info["count"] == 13
     assert info["model_bands"] == ["red", "green", "blue", "nir"] and len(info["dropped"]) == 9

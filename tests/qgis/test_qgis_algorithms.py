@@ -245,3 +245,48 @@ def test_toolbox_run_loads_a_true_colour_layer(fixtures_dir, tiny_rgbn, tmp_path
     assert (renderer.redBand(), renderer.greenBand(), renderer.blueBand()) == (1, 2, 3)
     stretch = renderer.redContrastEnhancement()
     assert stretch is not None and stretch.maximumValue() > stretch.minimumValue()
+
+
+def test_long_stack_with_a_source_date_layer(fixtures_dir, tiny_stack, tmp_path, qgis_new_project):
+    """Five dates for a three-date model, as the Toolbox runs it: the log says how the dates were chosen
+    and which were used; the source-date raster loads with one colour per input date."""
+    from processing.gui.Postprocessing import handleAlgorithmResults
+    from qgis.core import (
+        QgsApplication,
+        QgsPalettedRasterRenderer,
+        QgsProcessingContext,
+        QgsProcessingOutputLayerDefinition,
+        QgsProject,
+    )
+
+    names = ("ts_s2_ImgNo_5_2018-03-07_64.tif", "ts_s2_ImgNo_7_2018-04-01_64.tif", "ts_s2_ImgNo_9_2018-04-26_64.tif")
+    dates = [str(fixtures_dir / n) for n in names]
+    for k in (1, 2):
+        dates.append(str(shutil.copy(dates[k], tmp_path / f"extra{k}.tif")))
+    project = QgsProject.instance()
+    context = QgsProcessingContext()
+    context.setProject(project)
+    logged = []
+
+    class Feedback(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802
+            logged.append(info)
+            super().pushInfo(info)
+
+    feedback = Feedback()
+    alg = QgsApplication.processingRegistry().createAlgorithmById("viser:removecloudsstack")
+    out, sources = tmp_path / "clear.tif", tmp_path / "sources.tif"
+    params = {"INPUTS": dates, "MODEL_FILE": tiny_stack, "TILE_SIZE": 32, "OVERLAP": 8,
+              "OUTPUT": str(out), "SOURCE_DATES": QgsProcessingOutputLayerDefinition(str(sources), project)}
+    results, ok = alg.run(params, context, feedback)
+    assert ok and results["SOURCE_DATES"] == str(sources)
+    assert any("5 dates, model tiny-rgbn-l3 takes 3" in line for line in logged), logged
+    assert any(line.startswith("Dates used") for line in logged), logged
+    assert handleAlgorithmResults(alg, context, feedback)
+    (layer,) = [layer for layer in project.mapLayers().values() if layer.source() == str(sources)]
+    assert layer.customProperty("viser_cr/style") == "source-dates"
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    labels = [c.label for c in renderer.classes()]
+    assert labels[0] == "no date (spatial fill)" and labels[1] == "1: ts_s2_ImgNo_5_2018-03-07_64"
+    assert len(labels) == 6 and labels[5] == "5: extra2"

@@ -105,10 +105,17 @@ def test_dock_stack_and_errors(dock, fixtures_dir, tiny_stack, tmp_path):
     algorithm_id, params, name = dock.parameters()
     assert algorithm_id == "viser:removecloudsstack"
     assert params["INPUTS"] == [layer.id() for layer in layers]
+    assert not dock.sources_check.isHidden()  # stacks only
+    dock.sources_check.setChecked(True)
     dock.output_file.setFilePath(str(tmp_path / "stack.tif"))
     assert dock.run()
     wait_for(lambda: dock.current is None)
     assert QgsProject.instance().mapLayersByName(name), dock.status_label.text()
+    (sources,) = QgsProject.instance().mapLayersByName(f"{name} source dates")
+    assert sources.source() == str(tmp_path / "stack_source_dates.tif")
+    assert [c.label for c in sources.renderer().classes()][1:] == [f"{k}: {layer.name()}" for k, layer in
+                                                                  enumerate(layers, start=1)]
+    dock.sources_check.setChecked(False)
     # A bad band list is reported in the dock, not raised.
     dock.bands_edit.setText("4,x")
     assert not dock.run() and "Bands" in dock.status_label.text()
