@@ -23,8 +23,7 @@ import traceback
 from pathlib import Path
 
 from .errors import Cancelled, ViserError
-
-SENSORS = ("auto", "s2-l1c", "s2-l2a", "landsat-c2l2", "rgb8", "rgbn8")
+from .sensors import SENSOR_CHOICES, parse_bands
 
 
 class Terminated(BaseException):
@@ -71,10 +70,9 @@ def _say(text: str) -> None:
 
 def _band_list(text: str) -> list[int]:
     try:
-        bands = [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bands must be comma-separated band numbers like 4,3,2,8, got {text!r}") \
-            from None
+        bands = parse_bands(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     if not bands:
         raise argparse.ArgumentTypeError("give at least one band number")
     return bands
@@ -92,7 +90,7 @@ def _engine_options(parser: argparse.ArgumentParser, output_help: str = "output 
     parser.add_argument("-o", "--output", required=True, help=output_help)
     parser.add_argument("--model", help="bundled model name, model card (.json) or .safetensors file")
     parser.add_argument("--models-dir", type=Path, help="folder of models (default: the bundled ones)")
-    parser.add_argument("--sensor", default="auto", choices=SENSORS, help="sensor preset (default: auto)")
+    parser.add_argument("--sensor", default="auto", choices=SENSOR_CHOICES, help="sensor preset (default: auto)")
     parser.add_argument("--bands", type=_band_list,
                         help="1-based band numbers in the model's order, e.g. 4,3,2,8 for R,G,B,NIR")
     parser.add_argument("--scale", type=float, help="reflectance = DN x SCALE + OFFSET")
@@ -138,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="describe a raster: sensor, scaling and bands detected, and why")
     info.add_argument("input", metavar="INPUT")
-    info.add_argument("--sensor", default="auto", choices=SENSORS)
+    info.add_argument("--sensor", default="auto", choices=SENSOR_CHOICES)
     info.add_argument("--bands", type=_band_list)
     info.add_argument("--json", action="store_true", help="print as JSON")
     _common(info)
@@ -242,30 +240,19 @@ def _models(args) -> int:
 
     cards = list_models(args.models_dir)
     if args.json:
-        print(json.dumps([_card_dict(card) for card in cards], indent=2, default=str))
+        print(json.dumps([card.to_dict() for card in cards], indent=2, default=str))
         return 0
     if not cards:
         print("No models found" + (f" in {args.models_dir}" if args.models_dir else "") + ".")
         return 0
     for card in cards:
-        frames = getattr(card, "num_frames", 1)
-        print(f"{card.name}: bands {','.join(card.bands)}, {frames} date(s), tile {card.tile_size} "
+        print(f"{card.name}: bands {','.join(card.bands)}, {card.num_frames} date(s), tile {card.tile_size} "
               f"overlap {card.overlap}")
-        if getattr(card, "description", None):
+        if card.description:
             print(f"    {card.description}")
-        if getattr(card, "metrics", None):
+        if card.metrics:
             print(f"    metrics: {json.dumps(card.metrics, default=str)}")
     return 0
-
-
-def _card_dict(card) -> dict:
-    if hasattr(card, "to_dict"):
-        return card.to_dict()
-    if hasattr(card, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(card)
-    return dict(vars(card))
 
 
 def _info(args) -> int:

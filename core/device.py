@@ -11,16 +11,17 @@ from .errors import DeviceError
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
 
 
-def resolve_device(name: str | None = "auto"):
-    """``auto`` -> the first CUDA GPU if there is one, else the CPU; ``cpu``; ``cuda`` / ``cuda:N``.
+def resolve_device(name: str | None = "auto", default_index: int = 0):
+    """``auto`` -> a CUDA GPU if there is one, else the CPU; ``cpu``; ``cuda`` / ``cuda:N``.
 
-    Raises DeviceError for an unknown name or a GPU that is not there.
+    ``default_index``: the GPU that ``auto`` and a bare ``cuda`` mean (a distributed training process
+    takes its local rank's). Raises DeviceError for an unknown name or a GPU that is not there.
     """
     import torch
 
     text = (name or "auto").strip().lower()
     if text == "auto":
-        return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
+        return torch.device(f"cuda:{default_index}") if torch.cuda.is_available() else torch.device("cpu")
     if text == "cpu":
         return torch.device("cpu")
     match = re.fullmatch(r"cuda(?::(\d+))?", text)
@@ -29,7 +30,7 @@ def resolve_device(name: str | None = "auto"):
     if not torch.cuda.is_available():
         raise DeviceError(f"device {name!r} asked for, but torch sees no CUDA GPU here: use --device cpu "
                           "(or auto).")
-    index = int(match.group(1) or 0)
+    index = int(match.group(1) or default_index)
     count = torch.cuda.device_count()
     if index >= count:
         raise DeviceError(f"device {name!r} does not exist: this machine has {count} CUDA GPU(s), "

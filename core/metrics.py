@@ -33,6 +33,7 @@ from .errors import InputError
 __all__ = [
     "PROTOCOLS",
     "psnr",
+    "psnr_from_mse",
     "ssim",
     "mae",
     "ssim_map",
@@ -97,7 +98,7 @@ def mse(prediction, reference, mask=None) -> float:
     return _masked_mean((p - r) ** 2, mask)
 
 
-def _psnr_from_mse(err: float, data_range: float) -> float:
+def psnr_from_mse(err: float, data_range: float) -> float:
     if math.isnan(err):
         return float("nan")
     if err <= 0:
@@ -108,7 +109,7 @@ def _psnr_from_mse(err: float, data_range: float) -> float:
 def psnr(prediction, reference, data_range: float = 1.0, mask=None) -> float:
     """PSNR in dB over all elements jointly (or the masked pixels). ``inf`` for identical inputs,
     ``nan`` for an empty mask."""
-    return _psnr_from_mse(mse(prediction, reference, mask), data_range)
+    return psnr_from_mse(mse(prediction, reference, mask), data_range)
 
 
 def _gaussian_kernel(sigma: float = 1.5, truncate: float = 3.5) -> np.ndarray:
@@ -382,7 +383,7 @@ def evaluate_rasters(prediction, reference, bands=None, scale=None, offset=None,
         per_band.append({
             "band": b,
             "reference_band": ref_bands[i],
-            "psnr": _psnr_from_mse(sq / npx, dr),
+            "psnr": psnr_from_mse(sq / npx, dr),
             "ssim": band_ssim,
             "mae": ab / npx / s["mae_scale"],
         })
@@ -391,7 +392,7 @@ def evaluate_rasters(prediction, reference, bands=None, scale=None, offset=None,
         "protocol_description": PROTOCOLS[protocol],
         "pixels": npx,
         "bands": bands,
-        "psnr": _psnr_from_mse(sq_total / (npx * len(bands)), dr),
+        "psnr": psnr_from_mse(sq_total / (npx * len(bands)), dr),
         "ssim": float(np.nanmean([b["ssim"] for b in per_band])) if not small else float("nan"),
         "mae": abs_total / (npx * len(bands)) / s["mae_scale"],
         "per_band": per_band,
@@ -406,6 +407,6 @@ def evaluate_rasters(prediction, reference, bands=None, scale=None, offset=None,
                 result[f"mae_{name}"] = float("nan")
                 continue
             d = p[:, sel] - r[:, sel]
-            result[f"psnr_{name}"] = _psnr_from_mse(float(np.mean(d * d)), dr)
+            result[f"psnr_{name}"] = psnr_from_mse(float(np.mean(d * d)), dr)
             result[f"mae_{name}"] = float(np.mean(np.abs(d))) / s["mae_scale"]
     return result

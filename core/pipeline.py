@@ -215,7 +215,7 @@ def _bind_bands(items: list[_Input], request: CloudRemovalRequest, card) -> None
 def _check_frames(items: list[_Input], card) -> str | None:
     """Refuse several dates for a one-date model; for a stack longer than a stack model takes, the
     line that says how its dates are chosen (per tile, ``Predictor._choose_dates``)."""
-    frames = int(getattr(card, "num_frames", 1) or 1)
+    frames = int(card.num_frames)
     if len(items) > 1 and frames == 1:
         raise InputError(f"model {card.name} takes one date, but {len(items)} inputs were given: "
                          "choose a multi-temporal model or give one date.")

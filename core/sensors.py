@@ -29,9 +29,10 @@ from .errors import InputError
 # The names model cards use for bands (``ModelCard.bands``).
 CANONICAL_BANDS = ("red", "green", "blue", "nir")
 
-_S2_13 = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08",
+# Sentinel-2's 13 bands in SAFE order (B1..B12 with B8A); the training datasets read this list too.
+S2_13 = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08",
           "watervapour", "cirrus", "swir1", "swir2")
-_S2_12 = tuple(name for name in _S2_13 if name != "cirrus")
+_S2_12 = tuple(name for name in S2_13 if name != "cirrus")
 _S2_CODES = {"1": "coastal", "2": "blue", "3": "green", "4": "red", "5": "rededge1", "6": "rededge2",
              "7": "rededge3", "8": "nir", "8a": "nir08", "9": "watervapour", "10": "cirrus",
              "11": "swir1", "12": "swir2"}
@@ -57,7 +58,7 @@ class SensorPreset:
 
 # Sentinel-2 L1C and L2A files come in the same band layouts
 _S2_BANDS = dict(
-    layouts={13: _S2_13, 12: _S2_12, 4: ("red", "green", "blue", "nir"), 3: ("red", "green", "blue")},
+    layouts={13: S2_13, 12: _S2_12, 4: ("red", "green", "blue", "nir"), 3: ("red", "green", "blue")},
     layout_notes={13: "B1..B12 with B8A, SAFE order", 12: "B1..B12 with B8A, no B10",
                   4: "R, G, B, NIR (Sen2_MTC order)", 3: "R, G, B"},
     band_codes=_S2_CODES,
@@ -94,6 +95,9 @@ PRESETS: dict[str, SensorPreset] = {
         layout_notes={4: "R, G, B, NIR"},
     ),
 }
+
+# What --sensor, the Processing SENSOR parameter and the dock offer: detection or a preset.
+SENSOR_CHOICES = ("auto", *PRESETS)
 
 _GENERIC_NAMES = {"red": "red", "r": "red", "green": "green", "g": "green", "blue": "blue", "b": "blue",
                   "nir": "nir", "nir08": "nir", "nearinfrared": "nir", "infrared": "nir",
@@ -490,6 +494,20 @@ def formula(scale: float, offset: float) -> str:
     """``reflectance = DN x 0.0001 - 0.1``"""
     sign = "-" if offset < 0 else "+"
     return f"reflectance = DN x {scale:g} {sign} {abs(offset):g}"
+
+
+def parse_bands(text: str) -> list[int]:
+    """``"4,3,2,8"``, ``"4 3 2 8"`` or ``"4;3;2;8"`` -> ``[4, 3, 2, 8]``; ``""`` -> ``[]``. ValueError for
+    anything else (the CLI's --bands and the dock's Bands field read band lists with this)."""
+    parts = [part for part in re.split(r"[\s,;]+", text or "") if part]
+    try:
+        bands = [int(part) for part in parts]
+    except ValueError:
+        raise ValueError(f"bands must be comma-separated band numbers like 4,3,2,8 (spaces or semicolons also "
+                         f"separate them), got {text!r}") from None
+    if any(band < 1 for band in bands):
+        raise ValueError(f"band numbers start at 1, got {text!r}")
+    return bands
 
 
 def offered_bands(resolution: SensorResolution) -> list[str]:

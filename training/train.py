@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..core.cli import ProgressBar
+from ..core.device import resolve_device
 from ..core.errors import ViserError
 from .cli import run_cli
 from .config import load_config, model_arch
@@ -46,15 +48,6 @@ TRAIN_FIELDS = ["step", "epoch", "lr", "loss", "l1", "fft", "perceptual", "score
 
 def dist_env() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-
-
-def pick_device(name: str, local_rank: int) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
-    return dev
 
 
 def amp_settings(amp, device: torch.device) -> tuple[bool, torch.dtype | None]:
@@ -143,31 +136,24 @@ def load_checkpoint(path) -> dict:
 
 
 class Progress:
-    """A one-line progress bar on a terminal (plain lines every ``every`` steps otherwise)."""
+    """Training progress: the CLI's bar on a terminal, else a plain line every ``every`` steps."""
 
     def __init__(self, total: int, start: int, enabled: bool, every: int):
-        self.total, self.enabled, self.every = total, enabled, every
-        self.tty = sys.stderr.isatty()
-        self.t0, self.s0 = time.time(), start
+        self.total, self.start, self.every = total, start, every
+        self.bar = ProgressBar(enabled=enabled and sys.stderr.isatty())
+        self.lines = enabled and not self.bar.enabled
+        self.t0 = time.time()
 
     def update(self, step: int, loss: float, sps: float, mpx: float) -> None:
-        if not self.enabled:
-            return
-        done = step - self.s0
-        eta = (self.total - step) * (time.time() - self.t0) / max(1, done)
-        width = 24
-        fill = int(width * step / self.total)
-        line = (f"[{'#' * fill}{'.' * (width - fill)}] {step}/{self.total} loss {loss:.4f} "
-                f"{sps:.2f} it/s {mpx:.2f} Mpx/s eta {int(eta // 60)}:{int(eta % 60):02d}")
-        if self.tty:
-            sys.stderr.write("\r" + line)
-            sys.stderr.flush()
-        elif step % self.every == 0 or step == self.total:
-            print(line, file=sys.stderr, flush=True)
+        eta = (self.total - step) * (time.time() - self.t0) / max(1, step - self.start)
+        text = (f"{step}/{self.total} loss {loss:.4f} {sps:.2f} it/s {mpx:.2f} Mpx/s "
+                f"eta {int(eta // 60)}:{int(eta % 60):02d}")
+        self.bar(step / self.total, text)
+        if self.lines and (step % self.every == 0 or step == self.total):
+            print(text, file=sys.stderr, flush=True)
 
-    def close(self):
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _truncate_csv(path: Path, step: int) -> None:
@@ -254,7 +240,7 @@ def train(cfg: dict, resume=None, log=print) -> dict:
 
     rank, world, local_rank = dist_env()
     tcfg, ocfg, dcfg = cfg["train"], cfg["optim"], cfg["distributed"]
-    device = pick_device(tcfg["device"], local_rank)
+    device = resolve_device(tcfg["device"], default_index=local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
@@ -450,8 +436,7 @@ def train(cfg: dict, resume=None, log=print) -> dict:
                 last_val_step = step
                 _append_csv(out_dir / "val_log.csv", list(metrics), metrics)
                 save_curves(out_dir)
-                if progress.tty and progress.enabled:
-                    sys.stderr.write("\n")
+                progress.close()
                 log(f"validation at step {step}: PSNR {metrics.get('psnr', float('nan')):.2f} dB "
                     f"(input {metrics.get('input_psnr', float('nan')):.2f}), SSIM {metrics.get('ssim', float('nan')):.4f} "
                     f"(input {metrics.get('input_ssim', float('nan')):.4f})")

@@ -13,12 +13,11 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from ..core.metrics import PROTOCOLS
+from ..core.sensors import SENSOR_CHOICES
 from . import engine, report
-from .algorithm_base import SENSORS, ViserAlgorithm, _optional, choices_help, help_text
+from .algorithm_base import ViserAlgorithm, _optional, choices_help, help_text
 from .i18n import tr
-
-# core.metrics.PROTOCOLS (kept here so that loading the provider imports nothing of the engine).
-PROTOCOLS = ["clean", "emrdm-cuhk", "emrdm-sen2mtc"]
 
 METRICS = (
     ("PSNR", "psnr", "PSNR (dB, higher is better)"),
@@ -73,9 +72,10 @@ class EvaluateAlgorithm(ViserAlgorithm):
                                                      "PREDICTION", True, True))
         self.addParameter(QgsProcessingParameterBand("REFERENCE_BANDS", tr("Matching bands of the reference"),
                                                      None, "REFERENCE", True, True))
-        self.addParameter(QgsProcessingParameterEnum("SENSOR", tr("Sensor (scaling to reflectance)"), SENSORS,
+        self.addParameter(QgsProcessingParameterEnum("SENSOR", tr("Sensor (scaling to reflectance)"),
+                                                     list(SENSOR_CHOICES),
                                                      False, "auto", usesStaticStrings=True))
-        self.addParameter(QgsProcessingParameterEnum("PROTOCOL", tr("Metric protocol"), PROTOCOLS, False, "clean",
+        self.addParameter(QgsProcessingParameterEnum("PROTOCOL", tr("Metric protocol"), list(PROTOCOLS), False, "clean",
                                                      usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterRasterLayer("MASK", tr("Cloud mask (non-zero = cloud)"),
                                                             optional=True))

@@ -38,14 +38,12 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.sensors import SENSOR_CHOICES
 from . import engine, gdal_options, style
 from .i18n import tr
 
 ICON_PATH = engine.PLUGIN_ROOT / "resources" / "icons" / "viser.svg"
 
-# The engine's sensor presets (core.sensors.PRESETS); kept here so that loading the provider never
-# imports the engine. tests/qgis checks that both lists agree.
-SENSORS = ["auto", "s2-l1c", "s2-l2a", "landsat-c2l2", "rgb8", "rgbn8"]
 RESAMPLING = ["bilinear", "nearest", "cubic", "cubic_spline", "lanczos", "average"]
 AUTO_MODEL = "auto"
 GDAL_RASTER_OPTIONS_WIDGET = {
@@ -171,7 +169,7 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterEnum(
                 "SENSOR",
                 tr("Sensor preset (band selection and scaling to reflectance)"),
-                options=SENSORS,
+                options=list(SENSOR_CHOICES),
                 allowMultiple=False,
                 defaultValue="auto",
                 usesStaticStrings=True,

@@ -53,8 +53,9 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..core import sensors
 from . import deps, engine, naming, style
-from .algorithm_base import AUTO_MODEL, SENSORS, dropped_bands_text
+from .algorithm_base import AUTO_MODEL, dropped_bands_text
 from .i18n import tr
 
 SETTINGS_PREFIX = "viser_cr/dock/"
@@ -228,7 +229,7 @@ class ViserDockWidget(QDockWidget):
         box = QGroupBox(tr("Model"), body)
         form = self._form(box)
         self.sensor_combo = self._narrow(QComboBox(box))
-        self.sensor_combo.addItems(SENSORS)
+        self.sensor_combo.addItems(list(sensors.SENSOR_CHOICES))
         form.addRow(tr("Sensor"), self.sensor_combo)
         self.bands_edit = QLineEdit(box)
         self.bands_edit.setPlaceholderText(tr("from the sensor preset"))
@@ -794,15 +795,11 @@ class ViserDockWidget(QDockWidget):
 
 
 def parse_bands(text: str) -> list[int]:
-    """'4, 3 2;8' -> [4, 3, 2, 8]; raises ValueError on anything else."""
-    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
+    """'4, 3 2;8' -> [4, 3, 2, 8] (the CLI's parser, ``core.sensors.parse_bands``); ValueError naming the field."""
     try:
-        bands = [int(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"Bands: '{text}' is not a list of band numbers (e.g. 4,3,2,8).") from None
-    if any(b < 1 for b in bands):
-        raise ValueError("Bands: band numbers start at 1.")
-    return bands
+        return sensors.parse_bands(text)
+    except ValueError as exc:
+        raise ValueError(tr("Bands: {problem}.").format(problem=exc)) from None
 
 
 def dock_field_names() -> dict[str, str]:

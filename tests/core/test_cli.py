@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from viser_cr.core import cli, pipeline
+from viser_cr.core import pipeline
 from viser_cr.core.cli import ProgressBar, main
 
 
@@ -148,12 +148,6 @@ def test_progress_bar_draws_on_a_terminal_only():
     silent = io.StringIO()
     ProgressBar(silent)(0.5, "x")  # StringIO is not a terminal
     assert silent.getvalue() == ""
-
-
-def test_sensor_choices_match_the_presets():
-    from viser_cr.core.sensors import PRESETS
-
-    assert set(cli.SENSORS) == {"auto", *PRESETS}
 
 
 def test_console_script(tiny_models_dir):

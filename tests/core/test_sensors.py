@@ -4,7 +4,7 @@ import pytest
 
 from viser_cr.core import raster as rio
 from viser_cr.core.errors import InputError
-from viser_cr.core.sensors import PRESETS, BandFacts, band_name_from_description, resolve
+from viser_cr.core.sensors import PRESETS, BandFacts, band_name_from_description, parse_bands, resolve
 
 
 def facts_of(path):
@@ -159,3 +159,13 @@ def test_missing_band_names_the_flags():
     res = resolve(make_facts(3, dtype="uint8"))
     with pytest.raises(InputError, match="nir.*--bands"):
         res.indexes_for(["red", "green", "blue", "nir"])
+
+
+def test_band_lists_take_commas_spaces_or_semicolons():
+    """One parser for the CLI's --bands and the dock's Bands field."""
+    assert parse_bands("4,3,2,8") == parse_bands("4 3 2 8") == parse_bands(" 4; 3, 2 8 ") == [4, 3, 2, 8]
+    assert parse_bands("") == []
+    with pytest.raises(ValueError, match="comma-separated band numbers"):
+        parse_bands("red,green")
+    with pytest.raises(ValueError, match="start at 1"):
+        parse_bands("0,1")

@@ -67,14 +67,6 @@ def test_removeclouds_parameter_types(provider):
     assert stack.parameterDefinition("REFERENCE").flags() & QgsProcessingParameterDefinition.FlagOptional
 
 
-def test_sensor_and_protocol_lists_match_the_engine():
-    from viser_cr.core import metrics, sensors
-    from viser_cr.viser_qgis import alg_evaluate, algorithm_base
-
-    assert set(algorithm_base.SENSORS) == {"auto", *sensors.PRESETS}
-    assert set(alg_evaluate.PROTOCOLS) == set(metrics.PROTOCOLS)
-
-
 def test_plugin_gui_load_unload(viser_plugin, qgis_iface):
     """initGui + dock + unload leaves no provider, action or dock behind; twice (plugin reload)."""
     from viser_cr import classFactory

@@ -29,10 +29,9 @@ import numpy as np
 import torch
 
 from ...core.errors import InputError
+from ...core.sensors import S2_13
 
-# Band names, the same vocabulary as core.sensors.
-S2_13 = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08",
-         "watervapour", "cirrus", "swir1", "swir2")
+# Band names: the vocabulary of core.sensors (S2_13 is its Sentinel-2 list).
 RGBN = ("red", "green", "blue", "nir")
 RGB = ("red", "green", "blue")
 
