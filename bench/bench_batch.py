@@ -28,7 +28,7 @@ from bench_memory import make_raster, model_dir  # noqa: E402 - beside this file
 
 
 def _import_engine() -> None:
-    import viser_cr.core.pipeline  # noqa: F401
+    import viser_cr.core.pipeline
     import viser_cr.core.weights  # noqa: F401
 
 

@@ -22,6 +22,7 @@ import dataclasses
 import glob
 import hashlib
 import json
+import logging
 import os
 import re
 import sys
@@ -49,6 +50,7 @@ STATUSES = ("done", "skipped", "failed", "cancelled")
 EVENT_SECONDS = 1.0        # at most one progress event per scene and second
 CANCEL_POLL_SECONDS = 1.0  # how often a worker asks whether the batch was cancelled
 MANIFEST = "manifest.json"
+_LOG = logging.getLogger(__name__)
 INSTALL_HINT = "install the batch extra: pip install 'viser-cr[batch]' (dask and distributed)"
 
 
@@ -679,10 +681,9 @@ def command(args, make_request: Callable, progress_bar=None) -> int:
         "command": "viser-cr batch", "argv": sys.argv[1:], "output_dir": str(out_dir.resolve()),
         "scheduler": args.scheduler or "local", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     manifest.write([])  # an unwritable manifest path fails here, before any work
-    log = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
     if local:
-        log(f"Local Dask cluster: {len(plans)} worker(s), "
-            + ", ".join(f"{p.name} ({p.threads} thread{'s' * (p.threads > 1)})" for p in plans) + ".")
+        _LOG.info(f"Local Dask cluster: {len(plans)} worker(s), "
+                  + ", ".join(f"{p.name} ({p.threads} thread{'s' * (p.threads > 1)})" for p in plans) + ".")
     bar = progress_bar
 
     def show(result: SceneResult) -> None:

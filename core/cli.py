@@ -23,6 +23,7 @@ import traceback
 from pathlib import Path
 
 from .errors import Cancelled, ViserError
+from .messages import to_callback
 from .sensors import SENSOR_CHOICES, parse_bands
 
 
@@ -66,6 +67,21 @@ def _say(text: str) -> None:
     """A line on stderr; the terminal may be gone (SIGHUP)."""
     with contextlib.suppress(OSError, ValueError):
         print(text, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _messages(args, bar: ProgressBar):
+    """The engine's messages on stderr, each on a line of its own below the progress bar; none with --quiet."""
+    if args.quiet:
+        yield
+        return
+
+    def show(text: str) -> None:
+        bar.close()
+        _say(text)
+
+    with to_callback(show):
+        yield
 
 
 def _band_list(text: str) -> list[int]:
@@ -217,14 +233,9 @@ def _run(args, score_only: bool) -> int:
     # on CPU); QGIS is a shared process and keeps glibc's defaults.
     tune_cpu_allocator()
     bar = ProgressBar(enabled=False if args.quiet else None)
-
-    def log(message: str) -> None:
-        if not args.quiet:
-            bar.close()
-            print(message, file=sys.stderr)
-
     try:
-        result = remove_clouds(request, progress=bar, log=log)
+        with _messages(args, bar):
+            result = remove_clouds(request, progress=bar)
     finally:
         bar.close()
     if not args.quiet:
@@ -313,8 +324,9 @@ def _command(args) -> int:
     if args.command == "batch":
         from .batch import command as batch_command
 
-        return batch_command(args, lambda scene_args: _request(scene_args, score_only=False),
-                             ProgressBar(enabled=False if args.quiet else None))
+        bar = ProgressBar(enabled=False if args.quiet else None)
+        with _messages(args, bar):
+            return batch_command(args, lambda scene_args: _request(scene_args, score_only=False), bar)
     return _info(args)
 
 

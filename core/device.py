@@ -9,6 +9,16 @@ from collections.abc import Iterator
 from .errors import DeviceError
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
+_DEVICE_NAME = re.compile(r"auto|cpu|cuda(?::(\d+))?")
+
+
+def check_device_name(name: str | None) -> str:
+    """The device name in lower case (None or "" is auto); DeviceError unless it is one of DEVICE_HELP.
+    Needs no torch: QGIS checks a DEVICE parameter with it before a run."""
+    text = (name or "auto").strip().lower()
+    if not _DEVICE_NAME.fullmatch(text):
+        raise DeviceError(f"unknown device {name!r}: use {DEVICE_HELP}.")
+    return text
 
 
 def resolve_device(name: str | None = "auto", default_index: int = 0):
@@ -19,14 +29,12 @@ def resolve_device(name: str | None = "auto", default_index: int = 0):
     """
     import torch
 
-    text = (name or "auto").strip().lower()
+    text = check_device_name(name)
     if text == "auto":
         return torch.device(f"cuda:{default_index}") if torch.cuda.is_available() else torch.device("cpu")
     if text == "cpu":
         return torch.device("cpu")
-    match = re.fullmatch(r"cuda(?::(\d+))?", text)
-    if not match:
-        raise DeviceError(f"unknown device {name!r}: use {DEVICE_HELP}.")
+    match = _DEVICE_NAME.fullmatch(text)
     if not torch.cuda.is_available():
         raise DeviceError(f"device {name!r} asked for, but torch sees no CUDA GPU here: use --device cpu "
                           "(or auto).")

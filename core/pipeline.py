@@ -18,6 +18,7 @@ The CLI, every QGIS Processing algorithm, the dock widget and the evaluation cal
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import queue
 import threading
@@ -55,6 +56,7 @@ OUTPUT_DTYPES = ("input", "float32")
 COLOUR_OF_BAND = {"red": "red", "green": "green", "blue": "blue"}
 
 ProgressFn = Callable[[float, str], None]
+_LOG = logging.getLogger(__name__)  # the run's messages (core.messages says where they go)
 
 
 @dataclass
@@ -478,7 +480,7 @@ class Predictor:
             stop = min(len(x), start + self.batch_size)
             try:
                 outputs.append(self._run(x[start:stop], None if cloud is None else cloud[start:stop]))
-            except Exception as error:  # noqa: BLE001 - only out-of-memory errors are handled
+            except Exception as error:  # only out-of-memory errors are handled
                 if not is_out_of_memory(error):
                     raise
                 self._release()
@@ -1069,10 +1071,11 @@ def _open_outputs(paths: dict, request: CloudRemovalRequest, grid, card, encodin
 
 
 class _Callbacks:
-    def __init__(self, progress, is_cancelled, log):
+    """The caller's progress and cancel callbacks, and the run's messages (kept, and logged)."""
+
+    def __init__(self, progress, is_cancelled):
         self._progress = progress
         self._is_cancelled = is_cancelled
-        self._log = log
         self.messages: list[str] = []
 
     def progress(self, fraction: float, message: str) -> None:
@@ -1081,8 +1084,7 @@ class _Callbacks:
 
     def say(self, message: str) -> None:
         self.messages.append(message)
-        if self._log is not None:
-            self._log(message)
+        _LOG.info(message)
 
     def check_cancel(self) -> None:
         if self._is_cancelled is not None and self._is_cancelled():
@@ -1106,13 +1108,13 @@ def _mask_source(request: CloudRemovalRequest, grid, stack: contextlib.ExitStack
 
 
 def remove_clouds(request: CloudRemovalRequest, progress: ProgressFn | None = None,
-                  is_cancelled: Callable[[], bool] | None = None,
-                  log: Callable[[str], None] | None = None) -> CloudRemovalResult:
-    """Cloud-free raster (and optional score / uncertainty rasters) from one raster or a stack."""
+                  is_cancelled: Callable[[], bool] | None = None) -> CloudRemovalResult:
+    """Cloud-free raster (and optional score / uncertainty rasters) from one raster or a stack. What the
+    run detects, chooses and does is logged (``core.messages``) and kept in the result's ``messages``."""
     import rasterio
 
     started = time.perf_counter()
-    callbacks = _Callbacks(progress, is_cancelled, log)
+    callbacks = _Callbacks(progress, is_cancelled)
     _validate_request(request)
     paths = _output_paths(request)
     device = resolve_device(request.device)
@@ -1254,7 +1256,7 @@ def _fit_batch(predictor: Predictor, frames: int, channels: int, tile: int, tile
         return
     try:
         predictor.fit_batch_to_memory(np.zeros((1, frames, channels, tile, tile), np.float32), tiles)
-    except Exception as error:  # noqa: BLE001 - only out-of-memory errors are handled
+    except Exception as error:  # only out-of-memory errors are handled
         if not is_out_of_memory(error):
             raise
         predictor.batch_size = 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from ..core.errors import ViserError
 from ..core.metrics import PROTOCOLS
 from .cli import run_cli
 from .config import load_config
+
+_LOG = logging.getLogger(__name__)
 
 
 def load_trained(checkpoint=None, model=None, models_dir=None, device="cpu"):
@@ -134,8 +137,7 @@ def score_markdown(rows: dict[str, dict[str, float]]) -> str:
 
 
 def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="test", protocol=None,
-             keep_clear=False, lpips=False, output_dir=None, max_images=None, sheet_images=6, device="auto",
-             log=print) -> dict:
+             keep_clear=False, lpips=False, output_dir=None, max_images=None, sheet_images=6, device="auto") -> dict:
     from .datasets import build_dataset, part_label, part_of_sample, split_specs
     from .metrics import INPUT_METHOD, MetricTable, baselines, fill_baselines, masked_median, rgb_indexes
     from .viz import save_sheet
@@ -233,8 +235,8 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float))
     if sheet:
         save_sheet(out_dir / f"{stem}_sheet.png", sheet, rgb_indexes(bands), title)
-    log(md)
-    log(f"written: {out_dir / stem}.md/.csv/.json")
+    _LOG.info(md)
+    _LOG.info(f"written: {out_dir / stem}.md/.csv/.json")
     return result
 
 

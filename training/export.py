@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from ..core.errors import ViserError
 from .cli import run_cli
 
 MAX_MB = 20.0
+_LOG = logging.getLogger(__name__)
 
 
 def read_notes(path) -> dict:
@@ -47,7 +49,7 @@ def read_notes(path) -> dict:
 
 
 def export(checkpoint, name=None, models_dir=None, half=None, metrics_files=(), max_mb=MAX_MB, overrides=None,
-           log=print, notes=None):
+           notes=None):
     from ..core.model import ViserCR
     from ..core.weights import DEFAULT_MODELS_DIR, ModelCard, save_model
     from .train import load_checkpoint
@@ -101,7 +103,7 @@ def export(checkpoint, name=None, models_dir=None, half=None, metrics_files=(), 
         for f in (dest_w, dest_c):
             f.chmod(0o644)  # shipped files: world-readable (the temporary files are private)
     card = ModelCard.load(dest_c)
-    log(f"exported {name}: {dest_w} ({size_mb:.2f} MB, {card.dtype}, {card.sha256[:23]}...) + {dest_c}")
+    _LOG.info(f"exported {name}: {dest_w} ({size_mb:.2f} MB, {card.dtype}, {card.sha256[:23]}...) + {dest_c}")
     return card
 
 

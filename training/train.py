@@ -22,6 +22,7 @@ import argparse
 import csv
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -39,6 +40,7 @@ from ..core.errors import ViserError
 from .cli import run_cli
 from .config import load_config, model_arch
 
+_LOG = logging.getLogger(__name__)
 TRAIN_FIELDS = ["step", "epoch", "lr", "loss", "l1", "fft", "perceptual", "score", "aux", "grad_norm",
                 "sec_per_step", "samples_per_s", "mpx_per_s"]
 
@@ -228,7 +230,7 @@ def validate(model, dataset, cfg: dict, device, amp: tuple[bool, torch.dtype | N
 # ----------------------------------------------------------------------------------------- training
 
 
-def train(cfg: dict, resume=None, log=print) -> dict:
+def train(cfg: dict, resume=None) -> dict:
     """Run (or resume) a training; returns the summary dict (rank 0) or {} (other ranks)."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -304,7 +306,7 @@ def train(cfg: dict, resume=None, log=print) -> dict:
 
         report = init_from(raw, tcfg["init_from"], band_names, reset=tcfg.get("init_reset") or ())
         if is_main:
-            log(f"warm start from {report['source']} (bands {report['source_bands']}): {len(report['copied'])} tensors "
+            _LOG.info(f"warm start from {report['source']} (bands {report['source_bands']}): {len(report['copied'])} tensors "
                 f"copied, adapted {report['adapted']}, {len(report['new'])} new, skipped {report['skipped']}, "
                 f"reset {report['reset']}")
     if resume:
@@ -320,11 +322,11 @@ def train(cfg: dict, resume=None, log=print) -> dict:
         if len(rngs) == world:
             set_rng_state(rngs[rank], device)
         elif is_main:
-            log(f"note: checkpoint saved by {len(rngs)} process(es), resuming with {world}: not bit-exact")
+            _LOG.info(f"note: checkpoint saved by {len(rngs)} process(es), resuming with {world}: not bit-exact")
         if is_main:
             _truncate_csv(out_dir / "train_log.csv", step)
             _truncate_csv(out_dir / "val_log.csv", step)
-            log(f"resumed from {resume} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
+            _LOG.info(f"resumed from {resume} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
 
     if world > 1:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -359,7 +361,7 @@ def train(cfg: dict, resume=None, log=print) -> dict:
                 old.unlink()
 
     if is_main:
-        log(f"training {cfg['name']}: {sum(p.numel() for p in raw.parameters()) / 1e6:.3f} M parameters, "
+        _LOG.info(f"training {cfg['name']}: {sum(p.numel() for p in raw.parameters()) / 1e6:.3f} M parameters, "
             f"{len(train_ds)} training samples, {world} process(es) on {device}, amp={amp[1] if amp[0] else 'off'}, "
             f"steps {step}->{total}, output {out_dir}")
     progress = Progress(total, step, is_main and bool(tcfg.get("progress", True)), int(tcfg["log_every"]))
@@ -437,7 +439,7 @@ def train(cfg: dict, resume=None, log=print) -> dict:
                 _append_csv(out_dir / "val_log.csv", list(metrics), metrics)
                 save_curves(out_dir)
                 progress.close()
-                log(f"validation at step {step}: PSNR {metrics.get('psnr', float('nan')):.2f} dB "
+                _LOG.info(f"validation at step {step}: PSNR {metrics.get('psnr', float('nan')):.2f} dB "
                     f"(input {metrics.get('input_psnr', float('nan')):.2f}), SSIM {metrics.get('ssim', float('nan')):.4f} "
                     f"(input {metrics.get('input_ssim', float('nan')):.4f})")
                 if best is None or metrics.get("psnr", -1e9) > best.get("psnr", -1e9):
@@ -471,7 +473,7 @@ def train(cfg: dict, resume=None, log=print) -> dict:
                   "best": best, "last_validation_step": last_val_step, "weights_sha256": digests[0],
                   "output_dir": str(out_dir)}
         (out_dir / "summary.json").write_text(json.dumps(result, indent=2))
-        log(f"done: {step} steps in {result['seconds']} s; best validation {best}")
+        _LOG.info(f"done: {step} steps in {result['seconds']} s; best validation {best}")
     if world > 1 and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from qgis.core import QgsProcessingException, QgsProcessingParameterRasterLayer
 
 from .algorithm_base import (
-    ViserAlgorithm,
+    RemovalAlgorithm,
     advanced_help,
     bands_help,
     choices_help,
@@ -16,8 +16,10 @@ from .algorithm_base import (
 from .i18n import tr
 
 
-class CloudScoreAlgorithm(ViserAlgorithm):
-    OUTPUT_FIELDS = {"score_output": "OUTPUT"}
+class CloudScoreAlgorithm(RemovalAlgorithm):
+    HAS_TTA = False
+    HAS_OUTPUT_OPTIONS = False
+    OUTPUT_FIELDS = {"score_output": RemovalAlgorithm.OUTPUT}
 
     def name(self):
         return "cloudscore"
@@ -40,26 +42,20 @@ class CloudScoreAlgorithm(ViserAlgorithm):
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", tr("Raster layer")))
-        self.add_sensor_parameters("INPUT")
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Raster layer")))
+        self.add_sensor_parameters(self.INPUT)
         self.add_model_parameters()
-        self.add_run_parameters(tta=False)
-        self.addParameter(self.raster_destination("OUTPUT", tr("Cloud score (0 clear .. 1 cloud)")))
+        self.add_run_parameters()
+        self.addParameter(self.raster_destination(self.OUTPUT, tr("Cloud score (0 clear .. 1 cloud)")))
         self.add_run_outputs()
 
     def build_request_fields(self, parameters, context, feedback) -> dict:
-        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None:
             raise QgsProcessingException(tr("INPUT: no raster layer given, or it cannot be opened."))
         fields = dict(
-            inputs=[self.layer_path(layer, "INPUT")],
+            inputs=[self.layer_path(layer, self.INPUT)],
             output=None,
         )
         fields.update(self.common_request_fields(parameters, context, layer))
         return fields
-
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        result = self.run_removal(parameters, context, feedback)
-        outputs = self.remember_raster_outputs({"OUTPUT": self.as_str(result.score_output)})
-        outputs.update(self.run_outputs(result))
-        return outputs

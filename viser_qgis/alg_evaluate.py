@@ -31,7 +31,21 @@ class EvaluateAlgorithm(ViserAlgorithm):
     GROUP = "Evaluation"  # translated by group()
     GROUP_ID = "evaluation"
     REQUIRES_TORCH = False  # core.metrics is numpy + rasterio
-    PLAN_CHECK = False  # no cloud removal
+
+    PREDICTION = "PREDICTION"
+    REFERENCE = "REFERENCE"
+    REFERENCE_BANDS = "REFERENCE_BANDS"
+    PROTOCOL = "PROTOCOL"
+    MASK = "MASK"
+    CLOUDY = "CLOUDY"
+    CLOUDY_BANDS = "CLOUDY_BANDS"
+    OUTPUT_HTML = "OUTPUT_HTML"
+    PIXELS = "PIXELS"
+    USED_PROTOCOL = "USED_PROTOCOL"
+
+    def __init__(self):
+        super().__init__()
+        self.metric_options: dict = {}  # core.metrics.evaluate_rasters's options, the same for the baseline
 
     def name(self):
         return "evaluate"
@@ -66,54 +80,53 @@ class EvaluateAlgorithm(ViserAlgorithm):
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("PREDICTION", tr("Cloud-free result")))
-        self.addParameter(QgsProcessingParameterRasterLayer("REFERENCE", tr("Clear reference raster")))
-        self.addParameter(QgsProcessingParameterBand("BANDS", tr("Bands of the prediction (default all)"), None,
-                                                     "PREDICTION", True, True))
-        self.addParameter(QgsProcessingParameterBand("REFERENCE_BANDS", tr("Matching bands of the reference"),
-                                                     None, "REFERENCE", True, True))
-        self.addParameter(QgsProcessingParameterEnum("SENSOR", tr("Sensor (scaling to reflectance)"),
-                                                     list(SENSOR_CHOICES),
-                                                     False, "auto", usesStaticStrings=True))
-        self.addParameter(QgsProcessingParameterEnum("PROTOCOL", tr("Metric protocol"), list(PROTOCOLS), False, "clean",
+        self.addParameter(QgsProcessingParameterRasterLayer(self.PREDICTION, tr("Cloud-free result")))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, tr("Clear reference raster")))
+        self.addParameter(QgsProcessingParameterBand(self.BANDS, tr("Bands of the prediction (default all)"), None,
+                                                     self.PREDICTION, True, True))
+        self.addParameter(QgsProcessingParameterBand(self.REFERENCE_BANDS, tr("Matching bands of the reference"),
+                                                     None, self.REFERENCE, True, True))
+        self.addParameter(QgsProcessingParameterEnum(self.SENSOR, tr("Sensor (scaling to reflectance)"),
+                                                     list(SENSOR_CHOICES), False, "auto", usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterEnum(self.PROTOCOL, tr("Metric protocol"), list(PROTOCOLS), False, "clean",
                                                      usesStaticStrings=True))
-        self.addParameter(QgsProcessingParameterRasterLayer("MASK", tr("Cloud mask (non-zero = cloud)"),
+        self.addParameter(QgsProcessingParameterRasterLayer(self.MASK, tr("Cloud mask (non-zero = cloud)"),
                                                             optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
-            "CLOUDY", tr("Cloudy input (the baseline the result is compared with)"), optional=True))
+            self.CLOUDY, tr("Cloudy input (the baseline the result is compared with)"), optional=True))
         self.addParameter(_optional(QgsProcessingParameterBand(
-            "CLOUDY_BANDS", tr("Matching bands of the cloudy input"), None, "CLOUDY", True, True), advanced=True))
-        for name, description in (("SCALE", tr("Scale: reflectance = DN x scale + offset")), ("OFFSET", tr("Offset"))):
+            self.CLOUDY_BANDS, tr("Matching bands of the cloudy input"), None, self.CLOUDY, True, True), advanced=True))
+        for name, description in ((self.SCALE, tr("Scale: reflectance = DN x scale + offset")), (self.OFFSET, tr("Offset"))):
             self.addParameter(_optional(QgsProcessingParameterNumber(
                 name, description, QgsProcessingParameterNumber.Double, None, True), advanced=True))
         self.addParameter(
             QgsProcessingParameterFileDestination(
-                "OUTPUT_HTML", tr("Report"), tr("HTML files (*.html)"), None, True, True
+                self.OUTPUT_HTML, tr("Report"), tr("HTML files (*.html)"), None, True, True
             )
         )
         for key, _, description in METRICS:
             self.addOutput(QgsProcessingOutputNumber(key, tr(description)))
-        self.addOutput(QgsProcessingOutputNumber("PIXELS", tr("Pixels compared")))
+        self.addOutput(QgsProcessingOutputNumber(self.PIXELS, tr("Pixels compared")))
         for key, _, description in METRICS[:3]:
             self.addOutput(QgsProcessingOutputNumber(f"CLOUDY_{key}", tr("Cloudy input: {metric}").format(
                 metric=tr(description))))
-        self.addOutput(QgsProcessingOutputString("USED_PROTOCOL", tr("Protocol")))
+        self.addOutput(QgsProcessingOutputString(self.USED_PROTOCOL, tr("Protocol")))
 
     def build_request_fields(self, parameters, context, feedback) -> dict:
         fields = dict(
-            prediction=self.raster_path(parameters, "PREDICTION", context),
-            reference=self.raster_path(parameters, "REFERENCE", context),
-            cloudy=self.raster_path(parameters, "CLOUDY", context, optional=True),
-            html=self.parameterAsFileOutput(parameters, "OUTPUT_HTML", context) or None,
+            prediction=self.raster_path(parameters, self.PREDICTION, context),
+            reference=self.raster_path(parameters, self.REFERENCE, context),
+            cloudy=self.raster_path(parameters, self.CLOUDY, context, optional=True),
+            html=self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context) or None,
         )
-        self.extra = dict(
-            bands=list(self.parameterAsInts(parameters, "BANDS", context)) or None,
-            reference_bands=list(self.parameterAsInts(parameters, "REFERENCE_BANDS", context)) or None,
-            sensor=self.choice(parameters, "SENSOR", context) or "auto",
-            protocol=self.choice(parameters, "PROTOCOL", context) or "clean",
-            mask=self.raster_path(parameters, "MASK", context, optional=True),
-            scale=self.optional_float(parameters, "SCALE", context),
-            offset=self.optional_float(parameters, "OFFSET", context),
+        self.metric_options = dict(
+            bands=list(self.parameterAsInts(parameters, self.BANDS, context)) or None,
+            reference_bands=list(self.parameterAsInts(parameters, self.REFERENCE_BANDS, context)) or None,
+            sensor=self.choice(parameters, self.SENSOR, context) or "auto",
+            protocol=self.choice(parameters, self.PROTOCOL, context) or "clean",
+            mask=self.raster_path(parameters, self.MASK, context, optional=True),
+            scale=self.optional_float(parameters, self.SCALE, context),
+            offset=self.optional_float(parameters, self.OFFSET, context),
         )
         fields["cloudy_bands"] = self.cloudy_bands(parameters, context)
         return fields
@@ -121,14 +134,14 @@ class EvaluateAlgorithm(ViserAlgorithm):
     def cloudy_bands(self, parameters, context) -> list[int] | None:
         """The cloudy input's bands to compare: CLOUDY_BANDS, else REFERENCE_BANDS when it has the reference's
         layout (the usual case: both are raw files of the same sensor), else BANDS."""
-        given = list(self.parameterAsInts(parameters, "CLOUDY_BANDS", context))
+        given = list(self.parameterAsInts(parameters, self.CLOUDY_BANDS, context))
         if given:
             return given
-        cloudy = self.parameterAsRasterLayer(parameters, "CLOUDY", context)
-        reference = self.parameterAsRasterLayer(parameters, "REFERENCE", context)
+        cloudy = self.parameterAsRasterLayer(parameters, self.CLOUDY, context)
+        reference = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
         if cloudy is not None and reference is not None and cloudy.bandCount() == reference.bandCount():
-            return self.extra["reference_bands"] or self.extra["bands"]
-        return self.extra["bands"]
+            return self.metric_options["reference_bands"] or self.metric_options["bands"]
+        return self.metric_options["bands"]
 
     @staticmethod
     def metric_outputs(values: dict, prefix: str, feedback, metrics=METRICS) -> dict:
@@ -147,7 +160,7 @@ class EvaluateAlgorithm(ViserAlgorithm):
         feedback.setProgressText(tr("Computing metrics"))
         values = engine.run_engine(
             metrics_module.evaluate_rasters, fields["prediction"], fields["reference"], feedback=feedback,
-            **self.extra,
+            **self.metric_options,
         )
         baseline = None
         if fields["cloudy"]:
@@ -155,18 +168,18 @@ class EvaluateAlgorithm(ViserAlgorithm):
             feedback.setProgress(50)
             baseline = engine.run_engine(
                 metrics_module.evaluate_rasters, fields["cloudy"], fields["reference"], feedback=feedback,
-                **dict(self.extra, bands=fields["cloudy_bands"]),
+                **dict(self.metric_options, bands=fields["cloudy_bands"]),
             )
         if feedback.isCanceled():
             raise QgsProcessingException(tr(engine.CANCELLED_MESSAGE))
         outputs = self.metric_outputs(values, "", feedback)
         outputs.update(self.metric_outputs(baseline or {}, "CLOUDY_", feedback, METRICS[:3]))
-        outputs["PIXELS"] = int(values.get("pixels", 0))
-        outputs["USED_PROTOCOL"] = str(values.get("protocol", self.extra["protocol"]))
+        outputs[self.PIXELS] = int(values.get("pixels", 0))
+        outputs[self.USED_PROTOCOL] = str(values.get("protocol", self.metric_options["protocol"]))
         if fields["html"]:
             files = dict(prediction=fields["prediction"], reference=fields["reference"], cloudy=fields["cloudy"],
-                         mask=self.extra["mask"])
+                         mask=self.metric_options["mask"])
             report.write_report(fields["html"], files, values, baseline)
-            outputs["OUTPUT_HTML"] = fields["html"]
+            outputs[self.OUTPUT_HTML] = fields["html"]
         feedback.setProgress(100)
         return outputs

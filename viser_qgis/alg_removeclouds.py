@@ -6,7 +6,7 @@ from qgis.core import QgsProcessingException, QgsProcessingParameterBoolean, Qgs
 
 from . import naming
 from .algorithm_base import (
-    ViserAlgorithm,
+    RemovalAlgorithm,
     advanced_help,
     bands_help,
     choices_help,
@@ -17,8 +17,11 @@ from .algorithm_base import (
 from .i18n import tr
 
 
-class RemoveCloudsAlgorithm(ViserAlgorithm):
-    OUTPUT_FIELDS = {"output": "OUTPUT", "score_output": "SCORE", "uncertainty_output": "UNCERTAINTY"}
+class RemoveCloudsAlgorithm(RemovalAlgorithm):
+    KEEP_CLEAR = "KEEP_CLEAR"
+    CLOUD_MASK = "CLOUD_MASK"
+    OUTPUT_FIELDS = {"output": RemovalAlgorithm.OUTPUT, "score_output": RemovalAlgorithm.SCORE,
+                     "uncertainty_output": RemovalAlgorithm.UNCERTAINTY}
 
     def name(self):
         return "removeclouds"
@@ -48,35 +51,35 @@ class RemoveCloudsAlgorithm(ViserAlgorithm):
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", tr("Cloudy raster layer")))
-        self.add_sensor_parameters("INPUT")
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Cloudy raster layer")))
+        self.add_sensor_parameters(self.INPUT)
         self.add_model_parameters()
         self.addParameter(
-            QgsProcessingParameterBoolean("KEEP_CLEAR", tr("Keep clear pixels (fill only the clouds)"), False)
+            QgsProcessingParameterBoolean(self.KEEP_CLEAR, tr("Keep clear pixels (fill only the clouds)"), False)
         )
         self.addParameter(
             QgsProcessingParameterRasterLayer(
-                "CLOUD_MASK", tr("Cloud mask (non-zero = cloud; optional, used by 'Keep clear pixels')"),
+                self.CLOUD_MASK, tr("Cloud mask (non-zero = cloud; optional, used by 'Keep clear pixels')"),
                 optional=True,
             )
         )
         self.add_run_parameters()
         self.add_output_options()
-        self.addParameter(self.raster_destination("OUTPUT", tr("Cloud-free raster")))
-        self.addParameter(self.raster_destination("SCORE", tr("Cloud score (0 clear .. 1 cloud)"), optional=True))
+        self.addParameter(self.raster_destination(self.OUTPUT, tr("Cloud-free raster")))
+        self.addParameter(self.raster_destination(self.SCORE, tr("Cloud score (0 clear .. 1 cloud)"), optional=True))
         self.addParameter(
-            self.raster_destination("UNCERTAINTY", tr("Uncertainty (implies test-time augmentation)"), optional=True)
+            self.raster_destination(self.UNCERTAINTY, tr("Uncertainty (implies test-time augmentation)"), optional=True)
         )
         self.add_run_outputs()
 
     def build_request_fields(self, parameters, context, feedback) -> dict:
-        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None:
             raise QgsProcessingException(tr("INPUT: no raster layer given, or it cannot be opened."))
         fields = dict(
-            inputs=[self.layer_path(layer, "INPUT")],
-            keep_clear=self.parameterAsBoolean(parameters, "KEEP_CLEAR", context),
-            cloud_mask=self.raster_path(parameters, "CLOUD_MASK", context, optional=True),
+            inputs=[self.layer_path(layer, self.INPUT)],
+            keep_clear=self.parameterAsBoolean(parameters, self.KEEP_CLEAR, context),
+            cloud_mask=self.raster_path(parameters, self.CLOUD_MASK, context, optional=True),
         )
         if fields["cloud_mask"] and not fields["keep_clear"]:
             raise QgsProcessingException(tr(
@@ -84,16 +87,5 @@ class RemoveCloudsAlgorithm(ViserAlgorithm):
                 "or leave CLOUD_MASK empty."
             ))
         fields.update(self.common_request_fields(parameters, context, layer))
-        self.extra["name"] = naming.result_name(layer.name())
+        self.result_name = naming.result_name(layer.name())
         return fields
-
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        result = self.run_removal(parameters, context, feedback)
-        outputs = {
-            "OUTPUT": self.as_str(result.output),
-            "SCORE": self.as_str(result.score_output),
-            "UNCERTAINTY": self.as_str(result.uncertainty_output),
-        }
-        self.remember_raster_outputs(outputs)
-        outputs.update(self.run_outputs(result))
-        return outputs

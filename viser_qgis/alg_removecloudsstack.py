@@ -15,8 +15,8 @@ from qgis.core import (
 
 from . import naming
 from .algorithm_base import (
-    RESAMPLING,
-    ViserAlgorithm,
+    RESAMPLING_METHODS,
+    RemovalAlgorithm,
     advanced_help,
     bands_help,
     choices_help,
@@ -27,9 +27,14 @@ from .algorithm_base import (
 from .i18n import tr
 
 
-class RemoveCloudsStackAlgorithm(ViserAlgorithm):
-    OUTPUT_FIELDS = {"output": "OUTPUT", "score_output": "SCORE", "uncertainty_output": "UNCERTAINTY",
-                     "source_dates_output": "SOURCE_DATES"}
+class RemoveCloudsStackAlgorithm(RemovalAlgorithm):
+    INPUTS = "INPUTS"
+    REFERENCE = "REFERENCE"
+    RESAMPLING = "RESAMPLING"
+    KEEP_CLEAR = "KEEP_CLEAR"
+    OUTPUT_FIELDS = {"output": RemovalAlgorithm.OUTPUT, "score_output": RemovalAlgorithm.SCORE,
+                     "uncertainty_output": RemovalAlgorithm.UNCERTAINTY,
+                     "source_dates_output": RemovalAlgorithm.SOURCE_DATES}
 
     def name(self):
         return "removecloudsstack"
@@ -64,48 +69,49 @@ class RemoveCloudsStackAlgorithm(ViserAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(
             QgsProcessingParameterMultipleLayers(
-                "INPUTS", tr("Raster layers of the same place (the dates)"), QgsProcessing.TypeRaster
+                self.INPUTS, tr("Raster layers of the same place (the dates)"), QgsProcessing.TypeRaster
             )
         )
         self.addParameter(
             QgsProcessingParameterRasterLayer(
-                "REFERENCE", tr("Reference date / output grid (one of the inputs; default the first)"), optional=True
+                self.REFERENCE, tr("Reference date / output grid (one of the inputs; default the first)"), optional=True
             )
         )
         self.addParameter(
             QgsProcessingParameterEnum(
-                "RESAMPLING", tr("Resampling of the other dates onto the reference grid"),
-                options=RESAMPLING, allowMultiple=False, defaultValue="bilinear", usesStaticStrings=True,
+                self.RESAMPLING, tr("Resampling of the other dates onto the reference grid"),
+                options=RESAMPLING_METHODS, allowMultiple=False, defaultValue="bilinear", usesStaticStrings=True,
             )
         )
-        self.add_sensor_parameters("REFERENCE")
+        self.add_sensor_parameters(self.REFERENCE)
         self.add_model_parameters()
         self.addParameter(
-            QgsProcessingParameterBoolean("KEEP_CLEAR", tr("Keep clear pixels (fill only the clouds)"), False)
+            QgsProcessingParameterBoolean(self.KEEP_CLEAR, tr("Keep clear pixels (fill only the clouds)"), False)
         )
         self.add_run_parameters()
         self.add_output_options()
-        self.addParameter(self.raster_destination("OUTPUT", tr("Cloud-free reference date")))
-        self.addParameter(self.raster_destination("SCORE", tr("Cloud score of the reference date"), optional=True))
+        self.addParameter(self.raster_destination(self.OUTPUT, tr("Cloud-free reference date")))
+        self.addParameter(self.raster_destination(self.SCORE, tr("Cloud score of the reference date"), optional=True))
         self.addParameter(
-            self.raster_destination("UNCERTAINTY", tr("Uncertainty (implies test-time augmentation)"), optional=True)
+            self.raster_destination(self.UNCERTAINTY, tr("Uncertainty (implies test-time augmentation)"),
+                                    optional=True)
         )
         self.addParameter(self.raster_destination(
-            "SOURCE_DATES", tr("Source date of each pixel (input number; 0 = no date sees it)"), optional=True))
+            self.SOURCE_DATES, tr("Source date of each pixel (input number; 0 = no date sees it)"), optional=True))
         self.add_run_outputs()
 
     def build_request_fields(self, parameters, context, feedback) -> dict:
-        layers = self.parameterAsLayerList(parameters, "INPUTS", context) or []
+        layers = self.parameterAsLayerList(parameters, self.INPUTS, context) or []
         if not layers:
             raise QgsProcessingException(
                 tr("INPUTS is empty: give the rasters of the stack (the dates of the same place).")
             )
-        paths = [self.layer_path(layer, "INPUTS") for layer in layers]
+        paths = [self.layer_path(layer, self.INPUTS) for layer in layers]
         reference = 0
         reference_layer = layers[0]
-        ref = self.parameterAsRasterLayer(parameters, "REFERENCE", context)
+        ref = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
         if ref is not None:
-            ref_path = os.path.realpath(self.layer_path(ref, "REFERENCE"))
+            ref_path = os.path.realpath(self.layer_path(ref, self.REFERENCE))
             matches = [i for i, path in enumerate(paths) if os.path.realpath(path) == ref_path]
             if not matches:
                 raise QgsProcessingException(tr(
@@ -116,23 +122,11 @@ class RemoveCloudsStackAlgorithm(ViserAlgorithm):
         fields = dict(
             inputs=paths,
             reference=reference,
-            resampling=self.choice(parameters, "RESAMPLING", context) or "bilinear",
-            keep_clear=self.parameterAsBoolean(parameters, "KEEP_CLEAR", context),
+            resampling=self.choice(parameters, self.RESAMPLING, context) or "bilinear",
+            keep_clear=self.parameterAsBoolean(parameters, self.KEEP_CLEAR, context),
         )
         fields.update(self.common_request_fields(parameters, context, reference_layer))
         self.date_labels = [layer.name() for layer in layers]
         order = [reference] + [i for i in range(len(layers)) if i != reference]
-        self.extra["name"] = naming.stack_result_name([layers[i].name() for i in order])
+        self.result_name = naming.stack_result_name([layers[i].name() for i in order])
         return fields
-
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        result = self.run_removal(parameters, context, feedback)
-        outputs = {
-            "OUTPUT": self.as_str(result.output),
-            "SCORE": self.as_str(result.score_output),
-            "UNCERTAINTY": self.as_str(result.uncertainty_output),
-            "SOURCE_DATES": self.as_str(result.source_dates_output),
-        }
-        self.remember_raster_outputs(outputs)
-        outputs.update(self.run_outputs(result))
-        return outputs

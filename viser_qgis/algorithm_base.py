@@ -38,13 +38,15 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.device import check_device_name
+from ..core.errors import ViserError
 from ..core.sensors import SENSOR_CHOICES
 from . import engine, gdal_options, style
 from .i18n import tr
 
 ICON_PATH = engine.PLUGIN_ROOT / "resources" / "icons" / "viser.svg"
 
-RESAMPLING = ["bilinear", "nearest", "cubic", "cubic_spline", "lanczos", "average"]
+RESAMPLING_METHODS = ["bilinear", "nearest", "cubic", "cubic_spline", "lanczos", "average"]
 AUTO_MODEL = "auto"
 GDAL_RASTER_OPTIONS_WIDGET = {
     "widget_wrapper": {"class": "processing.algs.gdal.ui.RasterOptionsWidget.RasterOptionsWidgetWrapper"}
@@ -132,17 +134,24 @@ def _advanced(parameter: QgsProcessingParameterDefinition):
 
 
 class ViserAlgorithm(QgsProcessingAlgorithm):
-    """Base class: icon, groups, common parameters, engine call and error handling."""
+    """Base class: icon, groups, choices given by name or number, values resolved before the run."""
 
     GROUP = "Cloud removal"  # translated by group()
     GROUP_ID = "cloudremoval"
+    REQUIRES_TORCH = True
+
+    # Parameter names shared by the algorithms (qgis_process, processing.run and the dock use them).
+    INPUT = "INPUT"
+    SENSOR = "SENSOR"
+    BANDS = "BANDS"
+    SCALE = "SCALE"
+    OFFSET = "OFFSET"
+    OUTPUT = "OUTPUT"
 
     def __init__(self):
         super().__init__()
         self.request_fields: dict = {}
-        self.extra: dict = {}
-        self.raster_outputs: dict[str, str | None] = {}
-        self.date_labels: list[str] = []  # stack inputs' layer names, in input order (source-date classes)
+        self.prepare_error: QgsProcessingException | None = None
 
     # ----------------------------------------------------------------------------------- identity
     def createInstance(self):  # noqa: N802
@@ -162,101 +171,6 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
 
     def flags(self):
         return super().flags() | QgsProcessingAlgorithm.FlagCanCancel
-
-    # ---------------------------------------------------------------------------- parameter blocks
-    def add_sensor_parameters(self, band_parent: str) -> None:
-        self.addParameter(
-            QgsProcessingParameterEnum(
-                "SENSOR",
-                tr("Sensor preset (band selection and scaling to reflectance)"),
-                options=list(SENSOR_CHOICES),
-                allowMultiple=False,
-                defaultValue="auto",
-                usesStaticStrings=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterBand(
-                "BANDS",
-                tr("Band override (1-based band numbers, in the model's band order)"),
-                None,
-                band_parent,
-                True,
-                True,
-            )
-        )
-        for name, description in (
-            ("SCALE", tr("Scale to reflectance: reflectance = DN x SCALE + OFFSET (default: the sensor preset's)")),
-            ("OFFSET", tr("Offset to reflectance (e.g. -0.1 for Sentinel-2 processing baseline 04.00 and later)")),
-        ):
-            self.addParameter(
-                _optional(
-                    QgsProcessingParameterNumber(name, description, QgsProcessingParameterNumber.Double, None, True),
-                    advanced=True,
-                )
-            )
-
-    def add_model_parameters(self) -> None:
-        self.addParameter(
-            QgsProcessingParameterEnum(
-                "MODEL",
-                tr("Model"),
-                options=[AUTO_MODEL, *engine.bundled_model_names()],
-                allowMultiple=False,
-                defaultValue=AUTO_MODEL,
-                usesStaticStrings=True,
-            )
-        )
-        model_file = QgsProcessingParameterFile(
-            "MODEL_FILE",
-            tr("Model file (.safetensors with its .json card beside it, or the .json card; overrides Model)"),
-            behavior=QgsProcessingParameterFile.File,
-            fileFilter=tr("VISER-CR models (*.safetensors *.json);;All files (*.*)"),
-            optional=True,
-        )
-        self.addParameter(model_file)
-
-    def add_run_parameters(self, tta: bool = True, extent: bool = True) -> None:
-        for name, label, lowest, highest in (
-            ("TILE_SIZE", tr("Tile size in pixels (default: the model card's)"), 16, 8192),
-            ("OVERLAP", tr("Tile overlap in pixels (default: the model card's)"), 0, 4096),
-        ):
-            number = QgsProcessingParameterNumber(
-                name, label, QgsProcessingParameterNumber.Integer, None, True, lowest, highest
-            )
-            self.addParameter(_optional(number, advanced=True))
-        self.addParameter(
-            _advanced(QgsProcessingParameterString("DEVICE", tr("Device (auto, cpu, cuda or cuda:N)"), "auto"))
-        )
-        if tta:
-            self.addParameter(
-                _advanced(QgsProcessingParameterBoolean("TTA", tr("Test-time augmentation (slower)"), False))
-            )
-        if extent:
-            self.addParameter(
-                _optional(QgsProcessingParameterExtent("EXTENT", tr("Process only this extent")), advanced=True)
-            )
-
-    def add_output_options(self) -> None:
-        options = _optional(
-            QgsProcessingParameterString("CREATION_OPTIONS", tr("Creation options (GDAL KEY=VALUE, separated by |)"), "", False, True),
-            advanced=True,
-        )
-        options.setMetadata(GDAL_RASTER_OPTIONS_WIDGET)
-        self.addParameter(options)
-        self.addParameter(_advanced(QgsProcessingParameterBoolean("COG", tr("Write a Cloud Optimized GeoTIFF"), False)))
-
-    def add_run_outputs(self) -> None:
-        self.addOutput(QgsProcessingOutputString("USED_MODEL", tr("Model used")))
-        self.addOutput(QgsProcessingOutputString("USED_DEVICE", tr("Device used")))
-        self.addOutput(QgsProcessingOutputString("USED_SENSOR", tr("Sensor preset used")))
-        self.addOutput(QgsProcessingOutputNumber("TILES", tr("Tiles processed")))
-
-    @staticmethod
-    def raster_destination(name: str, description: str, optional: bool = False):
-        return QgsProcessingParameterRasterDestination(
-            name, description, None, optional, not optional
-        )
 
     # ------------------------------------------------------------------------------ value helpers
     def raster_path(self, parameters, name: str, context, optional: bool = False) -> str | None:
@@ -332,28 +246,184 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
         problem = self.early_problem(named, context)
         return (False, problem) if problem else (True, "")
 
-    # Removal algorithms also check the model and bands a run would take (core.pipeline.plan).
-    PLAN_CHECK = True
-
     def early_problem(self, parameters, context) -> str | None:
-        """What a run would stop at before reading pixels: missing PyTorch, bad parameters, and for the cloud
-        removal the model, sensor and bands. Found here, before the run, QGIS says it once (the dialog in
-        a message box, qgis_process on one line); raised from a run, QGIS 3.22 logs and prints it two or
-        three times."""
+        """What a run would stop at before reading pixels (``check_before_run``). Found here, before the
+        run, QGIS says it once (the dialog in a message box, qgis_process on one line); raised from a
+        run, QGIS 3.22 logs and prints it two or three times."""
         try:
-            if self.REQUIRES_TORCH:
-                engine.require_dependencies()
-            fields = self.build_request_fields(parameters, context, None)
-            if self.PLAN_CHECK:
-                pipeline = engine.core_module("pipeline")
-                request = engine.run_engine(pipeline.CloudRemovalRequest, **{**fields, "output": None})
-                engine.run_engine(pipeline.plan, request)
+            self.check_before_run(parameters, context)
         except QgsProcessingException as exc:
             return str(exc)
         return None
 
+    def check_before_run(self, parameters, context) -> dict:
+        """Missing PyTorch and bad parameters; returns the request fields."""
+        if self.REQUIRES_TORCH:
+            engine.require_dependencies()
+        return self.build_request_fields(parameters, context, None)
+
+    # ---------------------------------------------------------------------------------- execution
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        """Resolve layers and values (main thread). A problem is raised from processAlgorithm instead:
+        QGIS reduces a failed prepare to "There were errors executing the algorithm" for
+        processing.run callers, while an exception from processAlgorithm keeps its message."""
+        self.prepare_error = None
+        try:
+            if self.REQUIRES_TORCH:
+                engine.require_dependencies()
+            self.request_fields = self.build_request_fields(parameters, context, feedback)
+        except QgsProcessingException as exc:
+            self.prepare_error = exc
+        return True
+
+    def raise_prepare_error(self) -> None:
+        if self.prepare_error is not None:
+            raise self.prepare_error
+
+    def build_request_fields(self, parameters, context, feedback) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class RemovalAlgorithm(ViserAlgorithm):
+    """The algorithms that run ``core.pipeline.remove_clouds``: their parameter blocks, the engine call,
+    the outputs and their style."""
+
+    MODEL = "MODEL"
+    MODEL_FILE = "MODEL_FILE"
+    TILE_SIZE = "TILE_SIZE"
+    OVERLAP = "OVERLAP"
+    DEVICE = "DEVICE"
+    TTA = "TTA"
+    EXTENT = "EXTENT"
+    CREATION_OPTIONS = "CREATION_OPTIONS"
+    COG = "COG"
+    SCORE = "SCORE"
+    UNCERTAINTY = "UNCERTAINTY"
+    SOURCE_DATES = "SOURCE_DATES"
+    USED_MODEL = "USED_MODEL"
+    USED_DEVICE = "USED_DEVICE"
+    USED_SENSOR = "USED_SENSOR"
+    TILES = "TILES"
+
+    # Which optional blocks the algorithm has (its initAlgorithm adds them, its request reads them).
+    HAS_TTA = True
+    HAS_OUTPUT_OPTIONS = True
+    # The raster destinations: {request field (also the result's attribute): destination parameter}.
+    OUTPUT_FIELDS: dict[str, str] = {}
+
+    def __init__(self):
+        super().__init__()
+        self.result_name: str | None = None  # the cloud-free layer's name in the project
+        self.date_labels: list[str] = []  # stack inputs' layer names, in input order (source-date classes)
+        self.raster_outputs: dict[str, str | None] = {}
+
+    # ---------------------------------------------------------------------------- parameter blocks
+    def add_sensor_parameters(self, band_parent: str) -> None:
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.SENSOR,
+                tr("Sensor preset (band selection and scaling to reflectance)"),
+                options=list(SENSOR_CHOICES),
+                allowMultiple=False,
+                defaultValue="auto",
+                usesStaticStrings=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBand(
+                self.BANDS,
+                tr("Band override (1-based band numbers, in the model's band order)"),
+                None,
+                band_parent,
+                True,
+                True,
+            )
+        )
+        for name, description in (
+            (self.SCALE, tr("Scale to reflectance: reflectance = DN x SCALE + OFFSET (default: the sensor preset's)")),
+            (self.OFFSET, tr("Offset to reflectance (e.g. -0.1 for Sentinel-2 processing baseline 04.00 and later)")),
+        ):
+            self.addParameter(
+                _optional(
+                    QgsProcessingParameterNumber(name, description, QgsProcessingParameterNumber.Double, None, True),
+                    advanced=True,
+                )
+            )
+
+    def add_model_parameters(self) -> None:
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.MODEL,
+                tr("Model"),
+                options=[AUTO_MODEL, *engine.bundled_model_names()],
+                allowMultiple=False,
+                defaultValue=AUTO_MODEL,
+                usesStaticStrings=True,
+            )
+        )
+        model_file = QgsProcessingParameterFile(
+            self.MODEL_FILE,
+            tr("Model file (.safetensors with its .json card beside it, or the .json card; overrides Model)"),
+            behavior=QgsProcessingParameterFile.File,
+            fileFilter=tr("VISER-CR models (*.safetensors *.json);;All files (*.*)"),
+            optional=True,
+        )
+        self.addParameter(model_file)
+
+    def add_run_parameters(self) -> None:
+        for name, label, lowest, highest in (
+            (self.TILE_SIZE, tr("Tile size in pixels (default: the model card's)"), 16, 8192),
+            (self.OVERLAP, tr("Tile overlap in pixels (default: the model card's)"), 0, 4096),
+        ):
+            number = QgsProcessingParameterNumber(
+                name, label, QgsProcessingParameterNumber.Integer, None, True, lowest, highest
+            )
+            self.addParameter(_optional(number, advanced=True))
+        self.addParameter(
+            _advanced(QgsProcessingParameterString(self.DEVICE, tr("Device (auto, cpu, cuda or cuda:N)"), "auto"))
+        )
+        if self.HAS_TTA:
+            self.addParameter(
+                _advanced(QgsProcessingParameterBoolean(self.TTA, tr("Test-time augmentation (slower)"), False))
+            )
+        self.addParameter(
+            _optional(QgsProcessingParameterExtent(self.EXTENT, tr("Process only this extent")), advanced=True)
+        )
+
+    def add_output_options(self) -> None:
+        options = _optional(
+            QgsProcessingParameterString(self.CREATION_OPTIONS, tr("Creation options (GDAL KEY=VALUE, separated by |)"),
+                                         "", False, True),
+            advanced=True,
+        )
+        options.setMetadata(GDAL_RASTER_OPTIONS_WIDGET)
+        self.addParameter(options)
+        self.addParameter(_advanced(QgsProcessingParameterBoolean(self.COG, tr("Write a Cloud Optimized GeoTIFF"),
+                                                                  False)))
+
+    def add_run_outputs(self) -> None:
+        self.addOutput(QgsProcessingOutputString(self.USED_MODEL, tr("Model used")))
+        self.addOutput(QgsProcessingOutputString(self.USED_DEVICE, tr("Device used")))
+        self.addOutput(QgsProcessingOutputString(self.USED_SENSOR, tr("Sensor preset used")))
+        self.addOutput(QgsProcessingOutputNumber(self.TILES, tr("Tiles processed")))
+
+    @staticmethod
+    def raster_destination(name: str, description: str, optional: bool = False):
+        return QgsProcessingParameterRasterDestination(
+            name, description, None, optional, not optional
+        )
+
+    # ------------------------------------------------------------------------------ request values
+    def check_before_run(self, parameters, context) -> dict:
+        """Also the model, sensor and bands a run would take (``core.pipeline.plan``)."""
+        fields = super().check_before_run(parameters, context)
+        pipeline = engine.core_module("pipeline")
+        request = engine.run_engine(pipeline.CloudRemovalRequest, **{**fields, "output": None})
+        engine.run_engine(pipeline.plan, request)
+        return fields
+
     def model_choice(self, parameters, context) -> str | None:
-        model_file = self.parameterAsFile(parameters, "MODEL_FILE", context)
+        model_file = self.parameterAsFile(parameters, self.MODEL_FILE, context)
         if model_file:
             if not Path(model_file).is_file():
                 raise QgsProcessingException(tr(
@@ -361,13 +431,21 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
                     "card beside it, or the .json card."
                 ).format(path=model_file))
             return model_file
-        model = self.choice(parameters, "MODEL", context)
+        model = self.choice(parameters, self.MODEL, context)
         return None if not model or model == AUTO_MODEL else model
+
+    def device_choice(self, parameters, context) -> str:
+        """The DEVICE text, checked against the engine's device names (no torch needed)."""
+        text = self.parameterAsString(parameters, self.DEVICE, context)
+        try:
+            return check_device_name(text)
+        except ViserError as exc:
+            raise QgsProcessingException(tr("DEVICE: {problem}").format(problem=exc)) from exc
 
     def destination(self, parameters, name: str, context) -> str | None:
         if name not in parameters or parameters.get(name) in (None, ""):
             definition = self.parameterDefinition(name)
-            if definition is not None and definition.flags() & QgsProcessingParameterDefinition.FlagOptional:
+            if definition.flags() & QgsProcessingParameterDefinition.FlagOptional:
                 return None
         path = self.parameterAsOutputLayer(parameters, name, context)
         return path or None
@@ -396,32 +474,30 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
             return max(1, (os.cpu_count() or 2) - 1)
         return None
 
-    def common_request_fields(self, parameters, context, reference_layer: QgsRasterLayer | None) -> dict:
+    def common_request_fields(self, parameters, context, reference_layer: QgsRasterLayer) -> dict:
+        """The request fields of the shared parameter blocks (sensor, model, run and output options)."""
         fields = dict(
             model=self.model_choice(parameters, context),
-            tile_size=self.optional_int(parameters, "TILE_SIZE", context),
-            overlap=self.optional_int(parameters, "OVERLAP", context),
-            device=(self.parameterAsString(parameters, "DEVICE", context) or "auto").strip(),
+            tile_size=self.optional_int(parameters, self.TILE_SIZE, context),
+            overlap=self.optional_int(parameters, self.OVERLAP, context),
+            device=self.device_choice(parameters, context),
             threads=self.threads(),
+            sensor=self.choice(parameters, self.SENSOR, context) or "auto",
+            bands=list(self.parameterAsInts(parameters, self.BANDS, context)) or None,
+            scale=self.optional_float(parameters, self.SCALE, context),
+            offset=self.optional_float(parameters, self.OFFSET, context),
         )
-        if self.parameterDefinition("SENSOR") is not None:
-            fields["sensor"] = self.choice(parameters, "SENSOR", context) or "auto"
-            bands = self.parameterAsInts(parameters, "BANDS", context)
-            fields["bands"] = list(bands) or None
-            fields["scale"] = self.optional_float(parameters, "SCALE", context)
-            fields["offset"] = self.optional_float(parameters, "OFFSET", context)
-        if self.parameterDefinition("TTA") is not None:
-            fields["tta"] = self.parameterAsBoolean(parameters, "TTA", context)
-        if self.parameterDefinition("EXTENT") is not None and parameters.get("EXTENT") not in (None, ""):
-            crs = reference_layer.crs() if reference_layer is not None else None
-            rect = self.parameterAsExtent(parameters, "EXTENT", context, crs)
+        if self.HAS_TTA:
+            fields["tta"] = self.parameterAsBoolean(parameters, self.TTA, context)
+        if parameters.get(self.EXTENT) not in (None, ""):
+            rect = self.parameterAsExtent(parameters, self.EXTENT, context, reference_layer.crs())
             if rect.isNull() or rect.isEmpty():
                 raise QgsProcessingException(tr("EXTENT is empty: draw or type an extent with an area, or "
                                                 "leave EXTENT empty for the whole raster."))
             fields["bounds"] = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
-        if self.parameterDefinition("CREATION_OPTIONS") is not None:
-            options = self.creation_options(self.parameterAsString(parameters, "CREATION_OPTIONS", context))
-            cog = self.parameterAsBoolean(parameters, "COG", context)
+        if self.HAS_OUTPUT_OPTIONS:
+            options = self.creation_options(self.parameterAsString(parameters, self.CREATION_OPTIONS, context))
+            cog = self.parameterAsBoolean(parameters, self.COG, context)
             problem = gdal_options.creation_option_problem(options or {}, "COG" if cog else "GTiff")
             if problem:
                 raise QgsProcessingException(tr("CREATION_OPTIONS: {problem}").format(problem=problem))
@@ -429,39 +505,15 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
             fields["cog"] = cog
         return fields
 
-    # ---------------------------------------------------------------------------------- execution
-    REQUIRES_TORCH = True
-
-    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        """Resolve layers and values (main thread). A problem is raised from processAlgorithm instead:
-        QGIS reduces a failed prepare to "There were errors executing the algorithm" for
-        processing.run callers, while an exception from processAlgorithm keeps its message."""
-        self.prepare_error = None
-        try:
-            if self.REQUIRES_TORCH:
-                engine.require_dependencies()
-            self.request_fields = self.build_request_fields(parameters, context, feedback)
-        except QgsProcessingException as exc:
-            self.prepare_error = exc
-        return True
-
-    def raise_prepare_error(self) -> None:
-        if getattr(self, "prepare_error", None) is not None:
-            raise self.prepare_error
-
-    def build_request_fields(self, parameters, context, feedback) -> dict:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    # Request fields of the raster destinations: {request field: destination parameter}.
-    OUTPUT_FIELDS: dict[str, str] = {}
-
     def output_fields(self, parameters, context) -> dict:
         """Resolve the raster destinations in the context the algorithm runs with (see the module doc)."""
-        fields = {}
-        for field, name in self.OUTPUT_FIELDS.items():
-            if self.parameterDefinition(name) is not None:
-                fields[field] = self.destination(parameters, name, context)
-        return fields
+        return {field: self.destination(parameters, name, context) for field, name in self.OUTPUT_FIELDS.items()}
+
+    # ---------------------------------------------------------------------------------- execution
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        result = self.run_removal(parameters, context, feedback)
+        self.raster_outputs = {name: self.as_str(getattr(result, field)) for field, name in self.OUTPUT_FIELDS.items()}
+        return {**self.raster_outputs, **self.run_outputs(result)}
 
     def run_removal(self, parameters, context, feedback) -> object:
         """Run ``core.pipeline.remove_clouds`` on the prepared request (worker thread)."""
@@ -473,17 +525,17 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
             request = engine.run_engine(pipeline.CloudRemovalRequest, feedback=feedback, **fields)
             self.report_plan(pipeline, request, feedback)
             feedback.pushInfo(f"VISER-CR: {len(request.inputs)} input(s) -> {request.output or request.score_output}")
-            result = engine.run_engine(
-                pipeline.remove_clouds,
-                request,
-                progress=callbacks.progress,
-                is_cancelled=callbacks.is_cancelled,
-                log=callbacks.log,
-                feedback=feedback,
-            )
+            with engine.messages_to_feedback(feedback):
+                result = engine.run_engine(
+                    pipeline.remove_clouds,
+                    request,
+                    progress=callbacks.progress,
+                    is_cancelled=callbacks.is_cancelled,
+                    feedback=feedback,
+                )
         except QgsProcessingException:
             raise
-        except Exception as exc:  # noqa: BLE001 - no traceback reaches the Processing layer
+        except Exception as exc:  # no traceback reaches the Processing layer
             raise QgsProcessingException(
                 f"VISER-CR failed unexpectedly ({type(exc).__name__}: {exc}). Nothing was written. Check the "
                 "input with `viser-cr info`, and report this message if the input is fine."
@@ -510,29 +562,21 @@ class ViserAlgorithm(QgsProcessingAlgorithm):
         if plan["dropped"]:
             feedback.pushWarning(dropped_bands_text(plan))
 
-    def remember_raster_outputs(self, outputs: dict) -> dict:
-        """Keep the written rasters' paths for ``postProcessAlgorithm``; returns ``outputs``."""
-        self.raster_outputs = {name: outputs.get(name) for name in ("OUTPUT", "SCORE", "UNCERTAINTY", "SOURCE_DATES")}
-        return outputs
-
     def postProcessAlgorithm(self, context, feedback):  # noqa: N802
         """Main thread, with the context that loads the outputs: style (and name) what it loads."""
         for name, path in self.raster_outputs.items():
-            style.style_on_load(context, path, self.extra.get("name") if name == "OUTPUT" else None,
-                                self.date_labels if name == "SOURCE_DATES" else None)
+            style.style_on_load(context, path, self.result_name if name == self.OUTPUT else None,
+                                self.date_labels if name == self.SOURCE_DATES else None)
         return {}
 
-    @staticmethod
-    def run_outputs(result) -> dict:
+    def run_outputs(self, result) -> dict:
         return {
-            "USED_MODEL": str(result.model),
-            "USED_DEVICE": str(result.device),
-            "USED_SENSOR": str(result.sensor),
-            "TILES": int(result.tiles),
+            self.USED_MODEL: str(result.model),
+            self.USED_DEVICE: str(result.device),
+            self.USED_SENSOR: str(result.sensor),
+            self.TILES: int(result.tiles),
         }
 
     @staticmethod
     def as_str(path) -> str | None:
         return None if path is None else str(path)
-
-

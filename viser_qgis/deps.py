@@ -49,6 +49,9 @@ class Report:
     cuda_devices: list[tuple[str, str]] = field(default_factory=list)  # ("cuda:0", "NVIDIA ...")
     gdal_version: str = ""
 
+    def dependency(self, module: str) -> Dependency:
+        return next(dep for dep in self.dependencies if dep.module == module)
+
     @property
     def missing(self) -> list[Dependency]:
         return [d for d in self.dependencies if not d.found]
@@ -102,10 +105,10 @@ def check(probe_devices: bool = True) -> Report:
         except Exception as exc:  # noqa: BLE001 - a broken install must not break the plugin
             dep.error = f"{type(exc).__name__}: {exc}"
         report.dependencies.append(dep)
-    numpy_dep = report.dependencies[2]
+    numpy_dep = report.dependency("numpy")
     if numpy_dep.found and not numpy_dep.version.startswith(("0.", "1.")):
         numpy_dep.error = f"numpy {numpy_dep.version} is installed; QGIS's GDAL needs numpy<2"
-    torch_dep = report.dependencies[0]
+    torch_dep = report.dependency("torch")
     if torch_dep.found and probe_devices:
         report.torch_device, report.cuda_devices = _torch_devices()
     try:

@@ -1,15 +1,17 @@
 """The bridge between QGIS Processing and the engine (``viser_cr.core``).
 
-It turns a ``QgsProcessingFeedback`` into the engine's ``progress`` / ``is_cancelled`` / ``log``
-callbacks and the engine's errors into ``QgsProcessingException``. It holds no image logic, and it
-imports the engine (and so torch) only when an algorithm runs.
+It turns a ``QgsProcessingFeedback`` into the engine's ``progress`` / ``is_cancelled`` callbacks, hands
+the engine's messages (``core.messages``) of a run to its feedback, and turns the engine's errors into
+``QgsProcessingException``. It holds no image logic, and it imports the engine (and so torch) only when
+an algorithm runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,8 @@ def require_dependencies() -> None:
 
 def core_module(name: str):
     """Import ``viser_cr.core.<name>``; a missing dependency becomes a clear QgsProcessingException."""
-    package = __name__.rsplit(".", 2)[0]  # "viser_cr"
     try:
-        return importlib.import_module(f"{package}.core.{name}")
+        return importlib.import_module(f"..core.{name}", __package__)
     except ImportError as exc:
         missing = deps.missing_modules()
         if missing:
@@ -45,7 +46,7 @@ def core_module(name: str):
 
 
 class FeedbackCallbacks:
-    """The engine's callbacks, writing to a Processing feedback (safe from the worker thread)."""
+    """The engine's progress and cancel callbacks, on a Processing feedback (safe from the worker thread)."""
 
     def __init__(self, feedback: QgsProcessingFeedback | None, start: float = 0.0, span: float = 100.0):
         self.feedback = feedback
@@ -65,9 +66,13 @@ class FeedbackCallbacks:
     def is_cancelled(self) -> bool:
         return bool(self.feedback is not None and self.feedback.isCanceled())
 
-    def log(self, message: str) -> None:
-        if self.feedback is not None:
-            self.feedback.pushInfo(processing_message(str(message)))
+
+@contextlib.contextmanager
+def messages_to_feedback(feedback: QgsProcessingFeedback) -> Iterator[None]:
+    """Within the block, the engine's messages of this thread (the algorithm's run) go to ``feedback``."""
+    messages = core_module("messages")
+    with messages.to_callback(lambda text: feedback.pushInfo(processing_message(text)), this_thread=True):
+        yield
 
 
 # The engine words its advice for the command line; in QGIS the same options are parameters.
@@ -112,7 +117,8 @@ def bundled_model_names(models_dir: Path | None = None) -> list[str]:
     import warnings
 
     try:
-        weights = importlib.import_module(f"{__name__.rsplit('.', 2)[0]}.core.weights")
+        from ..core import weights
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             cards = weights.list_models(models_dir)

@@ -34,7 +34,6 @@ __all__ = [
     "Upsample",
     "ConcatLinear",
     "conv3x3",
-    "depthwise3x3",
     "space_to_depth",
     "depth_to_space",
     "pool",
@@ -45,12 +44,6 @@ __all__ = [
 def hidden_width(dim: int, expansion: float) -> int:
     """FFN hidden width ``dim * expansion`` rounded up to a multiple of 8 (vector-friendly)."""
     return max(8, int(math.ceil(dim * expansion / 8.0)) * 8)
-
-
-def depthwise3x3(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """Depthwise 3x3 convolution of a ``(B, H, W, C)`` tensor (zero padding, as Restormer)."""
-    y = F.conv2d(x.permute(0, 3, 1, 2), conv.weight, conv.bias, padding=1, groups=conv.groups)
-    return y.permute(0, 2, 3, 1)
 
 
 def conv3x3(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:

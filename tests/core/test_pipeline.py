@@ -19,6 +19,7 @@ from rasterio.warp import calculate_default_transform, reproject
 
 from viser_cr.core import pipeline, weights
 from viser_cr.core.errors import ViserError
+from viser_cr.core.messages import to_callback
 from viser_cr.core.pipeline import CloudRemovalRequest, Predictor, describe_input, plan, remove_clouds
 
 S2_STACK = ["ts_s2_ImgNo_5_2018-03-07_64.tif", "ts_s2_ImgNo_7_2018-04-01_64.tif", "ts_s2_ImgNo_9_2018-04-26_64.tif"]
@@ -383,11 +384,11 @@ def test_explicit_model_path_bands_and_threads(tiny_models_dir, s2_path, tmp_pat
     out = tmp_path / "out.tif"
     threads = torch.get_num_threads()
     said = []
-    result = remove_clouds(CloudRemovalRequest([s2_path], out, model=tiny_models_dir / "tiny-rgb.safetensors",
-                                               bands=[4, 3, 2], threads=1, device="cpu", batch_size=1),
-                           log=said.append)
+    with to_callback(said.append):  # the run's messages, as the CLI and QGIS receive them
+        result = remove_clouds(CloudRemovalRequest([s2_path], out, model=tiny_models_dir / "tiny-rgb.safetensors",
+                                                   bands=[4, 3, 2], threads=1, device="cpu", batch_size=1))
     assert result.model == "tiny-rgb" and result.bands == [4, 3, 2] and result.device == "cpu"
-    assert "Model tiny-rgb on cpu (1 thread)." in said
+    assert "Model tiny-rgb on cpu (1 thread)." in said and said == result.messages
     assert torch.get_num_threads() == threads  # restored after the run
 
 

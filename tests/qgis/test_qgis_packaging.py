@@ -11,7 +11,7 @@ import pytest
 from qgis_testlib import DATA, REPO
 
 sys.path.insert(0, str(REPO / "viser_qgis" / "tools"))
-import package_plugin  # noqa: E402
+import package_plugin
 
 
 def test_make_install_links_the_checkout(tmp_path):

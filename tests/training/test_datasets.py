@@ -6,10 +6,10 @@ import torch
 
 pytest.importorskip("rasterio")
 
-from datagen import make_clear_sources, make_cuhk, make_sen2mtc, make_sen12mscr, make_series  # noqa: E402
+from datagen import make_clear_sources, make_cuhk, make_sen2mtc, make_sen12mscr, make_series
 
-from viser_cr.core.errors import InputError  # noqa: E402
-from viser_cr.training.datasets import (  # noqa: E402
+from viser_cr.core.errors import InputError
+from viser_cr.training.datasets import (
     CUHKCR,
     MixDataset,
     PairsDataset,
@@ -18,7 +18,7 @@ from viser_cr.training.datasets import (  # noqa: E402
     build_dataset,
     load_clear_images,
 )
-from viser_cr.training.datasets.common import LAYOUTS, apply_geometry, read_reflectance  # noqa: E402
+from viser_cr.training.datasets.common import LAYOUTS, apply_geometry, read_reflectance
 
 
 def _keys_ok(s, stack, c=4):

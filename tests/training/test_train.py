@@ -13,11 +13,11 @@ import yaml
 
 pytest.importorskip("rasterio")
 
-from datagen import make_clear_sources, make_sen12mscr  # noqa: E402
+from datagen import make_clear_sources, make_sen12mscr
 
-from viser_cr.core.errors import ViserError  # noqa: E402
-from viser_cr.training.config import load_config  # noqa: E402
-from viser_cr.training.train import load_checkpoint, train  # noqa: E402
+from viser_cr.core.errors import ViserError
+from viser_cr.training.config import load_config
+from viser_cr.training.train import load_checkpoint, train
 
 TINY_MODEL = dict(width=8, blocks=[1, 1, 1], heads=[1, 2, 4], refine_blocks=1,
                   sr_iterations=1, use_mask=True, use_pse=True, use_sr=True)
@@ -66,7 +66,7 @@ def _losses(run):
 @pytest.mark.slow
 def test_twenty_steps_decrease_loss_and_write_outputs(data_root, tmp_path):
     cfg = load_config(tiny_config(data_root, tmp_path / "run"))
-    summary = train(cfg, log=lambda *_: None)
+    summary = train(cfg)
     run = tmp_path / "run"
     losses = _losses(run)
     assert len(losses) == 20
@@ -85,13 +85,13 @@ def test_resume_is_bit_identical(data_root, tmp_path):
     """Stop after step 7 (the checkpoint an interrupted run leaves), resume in a fresh process state,
     finish at 14: weights, optimizer and logged losses equal those of the uninterrupted run."""
     full = load_config(tiny_config(data_root, tmp_path / "full", steps=14, ckpt_every=7, val_every=100))
-    train(full, log=lambda *_: None)
+    train(full)
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
     ck7 = tmp_path / "full" / "checkpoints" / "step_0000007.pt"
     assert load_checkpoint(ck7)["step"] == 7
     torch.manual_seed(1234)  # scramble the global RNG: the checkpoint must restore it
     part = load_config(tiny_config(data_root, tmp_path / "part", steps=14, ckpt_every=7, val_every=100))
-    train(part, resume=str(ck7), log=lambda *_: None)
+    train(part, resume=str(ck7))
     b = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
     assert a["step"] == b["step"] == 14
     for k in a["model"]:
@@ -122,13 +122,12 @@ def test_evaluate_and_export_round_trip(data_root, tmp_path):
     from viser_cr.training.export import export
 
     cfg = load_config(tiny_config(data_root, tmp_path / "run", steps=2, val_every=100, ckpt_every=100))
-    train(cfg, log=lambda *_: None)
+    train(cfg)
     ckpt_path = tmp_path / "run" / "checkpoints" / "last.pt"
     cfg["data"]["test"] = cfg["data"]["val"] + [
         {"type": "synthetic", "length": 1, "label": "rgbn synthetic",
          "sources": [{"files": "clear/rgbn.tif", "layout": "rgbn8"}]}]
-    res = evaluate(cfg, checkpoint=ckpt_path, split="test", keep_clear=True, output_dir=tmp_path / "ev",
-                   log=lambda *_: None)
+    res = evaluate(cfg, checkpoint=ckpt_path, split="test", keep_clear=True, output_dir=tmp_path / "ev")
     assert set(res["table"]) >= {"tiny-test@2", "cloudy input"}
     # one table per entry of the split, the images split between them
     assert list(res["by_part"]) == ["pairs: pairs [ROIs1868_summer_135]", "rgbn synthetic"]
@@ -142,7 +141,7 @@ def test_evaluate_and_export_round_trip(data_root, tmp_path):
     ckpt = load_checkpoint(ckpt_path)
     (tmp_path / "notes.yaml").write_text("limitations: trained for two steps\nevaluation: {command: viser-cr-evaluate}\n")
     card = export(ckpt_path, name="tiny-export", models_dir=models, half=False,
-                  metrics_files=[tmp_path / "ev" / "eval_test_clean.json"], log=lambda *_: None,
+                  metrics_files=[tmp_path / "ev" / "eval_test_clean.json"],
                   notes=tmp_path / "notes.yaml")
     assert card.bands == ["red", "green", "blue", "nir"] and card.metrics
     assert card.extra["limitations"] == "trained for two steps" and card.extra["evaluation"]["command"]
@@ -150,18 +149,18 @@ def test_evaluate_and_export_round_trip(data_root, tmp_path):
     assert set(metrics["by_part"]) == set(res["by_part"])
     (tmp_path / "bad.yaml").write_text("sha256: forged\n")
     with pytest.raises(ViserError, match="sha256 are card fields"):
-        export(ckpt_path, name="tiny-bad", models_dir=models, notes=tmp_path / "bad.yaml", log=lambda *_: None)
+        export(ckpt_path, name="tiny-bad", models_dir=models, notes=tmp_path / "bad.yaml")
     net, card2 = load_model(models / "tiny-export.json")
     for k, v in net.state_dict().items():
         assert torch.equal(v, ckpt["model"][k]), k
-    card16 = export(ckpt_path, name="tiny-export16", models_dir=models, half=True, log=lambda *_: None)
+    card16 = export(ckpt_path, name="tiny-export16", models_dir=models, half=True)
     net16, _ = load_model(models / "tiny-export16.json")
     assert card16.dtype == "float16"
     for k, v in net16.state_dict().items():
         ref = ckpt["model"][k]
         assert torch.equal(v, ref.half().to(v.dtype) if ref.is_floating_point() else ref), k
     with pytest.raises(ViserError, match="over the"):
-        export(ckpt_path, name="too-big", models_dir=models, max_mb=0.001, log=lambda *_: None)
+        export(ckpt_path, name="too-big", models_dir=models, max_mb=0.001)
     assert not (models / "too-big.safetensors").exists() and not (models / "too-big.json").exists()
 
 
@@ -228,9 +227,8 @@ def test_stack_training_and_evaluation_with_composite_baselines(data_root, tmp_p
     cfg["data"]["test"] = cfg["data"]["val"]
     path.write_text(yaml.safe_dump(cfg))
     cfg = load_config(path)
-    train(cfg, log=lambda *_: None)
-    res = evaluate(cfg, checkpoint=tmp_path / "stack" / "checkpoints" / "last.pt", output_dir=tmp_path / "ev",
-                   log=lambda *_: None)
+    train(cfg)
+    res = evaluate(cfg, checkpoint=tmp_path / "stack" / "checkpoints" / "last.pt", output_dir=tmp_path / "ev")
     from viser_cr.training.evaluate import MASKED_MEDIAN
 
     assert {"cloudy input", "median", "least-cloudy", MASKED_MEDIAN} <= set(res["table"])
@@ -244,9 +242,9 @@ def test_stack_training_and_evaluation_with_composite_baselines(data_root, tmp_p
 def test_time_limit_stops_cleanly_and_resume_auto_finishes(data_root, tmp_path):
     cfg = load_config(tiny_config(data_root, tmp_path / "run", steps=4, val_every=100, ckpt_every=100,
                                   max_minutes=1e-6))
-    first = train(cfg, log=lambda *_: None)
+    first = train(cfg)
     assert first["steps"] == 1 and first["last_validation_step"] == 1
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 1
     cfg["train"]["max_minutes"] = None
-    second = train(cfg, resume="auto", log=lambda *_: None)
+    second = train(cfg, resume="auto")
     assert second["steps"] == 4 and len(_losses(tmp_path / "run")) == 4

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.append("/usr/share/qgis/python/plugins")
 
-from qgis.core import (  # noqa: E402
+from qgis.core import (
     QgsApplication,
     QgsProcessingModelAlgorithm,
     QgsProcessingModelChildAlgorithm,
@@ -20,7 +20,7 @@ from qgis.core import (  # noqa: E402
     QgsProcessingParameterFile,
     QgsProcessingParameterRasterLayer,
 )
-from qgis.PyQt.QtCore import QPointF  # noqa: E402
+from qgis.PyQt.QtCore import QPointF
 
 HERE = Path(__file__).resolve().parent
 TARGET = HERE / "viser_removeclouds_clip.model3"
