@@ -13,6 +13,7 @@ algebraic fusions keep it fast on CPU without changing the function:
 - ``attn @ v`` followed by the output projection is one ``(HW x C) @ (C x C)`` product with the
   per-image matrix ``blockdiag(A_h^T) @ W_out^T``, and the residual add rides in that GEMM.
 In inference on CPU, ``fused.py`` runs the GDFN gate and the residual GEMMs as oneDNN fused kernels.
+``reference.py`` states the same blocks plainly, in Restormer's own layout; the tests check both agree.
 """
 
 from __future__ import annotations

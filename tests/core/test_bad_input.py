@@ -15,6 +15,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 from rasterio.warp import calculate_default_transform, reproject
+from rasters import write_raster
 
 from viser_cr.core.device import resolve_device
 from viser_cr.core.errors import Cancelled, DeviceError, InputError, OutputError, WeightsError
@@ -27,15 +28,6 @@ S2_STACK = ["ts_s2_ImgNo_5_2018-03-07_64.tif", "ts_s2_ImgNo_7_2018-04-01_64.tif"
 def snapshot(folder: Path) -> dict:
     """File name -> sha256 of everything in a folder (hidden files included)."""
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-def write_raster(path, data, crs="EPSG:32633", transform=None, nodata=None):
-    data = np.asarray(data)
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=str(data.dtype), crs=crs, transform=transform or from_origin(500000, 5000000, 10, 10),
-                       nodata=nodata) as dst:
-        dst.write(data)
-    return path
 
 
 @pytest.fixture

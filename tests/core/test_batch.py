@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import from_origin
+from rasters import write_raster
 
 from viser_cr.core import batch
 from viser_cr.core.batch import (
@@ -42,11 +43,7 @@ def write_scene(path, seed: int):
     rng = np.random.default_rng(seed)
     data = rng.integers(500, 3000, size=(4, SIZE, SIZE), dtype=np.uint16)
     data[:, 10:30, 20:40] = 9000
-    profile = dict(driver="GTiff", width=SIZE, height=SIZE, count=4, dtype="uint16", crs="EPSG:32633",
-                   transform=from_origin(500000 + 1000 * seed, 5000000, 10, 10))
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    return path
+    return write_raster(path, data, transform=from_origin(500000 + 1000 * seed, 5000000, 10, 10))
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from rasters import write_raster
 
 from viser_cr.core import metrics as M
 from viser_cr.core.errors import InputError
@@ -86,19 +87,6 @@ def test_protocols():
         M.protocol_metrics(p, t, "nope")
 
 
-def _write(path, data, dtype, nodata=None, transform=None):
-    import rasterio
-    from rasterio.transform import from_origin
-
-    prof = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=dtype,
-                crs="EPSG:32633", transform=transform or from_origin(500000, 5000000, 10, 10))
-    if nodata is not None:
-        prof["nodata"] = nodata
-    with rasterio.open(path, "w", **prof) as ds:
-        ds.write(data.astype(dtype))
-    return path
-
-
 def test_evaluate_rasters(tmp_path):
     pytest.importorskip("rasterio")
     rng = np.random.default_rng(0)
@@ -106,8 +94,8 @@ def test_evaluate_rasters(tmp_path):
     pred = ref.copy()
     pred[0] += 100  # band 1 off by 0.01 reflectance
     pred[:, :5, :] = 0  # nodata rows
-    rp = _write(tmp_path / "ref.tif", ref, "uint16")
-    pp = _write(tmp_path / "pred.tif", pred, "uint16", nodata=0)
+    rp = write_raster(tmp_path / "ref.tif", ref, "uint16")
+    pp = write_raster(tmp_path / "pred.tif", pred, "uint16", nodata=0)
     # an unlabelled uint16 file is refused as the pipeline refuses it: the user says what it is
     with pytest.raises(InputError, match="--sensor s2-l1c"):
         M.evaluate_rasters(pp, rp)
@@ -124,7 +112,7 @@ def test_evaluate_rasters(tmp_path):
     # a cloud mask splits cloudy / clear pixels
     mk = np.zeros((1, 40, 40), np.uint8)
     mk[:, 20:] = 1
-    mp = _write(tmp_path / "mask.tif", mk, "uint8")
+    mp = write_raster(tmp_path / "mask.tif", mk, "uint8")
     r3 = M.evaluate_rasters(pp, rp, mask=mp, sensor="s2-l1c")
     assert r3["pixels_cloudy"] == 20 * 40 and r3["pixels_clear"] == 15 * 40
     assert r3["psnr_cloudy"] == pytest.approx(r3["psnr_clear"])
@@ -138,10 +126,10 @@ def test_evaluate_scales_landsat_c2_l2_as_the_pipeline_does(tmp_path):
     reflectance = rng.uniform(0.02, 0.4, (4, 32, 32))
     dn = np.round((reflectance + 0.2) / 2.75e-5).astype(np.uint16)
     name = "LC09_L2SP_224078_20230518_20230520_02_T1_SR.tif"
-    ref = _write(tmp_path / name, dn, "uint16", nodata=0)
+    ref = write_raster(tmp_path / name, dn, "uint16", nodata=0)
     pred_dn = dn.copy()
     pred_dn[0] += 364  # 0.01 reflectance in band 1 at 2.75e-5 per DN
-    pred = _write(tmp_path / ("pred_" + name).replace("pred_LC09", "LC09").replace("_SR", "_SR_pred"), pred_dn,
+    pred = write_raster(tmp_path / ("pred_" + name).replace("pred_LC09", "LC09").replace("_SR", "_SR_pred"), pred_dn,
                   "uint16", nodata=0)
     r = M.evaluate_rasters(pred, ref)
     assert r["scaling"]["reference"][:2] == [2.75e-5, -0.2]
@@ -155,9 +143,9 @@ def test_evaluate_rasters_errors(tmp_path):
     from rasterio.transform import from_origin
 
     a = np.ones((1, 20, 20), np.uint8)
-    p1 = _write(tmp_path / "a.tif", a, "uint8")
-    p2 = _write(tmp_path / "b.tif", np.ones((1, 20, 22), np.uint8), "uint8")
-    p3 = _write(tmp_path / "c.tif", a, "uint8", transform=from_origin(500100, 5000000, 10, 10))
+    p1 = write_raster(tmp_path / "a.tif", a, "uint8")
+    p2 = write_raster(tmp_path / "b.tif", np.ones((1, 20, 22), np.uint8), "uint8")
+    p3 = write_raster(tmp_path / "c.tif", a, "uint8", transform=from_origin(500100, 5000000, 10, 10))
     with pytest.raises(InputError, match="same grid"):
         M.evaluate_rasters(p1, p2)
     with pytest.raises(InputError, match="same grid"):

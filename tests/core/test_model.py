@@ -228,3 +228,25 @@ def test_fused_cpu_kernels_match_reference_ops(monkeypatch):
         assert torch.allclose(reference[0], fast[0], atol=1e-4)
         assert torch.allclose(reference[1], fast[1], atol=1e-5)
     assert not fused._broken, "the oneDNN fused kernels failed and were switched off"
+
+
+@pytest.mark.parametrize("batch", [1, 2])  # one image takes the fused attention output GEMM too
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_blocks_equal_the_plain_restormer_reference(batch, bias):
+    """blocks.TransformerBlock (channels-last, Gram-side normalisation, oneDNN kernels) computes what the
+    readable reference.TransformerBlock computes, with the same weights."""
+    from viser_cr.core.model import blocks, fused, reference
+
+    torch.manual_seed(batch)
+    fast = blocks.TransformerBlock(16, heads=2, expansion=2.66, bias=bias).eval()
+    plain = reference.TransformerBlock(16, heads=2, expansion=2.66, bias=bias).eval()
+    with torch.no_grad():  # random temperatures and biases, so that none of them can hide
+        for parameter in fast.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    plain.load_state_dict(fast.state_dict())
+    x = torch.rand(batch, 16, 20, 12)
+    with torch.no_grad():
+        expected = plain(x)
+        got = fast(x.permute(0, 2, 3, 1).contiguous()).permute(0, 3, 1, 2)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert not fused._broken, "the oneDNN fused kernels failed and were switched off"

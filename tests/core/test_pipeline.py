@@ -8,14 +8,13 @@ tiny VISER-CR models of ``tests/conftest.py``.
 
 import hashlib
 import shutil
-import warnings
 
 import numpy as np
 import pytest
 import rasterio
 import torch
-from rasterio.transform import from_origin
 from rasterio.warp import calculate_default_transform, reproject
+from rasters import write_raster
 
 from viser_cr.core import pipeline, weights
 from viser_cr.core.errors import ViserError
@@ -28,19 +27,6 @@ S2_STACK = ["ts_s2_ImgNo_5_2018-03-07_64.tif", "ts_s2_ImgNo_7_2018-04-01_64.tif"
 def sha256(path) -> str:
     with open(path, "rb") as handle:
         return hashlib.sha256(handle.read()).hexdigest()
-
-
-def write_raster(path, data, crs="EPSG:32633", transform=None, nodata=None, driver="GTiff", **extra):
-    data = np.asarray(data)
-    profile = dict(driver=driver, width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                   dtype=str(data.dtype), nodata=nodata, **extra)
-    if crs is not None:
-        profile.update(crs=crs, transform=transform or from_origin(500000, 5000000, 10, 10))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(data)
-    return path
 
 
 class FakeModel(torch.nn.Module):

@@ -20,24 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
+from rasters import CRS, TRANSFORM, write_raster
 
 from viser_cr.core.errors import InputError, OutputError
 from viser_cr.core.pipeline import CloudRemovalRequest, remove_clouds
 
 ROOT = Path(__file__).resolve().parents[2]
-CRS = "EPSG:32633"
-TRANSFORM = from_origin(500000, 5000000, 10, 10)
-
-
-def write_raster(path, data, **profile):
-    data = np.asarray(data)
-    options = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                   dtype=str(data.dtype), crs=CRS, transform=TRANSFORM)
-    options.update(profile)
-    with rasterio.open(path, "w", **options) as dst:
-        dst.write(data)
-    return path
 
 
 def noise_raster(path, size=256, seed=0):

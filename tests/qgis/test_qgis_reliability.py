@@ -9,9 +9,8 @@ import signal
 
 import numpy as np
 import pytest
-import rasterio
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
-from rasterio.transform import from_origin
+from rasters import write_raster
 
 pytestmark = pytest.mark.usefixtures("provider")
 
@@ -24,11 +23,7 @@ def run(algorithm: str, params: dict) -> dict:
 
 def noise_raster(path, size=256, dtype="uint16"):
     data = np.random.default_rng(0).integers(200, 4000, (4, size, size)).astype(dtype)
-    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=4, dtype=dtype, crs="EPSG:32633",
-                       transform=from_origin(500000, 5000000, 10, 10), tiled=True, blockxsize=64,
-                       blockysize=64) as dst:
-        dst.write(data)
-    return path
+    return write_raster(path, data, tiled=True, blockxsize=64, blockysize=64)
 
 
 def test_full_disk_fails_the_algorithm_and_keeps_the_old_output(tmp_path, tiny_rgbn):

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-CRS = "EPSG:32633"
+from rasters import write_raster
 
 
 def smooth_field(rng, h, w, scale=8):
@@ -20,24 +19,6 @@ def smooth_field(rng, h, w, scale=8):
     c = small[y0 + 1][:, x0]
     d = small[y0 + 1][:, x0 + 1]
     return a * (1 - fy) * (1 - fx) + b * (1 - fy) * fx + c * fy * (1 - fx) + d * fy * fx
-
-
-def write_tif(path, data, dtype="uint16", nodata=None, transform=None, crs=CRS):
-    import rasterio
-    from rasterio.transform import from_origin
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = np.asarray(data)
-    if data.ndim == 2:
-        data = data[None]
-    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=dtype,
-                   crs=crs, transform=transform or from_origin(500000, 5000000, 10, 10))
-    if nodata is not None:
-        profile["nodata"] = nodata
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(data.astype(dtype))
-    return path
 
 
 def s2_clear(rng, h=64, w=64, bands=13):
@@ -66,8 +47,8 @@ def make_sen12mscr(root, scenes=("ROIs1868_summer_135", "ROIs1970_fall_136"), pe
         for k in range(per_scene):
             clear = s2_clear(rng, size, size)
             cloudy, _ = s2_cloudy(rng, clear)
-            write_tif(root / "clear" / f"{s}_p{100 + k}.tif", clear)
-            write_tif(root / "cloudy" / f"{s}_p{100 + k}.tif", cloudy)
+            write_raster(root / "clear" / f"{s}_p{100 + k}.tif", clear)
+            write_raster(root / "cloudy" / f"{s}_p{100 + k}.tif", cloudy)
     return root
 
 
@@ -79,7 +60,7 @@ def make_series(root, n=8, cloudy=(1, 4, 6), size=64, seed=0):
         img = np.clip(base.astype(np.int64) + rng.integers(-30, 30, base.shape), 0, 65535).astype(np.uint16)
         if k in cloudy:
             img, _ = s2_cloudy(rng, img, 0.5)
-        write_tif(root / f"s2_ROIs2017_146_ImgNo_{k}_2018-01-{k + 1:02d}_patch_0.tif", img)
+        write_raster(root / f"s2_ROIs2017_146_ImgNo_{k}_2018-01-{k + 1:02d}_patch_0.tif", img)
     return root
 
 
@@ -117,10 +98,10 @@ def make_sen2mtc(root, tiles=None, per_tile=2, size=32, seed=0, split_files=True
         for t in ts:
             for k in range(per_tile):
                 clear = s2_clear(rng, size, size, bands=4)
-                write_tif(root / "Sen2_MTC" / t / "cloudless" / f"{t}_{k}.tif", clear)
+                write_raster(root / "Sen2_MTC" / t / "cloudless" / f"{t}_{k}.tif", clear)
                 for d in range(3):
                     cloudy, _ = s2_cloudy(rng, clear, 0.3)
-                    write_tif(root / "Sen2_MTC" / t / "cloud" / f"{t}_{k}_{d}.tif", cloudy)
+                    write_raster(root / "Sen2_MTC" / t / "cloud" / f"{t}_{k}_{d}.tif", cloudy)
     return root
 
 
@@ -129,10 +110,10 @@ def make_clear_sources(root, seed=0):
     rng = np.random.default_rng(seed)
     root = Path(root)
     for k in range(3):
-        write_tif(root / "s2" / f"ROIs2017_winter_s2_84_p{k}.tif", s2_clear(rng, 64, 64))
+        write_raster(root / "s2" / f"ROIs2017_winter_s2_84_p{k}.tif", s2_clear(rng, 64, 64))
     rgbn = (smooth_field(rng, 96, 96)[None] * rng.uniform(100, 220, (4, 1, 1))).astype(np.uint8)
-    write_tif(root / "rgbn.tif", rgbn, dtype="uint8")
+    write_raster(root / "rgbn.tif", rgbn, dtype="uint8")
     dn = (8000 + 3000 * smooth_field(rng, 80, 80)[None] * np.ones((3, 1, 1))).astype(np.uint16)
     dn[:, :, :10] = 0  # nodata collar
-    write_tif(root / "landsat8.tif", dn)
+    write_raster(root / "landsat8.tif", dn)
     return root

@@ -207,7 +207,8 @@ def test_dates_of_one_place_are_coregistered_and_used_as_context(tmp_path):
     """``dates: true``: files of one place on grids a pixel apart are read onto the first file's grid, and
     a stack's context dates show another date's ground (real change), not a copy of the target's."""
     from affine import Affine
-    from datagen import smooth_field, write_tif
+    from datagen import smooth_field
+    from rasters import write_raster
 
     from viser_cr.training.datasets import SyntheticCloudDataset
     from viser_cr.training.datasets.clouds import CloudGenerator
@@ -218,7 +219,7 @@ def test_dates_of_one_place_are_coregistered_and_used_as_context(tmp_path):
         # date 2 is one pixel (5 m) east: its grid starts one column later
         shift = day - 1
         data = np.clip(ground[:, :64, shift : shift + 64] + level, 1, 255)
-        write_tif(tmp_path / f"place_2020010{day}.tif", data, dtype="uint8", nodata=0,
+        write_raster(tmp_path / f"place_2020010{day}.tif", data, dtype="uint8", nodata=0,
                   transform=Affine(5, 0, 500000 + 5 * shift, 0, -5, 5200000))
     images = load_clear_images([{"files": "place_*.tif", "layout": "naip-rgbn8", "dates": True}],
                                ("red", "green", "blue", "nir"), tmp_path)
