@@ -30,6 +30,7 @@ import torch
 from ..core.device import resolve_device
 from ..core.errors import ViserError
 from ..core.metrics import PROTOCOLS
+from .checkpoint import load_checkpoint
 from .cli import run_cli
 from .config import load_config
 
@@ -41,8 +42,6 @@ def load_trained(checkpoint=None, model=None, models_dir=None, device="cpu"):
     from ..core.model import ViserCR
 
     if checkpoint:
-        from .train import load_checkpoint
-
         ckpt = load_checkpoint(checkpoint)
         net = ViserCR(**ckpt["arch"])
         net.load_state_dict(ckpt["model"])

@@ -52,7 +52,7 @@ def export(checkpoint, name=None, models_dir=None, half=None, metrics_files=(), 
            notes=None):
     from ..core.model import ViserCR
     from ..core.weights import DEFAULT_MODELS_DIR, ModelCard, save_model
-    from .train import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     cfg = ckpt["config"]

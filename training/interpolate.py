@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from ..core.errors import ViserError
+from .checkpoint import load_checkpoint
 from .cli import run_cli
-from .train import load_checkpoint
 
 
 def interpolate(start, finetuned, alpha: float, output) -> dict:

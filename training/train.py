@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import logging
 import math
@@ -28,6 +27,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +37,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..core.cli import ProgressBar
 from ..core.device import resolve_device
 from ..core.errors import ViserError
+from .augment import radiometric, random_frames
+from .checkpoint import FORMAT, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state, weights_digest
 from .cli import run_cli
 from .config import load_config, model_arch
+from .warmstart import init_from
 
 _LOG = logging.getLogger(__name__)
 TRAIN_FIELDS = ["step", "epoch", "lr", "loss", "l1", "fft", "perceptual", "score", "aux", "grad_norm",
@@ -87,54 +90,6 @@ def lr_at(step: int, optim: dict, total: int) -> float:
     if optim["schedule"] == "linear":
         return lr + (lr_min - lr) * p
     return lr
-
-
-def get_rng_state(device: torch.device) -> dict:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
-        "python": random.getstate(),
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise ViserError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "viser-cr-train":
-        raise ViserError(f"{path} is not a viser-cr training checkpoint")
-    return ckpt
 
 
 class Progress:
@@ -227,21 +182,67 @@ def validate(model, dataset, cfg: dict, device, amp: tuple[bool, torch.dtype | N
     return out
 
 
-# ----------------------------------------------------------------------------------------- training
+# ------------------------------------------------------------------------------------- the run's parts
 
 
-def train(cfg: dict, resume=None) -> dict:
-    """Run (or resume) a training; returns the summary dict (rank 0) or {} (other ranks)."""
+@dataclass
+class Process:
+    """This process of the run: its rank among ``world`` processes and its device. Rank 0 logs,
+    validates and writes."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class Data:
+    train: object
+    val: object | None
+    sampler: ResumableSampler
+    loader: DataLoader
+    band_names: list[str]
+
+
+@dataclass
+class Optimisation:
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    amp: tuple[bool, torch.dtype | None]
+
+
+@dataclass
+class Position:
+    """Where the run is: what a checkpoint saves and a resume restores."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best: dict | None = None
+
+
+@dataclass
+class Interval:
+    """The loss parts, steps and pixels since the last ``train_log.csv`` row."""
+
+    sums: dict = field(default_factory=dict)
+    steps: int = 0
+    pixels: int = 0
+    started: float = field(default_factory=time.time)
+
+
+def start_process(cfg: dict) -> Process:
+    """The device, the process group (several processes) and the CPU threads of this process."""
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    from ..core.model import ViserCR
-    from .datasets import build_dataset
-    from .losses import CloudRemovalLoss
-    from .viz import save_curves
 
     rank, world, local_rank = dist_env()
-    tcfg, ocfg, dcfg = cfg["train"], cfg["optim"], cfg["distributed"]
+    tcfg, dcfg = cfg["train"], cfg["distributed"]
     device = resolve_device(tcfg["device"], default_index=local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -250,234 +251,343 @@ def train(cfg: dict, resume=None) -> dict:
         if backend == "auto":
             backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
-    is_main = rank == 0
     if tcfg.get("threads"):
         torch.set_num_threads(int(tcfg["threads"]))
-    out_dir = Path(cfg["output_dir"])
-    if is_main:
-        (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        import yaml
+    return Process(rank, world, device)
 
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    seed = int(cfg["seed"])
 
-    # model: identical initialisation on every rank (DDP also broadcasts rank 0's weights)
+def build_model(cfg: dict, process: Process, seed: int) -> tuple[torch.nn.Module, dict]:
+    """The network with the same initialisation on every rank (DDP also broadcasts rank 0's weights);
+    randomness per rank from here on (e.g. anything stochastic in the network)."""
+    from ..core.model import ViserCR
+
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
     arch = model_arch(cfg)
-    model = ViserCR(**arch).to(device)
-    raw = model
-    # per-rank randomness from here on (e.g. anything stochastic in the network)
-    torch.manual_seed(seed + 1000 * rank + 1)
+    model = ViserCR(**arch).to(process.device)
+    torch.manual_seed(seed + 1000 * process.rank + 1)
+    return model, arch
 
-    train_ds = build_dataset(cfg["data"], "train", seed)
-    band_names = list(train_ds.band_names)
+
+def build_data(cfg: dict, process: Process, arch: dict, seed: int) -> Data:
+    """The training set, its shard of this process and its loader; the validation set on rank 0."""
+    from .datasets import build_dataset
+
+    tcfg = cfg["train"]
+    train_set = build_dataset(cfg["data"], "train", seed)
+    band_names = list(train_set.band_names)
     if len(band_names) != arch["in_bands"]:
         raise ViserError(f"the data gives {len(band_names)} bands {band_names}, the model takes {arch['in_bands']}")
-    has_val = bool(cfg["data"].get("val"))
-    val_ds = build_dataset(cfg["data"], "val", seed) if (is_main and has_val) else None
-
+    val_set = build_dataset(cfg["data"], "val", seed) if (process.is_main and cfg["data"].get("val")) else None
     bs = int(tcfg["batch_size"])
-    sampler = ResumableSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    sampler = ResumableSampler(train_set, num_replicas=process.world, rank=process.rank, shuffle=True, seed=seed,
+                               drop_last=True)
     if len(sampler) < bs:
         raise ViserError(f"the training set gives {len(sampler)} samples per process, fewer than batch_size {bs}")
     loader_gen = torch.Generator()
     loader_gen.manual_seed(seed)
     nw = int(tcfg.get("num_workers") or 0)
-    loader = DataLoader(train_ds, batch_size=bs, sampler=sampler, num_workers=nw, drop_last=True,
-                        pin_memory=device.type == "cuda", generator=loader_gen, persistent_workers=False,
+    loader = DataLoader(train_set, batch_size=bs, sampler=sampler, num_workers=nw, drop_last=True,
+                        pin_memory=process.device.type == "cuda", generator=loader_gen, persistent_workers=False,
                         prefetch_factor=2 if nw else None)
+    return Data(train_set, val_set, sampler, loader, band_names)
 
+
+def build_optimisation(cfg: dict, model: torch.nn.Module, band_names, device: torch.device) -> Optimisation:
+    """Loss, Adam, the learning-rate schedule and mixed precision (with its gradient scaler for fp16)."""
+    from .losses import CloudRemovalLoss
+
+    ocfg, total = cfg["optim"], int(cfg["train"]["steps"])
     loss_fn = CloudRemovalLoss.from_config(cfg["loss"], band_names).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(ocfg["lr"]), betas=tuple(ocfg["betas"]),
                                  weight_decay=float(ocfg["weight_decay"]))
-    total = int(tcfg["steps"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, ocfg, total) / float(ocfg["lr"]))
-    amp = amp_settings(tcfg["amp"], device)
+    amp = amp_settings(cfg["train"]["amp"], device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp[0] and amp[1] == torch.float16)
+    return Optimisation(loss_fn, optimizer, scheduler, scaler, amp)
 
-    step, epoch, batch_in_epoch, best = 0, 0, 0, None
+
+def warm_start(cfg: dict, model: torch.nn.Module, band_names, process: Process) -> None:
+    """``train.init_from``: another model's weights, adapted to this network (``warmstart.py``)."""
+    tcfg = cfg["train"]
+    report = init_from(model, tcfg["init_from"], band_names, reset=tcfg.get("init_reset") or ())
+    if process.is_main:
+        _LOG.info(f"warm start from {report['source']} (bands {report['source_bands']}): {len(report['copied'])} "
+                  f"tensors copied, adapted {report['adapted']}, {len(report['new'])} new, skipped "
+                  f"{report['skipped']}, reset {report['reset']}")
+
+
+def resume_from(path, model: torch.nn.Module, opt: Optimisation, process: Process, out_dir: Path) -> Position:
+    """Model, optimizer, scheduler, scaler, position and this rank's RNG states from a checkpoint; the logs
+    lose the rows written after it (the resumed run writes them again)."""
+    ckpt = load_checkpoint(path)
+    model.load_state_dict(ckpt["model"])
+    opt.optimizer.load_state_dict(ckpt["optimizer"])
+    opt.scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler"):
+        opt.scaler.load_state_dict(ckpt["scaler"])
+    position = Position(int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["batch_in_epoch"]), ckpt.get("best"))
+    rngs = ckpt.get("rng") or []
+    if len(rngs) == process.world:
+        set_rng_state(rngs[process.rank], process.device)
+    elif process.is_main:
+        _LOG.info(f"note: checkpoint saved by {len(rngs)} process(es), resuming with {process.world}: not bit-exact")
+    if process.is_main:
+        _truncate_csv(out_dir / "train_log.csv", position.step)
+        _truncate_csv(out_dir / "val_log.csv", position.step)
+        _LOG.info(f"resumed from {path} at step {position.step} (epoch {position.epoch}, "
+                  f"batch {position.batch_in_epoch})")
+    return position
+
+
+def start_position(cfg: dict, resume, model: torch.nn.Module, opt: Optimisation, band_names, process: Process,
+                   out_dir: Path) -> Position:
+    """A fresh start (warm or not), or where ``resume`` left off (``auto``: the last checkpoint, if any)."""
     if resume == "auto":
         last = out_dir / "checkpoints" / "last.pt"
         resume = last if last.exists() else None
-    if tcfg.get("init_from") and not resume:
-        from .warmstart import init_from
+    if cfg["train"].get("init_from") and not resume:
+        warm_start(cfg, model, band_names, process)
+    return resume_from(resume, model, opt, process, out_dir) if resume else Position()
 
-        report = init_from(raw, tcfg["init_from"], band_names, reset=tcfg.get("init_reset") or ())
-        if is_main:
-            _LOG.info(f"warm start from {report['source']} (bands {report['source_bands']}): {len(report['copied'])} tensors "
-                f"copied, adapted {report['adapted']}, {len(report['new'])} new, skipped {report['skipped']}, "
-                f"reset {report['reset']}")
-    if resume:
-        ckpt = load_checkpoint(resume)
-        raw.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        step, epoch, batch_in_epoch = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["batch_in_epoch"])
-        best = ckpt.get("best")
-        rngs = ckpt.get("rng") or []
-        if len(rngs) == world:
-            set_rng_state(rngs[rank], device)
-        elif is_main:
-            _LOG.info(f"note: checkpoint saved by {len(rngs)} process(es), resuming with {world}: not bit-exact")
-        if is_main:
-            _truncate_csv(out_dir / "train_log.csv", step)
-            _truncate_csv(out_dir / "val_log.csv", step)
-            _LOG.info(f"resumed from {resume} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
 
-    if world > 1:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                    find_unused_parameters=bool(dcfg.get("find_unused_parameters", True)))
+def distributed(model: torch.nn.Module, process: Process, dcfg: dict) -> torch.nn.Module:
+    """The model as the loop drives it: DistributedDataParallel over several processes."""
+    if process.world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
 
-    lpips = None
-    if is_main and cfg["eval"].get("lpips"):
-        from .vgg import LPIPS
+    return DDP(model, device_ids=[process.device.index] if process.device.type == "cuda" else None,
+               find_unused_parameters=bool(dcfg.get("find_unused_parameters", True)))
 
-        lpips = LPIPS().to(device)
 
-    def save(tag_step: int, extra_names=()):
-        rngs = [get_rng_state(device)]
-        if world > 1:
-            gathered = [None] * world
+def broadcast_flag(value: bool, process: Process) -> bool:
+    """Rank 0's ``value`` on every rank."""
+    flag = torch.tensor([int(value)])
+    if process.world > 1:
+        import torch.distributed as dist
+
+        dist.broadcast(flag, 0)
+    return bool(flag.item())
+
+
+# ---------------------------------------------------------------------------------------------- loop
+
+
+class Run:
+    """One training in this process: its parts, and the steps of the loop as named methods."""
+
+    def __init__(self, cfg: dict, resume=None):
+        self.cfg, self.tcfg = cfg, cfg["train"]
+        self.process = start_process(cfg)
+        self.out_dir = Path(cfg["output_dir"])
+        if self.process.is_main:
+            self._write_config()
+        seed = int(cfg["seed"])
+        self.raw, self.arch = build_model(cfg, self.process, seed)
+        self.data = build_data(cfg, self.process, self.arch, seed)
+        self.opt = build_optimisation(cfg, self.raw, self.data.band_names, self.process.device)
+        self.position = start_position(cfg, resume, self.raw, self.opt, self.data.band_names, self.process,
+                                       self.out_dir)
+        self.model = distributed(self.raw, self.process, cfg["distributed"])
+        self.lpips = None
+        if self.process.is_main and cfg["eval"].get("lpips"):
+            from .vgg import LPIPS
+
+            self.lpips = LPIPS().to(self.process.device)
+        self.total = int(self.tcfg["steps"])
+        self.has_val = bool(cfg["data"].get("val"))  # on every rank (only rank 0 holds the set)
+        self.started = time.time()
+        self.last_val_step = None
+
+    def _write_config(self) -> None:
+        import yaml
+
+        (self.out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+
+    def run(self) -> dict:
+        """The loop: epochs of batches until ``train.steps`` or ``train.max_minutes``; then the summary."""
+        process, position, data = self.process, self.position, self.data
+        if process.is_main:
+            amp = self.opt.amp
+            _LOG.info(f"training {self.cfg['name']}: {sum(p.numel() for p in self.raw.parameters()) / 1e6:.3f} M "
+                      f"parameters, {len(data.train)} training samples, {process.world} process(es) on "
+                      f"{process.device}, amp={amp[1] if amp[0] else 'off'}, steps {position.step}->{self.total}, "
+                      f"output {self.out_dir}")
+        progress = Progress(self.total, position.step, process.is_main and bool(self.tcfg.get("progress", True)),
+                            int(self.tcfg["log_every"]))
+        self.model.train()
+        interval = Interval()
+        stop = False
+        while position.step < self.total and not stop:
+            if hasattr(data.train, "set_epoch"):
+                data.train.set_epoch(position.epoch)
+            data.sampler.set_epoch(position.epoch)
+            data.sampler.start = position.batch_in_epoch * int(self.tcfg["batch_size"])
+            for batch in data.loader:
+                parts, pixels = self.train_step(batch)
+                position.step += 1
+                position.batch_in_epoch += 1
+                self.add_to_interval(interval, parts, pixels)
+                stop = self.time_is_up()
+                if process.is_main:
+                    seconds = time.time() - interval.started
+                    progress.update(position.step, parts["loss"], interval.steps / max(seconds, 1e-9),
+                                    interval.pixels / max(seconds, 1e-9) / 1e6)
+                end = position.step == self.total or stop
+                if position.step % int(self.tcfg["log_every"]) == 0 or end:
+                    self.log_interval(interval)
+                    interval = Interval()
+                is_best = False
+                if self.has_val and (position.step % int(self.tcfg["val_every"]) == 0 or end):
+                    is_best = self.validate(progress)
+                if position.step % int(self.tcfg["ckpt_every"]) == 0 or end or is_best:
+                    self.save(("best.pt",) if is_best else ())
+                if position.step >= self.total or stop:
+                    break
+            else:
+                position.epoch += 1
+                position.batch_in_epoch = 0
+        progress.close()
+        return self.finish()
+
+    def train_step(self, batch: dict) -> tuple[dict, int]:
+        """One optimisation step on a batch: augment, forward, loss, backward, clip, step. Returns the loss
+        parts (with ``loss`` and ``grad_norm``) and the pixels of the run's whole batch (every process)."""
+        device, opt, ocfg = self.process.device, self.opt, self.cfg["optim"]
+        x = batch["input"].to(device, non_blocking=True)
+        y = batch["target"].to(device, non_blocking=True)
+        mask = batch["mask"].to(device, non_blocking=True)
+        mw = batch["mask_weight"].to(device, non_blocking=True)
+        if self.tcfg.get("random_frames"):
+            x = random_frames(x)
+        if self.tcfg.get("radiometric"):
+            x, y = radiometric(x, y, self.tcfg["radiometric"])
+        with torch.autocast(device_type=device.type, dtype=opt.amp[1], enabled=opt.amp[0]):
+            pred, score = self.model(x)
+            loss, parts = opt.loss_fn(pred, y, score, mask, mw, self.raw.aux_losses())
+        opt.optimizer.zero_grad(set_to_none=True)
+        opt.scaler.scale(loss).backward()
+        opt.scaler.unscale_(opt.optimizer)
+        clip = ocfg.get("grad_clip")
+        if clip:
+            gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip)))
+        else:
+            gnorm = float(torch.sqrt(sum((p.grad.detach().float() ** 2).sum() for p in self.model.parameters()
+                                         if p.grad is not None)))
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+        opt.scheduler.step()
+        parts["loss"] = float(loss.detach())
+        parts["grad_norm"] = gnorm
+        return parts, x.shape[0] * x.shape[-1] * x.shape[-2] * self.process.world
+
+    @staticmethod
+    def add_to_interval(interval: Interval, parts: dict, pixels: int) -> None:
+        for k, v in parts.items():
+            interval.sums[k] = interval.sums.get(k, 0.0) + v
+        interval.steps += 1
+        interval.pixels += pixels
+
+    def time_is_up(self) -> bool:
+        """``train.max_minutes`` has passed (rank 0's clock decides for every rank)."""
+        max_minutes = self.tcfg.get("max_minutes")
+        if not max_minutes:
+            return False
+        up = self.process.is_main and (time.time() - self.started) / 60 >= float(max_minutes)
+        return broadcast_flag(up, self.process)
+
+    def log_interval(self, interval: Interval) -> None:
+        """A ``train_log.csv`` row: the interval's mean loss parts, learning rate and speed (rank 0)."""
+        if not self.process.is_main:
+            return
+        seconds = time.time() - interval.started
+        row = {k: v / interval.steps for k, v in interval.sums.items()}
+        row.update(step=self.position.step, epoch=self.position.epoch,
+                   lr=self.opt.optimizer.param_groups[0]["lr"], sec_per_step=seconds / interval.steps,
+                   samples_per_s=interval.steps * int(self.tcfg["batch_size"]) * self.process.world
+                   / max(seconds, 1e-9),
+                   mpx_per_s=interval.pixels / max(seconds, 1e-9) / 1e6)
+        _append_csv(self.out_dir / "train_log.csv", TRAIN_FIELDS, row)
+
+    def validate(self, progress: Progress) -> bool:
+        """Validation on rank 0 (``val_log.csv``, curves, a sheet); True on every rank when it is the best."""
+        from .viz import save_curves
+
+        is_best = False
+        if self.process.is_main:
+            position = self.position
+            metrics = validate(self.raw, self.data.val, self.cfg, self.process.device, self.opt.amp, position.step,
+                               self.out_dir, self.lpips)
+            self.last_val_step = position.step
+            _append_csv(self.out_dir / "val_log.csv", list(metrics), metrics)
+            save_curves(self.out_dir)
+            progress.close()
+            _LOG.info(f"validation at step {position.step}: PSNR {metrics.get('psnr', float('nan')):.2f} dB "
+                      f"(input {metrics.get('input_psnr', float('nan')):.2f}), SSIM "
+                      f"{metrics.get('ssim', float('nan')):.4f} (input {metrics.get('input_ssim', float('nan')):.4f})")
+            if position.best is None or metrics.get("psnr", -1e9) > position.best.get("psnr", -1e9):
+                position.best = {k: v for k, v in metrics.items() if isinstance(v, float | int)}
+                is_best = True
+        return broadcast_flag(is_best, self.process)
+
+    def save(self, also=()) -> None:
+        """A checkpoint of the run as it is now, with every rank's RNG states (written by rank 0)."""
+        rngs = [get_rng_state(self.process.device)]
+        if self.process.world > 1:
+            import torch.distributed as dist
+
+            gathered = [None] * self.process.world
             dist.all_gather_object(gathered, rngs[0])
             rngs = gathered
-        if not is_main:
+        if not self.process.is_main:
             return
-        ckpt = {"format": "viser-cr-train", "version": 1, "config": cfg, "arch": arch, "band_names": band_names,
-                "model": raw.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None, "step": tag_step, "epoch": epoch,
-                "batch_in_epoch": batch_in_epoch, "rng": rngs, "best": best, "world_size": world}
-        cdir = out_dir / "checkpoints"
-        atomic_save(ckpt, cdir / "last.pt")
-        for name in extra_names:
-            atomic_save(ckpt, cdir / name)
-        keep = int(tcfg.get("keep_checkpoints") or 0)
-        if keep:
-            atomic_save(ckpt, cdir / f"step_{tag_step:07d}.pt")
-            for old in sorted(cdir.glob("step_*.pt"))[:-keep]:
-                old.unlink()
+        opt, position = self.opt, self.position
+        ckpt = {"format": FORMAT, "version": 1, "config": self.cfg, "arch": self.arch,
+                "band_names": self.data.band_names, "model": self.raw.state_dict(),
+                "optimizer": opt.optimizer.state_dict(), "scheduler": opt.scheduler.state_dict(),
+                "scaler": opt.scaler.state_dict() if opt.scaler.is_enabled() else None, "step": position.step,
+                "epoch": position.epoch, "batch_in_epoch": position.batch_in_epoch, "rng": rngs,
+                "best": position.best, "world_size": self.process.world}
+        save_checkpoint(ckpt, self.out_dir / "checkpoints", position.step, also,
+                        keep=int(self.tcfg.get("keep_checkpoints") or 0))
 
-    if is_main:
-        _LOG.info(f"training {cfg['name']}: {sum(p.numel() for p in raw.parameters()) / 1e6:.3f} M parameters, "
-            f"{len(train_ds)} training samples, {world} process(es) on {device}, amp={amp[1] if amp[0] else 'off'}, "
-            f"steps {step}->{total}, output {out_dir}")
-    progress = Progress(total, step, is_main and bool(tcfg.get("progress", True)), int(tcfg["log_every"]))
-    model.train()
-    acc: dict[str, float] = {}
-    acc_n, t_int, px_int = 0, time.time(), 0
-    t_start = time.time()
-    max_minutes = tcfg.get("max_minutes")
-    last_val_step = None
-    stop = False
-    while step < total and not stop:
-        if hasattr(train_ds, "set_epoch"):
-            train_ds.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        sampler.start = batch_in_epoch * bs
-        for batch in loader:
-            x = batch["input"].to(device, non_blocking=True)
-            y = batch["target"].to(device, non_blocking=True)
-            mask = batch["mask"].to(device, non_blocking=True)
-            mw = batch["mask_weight"].to(device, non_blocking=True)
-            if tcfg.get("random_frames"):
-                from .warmstart import random_frames
+    def finish(self) -> dict:
+        """Weight digests of every rank (they must agree), curves and ``summary.json``; the process group ends."""
+        import torch.distributed as dist
 
-                x = random_frames(x)
-            if tcfg.get("radiometric"):
-                from .warmstart import radiometric
+        from .viz import save_curves
 
-                x, y = radiometric(x, y, tcfg["radiometric"])
-            with torch.autocast(device_type=device.type, dtype=amp[1], enabled=amp[0]):
-                pred, score = model(x)
-                loss, parts = loss_fn(pred, y, score, mask, mw, raw.aux_losses())
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            clip = ocfg.get("grad_clip")
-            if clip:
-                gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip)))
-            else:
-                gnorm = float(torch.sqrt(sum((p.grad.detach().float() ** 2).sum() for p in model.parameters()
-                                             if p.grad is not None)))
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            batch_in_epoch += 1
-            parts["loss"] = float(loss.detach())
-            parts["grad_norm"] = gnorm
-            for k, v in parts.items():
-                acc[k] = acc.get(k, 0.0) + v
-            acc_n += 1
-            px_int += x.shape[0] * x.shape[-1] * x.shape[-2] * world
+        process, position = self.process, self.position
+        result = {}
+        digests = [weights_digest(self.raw)]
+        if process.world > 1 and self.cfg["distributed"].get("check_sync", True):
+            gathered = [None] * process.world
+            dist.all_gather_object(gathered, digests[0])
+            digests = gathered
+        if process.is_main:
+            if process.world > 1:
+                (self.out_dir / "ranks.json").write_text(json.dumps(
+                    {"world_size": process.world, "digests": digests, "in_sync": len(set(digests)) == 1}, indent=2))
+            save_curves(self.out_dir)
+            result = {"name": self.cfg["name"], "steps": position.step, "epoch": position.epoch,
+                      "world_size": process.world, "seconds": round(time.time() - self.started, 1),
+                      "parameters": sum(p.numel() for p in self.raw.parameters()), "best": position.best,
+                      "last_validation_step": self.last_val_step, "weights_sha256": digests[0],
+                      "output_dir": str(self.out_dir)}
+            (self.out_dir / "summary.json").write_text(json.dumps(result, indent=2))
+            _LOG.info(f"done: {position.step} steps in {result['seconds']} s; best validation {position.best}")
+        if process.world > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+        return result
 
-            if max_minutes:
-                flag = torch.tensor([int(is_main and (time.time() - t_start) / 60 >= float(max_minutes))])
-                if world > 1:
-                    dist.broadcast(flag, 0)
-                stop = bool(flag.item())
-            if is_main:
-                dt = time.time() - t_int
-                progress.update(step, parts["loss"], acc_n / max(dt, 1e-9), px_int / max(dt, 1e-9) / 1e6)
-            if step % int(tcfg["log_every"]) == 0 or step == total or stop:
-                dt = time.time() - t_int
-                if is_main:
-                    row = {k: v / acc_n for k, v in acc.items()}
-                    row.update(step=step, epoch=epoch, lr=optimizer.param_groups[0]["lr"],
-                               sec_per_step=dt / acc_n, samples_per_s=acc_n * bs * world / max(dt, 1e-9),
-                               mpx_per_s=px_int / max(dt, 1e-9) / 1e6)
-                    _append_csv(out_dir / "train_log.csv", TRAIN_FIELDS, row)
-                acc, acc_n, t_int, px_int = {}, 0, time.time(), 0
-            val_due = has_val and (step % int(tcfg["val_every"]) == 0 or step == total or stop)
-            is_best = False
-            if val_due and is_main:
-                metrics = validate(raw, val_ds, cfg, device, amp, step, out_dir, lpips)
-                last_val_step = step
-                _append_csv(out_dir / "val_log.csv", list(metrics), metrics)
-                save_curves(out_dir)
-                progress.close()
-                _LOG.info(f"validation at step {step}: PSNR {metrics.get('psnr', float('nan')):.2f} dB "
-                    f"(input {metrics.get('input_psnr', float('nan')):.2f}), SSIM {metrics.get('ssim', float('nan')):.4f} "
-                    f"(input {metrics.get('input_ssim', float('nan')):.4f})")
-                if best is None or metrics.get("psnr", -1e9) > best.get("psnr", -1e9):
-                    best = {k: v for k, v in metrics.items() if isinstance(v, float | int)}
-                    is_best = True
-            if val_due and world > 1:
-                flag = torch.tensor([int(is_best)])
-                dist.broadcast(flag, 0)
-                is_best = bool(flag.item())
-            if step % int(tcfg["ckpt_every"]) == 0 or step == total or stop or is_best:
-                save(step, ("best.pt",) if is_best else ())
-            if step >= total or stop:
-                break
-        else:
-            epoch += 1
-            batch_in_epoch = 0
-    progress.close()
-    result = {}
-    digests = [weights_digest(raw)]
-    if world > 1 and dcfg.get("check_sync", True):
-        gathered = [None] * world
-        dist.all_gather_object(gathered, digests[0])
-        digests = gathered
-    if is_main:
-        if world > 1:
-            (out_dir / "ranks.json").write_text(json.dumps({"world_size": world, "digests": digests,
-                                                            "in_sync": len(set(digests)) == 1}, indent=2))
-        save_curves(out_dir)
-        result = {"name": cfg["name"], "steps": step, "epoch": epoch, "world_size": world,
-                  "seconds": round(time.time() - t_start, 1), "parameters": sum(p.numel() for p in raw.parameters()),
-                  "best": best, "last_validation_step": last_val_step, "weights_sha256": digests[0],
-                  "output_dir": str(out_dir)}
-        (out_dir / "summary.json").write_text(json.dumps(result, indent=2))
-        _LOG.info(f"done: {step} steps in {result['seconds']} s; best validation {best}")
-    if world > 1 and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-    return result
+
+def train(cfg: dict, resume=None) -> dict:
+    """Run (or resume) a training; returns the summary dict (rank 0) or {} (other ranks)."""
+    return Run(cfg, resume).run()
 
 
 def main(argv=None) -> int:

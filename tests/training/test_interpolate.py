@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from viser_cr.core.errors import ViserError
+from viser_cr.training.checkpoint import load_checkpoint
 from viser_cr.training.interpolate import interpolate
-from viser_cr.training.train import load_checkpoint
 
 
 def _checkpoint(path, weight, arch=None, step=1):

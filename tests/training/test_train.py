@@ -16,8 +16,9 @@ pytest.importorskip("rasterio")
 from datagen import make_clear_sources, make_sen12mscr
 
 from viser_cr.core.errors import ViserError
+from viser_cr.training.checkpoint import load_checkpoint
 from viser_cr.training.config import load_config
-from viser_cr.training.train import load_checkpoint, train
+from viser_cr.training.train import train
 
 TINY_MODEL = dict(width=8, blocks=[1, 1, 1], heads=[1, 2, 4], refine_blocks=1,
                   sr_iterations=1, use_mask=True, use_pse=True, use_sr=True)

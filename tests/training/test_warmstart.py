@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from viser_cr.core.model import ViserCR
-from viser_cr.training.warmstart import adapt_state, init_from, radiometric, random_frames
+from viser_cr.training.augment import radiometric, random_frames
+from viser_cr.training.warmstart import adapt_state, init_from
 
 TINY = dict(width=8, blocks=[1, 1, 1], heads=[1, 2, 4], refine_blocks=1, sr_iterations=1)
 RGBN, RGB = ["red", "green", "blue", "nir"], ["red", "green", "blue"]

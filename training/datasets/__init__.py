@@ -1,5 +1,6 @@
 """Training datasets. ``build_dataset(data_cfg, split)`` turns the ``data:`` block of a training
-config into one dataset (a ``MixDataset`` when several parts are listed).
+config into one dataset (a ``MixDataset`` when several parts are listed); ``PART_TYPES`` maps each
+``type:`` to the function that builds it from a ``Part``.
 
 Every dataset yields reflectance in a declared band order (``dataset.band_names``), identical random
 crops / flips / rotations for every date and the target, and the sample dict described in
@@ -17,6 +18,8 @@ Relative paths resolve against ``data.root`` (environment variable ``VISER_DATA_
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...core.errors import InputError
@@ -32,7 +35,6 @@ __all__ = [
     "load_clear_images", "CUHKCR", "Sen2MTC",
 ]
 
-KINDS = ("synthetic", "pairs", "series", "cuhk-cr", "sen2mtc")
 _COMMON = {"type", "repeat", "patch_size", "flips", "rotations", "label"}
 
 
@@ -58,44 +60,77 @@ def _generator(data_cfg: dict, root: Path, cache: dict) -> CloudGenerator:
     return cache["generator"]
 
 
+@dataclass
+class Part:
+    """What one entry of a split is built from: its own keys and what the whole ``data:`` block sets."""
+
+    args: dict                   # the entry's keys, less those every kind shares (_COMMON)
+    common: dict                 # seed, train, patch_size, flips, rotations
+    bands: tuple[str, ...]
+    num_frames: int | None
+    root: Path
+    split: str
+    data_cfg: dict
+    cache: dict                  # shared by the entries of a split (one cloud generator)
+
+    def rooted_args(self) -> dict:
+        """``args`` with its ``root`` resolved against ``data.root``."""
+        return dict(self.args, root=_path(self.root, self.args["root"]))
+
+    def generator(self) -> CloudGenerator:
+        return _generator(self.data_cfg, self.root, self.cache)
+
+
+def _synthetic(part: Part):
+    args = dict(part.args)
+    sources = args.pop("sources", None)
+    if not sources:
+        raise InputError(f"a synthetic part of data.{part.split} needs 'sources'")
+    images = load_clear_images(sources, part.bands, part.root)
+    return SyntheticCloudDataset(images, part.bands, part.generator(), num_frames=part.num_frames, **args,
+                                 **part.common)
+
+
+def _pairs(part: Part):
+    return PairsDataset(bands=part.bands, num_frames=part.num_frames, **part.rooted_args(), **part.common)
+
+
+def _series(part: Part):
+    args = part.rooted_args()
+    generator = part.generator() if args.get("mode", "real") == "synthetic" else None
+    return SeriesDataset(bands=part.bands, num_frames=args.pop("frames", part.num_frames or 1), generator=generator,
+                         mono=part.num_frames is None, **args, **part.common)
+
+
+def _cuhk_cr(part: Part):
+    return CUHKCR(nir="nir" in part.bands, num_frames=part.num_frames, **part.rooted_args(), **part.common)
+
+
+def _sen2mtc(part: Part):
+    return Sen2MTC(bands=part.bands, **part.rooted_args(), **part.common)
+
+
+# ``type:`` of a part -> its builder. Benchmarks fix their own band order: checked against data.bands.
+PART_TYPES: dict[str, Callable[[Part], object]] = {
+    "synthetic": _synthetic, "pairs": _pairs, "series": _series, "cuhk-cr": _cuhk_cr, "sen2mtc": _sen2mtc,
+}
+KINDS = tuple(PART_TYPES)
+_FIXED_BANDS = {"cuhk-cr", "sen2mtc"}
+
+
 def build_part(spec: dict, data_cfg: dict, split: str, seed: int = 0, cache: dict | None = None):
-    cache = {} if cache is None else cache
-    spec = dict(spec)
     kind = spec.get("type")
-    if kind not in KINDS:
+    if kind not in PART_TYPES:
         raise InputError(f"unknown dataset type {kind!r} in data.{split}: use one of {', '.join(KINDS)}")
-    root = data_root(data_cfg)
     train = split == "train"
-    bands = tuple(data_cfg.get("bands", RGBN))
-    nf = data_cfg.get("num_frames")
     default_patch = data_cfg.get("patch_size", 128) if train else data_cfg.get("eval_patch_size", 256)
     common = dict(seed=seed, train=train, patch_size=spec.get("patch_size", default_patch),
                   flips=spec.get("flips", True), rotations=spec.get("rotations", True))
-    args = {k: v for k, v in spec.items() if k not in _COMMON}
-    if kind == "synthetic":
-        sources = args.pop("sources", None)
-        if not sources:
-            raise InputError(f"a synthetic part of data.{split} needs 'sources'")
-        images = load_clear_images(sources, bands, root)
-        return SyntheticCloudDataset(images, bands, _generator(data_cfg, root, cache), num_frames=nf, **args, **common)
-    if kind == "pairs":
-        args["root"] = _path(root, args["root"])
-        return PairsDataset(bands=bands, num_frames=nf, **args, **common)
-    if kind == "series":
-        args["root"] = _path(root, args["root"])
-        mode = args.get("mode", "real")
-        gen = _generator(data_cfg, root, cache) if mode == "synthetic" else None
-        mono = nf is None
-        return SeriesDataset(bands=bands, num_frames=args.pop("frames", nf or 1), generator=gen, mono=mono,
-                             **args, **common)
-    if kind == "cuhk-cr":
-        args["root"] = _path(root, args["root"])
-        nir = "nir" in bands
-        ds = CUHKCR(nir=nir, num_frames=nf, **args, **common)
-    else:
-        args["root"] = _path(root, args["root"])
-        ds = Sen2MTC(bands=bands, **args, **common)
-    if tuple(ds.band_names) != bands:
+    bands = tuple(data_cfg.get("bands", RGBN))
+    part = Part({k: v for k, v in spec.items() if k not in _COMMON}, common, bands, data_cfg.get("num_frames"),
+                data_root(data_cfg), split, data_cfg, {} if cache is None else cache)
+    ds = PART_TYPES[kind](part)
+    if kind in _FIXED_BANDS and tuple(ds.band_names) != bands:
         raise InputError(f"{kind} gives bands {ds.band_names}, the config asks for {bands}")
     return ds
 

@@ -1,0 +1,56 @@
+"""The trainer's batch-level augmentations, drawn from torch's global RNG (so that a resume is exact).
+
+* ``train.radiometric``: ``{p, gain: [lo, hi], gamma: [lo, hi], contrast: [lo, hi]}``: the same
+  random brightness gain, gamma and contrast for the cloudy input(s) and the target of a sample, then
+  a clip to [0, 1] (an 8-bit display stretch saturates bright clouds the same way).
+* ``train.random_frames``: each batch of a stack uses the first L dates, L uniform in 1..num_frames
+  (the reference date is always first), so fewer dates work too.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def radiometric(x: torch.Tensor, y: torch.Tensor, cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same random gain / gamma / contrast per sample for input ``x`` ((B,C,H,W) or (B,L,C,H,W)) and
+    target ``y`` (B,C,H,W); samples are left alone with probability ``1 - p``."""
+    b = y.shape[0]
+    p = float(cfg.get("p", 1.0))
+
+    def draw(key, default):
+        lo, hi = cfg.get(key, default)
+        lo, hi = float(lo), float(hi)
+        # log-uniform: as likely to brighten as to darken
+        r = torch.rand(b)
+        return torch.exp(torch.log(torch.tensor(lo)) + r * (torch.log(torch.tensor(hi)) - torch.log(torch.tensor(lo))))
+
+    gain, gamma, contrast = draw("gain", (1.0, 1.0)), draw("gamma", (1.0, 1.0)), draw("contrast", (1.0, 1.0))
+    on = torch.rand(b) < p
+    gain = torch.where(on, gain, torch.ones(b))
+    gamma = torch.where(on, gamma, torch.ones(b))
+    contrast = torch.where(on, contrast, torch.ones(b))
+
+    def shape(v, t):
+        return v.view(b, *([1] * (t.dim() - 1))).to(t.device, t.dtype)
+
+    # the contrast pivot: the target's mean after gain and gamma (the same for input and target)
+    yt = (y.clamp(0, 1) ** shape(gamma, y)) * shape(gain, y)
+    pivot = yt.flatten(1).mean(1)
+
+    def apply(t):
+        v = (t.clamp(0, 1) ** shape(gamma, t)) * shape(gain, t)
+        v = (v - shape(pivot, t)) * shape(contrast, t) + shape(pivot, t)
+        v = v.clamp(0, 1)
+        keep = shape(on.float(), t)
+        return keep * v + (1 - keep) * t
+
+    return apply(x), apply(y)
+
+
+def random_frames(x: torch.Tensor) -> torch.Tensor:
+    """The first L dates of a (B, L, C, H, W) batch, L uniform in 1..L_max (4-D input unchanged)."""
+    if x.dim() != 5 or x.shape[1] < 2:
+        return x
+    n = int(torch.randint(1, x.shape[1] + 1, (1,)).item())
+    return x[:, :n]
