@@ -203,10 +203,10 @@ def is_complete(path: Path | None, request_hash: str) -> bool:
         return False
     import rasterio
 
-    from . import raster as rio
+    from . import raster
 
     try:
-        with rio.quiet_georeferencing(), rasterio.open(path) as dataset:
+        with raster.quiet_georeferencing(), rasterio.open(path) as dataset:
             if dataset.tags().get(REQUEST_HASH_TAG) != request_hash:
                 return False
             block_height, block_width = dataset.block_shapes[0]

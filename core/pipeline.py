@@ -1,18 +1,23 @@
 """The one path from raster(s) to raster: ``remove_clouds(request)``.
 
-The CLI, every QGIS Processing algorithm, the dock widget and the evaluation call it. Steps:
+The CLI, every QGIS Processing algorithm, the dock widget and the evaluation call it. Steps, each
+handing the next a small object it builds once (``remove_clouds`` reads top to bottom):
 
-1. check the output paths (folder exists and is writable, no output is an input);
-2. open the inputs, detect sensor / scaling / bands (``core.sensors``), choose and load the model;
-3. align every date onto the reference grid (``WarpedVRT``), lay a tile grid with overlap over it;
+1. check the output paths (folder exists and is writable, no output is an input): ``_OutputPaths``;
+2. open the inputs, detect sensor / scaling / bands (``core.sensors``) and choose the model:
+   ``_Inputs`` (the card and every date with its resolution and band indexes);
+3. align every date onto the reference grid (``WarpedVRT``): ``_Sources``; lay a tile grid with
+   overlap over it: ``_TilePlan``; with the output encoding and tags that makes the ``_Job``; load the
+   model behind a ``Predictor``;
 4. stream, panel by panel (vertical stripes of at most ``raster.PANEL`` columns): read a strip of
    tile rows of the panel, run batches of tiles through the model (optionally with test-time
    augmentation and keep-clear blending), add each tile times its normalised blend weight into
    blocks of output rows, and write a block as soon as its last tile is in. Memory holds a few tile
    rows of one panel, whatever the raster's height and width;
-5. write everything to temporary files in the output folder, check every write (a full disk fails
-   the run), read the finished files back, and rename them only at the end; a cancel, a signal or an
-   error removes them.
+5. write everything to temporary files in the output folder (``_OutputFiles``), check every write (a
+   full disk fails the run), read the finished files back, and rename them only at the end; a cancel,
+   a signal or an error removes them. Out of memory with one tile per batch, the attempt starts again
+   with smaller tiles (``_TilePlan.halved``), then on the CPU.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import raster as rio
+from . import raster
 from .device import (
     CPU_BATCH_SIZE,
     autocast_dtype,
@@ -44,7 +49,7 @@ from .device import (
 )
 from .errors import Cancelled, InputError, ViserError
 from .sensors import CANONICAL_BANDS, BandFacts, SensorResolution, formula, offered_bands, resolve
-from .tiling import MIN_TILE, Panel, Tile, TileGrid, validate_tiling
+from .tiling import MIN_TILE, Panel, Tile, TileGrid
 
 SCORE_THRESHOLD = 0.5          # keep-clear: a score above this is cloud
 SOURCE_DATES_NODATA = 65535    # source-date raster: outside the input's valid pixels
@@ -134,64 +139,112 @@ def _validate_request(request: CloudRemovalRequest) -> None:
         raise InputError("a cloud mask is used by keep-clear mode: add --keep-clear (or drop the mask).")
 
 
-def _output_paths(request: CloudRemovalRequest) -> dict[str, Path | None]:
+@dataclass(frozen=True)
+class _OutputPaths:
+    """The checked paths of the products a run writes (None: not asked for)."""
+
+    output: Path | None
+    score: Path | None
+    uncertainty: Path | None
+    source_dates: Path | None
+
+
+def _output_paths(request: CloudRemovalRequest) -> _OutputPaths:
     """Checked output paths; none may be an input, the cloud mask or another output."""
     protected = [*request.inputs] + ([request.cloud_mask] if request.cloud_mask else [])
-    paths: dict[str, Path | None] = {}
-    for key, value, what in (("output", request.output, "output"),
-                             ("score", request.score_output, "score output"),
-                             ("uncertainty", request.uncertainty_output, "uncertainty output"),
-                             ("source_dates", request.source_dates_output, "source-date output")):
-        paths[key] = rio.check_output_path(value, [*protected, *[p for p in paths.values() if p]], what) \
-            if value is not None else None
-    return paths
+    checked: list[Path | None] = []
+    for value, what in ((request.output, "output"), (request.score_output, "score output"),
+                        (request.uncertainty_output, "uncertainty output"),
+                        (request.source_dates_output, "source-date output")):
+        others = [*protected, *[path for path in checked if path]]
+        checked.append(raster.check_output_path(value, others, what) if value is not None else None)
+    return _OutputPaths(*checked)
 
 
 # -------------------------------------------------------------------------------------------- inputs
 
 
-@dataclass
-class _Input:
+@dataclass(frozen=True)
+class _Opened:
+    """An input raster, open read-only, and what it says about itself."""
+
     label: str
     path: Path
     dataset: object
     facts: BandFacts
-    number: int = 1                     # 1-based position in the request's inputs
-    resolution: SensorResolution | None = None
-    indexes: list[int] = field(default_factory=list)
+    number: int                         # 1-based position in the request's inputs
 
 
-def _open_inputs(request: CloudRemovalRequest, stack: contextlib.ExitStack) -> list[_Input]:
+@dataclass(frozen=True)
+class _Input:
+    """A date of the run: the open raster, its sensor and scaling, and the model's bands in it."""
+
+    label: str
+    path: Path
+    dataset: object
+    facts: BandFacts
+    number: int                         # 1-based position in the request's inputs
+    resolution: SensorResolution
+    indexes: list[int]                  # 1-based band numbers, in the model's band order
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The request's inputs, resolved once: the model card, every date with its sensor, scaling and the
+    model's bands (the reference first), and how a stack longer than the model takes is cut down."""
+
+    card: object
+    dates: list[_Input]
+    date_choice: str | None             # the line that says so, for such a stack
+
+    @property
+    def reference(self) -> _Input:
+        return self.dates[0]
+
+
+def _resolve_inputs(request: CloudRemovalRequest, stack: contextlib.ExitStack) -> _Inputs:
+    """Open the inputs, choose the model and bind every date's sensor and bands to it."""
+    opened = _open_inputs(request, stack)
+    card, reference_resolution = _choose_model(request, opened[0])
+    date_choice = _check_frames(opened, card)
+    dates = [_bind_bands(item, request, card, reference_resolution if position == 0 else None)
+             for position, item in enumerate(opened)]
+    return _Inputs(card, dates, date_choice)
+
+
+def _open_inputs(request: CloudRemovalRequest, stack: contextlib.ExitStack) -> list[_Opened]:
     """Open every input read-only; the reference comes first (the model wants it at index 0)."""
     order = [request.reference] + [i for i in range(len(request.inputs)) if i != request.reference]
     opened = []
     for position in order:
         source = request.inputs[position]
         path = Path(source)
-        dataset = stack.enter_context(rio.open_raster(source))
+        dataset = stack.enter_context(raster.open_raster(source))
         label = f"input {position + 1} ({path.name})" if len(request.inputs) > 1 else path.name
-        opened.append(_Input(label, path, dataset, rio.band_facts(dataset, path), position + 1))
+        opened.append(_Opened(label, path, dataset, raster.band_facts(dataset, path), position + 1))
     return opened
 
 
-def _too_few_bands(item: _Input, needed: int, names) -> InputError:
+def _too_few_bands(item: _Opened, needed: int, names) -> InputError:
     return InputError(
         f"{item.label} has {item.facts.count} band(s) but the model needs {needed} ({', '.join(names)}): "
         "give a raster with those bands, pass --bands, or choose a model with fewer bands."
     )
 
 
-def _resolve_sensor(item: _Input, request: CloudRemovalRequest, wanted) -> SensorResolution:
+def _resolve_sensor(item: _Opened, request: CloudRemovalRequest, wanted) -> SensorResolution:
     return resolve(item.facts, sensor=request.sensor, bands=request.bands, scale=request.scale,
                    offset=request.offset, wanted=wanted)
 
 
-def _choose_model(request: CloudRemovalRequest, reference: _Input):
-    """The model card: the one asked for, or the default for the bands this raster offers."""
+def _choose_model(request: CloudRemovalRequest, reference: _Opened) -> tuple[object, SensorResolution | None]:
+    """The model card: the one asked for, or the default for the bands this raster offers. With the
+    default, also the reference's sensor resolution when it holds for the model: band numbers the user
+    gave are named in the model's band order, so only without them."""
     from .weights import find_model, select_model
 
     if request.model is not None:
-        return find_model(request.model, models_dir=request.models_dir)
+        return find_model(request.model, models_dir=request.models_dir), None
     if request.bands is None and reference.facts.count < 3:
         raise _too_few_bands(reference, 3, CANONICAL_BANDS[:3])
     probe = _resolve_sensor(reference, request, None)
@@ -201,20 +254,22 @@ def _choose_model(request: CloudRemovalRequest, reference: _Input):
             f"{reference.label}: could not identify red, green and blue bands (identified: "
             f"{', '.join(names) or 'none'}). {probe.reason} Pass --bands R,G,B[,NIR]."
         )
-    return select_model(names, len(request.inputs), models_dir=request.models_dir)
+    card = select_model(names, len(request.inputs), models_dir=request.models_dir)
+    return card, probe if request.bands is None else None
 
 
-def _bind_bands(items: list[_Input], request: CloudRemovalRequest, card) -> None:
-    """Sensor, scaling and the model's band indexes for every date."""
+def _bind_bands(item: _Opened, request: CloudRemovalRequest, card,
+                resolution: SensorResolution | None = None) -> _Input:
+    """The date with its sensor, scaling and the model's band indexes (``resolution``: already known)."""
     wanted = list(card.bands)
-    for item in items:
-        if request.bands is None and item.facts.count < len(wanted):
-            raise _too_few_bands(item, len(wanted), wanted)
-        item.resolution = _resolve_sensor(item, request, wanted)
-        item.indexes = item.resolution.indexes_for(wanted)
+    if request.bands is None and item.facts.count < len(wanted):
+        raise _too_few_bands(item, len(wanted), wanted)
+    resolution = resolution or _resolve_sensor(item, request, wanted)
+    return _Input(item.label, item.path, item.dataset, item.facts, item.number, resolution,
+                  resolution.indexes_for(wanted))
 
 
-def _check_frames(items: list[_Input], card) -> str | None:
+def _check_frames(items: list[_Opened], card) -> str | None:
     """Refuse several dates for a one-date model; for a stack longer than a stack model takes, the
     line that says how its dates are chosen (per tile, ``Predictor._choose_dates``)."""
     frames = int(card.num_frames)
@@ -234,7 +289,29 @@ def _date_use_line(items: list[_Input], date_use) -> str:
     return f"Dates used (tiles of {int(date_use[0])}): " + ", ".join(parts) + "."
 
 
-def _tiling(request: CloudRemovalRequest, card) -> tuple[int, int]:
+@dataclass(frozen=True)
+class _TilePlan:
+    """The tiles over the output grid, with their size and overlap (the TileGrid checks them)."""
+
+    grid: raster.Grid
+    tile: int
+    overlap: int
+    tiles: TileGrid
+
+    @classmethod
+    def over(cls, grid: raster.Grid, tile: int, overlap: int) -> _TilePlan:
+        return cls(grid, tile, overlap, TileGrid(grid.height, grid.width, tile, overlap, block=raster.BLOCK))
+
+    def halved(self) -> _TilePlan | None:
+        """Tiles half the size, for a retry after running out of memory; None when they would be too small."""
+        tile = self.tile // 2
+        if tile >= max(MIN_RETRY_TILE, MIN_TILE) and min(self.grid.height, self.grid.width) > tile:
+            return _TilePlan.over(self.grid, tile, self.overlap // 2)
+        return None
+
+
+def _tiling(request: CloudRemovalRequest, card, grid: raster.Grid) -> _TilePlan:
+    """The request's tile size and overlap, else the model card's (the overlap scaled with a given size)."""
     tile = card.tile_size if request.tile_size is None else _whole_number(request.tile_size, "tile size")
     if request.overlap is not None:
         overlap = _whole_number(request.overlap, "overlap")
@@ -242,8 +319,7 @@ def _tiling(request: CloudRemovalRequest, card) -> tuple[int, int]:
         overlap = int(round(card.overlap * tile / max(1, card.tile_size)))
     else:
         overlap = int(card.overlap)
-    validate_tiling(tile, overlap)
-    return int(tile), int(overlap)
+    return _TilePlan.over(grid, int(tile), int(overlap))
 
 
 def _whole_number(value, name: str) -> int:
@@ -289,7 +365,7 @@ class _Encoding:
             np.rint(values, out=values)
             np.clip(values, low, high, out=values)
         if values.dtype != np.dtype(self.dtype):
-            cast = rio.mapped_array(values.shape, self.dtype)
+            cast = raster.mapped_array(values.shape, self.dtype)
             np.copyto(cast, values, casting="unsafe")
             values = cast
         if self.nodata is not None and not valid.all():
@@ -443,10 +519,12 @@ class Predictor:
 
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast]
 
-    def use_device(self, device) -> None:
-        """Move to another device (the CPU after running out of GPU memory): float32, no staging."""
+    def use_device(self, device, batch_size: int | None = None) -> None:
+        """Move to another device (the CPU after running out of GPU memory): float32, no staging, and
+        ``batch_size`` tiles per batch (None: the CPU's)."""
         self.model = self.model.to(device)
         self.device = device
+        self.batch_size = int(batch_size or CPU_BATCH_SIZE)
         if device.type != "cuda":
             self.autocast = None
             self.staging = None
@@ -472,6 +550,19 @@ class Predictor:
         self.say(f"Batch size {self.batch_size}: {free / 2**30:.1f} GiB free on {describe_device(self.device)}, "
                  f"{per_tile / 2**20:.0f} MiB per {x.shape[-1]}-pixel tile ({self.precision}).")
         return self.batch_size
+
+    def fit_batch_to_tiles(self, frames: int, channels: int, tile: int, tiles: int) -> None:
+        """On a GPU, the batch size from its free memory (a probe tile through the model); the CPU keeps
+        its own. Out of memory even for the probe: ``_NeedSmallerTiles``."""
+        if self.device.type != "cuda":
+            return
+        try:
+            self.fit_batch_to_memory(np.zeros((1, frames, channels, tile, tile), np.float32), tiles)
+        except Exception as error:  # only out-of-memory errors are handled
+            if not is_out_of_memory(error):
+                raise
+            self.batch_size = 1
+            raise _NeedSmallerTiles() from None
 
     def predict(self, x: np.ndarray, cloud: np.ndarray | None = None) -> Prediction:
         """``x`` ``(n, L, C, h, w)`` reflectance, ``cloud`` ``(n, h, w)`` a user's mask or None."""
@@ -673,13 +764,13 @@ class _Block:
 
     def __init__(self, channels: int, height: int, width: int, image: bool, score: bool, spread: bool,
                  sources: bool = False):
-        self.image = rio.mapped_array((channels, height, width), np.float32) if image else None
-        self.score = rio.mapped_array((height, width), np.float32) if score else None
-        self.spread = rio.mapped_array((height, width), np.float32) if spread else None
+        self.image = raster.mapped_array((channels, height, width), np.float32) if image else None
+        self.score = raster.mapped_array((height, width), np.float32) if score else None
+        self.spread = raster.mapped_array((height, width), np.float32) if spread else None
         # a category, not blended: the value of the tile that weighs most at each pixel
-        self.sources = rio.mapped_array((height, width), np.int32) if sources else None
-        self.source_weight = rio.mapped_array((height, width), np.float32) if sources else None
-        self.valid = rio.mapped_array((height, width), bool)
+        self.sources = raster.mapped_array((height, width), np.int32) if sources else None
+        self.source_weight = raster.mapped_array((height, width), np.float32) if sources else None
+        self.valid = raster.mapped_array((height, width), bool)
 
 
 class _Writer:
@@ -687,7 +778,7 @@ class _Writer:
     the panel), full blocks encoded and written. ``date_numbers``: the input number (1-based, the
     request's order) of each stack position, for the source-date raster."""
 
-    def __init__(self, grid: TileGrid, panel: Panel, channels: int, encoding: _Encoding, outputs: dict,
+    def __init__(self, grid: TileGrid, panel: Panel, channels: int, encoding: _Encoding, outputs: _OutputFiles,
                  date_numbers=()):
         self.grid = grid
         self.date_numbers = np.array([0, *date_numbers], dtype=np.int32)  # 0 stays 0: the spatial fill
@@ -706,9 +797,9 @@ class _Writer:
         return self.blocks[number]
 
     def _new_block(self, height: int) -> _Block:
-        return _Block(self.channels, height, self.panel.width, self.outputs.get("output") is not None,
-                      self.outputs.get("score") is not None, self.outputs.get("uncertainty") is not None,
-                      self.outputs.get("source_dates") is not None)
+        outputs = self.outputs
+        return _Block(self.channels, height, self.panel.width, outputs.output is not None,
+                      outputs.score is not None, outputs.uncertainty is not None, outputs.source_dates is not None)
 
     def _columns(self, tile: Tile) -> tuple[slice, slice]:
         """The tile's columns inside the panel: (in the tile, in the panel's blocks)."""
@@ -747,23 +838,23 @@ class _Writer:
         valid, left = block.valid, self.panel.x0
         self.valid_pixels += int(valid.sum())
         invalid = ~valid
-        if self.outputs.get("output") is not None:
-            out = self.outputs["output"]
-            out.write(self.encoding.encode(block.image, valid), top, left)
+        outputs = self.outputs
+        if outputs.output is not None:
+            outputs.output.write(self.encoding.encode(block.image, valid), top, left)
             if self.encoding.write_mask:
-                out.write_mask(valid.astype(np.uint8) * 255, top, left)
-        if self.outputs.get("score") is not None:
+                outputs.output.write_mask(valid.astype(np.uint8) * 255, top, left)
+        if outputs.score is not None:
             score = np.clip(block.score, 0, 1, out=block.score)
             score[invalid] = np.nan
-            self.outputs["score"].write(score[None], top, left)
-        if self.outputs.get("uncertainty") is not None:
+            outputs.score.write(score[None], top, left)
+        if outputs.uncertainty is not None:
             spread = block.spread
             spread[invalid] = np.nan
-            self.outputs["uncertainty"].write(spread[None], top, left)
-        if self.outputs.get("source_dates") is not None:
+            outputs.uncertainty.write(spread[None], top, left)
+        if outputs.source_dates is not None:
             dates = self.date_numbers[block.sources]
             dates[invalid] = SOURCE_DATES_NODATA
-            self.outputs["source_dates"].write(dates[None].astype(np.uint16), top, left)
+            outputs.source_dates.write(dates[None].astype(np.uint16), top, left)
 
 
 # ------------------------------------------------------------------------------------------- stream
@@ -795,7 +886,7 @@ class _Strips:
         self.left[row] -= 1
         if self.left[row] == 0:
             if self.cache.pop(row, None) is not None:
-                rio.release_free_memory()
+                raster.release_free_memory()
 
     def _read(self, row: int):
         y, h = self.grid.ys[row], self.grid.tile_height
@@ -982,18 +1073,18 @@ class _WriterThread:
             self.thread.join(timeout=0.1)
 
 
-def _stream(items, sources, mask_source, grid: TileGrid, predictor: Predictor, channels: int,
-            encoding: _Encoding, files: dict, progress: ProgressFn, check_cancel: Callable[[], None],
+def _stream(job: _Job, grid: TileGrid, predictor: Predictor, outputs: _OutputFiles, callbacks: _Callbacks,
             overlap_io: bool = False) -> int:
     """Every tile through the model, panel by panel; returns the number of valid output pixels."""
-    panels = grid.panels(rio.PANEL)
-    counter = _Progress(sum(len(panel.cols) * len(grid.ys) for panel in panels), progress)
+    dates, channels = job.inputs.dates, len(job.inputs.card.bands)
+    panels = grid.panels(raster.PANEL)
+    counter = _Progress(sum(len(panel.cols) * len(grid.ys) for panel in panels), callbacks.progress)
     valid_pixels = 0
     for panel in panels:
-        strips = _Strips(items, sources, mask_source, grid, panel)
-        writer = _Writer(grid, panel, channels, encoding, files, [item.number for item in items])
+        strips = _Strips(dates, job.sources.dates, job.sources.mask, grid, panel)
+        writer = _Writer(grid, panel, channels, job.encoding, outputs, [date.number for date in dates])
         batches = _read_batches(strips, grid.panel_tiles(panel), max(1, predictor.batch_size))
-        _stream_panel(batches, predictor, writer, counter, check_cancel, overlap_io)
+        _stream_panel(batches, predictor, writer, counter, callbacks.check_cancel, overlap_io)
         valid_pixels += writer.valid_pixels
     return valid_pixels
 
@@ -1026,45 +1117,53 @@ def _stream_panel(batches: Iterator[_Batch], predictor: Predictor, writer: _Writ
 # ------------------------------------------------------------------------------------------- outputs
 
 
-def _open_outputs(paths: dict, request: CloudRemovalRequest, grid, card, encoding: _Encoding,
-                  tags: dict, device) -> tuple[rio.OutputSet, dict]:
+@dataclass
+class _OutputFiles:
+    """The files of one attempt at the run (None: not asked for), and the set that commits them together
+    or discards them all."""
+
+    files: raster.OutputSet
+    output: raster.OutputFile | None = None
+    score: raster.OutputFile | None = None
+    uncertainty: raster.OutputFile | None = None
+    source_dates: raster.OutputFile | None = None
+
+
+def _open_outputs(job: _Job, grid: raster.Grid, device) -> _OutputFiles:
     from rasterio.enums import ColorInterp
 
+    request, paths, bands, encoding = job.request, job.paths, list(job.inputs.card.bands), job.encoding
     threads = "ALL_CPUS" if device.type != "cpu" else None  # the CPU is free when a GPU computes
-    outputs = rio.OutputSet()
-    files: dict[str, rio.OutputFile | None] = {"output": None, "score": None, "uncertainty": None,
-                                               "source_dates": None}
+    outputs = _OutputFiles(raster.OutputSet())
     # For a COG the creation options go to the COG driver; the intermediate GeoTIFF keeps the defaults.
     gtiff_options = None if request.cog else request.creation_options
     cog_options = request.creation_options if request.cog else None
+
+    def add(path: Path, count: int, dtype: str, nodata, descriptions: list[str]) -> raster.OutputFile:
+        profile = raster.output_profile(grid, count, dtype, nodata, gtiff_options, threads)
+        return outputs.files.add(raster.OutputFile(path, profile, descriptions, job.tags, cog=request.cog,
+                                                   cog_options=cog_options, failures=outputs.files.failures))
+
     try:
-        if paths["output"] is not None:
-            profile = rio.output_profile(grid, len(card.bands), encoding.dtype, encoding.nodata, gtiff_options,
-                                         threads)
-            files["output"] = outputs.add(rio.OutputFile(paths["output"], profile, list(card.bands), tags,
-                                                         cog=request.cog, cog_options=cog_options,
-                                                         failures=outputs.failures))
-            interps = [getattr(ColorInterp, COLOUR_OF_BAND.get(b, "undefined")) for b in card.bands]
-            if {"red", "green", "blue"} <= set(card.bands):
-                files["output"].set_colorinterp(interps)
+        if paths.output is not None:
+            outputs.output = add(paths.output, len(bands), encoding.dtype, encoding.nodata, bands)
+            interps = [getattr(ColorInterp, COLOUR_OF_BAND.get(b, "undefined")) for b in bands]
+            if {"red", "green", "blue"} <= set(bands):
+                outputs.output.set_colorinterp(interps)
             if encoding.band_scaling:
-                files["output"].set_scaling(encoding.scale, encoding.offset)
-        for key, description in (("score", "cloud score (0 clear, 1 cloud)"),
-                                 ("uncertainty", "uncertainty (TTA standard deviation, reflectance)")):
-            if paths[key] is not None:
-                profile = rio.output_profile(grid, 1, "float32", float("nan"), gtiff_options, threads)
-                files[key] = outputs.add(rio.OutputFile(paths[key], profile, [description], tags,
-                                                        cog=request.cog, cog_options=cog_options,
-                                                        failures=outputs.failures))
-        if paths["source_dates"] is not None:
-            profile = rio.output_profile(grid, 1, "uint16", SOURCE_DATES_NODATA, gtiff_options, threads)
-            files["source_dates"] = outputs.add(rio.OutputFile(
-                paths["source_dates"], profile, ["source date (input number; 0 = spatial fill, no date sees it)"],
-                tags, cog=request.cog, cog_options=cog_options, failures=outputs.failures))
+                outputs.output.set_scaling(encoding.scale, encoding.offset)
+        if paths.score is not None:
+            outputs.score = add(paths.score, 1, "float32", float("nan"), ["cloud score (0 clear, 1 cloud)"])
+        if paths.uncertainty is not None:
+            outputs.uncertainty = add(paths.uncertainty, 1, "float32", float("nan"),
+                                      ["uncertainty (TTA standard deviation, reflectance)"])
+        if paths.source_dates is not None:
+            outputs.source_dates = add(paths.source_dates, 1, "uint16", SOURCE_DATES_NODATA,
+                                       ["source date (input number; 0 = spatial fill, no date sees it)"])
     except BaseException:
-        outputs.discard()
+        outputs.files.discard()
         raise
-    return outputs, files
+    return outputs
 
 
 # -------------------------------------------------------------------------------------------- public
@@ -1091,20 +1190,63 @@ class _Callbacks:
             raise Cancelled("cancelled by the user: nothing was written.")
 
 
+@dataclass(frozen=True)
+class _Sources:
+    """Where the pixels come from: every date aligned onto the output grid (the reference's, or the
+    window of it the bounds cover), and the cloud mask too when one is given."""
+
+    grid: raster.Grid
+    dates: list[raster.AlignedSource]
+    mask: raster.AlignedSource | None
+
+
+def _align_sources(request: CloudRemovalRequest, inputs: _Inputs, stack: contextlib.ExitStack,
+                   callbacks: _Callbacks) -> _Sources:
+    dates = inputs.dates
+    grid = raster.reference_grid(inputs.reference.dataset, request.bounds)
+    sources, notes = raster.open_sources([d.dataset for d in dates], [d.label for d in dates], 0, grid,
+                                         request.resampling)
+    for source in sources:
+        stack.callback(source.close)
+    for note in notes:
+        callbacks.say(note)
+    return _Sources(grid, sources, _mask_source(request, grid, stack, inputs.reference.dataset))
+
+
 def _mask_source(request: CloudRemovalRequest, grid, stack: contextlib.ExitStack, reference):
     if request.cloud_mask is None:
         return None
-    dataset = stack.enter_context(rio.open_raster(request.cloud_mask, "cloud mask"))
+    dataset = stack.enter_context(raster.open_raster(request.cloud_mask, "cloud mask"))
     direct = (dataset.crs == reference.crs and dataset.transform == reference.transform
               and (dataset.width, dataset.height) == (reference.width, reference.height))
     if not direct and (dataset.crs is None or reference.crs is None):
         raise InputError("the cloud mask has no CRS (or the reference has none) and a different grid: "
                          "give a mask on the reference raster's grid.")
     if not direct:
-        rio.check_overlap(dataset, grid, "the cloud mask")
-    source = rio.AlignedSource(dataset, grid, resampling="nearest", direct=direct)
+        raster.check_overlap(dataset, grid, "the cloud mask")
+    source = raster.AlignedSource(dataset, grid, resampling="nearest", direct=direct)
     stack.callback(source.close)
     return source
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a run reads and writes, settled before the model is loaded."""
+
+    request: CloudRemovalRequest
+    paths: _OutputPaths
+    inputs: _Inputs
+    sources: _Sources
+    encoding: _Encoding
+    tags: dict[str, str]                # metadata of every output
+
+
+def _output_tags(request: CloudRemovalRequest, inputs: _Inputs) -> dict[str, str]:
+    reference = inputs.reference
+    return {"VISER_CR_MODEL": inputs.card.name, "VISER_CR_SENSOR": reference.resolution.sensor,
+            "VISER_CR_INPUT_BANDS": ",".join(map(str, reference.indexes)),
+            "VISER_CR_SCALING": formula(reference.resolution.scale, reference.resolution.offset),
+            **(request.tags or {})}
 
 
 def remove_clouds(request: CloudRemovalRequest, progress: ProgressFn | None = None,
@@ -1122,37 +1264,41 @@ def remove_clouds(request: CloudRemovalRequest, progress: ProgressFn | None = No
     callbacks.check_cancel()
     with contextlib.ExitStack() as stack, torch_threads(request.threads), \
             rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_TIFF_INTERNAL_MASK=True):
-        items = _open_inputs(request, stack)
-        reference = items[0]
-        card = _choose_model(request, reference)
-        choosing = _check_frames(items, card)
-        _bind_bands(items, request, card)
+        inputs = _resolve_inputs(request, stack)
+        reference = inputs.reference
         callbacks.say(f"{reference.label}: {reference.resolution.reason}")
-        if choosing:
-            callbacks.say(choosing)
-        grid = rio.reference_grid(reference.dataset, request.bounds)
-        sources, notes = rio.open_sources([i.dataset for i in items], [i.label for i in items], 0, grid,
-                                          request.resampling)
-        for source in sources:
-            stack.callback(source.close)
-        for note in notes:
-            callbacks.say(note)
-        mask_source = _mask_source(request, grid, stack, reference.dataset)
-        tile, overlap = _tiling(request, card)
-        TileGrid(grid.height, grid.width, tile, overlap)  # validates tile and overlap early
-        encoding = _encoding(request, reference)
-        tiles = _run_with_retries(request, paths, items, sources, mask_source, grid, card, device,
-                                  tile, overlap, encoding, callbacks)
+        if inputs.date_choice:
+            callbacks.say(inputs.date_choice)
+        sources = _align_sources(request, inputs, stack, callbacks)
+        tiles = _tiling(request, inputs.card, sources.grid)
+        job = _Job(request, paths, inputs, sources, _encoding(request, reference), _output_tags(request, inputs))
+        predictor = _predictor(request, inputs.card, device, callbacks)
+        tiles = _write_with_retries(job, tiles, predictor, callbacks)
     result = CloudRemovalResult(
-        output=paths["output"], score_output=paths["score"], uncertainty_output=paths["uncertainty"],
-        source_dates_output=paths["source_dates"],
-        device=tiles["device"], model=str(card.name), sensor=reference.resolution.sensor,
-        sensor_reason=reference.resolution.reason, bands=list(reference.indexes), tiles=tiles["tiles"],
-        seconds=time.perf_counter() - started, messages=callbacks.messages, precision=tiles["precision"],
-        batch_size=tiles["batch_size"],
+        output=paths.output, score_output=paths.score, uncertainty_output=paths.uncertainty,
+        source_dates_output=paths.source_dates,
+        device=str(predictor.device), model=str(inputs.card.name), sensor=reference.resolution.sensor,
+        sensor_reason=reference.resolution.reason, bands=list(reference.indexes), tiles=len(tiles.tiles),
+        seconds=time.perf_counter() - started, messages=callbacks.messages, precision=predictor.precision,
+        batch_size=predictor.batch_size,
     )
     callbacks.progress(1.0, "done")
     return result
+
+
+def _predictor(request: CloudRemovalRequest, card, device, callbacks: _Callbacks) -> Predictor:
+    """The model, loaded on the device, behind a Predictor with the request's options."""
+    from .weights import load_model
+
+    model, card = load_model(card, device=str(device))
+    callbacks.say(f"Model {card.name} on {describe_device(device)}.")
+    predictor = Predictor(model, device, request.batch_size,
+                          tta=bool(request.tta or request.uncertainty_output is not None),
+                          keep_clear=request.keep_clear, say=callbacks.say, precision=request.precision,
+                          source_dates=request.source_dates_output is not None)
+    if request.precision != "fp32" and device.type != "cuda":
+        callbacks.say(f"Precision {request.precision} applies to CUDA GPUs: running float32 on the CPU.")
+    return predictor
 
 
 def _all_nodata(reference: _Input, request: CloudRemovalRequest) -> InputError:
@@ -1166,62 +1312,52 @@ def _all_nodata(reference: _Input, request: CloudRemovalRequest) -> InputError:
     )
 
 
-def _run_with_retries(request, paths, items, sources, mask_source, grid, card, device, tile, overlap,
-                      encoding, callbacks: _Callbacks) -> dict:
-    """Load the model and stream; out of memory with one tile per batch: smaller tiles, then CPU."""
+def _write_with_retries(job: _Job, tiles: _TilePlan, predictor: Predictor, callbacks: _Callbacks) -> _TilePlan:
+    """Write the outputs; out of memory with one tile per batch: smaller tiles, then the CPU. Returns the
+    tiles that did it."""
     import torch
 
-    from .weights import load_model
-
-    model, card = load_model(card, device=str(device))
-    callbacks.say(f"Model {card.name} on {describe_device(device)}.")
-    tags = {"VISER_CR_MODEL": card.name, "VISER_CR_SENSOR": items[0].resolution.sensor,
-            "VISER_CR_INPUT_BANDS": ",".join(map(str, items[0].indexes)),
-            "VISER_CR_SCALING": formula(items[0].resolution.scale, items[0].resolution.offset),
-            **(request.tags or {})}
-    predictor = Predictor(model, device, request.batch_size,
-                          tta=bool(request.tta or request.uncertainty_output is not None),
-                          keep_clear=request.keep_clear, say=callbacks.say, precision=request.precision,
-                          source_dates=request.source_dates_output is not None)
-    if request.precision != "fp32" and device.type != "cuda":
-        callbacks.say(f"Precision {request.precision} applies to CUDA GPUs: running float32 on the CPU.")
     while True:
-        tile_grid = TileGrid(grid.height, grid.width, tile, overlap, block=rio.BLOCK)
-        outputs, files = _open_outputs(paths, request, grid, card, encoding, tags, device)
         try:
-            if request.batch_size is None:
-                _fit_batch(predictor, len(items), len(card.bands), tile, len(tile_grid))
-            overlap_io = device.type == "cuda" if request.overlap_io is None else bool(request.overlap_io)
-            started = time.perf_counter()
-            valid_pixels = _stream(items, sources, mask_source, tile_grid, predictor, len(card.bands), encoding,
-                                   files, callbacks.progress, callbacks.check_cancel, overlap_io)
-            if valid_pixels == 0:
-                raise _all_nodata(items[0], request)
-            callbacks.check_cancel()
-            if request.cog:
-                callbacks.progress(1.0, "writing cloud-optimised GeoTIFF")
-            outputs.commit()
-            callbacks.say(_throughput(len(tile_grid), grid, time.perf_counter() - started, predictor))
-            if predictor.date_use is not None:
-                callbacks.say(_date_use_line(items, predictor.date_use))
-            return {"device": str(device), "tiles": len(tile_grid), "precision": predictor.precision,
-                    "batch_size": predictor.batch_size}
+            _write(job, tiles, predictor, callbacks)
+            return tiles
         except _NeedSmallerTiles:
-            outputs.discard()
-            if tile // 2 >= max(MIN_RETRY_TILE, MIN_TILE) and min(grid.height, grid.width) > tile // 2:
-                tile, overlap = tile // 2, overlap // 2
-                callbacks.say(f"Out of memory with one tile per batch: retrying with {tile}-pixel tiles.")
-            elif device.type != "cpu":
-                device = torch.device("cpu")
-                predictor.use_device(device)
-                predictor.batch_size = int(request.batch_size or CPU_BATCH_SIZE)
+            smaller = tiles.halved()
+            if smaller is not None:
+                tiles = smaller
+                callbacks.say(f"Out of memory with one tile per batch: retrying with {tiles.tile}-pixel tiles.")
+            elif predictor.device.type != "cpu":
+                predictor.use_device(torch.device("cpu"), job.request.batch_size)
                 callbacks.say("Out of memory on the GPU even with small tiles: retrying on the CPU.")
             else:
                 raise ViserError("out of memory even with one small tile per batch on the CPU: close other "
                                  "programs or use a smaller model.") from None
-        except BaseException:
-            outputs.discard()
-            raise
+
+
+def _write(job: _Job, tiles: _TilePlan, predictor: Predictor, callbacks: _Callbacks) -> None:
+    """One attempt: every tile through the model into temporary files, committed at the end (discarded on
+    any error)."""
+    request, dates = job.request, job.inputs.dates
+    device = predictor.device
+    outputs = _open_outputs(job, tiles.grid, device)
+    try:
+        if request.batch_size is None:
+            predictor.fit_batch_to_tiles(len(dates), len(job.inputs.card.bands), tiles.tile, len(tiles.tiles))
+        overlap_io = device.type == "cuda" if request.overlap_io is None else bool(request.overlap_io)
+        started = time.perf_counter()
+        valid_pixels = _stream(job, tiles.tiles, predictor, outputs, callbacks, overlap_io)
+        if valid_pixels == 0:
+            raise _all_nodata(job.inputs.reference, request)
+        callbacks.check_cancel()
+        if request.cog:
+            callbacks.progress(1.0, "writing cloud-optimised GeoTIFF")
+        outputs.files.commit()
+    except BaseException:
+        outputs.files.discard()
+        raise
+    callbacks.say(_throughput(len(tiles.tiles), tiles.grid, time.perf_counter() - started, predictor))
+    if predictor.date_use is not None:
+        callbacks.say(_date_use_line(dates, predictor.date_use))
 
 
 def plan(request: CloudRemovalRequest) -> dict:
@@ -1229,11 +1365,8 @@ def plan(request: CloudRemovalRequest) -> dict:
     the reference date's sensor and band numbers, and the input bands left out of the result. Raises
     the ``InputError`` a run would raise for the inputs, the model choice or the bands."""
     with contextlib.ExitStack() as stack:
-        items = _open_inputs(request, stack)
-        reference = items[0]
-        card = _choose_model(request, reference)
-        choosing = _check_frames(items, card)
-        _bind_bands(items, request, card)
+        inputs = _resolve_inputs(request, stack)
+        reference, card = inputs.reference, inputs.card
         used = list(reference.indexes)
         return {
             "model": str(card.name),
@@ -1244,23 +1377,10 @@ def plan(request: CloudRemovalRequest) -> dict:
             "count": reference.facts.count,
             "dtype": reference.facts.dtype,
             "dropped": [index for index in range(1, reference.facts.count + 1) if index not in used],
-            "dates": len(items),
-            "dates_taken": min(len(items), int(card.num_frames)),
-            "date_choice": choosing,
+            "dates": len(inputs.dates),
+            "dates_taken": min(len(inputs.dates), int(card.num_frames)),
+            "date_choice": inputs.date_choice,
         }
-
-
-def _fit_batch(predictor: Predictor, frames: int, channels: int, tile: int, tiles: int) -> None:
-    """On a GPU, the batch size from its free memory (a probe tile through the model); the CPU keeps 4."""
-    if predictor.device.type != "cuda":
-        return
-    try:
-        predictor.fit_batch_to_memory(np.zeros((1, frames, channels, tile, tile), np.float32), tiles)
-    except Exception as error:  # only out-of-memory errors are handled
-        if not is_out_of_memory(error):
-            raise
-        predictor.batch_size = 1
-        raise _NeedSmallerTiles() from None
 
 
 def _throughput(tiles: int, grid, seconds: float, predictor: Predictor) -> str:
@@ -1273,8 +1393,8 @@ def _throughput(tiles: int, grid, seconds: float, predictor: Predictor) -> str:
 def describe_input(path: str | Path, sensor: str = "auto", bands: list[int] | None = None) -> dict:
     """What ``viser-cr info`` and the dock show: the raster, the detected sensor and bands, and why."""
     path = Path(path)
-    with rio.open_raster(path) as dataset:
-        facts = rio.band_facts(dataset, path)
+    with raster.open_raster(path) as dataset:
+        facts = raster.band_facts(dataset, path)
         info = {
             "path": str(path),
             "driver": dataset.driver,
