@@ -77,7 +77,7 @@ def context_check(net, x: torch.Tensor, target: np.ndarray, mask: np.ndarray | N
 
     ref = x[0] if x.dim() == 4 else x
     cloudy = None if mask is None else np.asarray(mask) > 0.5
-    if getattr(net, "num_frames", 1) < 2 or cloudy is None or not cloudy.any() or target.shape[0] != ref.shape[0]:
+    if net.num_frames < 2 or cloudy is None or not cloudy.any() or target.shape[0] != ref.shape[0]:
         return None
     clear_date = torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))
     with torch.no_grad():
