@@ -162,8 +162,10 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
     for i in range(n):
         s = ds[i]
         x = s["input"]
+        # a one-date model on a stack sees the reference only (its row then compares with the composites)
+        model_input = x[0] if x.dim() == 4 and getattr(net, "num_frames", 1) == 1 else x
         with torch.no_grad():
-            pred, score = net(x[None].to(dev))
+            pred, score = net(model_input[None].to(dev))
         pred = pred.float()[0].cpu().numpy()
         score = score.float()[0, 0].cpu().numpy()
         tgt = s["target"].numpy()
@@ -174,7 +176,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
         for key, value in score_counts(score, mask).items():
             score_totals[part_index][key] += value
         if keep_clear:
-            kc = _keep_clear(net, x, dev)
+            kc = _keep_clear(net, model_input, dev)
             part.rows.append(table.add(f"{label} + keep-clear", s["name"], kc, tgt, mask))
         for bname, b in baselines(x.numpy(), bands).items():
             part.rows.append(table.add(bname if bname != "input" else INPUT_METHOD, s["name"], b, tgt, mask))
