@@ -733,4 +733,5 @@ def _scene_args(args, scene: Scene, out_dir: Path):
     paths = product_paths(out_dir, scene.name, args.score, args.uncertainty)
     return argparse.Namespace(**{**vars(args), "inputs": [str(p) for p in scene.inputs],
                                  "output": str(paths["output"]), "score_out": paths["score"],
-                                 "uncertainty_out": paths["uncertainty"], "cloud_mask": None})
+                                 "uncertainty_out": paths["uncertainty"], "source_dates_out": None,
+                                 "cloud_mask": None})

@@ -163,7 +163,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
         s = ds[i]
         x = s["input"]
         # a one-date model on a stack sees the reference only (its row then compares with the composites)
-        model_input = x[0] if x.dim() == 4 and getattr(net, "num_frames", 1) == 1 else x
+        model_input = x[0] if x.dim() == 4 and net.num_frames == 1 else x
         with torch.no_grad():
             pred, score = net(model_input[None].to(dev))
         pred = pred.float()[0].cpu().numpy()

@@ -58,7 +58,7 @@ def test_any_number_of_dates_and_the_source_date_raster(fixtures_dir, tmp_path, 
                  "--source-dates-out", str(sources), "--tile", "32", "--overlap", "8"])
     assert code == 0 and out.exists()
     err = capsys.readouterr().err
-    assert "6 dates, model tiny-rgbn-l3 takes 3" in err and "Dates used (tiles of 4): input 1" in err
+    assert "6 dates, model tiny-rgbn-l3 takes 3" in err and "Dates used (tiles of 9): input 1" in err  # 3 x 3 tiles
     with rasterio.open(sources) as src:
         assert src.dtypes[0] == "uint16" and src.read(1).max() <= 6
 
