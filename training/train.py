@@ -294,13 +294,30 @@ def build_data(cfg: dict, process: Process, arch: dict, seed: int) -> Data:
     return Data(train_set, val_set, sampler, loader, band_names)
 
 
+def trained_parameters(model: torch.nn.Module, freeze=()) -> list[torch.nn.Parameter]:
+    """The parameters the optimizer updates: all but those under the ``train.freeze`` name prefixes, which
+    keep their (warm-started) values and get no gradient (e.g. the encoder and score heads, so that a
+    stack fine-tune cannot move the cloud score it inherits)."""
+    prefixes = tuple(freeze)
+    trained = []
+    for name, param in model.named_parameters():
+        frozen = bool(prefixes) and name.startswith(prefixes)
+        param.requires_grad_(not frozen)
+        if not frozen:
+            trained.append(param)
+    if not trained:
+        raise ViserError(f"train.freeze {list(prefixes)} leaves no parameter to train")
+    return trained
+
+
 def build_optimisation(cfg: dict, model: torch.nn.Module, band_names, device: torch.device) -> Optimisation:
     """Loss, Adam, the learning-rate schedule and mixed precision (with its gradient scaler for fp16)."""
     from .losses import CloudRemovalLoss
 
     ocfg, total = cfg["optim"], int(cfg["train"]["steps"])
     loss_fn = CloudRemovalLoss.from_config(cfg["loss"], band_names).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(ocfg["lr"]), betas=tuple(ocfg["betas"]),
+    optimizer = torch.optim.Adam(trained_parameters(model, cfg["train"].get("freeze") or ()), lr=float(ocfg["lr"]),
+                                 betas=tuple(ocfg["betas"]),
                                  weight_decay=float(ocfg["weight_decay"]))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, ocfg, total) / float(ocfg["lr"]))
     amp = amp_settings(cfg["train"]["amp"], device)

@@ -253,3 +253,20 @@ def test_time_limit_stops_cleanly_and_resume_auto_finishes(data_root, tmp_path):
     cfg["train"]["max_minutes"] = None
     second = train(cfg, resume="auto")
     assert second["steps"] == 4 and len(_losses(tmp_path / "run")) == 4
+
+
+def test_frozen_parameters_keep_their_values(data_root, tmp_path):
+    """``train.freeze``: the named prefixes keep their warm-started values; the rest trains."""
+    first = load_config(tiny_config(data_root, tmp_path / "first", steps=2, val_every=100, ckpt_every=2))
+    train(first)
+    start = tmp_path / "first" / "checkpoints" / "last.pt"
+    cfg = load_config(tiny_config(data_root, tmp_path / "frozen", steps=3, val_every=100, ckpt_every=3,
+                                  init_from=str(start), freeze=["embed.", "encoder.", "mask."]))
+    train(cfg)
+    before, after = load_checkpoint(start)["model"], load_checkpoint(tmp_path / "frozen" / "checkpoints" / "last.pt")["model"]
+    frozen = [k for k in before if k.startswith(("embed.", "encoder.", "mask."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    cfg["train"]["freeze"] = [""]  # every name starts with ""
+    with pytest.raises(ViserError, match="leaves no parameter to train"):
+        train(cfg)
