@@ -196,7 +196,9 @@ def finalize(cfg: dict) -> dict:
     if not cfg.get("output_dir"):
         cfg["output_dir"] = str(Path("runs") / str(cfg["name"]))
     t = cfg["train"]
-    for k in ("steps", "batch_size", "log_every", "val_every", "ckpt_every"):
+    if int(t["steps"]) < 0:
+        raise InputError(f"train.steps must be 0 (write the warm start as is) or more (got {t['steps']})")
+    for k in ("batch_size", "log_every", "val_every", "ckpt_every"):
         if int(t[k]) <= 0:
             raise InputError(f"train.{k} must be positive (got {t[k]})")
     if cfg["optim"]["schedule"] not in ("cosine", "linear", "constant"):

@@ -435,6 +435,8 @@ class Run:
                       f"output {self.out_dir}")
         progress = Progress(self.total, position.step, process.is_main and bool(self.tcfg.get("progress", True)),
                             int(self.tcfg["log_every"]))
+        if self.total == 0:  # no training: the warm-started network as checkpoint step 0 (e.g. to export it)
+            self.save()
         self.model.train()
         interval = Interval()
         stop = False

@@ -17,8 +17,9 @@ from viser_cr.core.weights import list_models, load_model, select_model
 BUNDLED = list_models()
 
 
-def test_the_three_bundled_models_are_there():
-    assert {card.name for card in BUNDLED} == {"viser-cr-s-rgbn", "viser-cr-s-rgb", "viser-cr-s-rgbn-l3"}
+def test_the_four_bundled_models_are_there():
+    assert {card.name for card in BUNDLED} == {"viser-cr-s-rgbn", "viser-cr-s-rgb", "viser-cr-s-rgbn-l3",
+                                               "viser-cr-s-rgb-l3"}
 
 
 @pytest.mark.parametrize("card", BUNDLED, ids=lambda card: card.name)
@@ -48,3 +49,40 @@ def test_sensor_presets_pick_the_right_bundled_model():
     assert select_model(["red", "green", "blue"]).name == "viser-cr-s-rgb"
     assert select_model(["red", "green", "blue", "nir"], num_frames=3).name == "viser-cr-s-rgbn-l3"
     assert select_model(["red", "green", "blue", "nir"], num_frames=2).name == "viser-cr-s-rgbn-l3"
+    assert select_model(["red", "green", "blue"], num_frames=3).name == "viser-cr-s-rgb-l3"
+    assert select_model(["red", "green", "blue", "nir"], num_frames=12).name == "viser-cr-s-rgbn-l3"
+
+
+def test_bundled_stack_model_takes_what_a_clear_date_sees_under_the_references_cloud(fixtures_dir):
+    """A real Sentinel-2 reference crop under a synthetic thick cloud, stacked with a clear date of the
+    same place and a cloudy one: under the cloud the output must come back close to the clear date
+    (not a flat field, not the mono model's guess)."""
+    import rasterio
+
+    with rasterio.open(fixtures_dir / "ts_s2_ImgNo_9_2018-04-26_64.tif") as src:
+        clear = torch.from_numpy(src.read([4, 3, 2, 8]).astype("float32") / 10000)
+    with rasterio.open(fixtures_dir / "ts_s2_ImgNo_7_2018-04-01_64.tif") as src:
+        cloudy_date = torch.from_numpy(src.read([4, 3, 2, 8]).astype("float32") / 10000)
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    alpha = ((1.0 - (((yy - 30) / 20) ** 2 + ((xx - 34) / 24) ** 2)) * 4).clamp(0, 1)  # soft-edged blob
+    reference = clear * (1 - alpha) + 0.55 * alpha
+    under = alpha > 0.99
+    assert 0.2 < float(under.float().mean()) < 0.6
+    model, card = load_model(select_model(["red", "green", "blue", "nir"], num_frames=3))
+    with torch.inference_mode():
+        image, score = model(torch.stack([reference, clear, cloudy_date])[None])
+    _assert_clear_date_taken(image, score, clear, under)
+    # the RGB stack model, on the same dates' red, green and blue
+    model, card = load_model(select_model(["red", "green", "blue"], num_frames=3))
+    with torch.inference_mode():
+        image, score = model(torch.stack([reference, clear, cloudy_date])[None, :, :3])
+    _assert_clear_date_taken(image, score, clear[:3], under)
+
+
+def _assert_clear_date_taken(image, score, clear, under):
+    error = (image[0].clamp(0, 1) - clear)[:, under]
+    psnr_cloudy = 10 * math.log10(1.0 / float((error**2).mean()))
+    assert float(score[0, 0][under].mean()) > 0.5, "the reference's cloud must be scored as cloud"
+    # a spatial fill of this homogeneous patch reaches 28 dB, flat; the clear date is there to be taken
+    assert psnr_cloudy >= 30.0, f"under the cloud the output is {psnr_cloudy:.1f} dB from the clear date"
+    assert float(image[0][:, under].std(dim=1).mean()) > 0.5 * float(clear[:, under].std(dim=1).mean())  # not flat

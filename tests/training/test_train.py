@@ -270,3 +270,18 @@ def test_frozen_parameters_keep_their_values(data_root, tmp_path):
     cfg["train"]["freeze"] = [""]  # every name starts with ""
     with pytest.raises(ViserError, match="leaves no parameter to train"):
         train(cfg)
+
+
+def test_zero_steps_write_the_warm_start_as_it_is(data_root, tmp_path):
+    """``train.steps: 0``: no optimisation, the warm-started network as checkpoint step 0 (to export it)."""
+    first = load_config(tiny_config(data_root, tmp_path / "first", steps=2, val_every=100, ckpt_every=2))
+    train(first)
+    start = tmp_path / "first" / "checkpoints" / "last.pt"
+    cfg = load_config(tiny_config(data_root, tmp_path / "zero", steps=0, init_from=str(start)))
+    assert train(cfg)["steps"] == 0
+    written = load_checkpoint(tmp_path / "zero" / "checkpoints" / "last.pt")
+    assert written["step"] == 0
+    source = load_checkpoint(start)["model"]
+    assert all(torch.equal(source[k], written["model"][k]) for k in source)
+    with pytest.raises(Exception, match="train.steps must be 0"):
+        load_config(tiny_config(data_root, tmp_path / "neg", steps=-1))
