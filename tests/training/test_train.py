@@ -238,8 +238,7 @@ def test_stack_training_and_evaluation_with_composite_baselines(data_root, tmp_p
     assert context["stacks"] >= 1 and 0 < context["clear_context_psnr"] <= 100 and 0 < context["between_psnr"] <= 100
     assert "Context sensitivity" in (tmp_path / "ev" / "eval_test_clean.md").read_text()
     # a one-date model on the same stacks sees their reference only, beside the same composites
-    mono = evaluate(cfg, model="tiny-rgbn", models_dir=tiny_models_dir, output_dir=tmp_path / "mono",
-                    log=lambda *_: None)
+    mono = evaluate(cfg, model="tiny-rgbn", models_dir=tiny_models_dir, output_dir=tmp_path / "mono")
     assert {"tiny-rgbn", "least-cloudy", MASKED_MEDIAN} <= set(mono["table"]) and not mono["context"]
 
 
