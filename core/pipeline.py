@@ -48,7 +48,15 @@ from .device import (
     torch_threads,
 )
 from .errors import Cancelled, InputError, ViserError
-from .sensors import CANONICAL_BANDS, BandFacts, SensorResolution, formula, offered_bands, resolve
+from .sensors import (
+    CANONICAL_BANDS,
+    BandFacts,
+    SensorResolution,
+    acquisition_date,
+    formula,
+    offered_bands,
+    resolve,
+)
 from .tiling import MIN_TILE, Panel, Tile, TileGrid
 
 SCORE_THRESHOLD = 0.5          # keep-clear: a score above this is cloud
@@ -278,8 +286,21 @@ def _check_frames(items: list[_Opened], card) -> str | None:
                          "choose a multi-temporal model or give one date.")
     if len(items) <= frames:
         return None
+    known = sum(day == day for day in _acquisition_days(items))  # NaN != NaN
+    ties = ("among dates that see as much, the nearest in time to the reference "
+            f"(acquisition dates from the metadata or file names of {known} of {len(items)})" if known > 1 else
+            "among dates that see as much, the clearest (no acquisition dates in the metadata or file names)")
     return (f"{len(items)} dates, model {card.name} takes {frames}: for each tile, the reference and the "
-            f"{frames - 1} date(s) that see most of what it cannot (each date's own cloud score).")
+            f"{frames - 1} date(s) that see most of what it cannot (each date's own cloud score); {ties}.")
+
+
+def _acquisition_days(items) -> list[float]:
+    """Each date's acquisition day (proleptic ordinal), NaN where neither metadata nor file name says."""
+    days = []
+    for item in items:
+        date = acquisition_date(item.facts)
+        days.append(float("nan") if date is None else float(date.toordinal()))
+    return days
 
 
 def _date_use_line(items: list[_Input], date_use) -> str:
@@ -501,9 +522,11 @@ class Predictor:
 
     def __init__(self, model, device, batch_size: int | None, tta: bool = False, keep_clear: bool = False,
                  say: Callable[[str], None] | None = None, precision: str = "fp32",
-                 staging: HostStaging | None = None, source_dates: bool = False):
+                 staging: HostStaging | None = None, source_dates: bool = False, date_days=None):
         self.model = model
         self.source_dates = source_dates
+        # acquisition day of each stack position (NaN: unknown), for choosing dates nearest the reference
+        self.date_days = None if date_days is None else np.asarray(date_days, dtype=np.float64)
         self.device = device
         self.batch_size = int(batch_size or CPU_BATCH_SIZE)
         self.tta = tta
@@ -698,7 +721,8 @@ class Predictor:
         from .model.fill import choose_context_dates
 
         n, frames = x.shape[:2]
-        picks = choose_context_dates(date_clouds, self.model.num_frames - 1)
+        days = None if self.date_days is None else torch.from_numpy(self.date_days)
+        picks = choose_context_dates(date_clouds, self.model.num_frames - 1, days)
         if self.date_use is None or len(self.date_use) != frames:
             self.date_use = np.zeros(frames, dtype=np.int64)
         self.date_use[0] += n
@@ -1272,7 +1296,7 @@ def remove_clouds(request: CloudRemovalRequest, progress: ProgressFn | None = No
         sources = _align_sources(request, inputs, stack, callbacks)
         tiles = _tiling(request, inputs.card, sources.grid)
         job = _Job(request, paths, inputs, sources, _encoding(request, reference), _output_tags(request, inputs))
-        predictor = _predictor(request, inputs.card, device, callbacks)
+        predictor = _predictor(request, inputs, device, callbacks)
         tiles = _write_with_retries(job, tiles, predictor, callbacks)
     result = CloudRemovalResult(
         output=paths.output, score_output=paths.score, uncertainty_output=paths.uncertainty,
@@ -1286,16 +1310,17 @@ def remove_clouds(request: CloudRemovalRequest, progress: ProgressFn | None = No
     return result
 
 
-def _predictor(request: CloudRemovalRequest, card, device, callbacks: _Callbacks) -> Predictor:
+def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks: _Callbacks) -> Predictor:
     """The model, loaded on the device, behind a Predictor with the request's options."""
     from .weights import load_model
 
-    model, card = load_model(card, device=str(device))
+    model, card = load_model(inputs.card, device=str(device))
     callbacks.say(f"Model {card.name} on {describe_device(device)}.")
     predictor = Predictor(model, device, request.batch_size,
                           tta=bool(request.tta or request.uncertainty_output is not None),
                           keep_clear=request.keep_clear, say=callbacks.say, precision=request.precision,
-                          source_dates=request.source_dates_output is not None)
+                          source_dates=request.source_dates_output is not None,
+                          date_days=_acquisition_days(inputs.dates) if inputs.date_choice else None)
     if request.precision != "fp32" and device.type != "cuda":
         callbacks.say(f"Precision {request.precision} applies to CUDA GPUs: running float32 on the CPU.")
     return predictor

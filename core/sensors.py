@@ -513,3 +513,28 @@ def parse_bands(text: str) -> list[int]:
 def offered_bands(resolution: SensorResolution) -> list[str]:
     """The canonical band names this raster offers, in canonical order (for model selection)."""
     return [name for name in CANONICAL_BANDS if name in resolution.band_names]
+
+
+# An acquisition date in a file name: Sentinel-2 (..._20170105T013442_...), Landsat (LC08_L1TP_224078_20200518_
+# 20200527_...: the first date is the acquisition), NAIP (..._20090818), ISO (2018-11-27). Not preceded or
+# followed by another digit, so tile ids and times do not match.
+_NAME_DATE = re.compile(r"(?<!\d)(19[7-9]\d|20\d\d)[-_]?(0[1-9]|1[0-2])[-_]?(0[1-9]|[12]\d|3[01])(?!\d)")
+_DATE_TAGS = ("ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_TIME", "DATATAKE_1_DATATAKE_SENSING_START",
+              "PRODUCT_START_TIME", "SENSING_START")
+
+
+def acquisition_date(facts: BandFacts):
+    """The date the raster was acquired (``datetime.date``), from its metadata or, failing that, its file
+    name; None when neither says. (TIFFTAG_DATETIME is left out: it is usually the processing time.)"""
+    import datetime
+
+    tags = _all_tags(facts)
+    texts = [tags[key] for key in _DATE_TAGS if key in tags] + [Path(facts.path).name]
+    for text in texts:
+        match = _NAME_DATE.search(str(text))
+        if match:
+            try:
+                return datetime.date(*(int(part) for part in match.groups()))
+            except ValueError:  # 2021-02-30 and the like
+                continue
+    return None

@@ -67,20 +67,27 @@ def push_pull_composite(values: torch.Tensor, weights: torch.Tensor, min_size: i
     return est
 
 
-def choose_context_dates(cloud: torch.Tensor, count: int) -> torch.Tensor:
+def choose_context_dates(cloud: torch.Tensor, count: int, days: torch.Tensor | None = None) -> torch.Tensor:
     """The ``count`` context dates (indexes ``1..N-1``, ``(B, count)``) of a stack that see most of what
     the reference cannot, from every date's cloud weight ``(B, N, 1, H, W)`` (date 0 the reference).
 
     Greedy cover: each pick is the date whose clear pixels cover most of what the reference and the
-    dates picked so far leave cloudy; ties (nothing left to cover) go to the clearest date, then to
-    the earlier one in the stack's order.
+    dates picked so far leave cloudy. Ties (nothing left to cover, or dates that cover the same) go to
+    the date nearest the reference in time when ``days`` (``(N,)`` acquisition days, NaN where unknown)
+    says, then to the clearest date, then to the earlier one in the stack's order.
     """
     b, n = cloud.shape[:2]
     if not 0 < count < n:
         raise ValueError(f"choose 1 to {n - 1} context dates of {n}, not {count}")
     unseen = cloud[:, 0].flatten(1).float()  # (B, HW): still cloudy in everything chosen
     clear = 1.0 - cloud[:, 1:].flatten(2).float()  # (B, N-1, HW)
-    tie_break = 1e-3 * clear.mean(dim=2)  # below any real gain of more than 0.1 % of the tile
+    # tie-breaks below any real gain of more than 0.1 % of the tile: nearness in time (1 at the same day,
+    # 1/2 a revisit cycle of 16 days away), then clearness
+    tie_break = 1e-4 * clear.mean(dim=2)
+    if days is not None:
+        apart = (days[1:] - days[0]).abs().to(clear.device, clear.dtype)
+        nearness = torch.nan_to_num(1.0 / (1.0 + apart / 16.0), nan=0.0)
+        tie_break = tie_break + 1e-3 * nearness[None]
     taken = torch.zeros(b, n - 1, dtype=torch.bool, device=cloud.device)
     rows = torch.arange(b, device=cloud.device)
     picks = []

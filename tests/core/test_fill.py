@@ -218,3 +218,19 @@ def test_the_source_date_is_the_date_the_completion_takes_most():
     # chosen dates of a longer stack: positions map back to the stack
     order = torch.tensor([[0, 2]])
     assert (_dominant_dates(cloud, order)[0][:4, 4:] == 3).all()
+
+
+def test_among_dates_that_see_as_much_the_nearest_in_time_is_chosen():
+    from viser_cr.core.model.fill import choose_context_dates
+
+    cloud = torch.zeros(1, 4, 1, 64, 64)
+    cloud[:, 0] = 1  # an opaque reference; dates 1-3 clear: a tie on coverage (within 0.1 % of the tile)
+    cloud[:, 2, :, :1, :1] = 0.5  # date 2 a little less clear than date 3
+    days = torch.tensor([100.0, 400.0, 90.0, 30.0])
+    assert choose_context_dates(cloud, 1).tolist() == [[1]]  # no dates known: the clearest, then the earliest
+    assert choose_context_dates(cloud, 1, days).tolist() == [[2]]  # ten days before the reference
+    assert choose_context_dates(cloud, 2, days).tolist() == [[2, 3]]
+    unknown = torch.tensor([100.0, float("nan"), float("nan"), 95.0])
+    assert choose_context_dates(cloud, 1, unknown).tolist() == [[3]]  # a known near date beats unknown ones
+    cloud[:, 3, :, :32] = 1  # date 3 now covers half: coverage comes before nearness
+    assert choose_context_dates(cloud, 1, unknown).tolist() == [[1]]

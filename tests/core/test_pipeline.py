@@ -260,7 +260,9 @@ def test_a_stack_longer_than_the_model_takes_chooses_dates_per_tile(tiny_models_
     result = remove_clouds(CloudRemovalRequest(inputs, out, models_dir=tiny_models_dir, tile_size=32, overlap=8,
                                                source_dates_output=sources, reference=1))
     assert result.model == "tiny-rgbn-l3" and result.source_dates_output == sources
-    assert any("5 dates, model tiny-rgbn-l3 takes 3: for each tile" in m for m in result.messages)
+    assert any("5 dates, model tiny-rgbn-l3 takes 3: for each tile" in m and
+               "nearest in time to the reference (acquisition dates from the metadata or file names of 3 of 5)" in m
+               for m in result.messages)  # the copies' names carry no date
     (used,) = [m for m in result.messages if m.startswith("Dates used")]
     tiles = result.tiles
     assert used.startswith(f"Dates used (tiles of {tiles}): input 2 ({inputs[1].name}) {tiles}, ")

@@ -169,3 +169,21 @@ def test_band_lists_take_commas_spaces_or_semicolons():
         parse_bands("red,green")
     with pytest.raises(ValueError, match="start at 1"):
         parse_bands("0,1")
+
+
+@pytest.mark.parametrize(("name", "tags", "date"), [
+    ("S2A_MSIL1C_20170105T013442_N0204_R031_T53NMJ_20170105T013443.tif", {}, "2017-01-05"),
+    ("LC08_L1TP_224078_20200518_20200527_01_T1.TIF", {}, "2020-05-18"),  # acquisition, not processing
+    ("m_4709963_se_14_1_20090818.tif", {}, "2009-08-18"),
+    ("s2_ROIs2017_146_ImgNo_27_2018-11-27_patch_0.tif", {}, "2018-11-27"),
+    ("scene.tif", {"DATE_ACQUIRED": "2019-07-27"}, "2019-07-27"),
+    ("scene_20200101.tif", {"ACQUISITION_DATE": "2021-03-04T10:00:00"}, "2021-03-04"),  # metadata first
+    ("T31TBG_x.tif", {"TIFFTAG_DATETIME": "2022:01:01 10:00:00"}, None),  # a processing time, not used
+    ("x_20211302.tif", {}, None),  # no 13th month
+])
+def test_acquisition_date_from_metadata_or_file_name(name, tags, date):
+    from viser_cr.core.sensors import BandFacts, acquisition_date
+
+    facts = BandFacts(name, 1, "uint16", [None], ["gray"], tags, [{}], [1.0], [0.0])
+    found = acquisition_date(facts)
+    assert (None if found is None else found.isoformat()) == date
