@@ -81,8 +81,8 @@ def choose_context_dates(cloud: torch.Tensor, count: int, days: torch.Tensor | N
         raise ValueError(f"choose 1 to {n - 1} context dates of {n}, not {count}")
     unseen = cloud[:, 0].flatten(1).float()  # (B, HW): still cloudy in everything chosen
     clear = 1.0 - cloud[:, 1:].flatten(2).float()  # (B, N-1, HW)
-    # tie-breaks below any real gain of more than 0.1 % of the tile: nearness in time (1 at the same day,
-    # 1/2 a revisit cycle of 16 days away), then clearness
+    # tie-breaks below any real gain of more than 0.1 % of the tile: nearness in time (1 on the
+    # reference's day, 1/2 at 16 days, a Landsat revisit), then clearness
     tie_break = 1e-4 * clear.mean(dim=2)
     if days is not None:
         apart = (days[1:] - days[0]).abs().to(clear.device, clear.dtype)

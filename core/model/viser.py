@@ -250,9 +250,9 @@ class ViserCR(nn.Module):
     def _temporal_features(self, ref: torch.Tensor, frames: torch.Tensor | None):
         """Fused features ``(B, H, W, width)`` and, per context date, ``(aligned image, clear weight)``.
 
-        A context date's clear weight is ``1 − cloud_weight`` of its own cloud score, computed by the
-        same encoder and score heads as the reference's from its unaligned embedding, then warped with
-        the image by the date's flow.
+        A context date's clear weight is ``1 − cloud_weight`` of its own cloud score (``_date_cloud``: the
+        same encoder, score heads and saliency encoding as the reference's, on the unaligned date at
+        reduced resolution), then warped with the image by the date's flow.
         """
         ref_feat = self._embed(ref)
         if self.fusion is None:
