@@ -45,7 +45,7 @@ REQUEST_HASH_TAG = "VISER_CR_REQUEST_SHA256"
 # fields of a request that do not change the pixels written (or are the scene's own outputs)
 UNRECORDED_FIELDS = ("output", "score_output", "uncertainty_output", "source_dates_output", "device", "batch_size",
                      "threads", "tags", "overlap_io")
-PRODUCT_SUFFIXES = {"output": "", "score": "_score", "uncertainty": "_uncertainty"}
+PRODUCT_SUFFIXES = {"output": "", "score": "_score", "uncertainty": "_uncertainty", "source_dates": "_source_dates"}
 STATUSES = ("done", "skipped", "failed", "cancelled")
 EVENT_SECONDS = 1.0        # at most one progress event per scene and second
 CANCEL_POLL_SECONDS = 1.0  # how often a worker asks whether the batch was cancelled
@@ -150,9 +150,10 @@ def _check_unique_names(scenes: list[Scene]) -> None:
         seen[scene.name] = scene
 
 
-def product_paths(out_dir: Path, name: str, score: bool = False, uncertainty: bool = False) -> dict:
-    """``<name>.tif`` and, when asked, ``<name>_score.tif`` / ``<name>_uncertainty.tif``."""
-    wanted = {"output": True, "score": score, "uncertainty": uncertainty}
+def product_paths(out_dir: Path, name: str, score: bool = False, uncertainty: bool = False,
+                  source_dates: bool = False) -> dict:
+    """``<name>.tif`` and, when asked, ``<name>_score.tif`` / ``_uncertainty.tif`` / ``_source_dates.tif``."""
+    wanted = {"output": True, "score": score, "uncertainty": uncertainty, "source_dates": source_dates}
     return {key: out_dir / f"{name}{suffix}.tif" if wanted[key] else None
             for key, suffix in PRODUCT_SUFFIXES.items()}
 
@@ -187,7 +188,8 @@ def request_record(request) -> dict:
             value = list(value)
         record[item.name] = value
     record["products"] = sorted(key for key, value in (("score", request.score_output),
-                                                        ("uncertainty", request.uncertainty_output)) if value)
+                                                        ("uncertainty", request.uncertainty_output),
+                                                        ("source_dates", request.source_dates_output)) if value)
     return record
 
 
@@ -218,9 +220,16 @@ def is_complete(path: Path | None, request_hash: str) -> bool:
     return True
 
 
+def written_products(request_or_result) -> list[str]:
+    """The paths of a scene's products (the cloud-free raster and those asked for)."""
+    item = request_or_result
+    return [str(p) for p in (item.output, item.score_output, item.uncertainty_output, item.source_dates_output)
+            if p is not None]
+
+
 def outputs_complete(request) -> bool:
     tag = (request.tags or {}).get(REQUEST_HASH_TAG)
-    paths = [p for p in (request.output, request.score_output, request.uncertainty_output) if p is not None]
+    paths = written_products(request)
     return bool(tag) and all(is_complete(Path(p), tag) for p in paths)
 
 
@@ -403,7 +412,7 @@ def process_scene(name: str, request, topic: str | None = None, cancel_event: st
     except Exception as error:  # noqa: BLE001 - one scene's bug must not stop the batch
         return SceneResult(status="failed", seconds=time.perf_counter() - started,
                            message=f"internal error: {type(error).__name__}: {error}", **base)
-    outputs = [str(p) for p in (result.output, result.score_output, result.uncertainty_output) if p]
+    outputs = written_products(result)
     return SceneResult(status="done", seconds=result.seconds, tiles=result.tiles, outputs=outputs,
                        message=f"{result.tiles} tiles, {result.tiles / max(result.seconds, 1e-9):.2f} tiles/s",
                        **{**base, "model": result.model, "device": result.device})
@@ -540,8 +549,7 @@ def run_batch(jobs: list[Job], client, manifest: Manifest | None = None,
             record(SceneResult(job.scene.name, "failed", message=job.error,
                                inputs=[str(p) for p in job.scene.inputs]))
         elif not force and outputs_complete(job.request):
-            outputs = [str(p) for p in (job.request.output, job.request.score_output,
-                                        job.request.uncertainty_output) if p]
+            outputs = written_products(job.request)
             record(SceneResult(job.scene.name, "skipped", inputs=[str(p) for p in job.scene.inputs],
                                outputs=outputs, model=str(job.request.model or "auto"),
                                message="complete output with the same request already there"))
@@ -657,6 +665,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--score", action="store_true", help="also write <scene>_score.tif")
     parser.add_argument("--uncertainty", action="store_true",
                         help="also write <scene>_uncertainty.tif (implies --tta)")
+    parser.add_argument("--source-dates", action="store_true",
+                        help="stacks: also write <scene>_source_dates.tif (per pixel, the date the fill took most from)")
     parser.add_argument("--tta", action="store_true", help="average 8 flips/rotations (8x slower)")
     parser.add_argument("--float32", action="store_true", help="write float32 reflectance, not the input's type")
 
@@ -730,8 +740,8 @@ def _scene_args(args, scene: Scene, out_dir: Path):
     """The remove-clouds namespace of one scene: its inputs, its output paths, no cloud mask."""
     import argparse
 
-    paths = product_paths(out_dir, scene.name, args.score, args.uncertainty)
+    paths = product_paths(out_dir, scene.name, args.score, args.uncertainty, args.source_dates)
     return argparse.Namespace(**{**vars(args), "inputs": [str(p) for p in scene.inputs],
                                  "output": str(paths["output"]), "score_out": paths["score"],
-                                 "uncertainty_out": paths["uncertainty"], "source_dates_out": None,
+                                 "uncertainty_out": paths["uncertainty"], "source_dates_out": paths["source_dates"],
                                  "cloud_mask": None})

@@ -315,7 +315,8 @@ def test_progress_ignores_events_that_arrive_after_the_result():
 def test_product_paths(tmp_path):
     paths = product_paths(tmp_path, "T31TBG", score=True)
     assert paths == {"output": tmp_path / "T31TBG.tif", "score": tmp_path / "T31TBG_score.tif",
-                     "uncertainty": None}
+                     "uncertainty": None, "source_dates": None}
+    assert product_paths(tmp_path, "T31TBG", source_dates=True)["source_dates"] == tmp_path / "T31TBG_source_dates.tif"
 
 
 def test_worker_plan_splits_cores_and_pins_gpus():
@@ -342,3 +343,21 @@ def test_visible_gpus_follow_cuda_visible_devices():
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "3,5"}, count=2) == ["3", "5"]
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}, count=0) == []
     assert visible_gpus({}, count=0) == []
+
+
+def test_cli_batch_stacks_with_source_dates(tmp_path, tiny_models_dir, capsys):
+    folder, out_dir = tmp_path / "series", tmp_path / "out"
+    folder.mkdir()
+    for day in (1, 2, 3, 4):  # four dates of one tile for a three-date model
+        write_scene(folder / f"S2A_2020050{day}_T31TBG.tif", 0)  # one grid (the seed moves it)
+    args = ["batch", str(folder / "*.tif"), "-o", str(out_dir), "--stack-by", "tile", "--models-dir",
+            str(tiny_models_dir), "--model", "tiny-rgbn-l3", "--sensor", "s2-l2a", "--tile", "32", "--overlap", "8",
+            "--workers", "1", "--device", "cpu", "--source-dates"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert {p.name for p in out_dir.iterdir()} == {"T31TBG.tif", "T31TBG_source_dates.tif", "manifest.json"}
+    with rasterio.open(out_dir / "T31TBG_source_dates.tif") as src:
+        assert src.dtypes[0] == "uint16" and set(np.unique(src.read(1)).tolist()) <= {0, 1, 2, 3, 4}
+        assert "source_dates" in json.loads(src.tags()[batch.REQUEST_TAG])["products"]
+    assert main([*args, "--quiet"]) == 0  # complete: both products skipped, not redone
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert [row["status"] for row in manifest["scenes"]] == ["skipped"]
