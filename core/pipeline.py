@@ -204,6 +204,7 @@ class _Inputs:
     card: object
     dates: list[_Input]
     date_choice: str | None             # the line that says so, for such a stack
+    days: list[float] | None            # and each date's acquisition day (NaN: unknown), for its ties
 
     @property
     def reference(self) -> _Input:
@@ -215,9 +216,12 @@ def _resolve_inputs(request: CloudRemovalRequest, stack: contextlib.ExitStack) -
     opened = _open_inputs(request, stack)
     card, reference_resolution = _choose_model(request, opened[0])
     date_choice = _check_frames(opened, card)
+    days = _acquisition_days(opened) if date_choice else None
     dates = [_bind_bands(item, request, card, reference_resolution if position == 0 else None)
              for position, item in enumerate(opened)]
-    return _Inputs(card, dates, date_choice)
+    if date_choice:
+        date_choice += " " + _ties_line(days)
+    return _Inputs(card, dates, date_choice, days)
 
 
 def _open_inputs(request: CloudRemovalRequest, stack: contextlib.ExitStack) -> list[_Opened]:
@@ -286,12 +290,16 @@ def _check_frames(items: list[_Opened], card) -> str | None:
                          "choose a multi-temporal model or give one date.")
     if len(items) <= frames:
         return None
-    known = sum(day == day for day in _acquisition_days(items))  # NaN != NaN
-    ties = ("among dates that see as much, the nearest in time to the reference "
-            f"(acquisition dates from the metadata or file names of {known} of {len(items)})" if known > 1 else
-            "among dates that see as much, the clearest (no acquisition dates in the metadata or file names)")
     return (f"{len(items)} dates, model {card.name} takes {frames}: for each tile, the reference and the "
-            f"{frames - 1} date(s) that see most of what it cannot (each date's own cloud score); {ties}.")
+            f"{frames - 1} date(s) that see most of what it cannot (each date's own cloud score);")
+
+
+def _ties_line(days: list[float]) -> str:
+    known = sum(day == day for day in days)  # NaN != NaN
+    if known > 1:
+        return ("among dates that see as much, the nearest in time to the reference "
+                f"(acquisition dates from the metadata or file names of {known} of {len(days)}).")
+    return "among dates that see as much, the clearest (no acquisition dates in the metadata or file names)."
 
 
 def _acquisition_days(items) -> list[float]:
@@ -613,32 +621,34 @@ class Predictor:
             torch.cuda.synchronize(self.device)  # no copy may still read a staging buffer
             torch.cuda.empty_cache()
 
-    def _forward(self, x, cloud=None):
-        # a fill-based model completes from the user's cloud mask instead of its own score
-        uses_mask = cloud is not None and getattr(self.model, "residual_base", "input") == "fill"
+    def _forward(self, x, cloud=None, date_clouds=None):
+        # a fill-based model completes from the user's cloud mask instead of its own score, and takes
+        # the dates' cloud weights when they were computed already (to choose dates or name sources)
+        fill = getattr(self.model, "residual_base", "input") == "fill"
         inputs = x if x.shape[1] > 1 else x[:, 0]
-        arguments = (inputs, cloud) if uses_mask else (inputs,)
+        arguments = (inputs, cloud) if cloud is not None and fill else (inputs,)
+        options = {"date_clouds": date_clouds} if date_clouds is not None and fill and x.shape[1] > 1 else {}
         if self.autocast is None:
-            image, score = self.model(*arguments)
+            image, score = self.model(*arguments, **options)
             return image.float(), score.float()
         import torch
 
         try:
             with torch.autocast(device_type=self.device.type, dtype=self.autocast):
-                image, score = self.model(*arguments)
+                image, score = self.model(*arguments, **options)
         except RuntimeError as error:  # an operation without a reduced-precision kernel
             if is_out_of_memory(error):
                 raise
-            return self._fall_back(x, cloud, f"cannot run in {self.precision} ({_first_line(error)})")
+            return self._fall_back(x, cloud, date_clouds, f"cannot run in {self.precision} ({_first_line(error)})")
         image, score = image.float(), score.float()
         if bool(torch.isfinite(image).all()) and bool(torch.isfinite(score).all()):
             return image, score
-        return self._fall_back(x, cloud, f"overflowed in {self.precision}")
+        return self._fall_back(x, cloud, date_clouds, f"overflowed in {self.precision}")
 
-    def _fall_back(self, x, cloud, why: str):
+    def _fall_back(self, x, cloud, date_clouds, why: str):
         self.say(f"The model {why}: running float32 from here on.")
         self.autocast = None
-        return self._forward(x, cloud)
+        return self._forward(x, cloud, date_clouds)
 
     def _run(self, x_np: np.ndarray, cloud_np: np.ndarray | None):
         import torch
@@ -652,16 +662,18 @@ class Predictor:
                 x = F.pad(x.reshape(n, frames * channels, h, w), (0, pad_w, 0, pad_h), mode="replicate")
                 x = x.reshape(n, frames, channels, h + pad_h, w + pad_w)
             cloud = self._cloud_tensor(cloud_np, x.shape[-2:])  # on the device once per batch
+            too_long = frames > getattr(self.model, "num_frames", frames)
             date_clouds = order = None
-            if self.source_dates or frames > getattr(self.model, "num_frames", frames):
-                date_clouds = self._date_clouds(x)
-            if frames > getattr(self.model, "num_frames", frames):
+            if self.source_dates or too_long:
+                date_clouds = self._date_clouds(x)  # every date scored once per batch
+            if too_long:
                 x, order = self._choose_dates(x, date_clouds)
             if self.tta:
                 image, score, spread = self._tta(x)
                 spread = spread[:, :h, :w]
             else:
-                image, score = self._forward(x, cloud)
+                taken = date_clouds if order is None else date_clouds[torch.arange(n, device=x.device)[:, None], order]
+                image, score = self._forward(x, cloud, taken)
                 spread = None
             image, score = image[..., :h, :w], score[:, 0, :h, :w].clamp(0, 1)
             if self.keep_clear:
@@ -1320,7 +1332,7 @@ def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks:
                           tta=bool(request.tta or request.uncertainty_output is not None),
                           keep_clear=request.keep_clear, say=callbacks.say, precision=request.precision,
                           source_dates=request.source_dates_output is not None,
-                          date_days=_acquisition_days(inputs.dates) if inputs.date_choice else None)
+                          date_days=inputs.days)
     if request.precision != "fp32" and device.type != "cuda":
         callbacks.say(f"Precision {request.precision} applies to CUDA GPUs: running float32 on the CPU.")
     return predictor

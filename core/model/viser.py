@@ -247,12 +247,13 @@ class ViserCR(nn.Module):
             score = F.interpolate(score, size=(height, width), mode="bilinear", align_corners=False)
         return self.cloud_weight(score.clamp(0.0, 1.0))
 
-    def _temporal_features(self, ref: torch.Tensor, frames: torch.Tensor | None):
+    def _temporal_features(self, ref: torch.Tensor, frames: torch.Tensor | None, date_clouds=None):
         """Fused features ``(B, H, W, width)`` and, per context date, ``(aligned image, clear weight)``.
 
         A context date's clear weight is ``1 − cloud_weight`` of its own cloud score (``_date_cloud``: the
         same encoder, score heads and saliency encoding as the reference's, on the unaligned date at
-        reduced resolution), then warped with the image by the date's flow.
+        reduced resolution, or ``date_clouds[:, l]`` when the caller scored the dates already), then
+        warped with the image by the date's flow.
         """
         ref_feat = self._embed(ref)
         if self.fusion is None:
@@ -266,17 +267,19 @@ class ViserCR(nn.Module):
                 aligned.append(feat)
                 sims.append(sim)
                 if self.residual_base == "fill":
-                    cloud = self._date_cloud(img)
+                    cloud = self._date_cloud(img) if date_clouds is None else date_clouds[:, index].to(img.dtype)
                     img, cloud = (img, cloud) if flow is None else (flow_warp(img, flow), flow_warp(cloud, flow))
                     context.append((img, 1.0 - cloud))
         return self.fusion(ref_feat, aligned, sims), context
 
     # -- network -------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, cloud: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, cloud: torch.Tensor | None = None,
+                date_clouds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``cloud`` (B, 1, H, W) in [0, 1], optional: a user's cloud mask, which replaces the network's
         score in the fill base (``residual_base="fill"``; ignored otherwise). The score returned is
-        always the network's own."""
-        correction, base, score, (height, width) = self._correction_and_base(x, cloud)
+        always the network's own. ``date_clouds`` (B, L, 1, H, W), optional: ``date_cloud_weights(x)``
+        when the caller has it already (the context dates are then not scored again)."""
+        correction, base, score, (height, width) = self._correction_and_base(x, cloud, date_clouds)
         out = correction + base
         return out[:, :, :height, :width].contiguous(), score[:, :, :height, :width].contiguous()
 
@@ -286,7 +289,7 @@ class ViserCR(nn.Module):
         _, base, score, (height, width) = self._correction_and_base(x, cloud)
         return base[:, :, :height, :width].contiguous(), score[:, :, :height, :width].contiguous()
 
-    def _correction_and_base(self, x: torch.Tensor, cloud: torch.Tensor | None):
+    def _correction_and_base(self, x: torch.Tensor, cloud: torch.Tensor | None, date_clouds=None):
         """The output conv's correction, the residual base and the score, all padded, and the crop size."""
         ref, frames = self._split_input(x)
         b, _, height, width = ref.shape
@@ -297,8 +300,10 @@ class ViserCR(nn.Module):
         if frames is not None and (pad_h or pad_w):
             n, dates = frames.shape[:2]
             frames = _pad(frames.flatten(0, 1), pad_h, pad_w).unflatten(0, (n, dates))
+            if date_clouds is not None:
+                date_clouds = _pad(date_clouds.flatten(0, 1), pad_h, pad_w).unflatten(0, (n, dates))
 
-        feat, context = self._temporal_features(ref, frames)
+        feat, context = self._temporal_features(ref, frames, date_clouds)
         skips, scores = [], []
         for j in range(SCALES):
             if j:

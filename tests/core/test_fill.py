@@ -234,3 +234,17 @@ def test_among_dates_that_see_as_much_the_nearest_in_time_is_chosen():
     assert choose_context_dates(cloud, 1, unknown).tolist() == [[3]]  # a known near date beats unknown ones
     cloud[:, 3, :, :32] = 1  # date 3 now covers half: coverage comes before nearness
     assert choose_context_dates(cloud, 1, unknown).tolist() == [[1]]
+
+
+def test_dates_scored_by_the_caller_are_not_scored_again_and_give_the_same_output():
+    torch.manual_seed(0)
+    model = ViserCR(**TINY, num_frames=3, residual_base="fill", upsample="bilinear", use_flow=False).eval()
+    x = torch.rand(2, 3, 4, 32, 40)
+    with torch.no_grad():
+        plain = model(x)
+        clouds = model.date_cloud_weights(x)
+        given = model(x, date_clouds=clouds)
+        # what the caller gives is what the composite uses: all-clear contexts take over under the cloud
+        forced = model(x, date_clouds=torch.cat([clouds[:, :1], torch.zeros_like(clouds[:, 1:])], dim=1))
+    assert torch.allclose(plain[0], given[0], atol=1e-5) and torch.equal(plain[1], given[1])  # batched vs per date
+    assert not torch.equal(plain[0], forced[0])

@@ -85,7 +85,7 @@ def load_clear_images(entries, bands, data_root=None) -> list[ClearImage]:
         dates = bool(entry.get("dates"))
         first = len(images)
         for f in files:
-            data, valid = read_reflectance(f, layout, bands, grid=files[0] if dates else None)
+            data, valid = read_reflectance(f, layout, bands, grid=files[0] if dates and f != files[0] else None)
             if entry.get("window") is not None:
                 c0, r0, c1, r1 = (float(v) for v in entry["window"])
                 H, W = valid.shape
