@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["push_pull_fill", "push_pull_composite"]
+__all__ = ["choose_context_dates", "harmonise_date", "push_pull_composite", "push_pull_fill"]
 
 _EPS = 1e-4
 
@@ -65,6 +65,33 @@ def push_pull_composite(values: torch.Tensor, weights: torch.Tensor, min_size: i
         up = F.interpolate(est, size=num.shape[-2:], mode="bilinear", align_corners=False)
         est = num + (1.0 - den) * up  # = den·(num/den) + (1 − den)·up, without dividing by a small den
     return est
+
+
+# the least share of a tile seen clear in both dates for a regression (below it the date is left as it is)
+HARMONISE_MIN_SHARED = 0.02
+HARMONISE_GAIN = (0.5, 2.0)
+
+
+def harmonise_date(ref: torch.Tensor, ref_clear: torch.Tensor, img: torch.Tensor, img_clear: torch.Tensor,
+                   min_shared: float = HARMONISE_MIN_SHARED) -> torch.Tensor:
+    """A context date ``img`` (B, C, H, W) brought to the reference's radiometry: per band, the linear
+    gain and offset that map the date onto the reference over the pixels both see clear (weights
+    ``ref_clear · img_clear``, each (B, 1, H, W)) — relative radiometric normalisation, the classical
+    answer to sun angle, phenology and processing differences between dates (8-bit mosaics of other
+    years most of all). Gains are kept within ``HARMONISE_GAIN``; a tile with less than ``min_shared`` of
+    its pixels clear in both keeps the date as it is (nothing to regress on: a fully cloudy reference)."""
+    weight = (ref_clear * img_clear).to(img.dtype)
+    total = weight.sum(dim=(-2, -1), keepdim=True)
+    norm = total.clamp_min(_EPS)
+    img_mean = (weight * img).sum(dim=(-2, -1), keepdim=True) / norm
+    ref_mean = (weight * ref).sum(dim=(-2, -1), keepdim=True) / norm
+    img_dev = img - img_mean
+    covariance = (weight * img_dev * (ref - ref_mean)).sum(dim=(-2, -1), keepdim=True) / norm
+    variance = (weight * img_dev * img_dev).sum(dim=(-2, -1), keepdim=True) / norm
+    gain = (covariance / variance.clamp_min(1e-8)).clamp(*HARMONISE_GAIN)
+    harmonised = img_dev * gain + ref_mean
+    enough = total >= min_shared * img.shape[-2] * img.shape[-1]
+    return torch.where(enough, harmonised, img)
 
 
 def choose_context_dates(cloud: torch.Tensor, count: int, days: torch.Tensor | None = None) -> torch.Tensor:

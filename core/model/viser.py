@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import InputError
 from .adaptive_mask import AdaptiveMask, ScoreInjection
 from .blocks import BilinearUpsample, ConcatLinear, Downsample, Upsample, conv3x3, stack
-from .fill import push_pull_composite, push_pull_fill
+from .fill import harmonise_date, push_pull_composite, push_pull_fill
 from .refinement import SemanticRefinement
 from .saliency import PatchSaliencyEncoding
 from .temporal import TemporalAlignment, TemporalFusion, flow_warp
@@ -84,6 +84,7 @@ class ViserCR(nn.Module):
         fill_gain: float = FILL_GAIN,
         fill_threshold: float = FILL_THRESHOLD,
         date_score_downsample: int = 2,
+        harmonise_dates: bool = False,
     ):
         super().__init__()
         if residual_base not in RESIDUAL_BASES:
@@ -131,6 +132,9 @@ class ViserCR(nn.Module):
             fill_threshold=float(fill_threshold),
             date_score_downsample=int(date_score_downsample),
         )
+        if harmonise_dates:  # recorded only when on, so the cards of earlier weights still match
+            self._arch["harmonise_dates"] = True
+        self.harmonise_dates = bool(harmonise_dates)
         self.residual_base = residual_base
         # The AM score is a mean of three maps and stays soft where they disagree; a soft weight keeps part
         # of every cloud in the base. A fixed steep gate makes it nearly binary (0.45 -> 0.12, 0.55 -> 0.88).
@@ -338,7 +342,11 @@ class ViserCR(nn.Module):
         n = min(self.in_bands, self.out_bands)
         base = ref[:, :n]
         if self.residual_base == "fill":
-            base = self._completion(base, cloud.to(base.dtype), [(img[:, :n], c) for img, c in context])
+            cloud = cloud.to(base.dtype)
+            context = [(img[:, :n], c) for img, c in context]
+            if self.harmonise_dates:
+                context = [(harmonise_date(base, 1.0 - cloud, img, c), c) for img, c in context]
+            base = self._completion(base, cloud, context)
         if n == self.out_bands:
             return base
         return F.pad(base, (0, 0, 0, 0, 0, self.out_bands - n))

@@ -248,3 +248,48 @@ def test_dates_scored_by_the_caller_are_not_scored_again_and_give_the_same_outpu
         forced = model(x, date_clouds=torch.cat([clouds[:, :1], torch.zeros_like(clouds[:, 1:])], dim=1))
     assert torch.allclose(plain[0], given[0], atol=1e-5) and torch.equal(plain[1], given[1])  # batched vs per date
     assert not torch.equal(plain[0], forced[0])
+
+
+def test_a_context_date_is_brought_to_the_references_radiometry_over_what_both_see():
+    """Relative radiometric normalisation: a date that differs from the reference by a gain and an
+    offset per band (sun angle, processing, another year's mosaic) comes back as the reference would
+    have seen it, also under the reference's cloud; a tile with nothing seen clear in both keeps it."""
+    from viser_cr.core.model.fill import harmonise_date
+
+    torch.manual_seed(0)
+    ground = torch.rand(1, 3, 48, 48) * 0.3
+    gain, offset = torch.tensor([1.4, 0.8, 1.1]), torch.tensor([0.05, -0.02, 0.1])
+    other_date = ground * gain[None, :, None, None] + offset[None, :, None, None]
+    ref_clear = torch.zeros(1, 1, 48, 48)
+    ref_clear[..., :, :16] = 1  # the reference is cloudy over two thirds of the tile
+    date_clear = torch.ones(1, 1, 48, 48)
+    date_clear[..., :8, :] = 0  # and the date has its own cloud, left out of the regression
+    other_date[..., :8, :] = 0.9
+    out = harmonise_date(ground, ref_clear, other_date, date_clear)
+    assert torch.allclose(out[..., 8:, :], ground[..., 8:, :], atol=1e-5)
+    assert not torch.allclose(other_date[..., 8:, :], ground[..., 8:, :], atol=1e-2)
+    # a fully cloudy reference has nothing to regress on: the date is left as it is
+    assert torch.equal(harmonise_date(ground, torch.zeros_like(ref_clear), other_date, date_clear), other_date)
+
+
+def test_harmonised_stack_model_fills_with_the_context_in_the_references_radiometry():
+    torch.manual_seed(0)
+    kwargs = dict(TINY, num_frames=2, residual_base="fill", upsample="bilinear", use_flow=False)
+    model = ViserCR(**kwargs, harmonise_dates=True).eval()
+    plain = ViserCR(**kwargs).eval()
+    plain.load_state_dict(model.state_dict())
+    for net in (model, plain):
+        for head in net.mask:  # every date's own score says clear; the reference's cloud is the mask
+            torch.nn.init.constant_(head.score.fc2.bias, -20.0)
+    ground = torch.rand(1, 4, 32, 32) * 0.2
+    cloudy = ground.clone()
+    cloudy[..., 8:, :] = 0.9
+    cloud = torch.zeros(1, 1, 32, 32)
+    cloud[..., 8:, :] = 1
+    brighter_date = ground * 1.3 + 0.05
+    with torch.no_grad():
+        base, _ = model.completion_base(torch.stack([cloudy, brighter_date], dim=1), cloud)
+        plain_base, _ = plain.completion_base(torch.stack([cloudy, brighter_date], dim=1), cloud)
+    assert torch.allclose(base, ground, atol=5e-3)
+    assert torch.allclose(plain_base[..., 8:, :], brighter_date[..., 8:, :], atol=5e-3)
+    assert model.arch["harmonise_dates"] is True and "harmonise_dates" not in plain.arch
