@@ -9,7 +9,7 @@ APT_PACKAGES := qgis python3-qgis qgis-providers python3-rasterio python3-gdal g
 SITE := $(shell [ -x $(PY) ] && $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup apt test test-fast bench gpu-wheels lint demo install qgis package screenshot clean
+.PHONY: setup apt test test-fast bench gpu-wheels gpu-train-pack lint demo install qgis package screenshot clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,15 @@ gpu-wheels: setup
 	$(PIP) download -q --only-binary=:all: --no-deps --python-version 3.12 --platform manylinux_2_28_x86_64 \
 	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl/gpu-py312 \
 	  rasterio safetensors affine attrs certifi click cligj click-plugins pyparsing "numpy>=2,<2.4"
+
+# The prepared GPU training burst (training/gpu_train.sh): GPU_CONFIG's training data packed into .gpu
+# (git-ignored, about 35 MiB: what the datasets read, unread bands and pixels zeroed) with the cp312
+# wheels the GPU machine's Python may lack; carry .gpu with the device tool. Needs ../shared.
+GPU_CONFIG ?= training/configs/gpu-rgbn.yaml
+gpu-train-pack: setup
+	$(PY) -m viser_cr.training.pack --config $(GPU_CONFIG) --output .gpu
+	$(PIP) download -q --only-binary=:all: --no-deps --python-version 3.12 --platform manylinux_2_28_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu/wheels tifffile pyyaml safetensors
 
 lint: setup
 	$(PY) -m ruff check core viser_qgis training tests bench

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import numpy as np
 
+_LOG = logging.getLogger(__name__)
+
 
 def _plt():
-    import matplotlib
+    """pyplot, or None where matplotlib is missing (a lent GPU machine's Python): training goes on
+    without its figures there."""
+    try:
+        import matplotlib
+    except ImportError:
+        _LOG.warning("matplotlib is not installed: no figure written")
+        return None
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -29,11 +38,13 @@ def display_rgb(img: np.ndarray, rgb, lo_hi=None) -> tuple[np.ndarray, tuple[flo
     return np.clip((a - lo) / (hi - lo), 0, 1).transpose(1, 2, 0), lo_hi
 
 
-def save_sheet(path, rows, rgb=(0, 1, 2), title: str = "") -> Path:
+def save_sheet(path, rows, rgb=(0, 1, 2), title: str = "") -> Path | None:
     """A before/after sheet: one row per sample, columns cloudy | output | clear reference | score |
     mask. ``rows``: dicts with ``cloudy``, ``output``, ``target`` (C, H, W), optional ``score`` and
     ``mask`` (H, W), optional ``label``. The three images share the reference's stretch."""
     plt = _plt()
+    if plt is None:
+        return None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cols = ["cloudy input", "output", "clear reference", "cloud score", "mask"]
@@ -82,9 +93,11 @@ def _col(rows, key):
     return xs, ys
 
 
-def save_curves(run_dir, path=None) -> Path:
+def save_curves(run_dir, path=None) -> Path | None:
     """``curves.png`` from ``train_log.csv`` and ``val_log.csv`` of a run folder."""
     plt = _plt()
+    if plt is None:
+        return None
     run_dir = Path(run_dir)
     path = Path(path) if path else run_dir / "curves.png"
     train, val = _read_csv(run_dir / "train_log.csv"), _read_csv(run_dir / "val_log.csv")

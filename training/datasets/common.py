@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,31 +105,84 @@ def band_indexes(available, wanted) -> list[int]:
     return [available.index(b) for b in wanted]
 
 
-def read_reflectance(path, layout: Layout, bands, grid=None) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``bands`` (names) of a raster as float32 reflectance ``(C, H, W)`` and a valid mask ``(H, W)``.
+# Open recorders of training.pack (``recording_reads``): each collects the rasters read while it is open.
+_RECORDERS: list[list] = []
 
-    ``grid``: another raster's path; the file is then read warped (bilinear) onto that raster's grid,
-    which co-registers dates of one place whose grids differ by a few metres."""
-    import rasterio
+
+@contextmanager
+def recording_reads():
+    """Inside the block, every ``read_reflectance`` call appends ``(path, layout, bands, grid, window)`` to the
+    list it yields: what a config's datasets read (``training.pack`` packs those files for a GPU run)."""
+    reads: list = []
+    _RECORDERS.append(reads)
+    try:
+        yield reads
+    finally:
+        _RECORDERS.remove(reads)
+
+
+def _read_dn(path: Path, layout: Layout, idx, grid) -> tuple[np.ndarray, float | None]:
+    """Digital numbers of band indexes ``idx`` ``(C, H, W)`` float32 and the file's nodata value."""
+    try:
+        import rasterio
+    except ImportError:  # a GPU machine's Python without GDAL reads packed training data with tifffile
+        if grid is not None:
+            raise InputError(f"{path}: reading dates onto one grid (dates: true) needs rasterio, which this Python "
+                             "lacks; leave such parts out of a config for a GPU machine") from None
+        return _read_dn_tifffile(path, layout, idx)
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"raster not found: {path}")
-    idx = band_indexes(layout.bands, bands)
     with rasterio.open(path) as ds:
         if ds.count < len(layout.bands):
             raise InputError(f"{path} has {ds.count} bands; layout {layout.name} expects {len(layout.bands)}")
-        file_nodata = ds.nodata
         if grid is None:
-            dn = ds.read([i + 1 for i in idx]).astype(np.float32)
-        else:
-            with rasterio.open(grid) as like:
-                target = dict(crs=like.crs, transform=like.transform, width=like.width, height=like.height)
-            nodata = layout.nodata if layout.nodata is not None else file_nodata
-            with WarpedVRT(ds, resampling=Resampling.bilinear, src_nodata=nodata, nodata=nodata, **target) as vrt:
-                dn = vrt.read([i + 1 for i in idx]).astype(np.float32)
+            return ds.read([i + 1 for i in idx]).astype(np.float32), ds.nodata
+        with rasterio.open(grid) as like:
+            target = dict(crs=like.crs, transform=like.transform, width=like.width, height=like.height)
+        nodata = layout.nodata if layout.nodata is not None else ds.nodata
+        with WarpedVRT(ds, resampling=Resampling.bilinear, src_nodata=nodata, nodata=nodata, **target) as vrt:
+            return vrt.read([i + 1 for i in idx]).astype(np.float32), ds.nodata
+
+
+def _read_dn_tifffile(path: Path, layout: Layout, idx) -> tuple[np.ndarray, float | None]:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        data = series.asarray()
+        nodata_tag = tif.pages[0].tags.get("GDAL_NODATA")
+    if data.ndim == 2:
+        data = data[None]
+    elif series.axes.endswith("S"):  # pixel-interleaved: samples last
+        data = np.moveaxis(data, -1, 0)
+    if data.shape[0] < len(layout.bands):
+        raise InputError(f"{path} has {data.shape[0]} bands; layout {layout.name} expects {len(layout.bands)}")
+    nodata = float(str(nodata_tag.value).strip("\x00 ")) if nodata_tag is not None else None
+    return data[list(idx)].astype(np.float32), nodata
+
+
+def window_slices(window, height: int, width: int) -> tuple[slice, slice]:
+    """Rows and columns of a ``window`` ``[col0, row0, col1, row1]`` given as fractions of the raster."""
+    c0, r0, c1, r1 = (float(v) for v in window)
+    return (slice(int(round(r0 * height)), int(round(r1 * height))),
+            slice(int(round(c0 * width)), int(round(c1 * width))))
+
+
+def read_reflectance(path, layout: Layout, bands, grid=None, window=None) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``bands`` (names) of a raster as float32 reflectance ``(C, H, W)`` and a valid mask ``(H, W)``.
+
+    ``grid``: another raster's path; the file is then read warped (bilinear) onto that raster's grid,
+    which co-registers dates of one place whose grids differ by a few metres. ``window``: only that
+    part, ``[col0, row0, col1, row1]`` as fractions of the raster (of ``grid`` when given)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"raster not found: {path}")
+    for reads in _RECORDERS:
+        reads.append((path, layout, tuple(bands), grid, window))
+    dn, file_nodata = _read_dn(path, layout, band_indexes(layout.bands, bands), grid)
+    if window is not None:
+        dn = dn[(slice(None), *window_slices(window, *dn.shape[-2:]))]
     nodata = layout.nodata if layout.nodata is not None else file_nodata
     valid = np.all(np.isfinite(dn), axis=0)
     if nodata is not None:

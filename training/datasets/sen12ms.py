@@ -80,6 +80,11 @@ class PairsDataset(EpochDataset):
     def __len__(self):
         return len(self.pairs)
 
+    def preload(self) -> None:
+        """Read every pair now (they are read on first use otherwise): ``training.pack`` records the reads."""
+        for i in range(len(self.pairs)):
+            self._load(i)
+
     def _load(self, i):
         if i not in self._cache:
             cpath, tpath = self.pairs[i]

@@ -85,13 +85,8 @@ def load_clear_images(entries, bands, data_root=None) -> list[ClearImage]:
         dates = bool(entry.get("dates"))
         first = len(images)
         for f in files:
-            data, valid = read_reflectance(f, layout, bands, grid=files[0] if dates and f != files[0] else None)
-            if entry.get("window") is not None:
-                c0, r0, c1, r1 = (float(v) for v in entry["window"])
-                H, W = valid.shape
-                rs, re_ = int(round(r0 * H)), int(round(r1 * H))
-                cs, ce = int(round(c0 * W)), int(round(c1 * W))
-                data, valid = data[:, rs:re_, cs:ce].copy(), valid[rs:re_, cs:ce].copy()
+            data, valid = read_reflectance(f, layout, bands, grid=files[0] if dates and f != files[0] else None,
+                                           window=entry.get("window"))
             if valid.mean() < 0.05:
                 continue
             radiometry, quantum = layout.radiometry, layout.quantum
