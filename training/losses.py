@@ -16,6 +16,9 @@ optional auxiliary score loss and whatever ``model.aux_losses()`` returns.
   and the sample's mask, weighted per sample by ``mask_weight`` (1 for synthetic clouds, lower for
   pseudo masks of real pairs, 0 when none is known).
 * ``aux``: ``aux`` x the sum of ``model.aux_losses()``.
+
+The image terms (L1, FFT, perceptual) are weighted per sample by ``target_weight`` when given: a sample
+with real cloud labels and no clear target (``datasets.labels``) has weight 0 and trains the score only.
 """
 
 from __future__ import annotations
@@ -27,10 +30,18 @@ from torch import nn
 from .vgg import VGG16Features, load_state
 
 
-def fft_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def fft_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     p = torch.fft.rfft2(pred.float(), norm="ortho")
     t = torch.fft.rfft2(target.float(), norm="ortho")
-    return (torch.view_as_real(p) - torch.view_as_real(t)).abs().mean()
+    return weighted_mean((torch.view_as_real(p) - torch.view_as_real(t)).abs().flatten(1).mean(1), weight)
+
+
+def weighted_mean(per_sample: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-sample values, weighted (``None``: plain mean; all weights 0: 0, with no gradient)."""
+    if weight is None:
+        return per_sample.mean()
+    w = weight.float().to(per_sample.device)
+    return (per_sample * w).sum() / w.sum().clamp_min(1e-6)
 
 
 def perceptual_views(band_names, views=("rgb", "nir-r-g")) -> list[tuple[str, list[int]]]:
@@ -90,18 +101,21 @@ class CloudRemovalLoss(nn.Module):
             total = total + sum((a - b).abs().mean() for a, b in zip(fp, ft, strict=True)) / len(fp)
         return total / len(self.views)
 
-    def forward(self, pred, target, score=None, mask=None, mask_weight=None, aux_losses=None):
+    def forward(self, pred, target, score=None, mask=None, mask_weight=None, aux_losses=None, target_weight=None):
+        """``target_weight`` (B,), optional: per-sample weight of the image terms (0 for a sample that has
+        cloud labels but no clear target, which trains the score only)."""
         parts = {}
         dev_type = pred.device.type
-        parts["l1"] = (pred.float() - target.float()).abs().mean()
+        parts["l1"] = weighted_mean((pred.float() - target.float()).abs().flatten(1).mean(1), target_weight)
         with torch.autocast(device_type=dev_type, enabled=False):
             if self.w["fft"]:
-                parts["fft"] = fft_l1(pred, target)
+                parts["fft"] = fft_l1(pred, target, target_weight)
             if self.w["score"] and score is not None and mask is not None:
                 weight = mask_weight if mask_weight is not None else torch.ones(pred.shape[0], device=pred.device)
                 parts["score"] = score_bce(score, mask, weight)
-        if self.w["perceptual"] and self.vgg is not None:
-            parts["perceptual"] = self.perceptual(pred, target).float()
+        with_target = slice(None) if target_weight is None else target_weight > 0
+        if self.w["perceptual"] and self.vgg is not None and pred[with_target].shape[0]:
+            parts["perceptual"] = self.perceptual(pred[with_target], target[with_target]).float()
         if aux_losses:
             parts["aux"] = sum(v.float() for v in aux_losses.values())
         total = sum(self.w[k] * v for k, v in parts.items())

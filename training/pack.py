@@ -49,7 +49,7 @@ PACKED_SPLITS = ("train", "val")
 class PackedRaster:
     source: Path
     relative: Path
-    bands: tuple[int, ...]   # 0-based band indexes some dataset reads (the others are written as zeros)
+    bands: tuple[int, ...]   # 0-based band indexes some dataset reads (the others are written as zeros); () copies
     windows: tuple           # the windows read (fractions, ``read_reflectance``); None: the whole raster
 
 
@@ -69,6 +69,10 @@ def record_rasters(cfg: dict, splits=PACKED_SPLITS) -> list[PackedRaster]:
     bands: dict[Path, set[int]] = {}
     windows: dict[Path, set] = {}
     for path, layout, names, grid, window in reads:
+        if layout is None:  # a .npz (datasets.common.read_npz): copied as it is
+            bands.setdefault(path.resolve(), set())
+            windows.setdefault(path.resolve(), set()).add(None)
+            continue
         if grid is not None:
             raise InputError(f"{path} is read onto another date's grid (a part with dates: true); the GPU machine "
                              "has no GDAL to warp with: leave such parts out of a config to pack")
@@ -133,7 +137,8 @@ def _write_pack(rasters, extras: dict[str, Path], raw: dict, config, folder: Pat
     sizes = {name: source.stat().st_size for name, source in extras.items()}
     _check_budget(sizes, budget_mib)
     for raster in rasters:
-        sizes["data/" + str(raster.relative)] = write_packed(raster, folder / "data" / raster.relative)
+        out = folder / "data" / raster.relative
+        sizes["data/" + str(raster.relative)] = write_packed(raster, out) if raster.bands else _copy(raster.source, out)
         _check_budget(sizes, budget_mib)
     for name, source in extras.items():
         _copy(source, folder / name)

@@ -23,7 +23,6 @@ import torch
 
 from ..core.errors import ViserError
 from ..core.pipeline import SCORE_THRESHOLD
-from ..core.weights import load_model
 from .cli import run_cli
 
 UKIS_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
@@ -60,22 +59,32 @@ def agreement(score: np.ndarray, labels: np.ndarray, threshold: float = SCORE_TH
     }
 
 
-def check(model_name, data_dir, models_dir=None) -> dict:
-    model, card = load_model(model_name, models_dir=models_dir)
+def check(model_name=None, data_dir="../shared/data/ukis-csmask", models_dir=None, checkpoint=None,
+          columns=(0.0, 1.0)) -> dict:
+    """Figures per file of a bundled model (``model_name``) or a training ``checkpoint``, on the columns
+    ``columns`` (fractions: ``(0.5, 1.0)`` is the east half, held out of training.datasets.labels parts
+    that train on the west half)."""
+    from .datasets.common import window_slices
+    from .evaluate import load_trained
+
+    model, bands, label, _ = load_trained(checkpoint, model_name, models_dir, torch.device("cpu"))
     files = sorted(Path(data_dir).glob("*.npz"))
     if not files:
         raise ViserError(f"no .npz file in {data_dir}; point --data at the ukis-csmask folder")
+    window = (columns[0], 0.0, columns[1], 1.0)
     results = {}
     for path in files:
-        with np.load(path) as npz:
-            image, labels = npz["img"], npz["msk"][..., 0]
-        results[path.stem] = agreement(score_map(model, card.bands, image), labels)
-    return {"model": card.name, "threshold": SCORE_THRESHOLD, "files": results}
+        with np.load(path, allow_pickle=False) as npz:
+            rows, cols = window_slices(window, *npz["msk"].shape[:2])
+            image, labels = npz["img"][rows, cols], npz["msk"][rows, cols, 0]
+        results[path.stem] = agreement(score_map(model, bands, image), labels)
+    return {"model": label, "threshold": SCORE_THRESHOLD, "columns": list(columns), "files": results}
 
 
 def markdown(result: dict) -> str:
     lines = [
-        f"Cloud score of {result['model']} vs ukis-csmask labels (cloud = score > {result['threshold']}):",
+        f"Cloud score of {result['model']} vs ukis-csmask labels (cloud = score > {result['threshold']}; "
+        f"columns {result['columns'][0]:g}-{result['columns'][1]:g} of each image):",
         "",
         "| file | cloud % | cloud recall | false cloud on clear | shadow called cloud | IoU | accuracy |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -94,14 +103,18 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m viser_cr.training.score_check", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", required=True, help="bundled model name, card .json or .safetensors")
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="bundled model name, card .json or .safetensors")
+    which.add_argument("--checkpoint", help="training checkpoint (.pt)")
     ap.add_argument("--models-dir", default=None)
     ap.add_argument("--data", default="../shared/data/ukis-csmask", help="folder of ukis-csmask .npz files")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--columns", type=float, nargs=2, default=(0.0, 1.0), metavar=("FROM", "TO"),
+                    help="check these columns of each image only, as fractions (0.5 1 = the east half)")
     args = ap.parse_args(argv)
 
     def run():
-        result = check(args.model, args.data, args.models_dir)
+        result = check(args.model, args.data, args.models_dir, args.checkpoint, tuple(args.columns))
         print(markdown(result))
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))

@@ -26,13 +26,14 @@ from ...core.errors import InputError
 from .benchmarks import CUHKCR, Sen2MTC
 from .clouds import CloudConfig, CloudGenerator, load_cloud_shapes
 from .common import LAYOUTS, RGB, RGBN, S2_13, MixDataset
+from .labels import LabelledCloudDataset, load_labelled_images
 from .sen12ms import PairsDataset, SeriesDataset
 from .synthetic import SyntheticCloudDataset, load_clear_images
 
 __all__ = [
     "build_dataset", "data_root", "CloudConfig", "CloudGenerator", "load_cloud_shapes", "LAYOUTS",
     "RGB", "RGBN", "S2_13", "MixDataset", "PairsDataset", "SeriesDataset", "SyntheticCloudDataset",
-    "load_clear_images", "CUHKCR", "Sen2MTC",
+    "load_clear_images", "LabelledCloudDataset", "load_labelled_images", "CUHKCR", "Sen2MTC",
 ]
 
 _COMMON = {"type", "repeat", "patch_size", "flips", "rotations", "label"}
@@ -102,6 +103,15 @@ def _series(part: Part):
                          mono=part.num_frames is None, **args, **part.common)
 
 
+def _labels(part: Part):
+    args = dict(part.args)
+    sources = args.pop("sources", None)
+    if not sources:
+        raise InputError(f"a labels part of data.{part.split} needs 'sources'")
+    images = load_labelled_images(sources, part.bands, part.root)
+    return LabelledCloudDataset(images, part.bands, num_frames=part.num_frames, **args, **part.common)
+
+
 def _cuhk_cr(part: Part):
     return CUHKCR(nir="nir" in part.bands, num_frames=part.num_frames, **part.rooted_args(), **part.common)
 
@@ -112,7 +122,8 @@ def _sen2mtc(part: Part):
 
 # ``type:`` of a part -> its builder. Benchmarks fix their own band order: checked against data.bands.
 PART_TYPES: dict[str, Callable[[Part], object]] = {
-    "synthetic": _synthetic, "pairs": _pairs, "series": _series, "cuhk-cr": _cuhk_cr, "sen2mtc": _sen2mtc,
+    "synthetic": _synthetic, "pairs": _pairs, "series": _series, "labels": _labels, "cuhk-cr": _cuhk_cr,
+    "sen2mtc": _sen2mtc,
 }
 KINDS = tuple(PART_TYPES)
 _FIXED_BANDS = {"cuhk-cr", "sen2mtc"}

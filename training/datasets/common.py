@@ -9,8 +9,10 @@ Sample format (every dataset returns a dict of this shape; the default collate s
 ``target``      float32 ``(C, H, W)``, the clear reference.
 ``mask``        float32 ``(1, H, W)``, 1 where the reference date is corrupted (cloud or shadow).
 ``date_masks``  float32 ``(L, 1, H, W)`` (L = 1 for mono), per-date corrupted masks.
-``mask_weight`` float32 scalar: 1 for an exact mask (synthetic clouds), ``PSEUDO_MASK_WEIGHT`` for a
-                mask estimated from the data (real pairs), 0 when no mask is known.
+``mask_weight`` float32 scalar: 1 for an exact mask (synthetic clouds, real labels), ``PSEUDO_MASK_WEIGHT``
+                for a mask estimated from the data (real pairs), 0 when no mask is known.
+``target_weight`` float32 scalar: 1, or 0 when the sample has no clear target (real cloud labels only:
+                ``target`` is then the input and only the score learns from it).
 ``name``        str, an identifier of the sample (file / scene / crop).
 
 Randomness: a sample's crop, flips, rotation and synthetic clouds are drawn from
@@ -73,6 +75,9 @@ LAYOUTS = {
     # without the sun-elevation correction); DN 0 is the nodata collar.
     "landsat8-bgr": Layout("landsat8-bgr", ("blue", "green", "red"), 2e-5, -0.1, "reflectance", None, 0,
                            "Landsat 8 OLI C1 L1 DN, bands B2, B3, B4 (blue first); reflectance = 2e-5*DN - 0.1"),
+    "landsat8-rgbn-dn": Layout("landsat8-rgbn-dn", RGBN, 2e-5, -0.1, "reflectance", None, 0,
+                               "Landsat 8 OLI C1 L1 DN, bands red, green, blue, NIR (38-Cloud patches); "
+                               "reflectance = 2e-5*DN - 0.1"),
     "landsat-c2l2": Layout("landsat-c2l2", ("blue", "green", "red", "nir"), 2.75e-5, -0.2, "reflectance", None, 0,
                            "Landsat Collection 2 L2 SR, blue first; reflectance = 2.75e-5*DN - 0.2"),
     "s2-bgrn": Layout("s2-bgrn", ("blue", "green", "red", "nir"), 1e-4, 0.0, "reflectance", None, None,
@@ -160,6 +165,21 @@ def _read_dn_tifffile(path: Path, layout: Layout, idx) -> tuple[np.ndarray, floa
         raise InputError(f"{path} has {data.shape[0]} bands; layout {layout.name} expects {len(layout.bands)}")
     nodata = float(str(nodata_tag.value).strip("\x00 ")) if nodata_tag is not None else None
     return data[list(idx)].astype(np.float32), nodata
+
+
+def read_npz(path, keys) -> dict[str, np.ndarray]:
+    """Arrays ``keys`` of a ``.npz`` file (no pickled objects); recorded like a raster for training.pack,
+    which copies the file as it is."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"file not found: {path}")
+    for reads in _RECORDERS:
+        reads.append((path, None, tuple(keys), None, None))
+    with np.load(path, allow_pickle=False) as npz:
+        missing = [k for k in keys if k not in npz.files]
+        if missing:
+            raise InputError(f"{path} has no array {missing} (it has {npz.files})")
+        return {k: npz[k] for k in keys}
 
 
 def window_slices(window, height: int, width: int) -> tuple[slice, slice]:
@@ -318,7 +338,7 @@ def change_mask(image: np.ndarray, background: np.ndarray, band_names, cloud_thr
 
 
 def to_sample(inputs: np.ndarray, target: np.ndarray, mask: np.ndarray | None, date_masks: np.ndarray | None,
-              mask_weight: float, name: str, stack: bool) -> dict:
+              mask_weight: float, name: str, stack: bool, target_weight: float = 1.0) -> dict:
     """Assemble the sample dict (see the module docstring). ``inputs`` is (L, C, H, W)."""
     L, _, H, W = inputs.shape
     if mask is None:
@@ -334,6 +354,7 @@ def to_sample(inputs: np.ndarray, target: np.ndarray, mask: np.ndarray | None, d
         "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],
         "date_masks": torch.from_numpy(np.ascontiguousarray(date_masks, dtype=np.float32))[:, None],
         "mask_weight": torch.tensor(float(mask_weight), dtype=torch.float32),
+        "target_weight": torch.tensor(float(target_weight), dtype=torch.float32),
         "name": name,
     }
 

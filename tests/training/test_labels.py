@@ -1,0 +1,118 @@
+"""Real cloud labels without a clear target (training.datasets.labels): samples that train the score only."""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("rasterio")
+
+from rasters import write_raster
+
+from viser_cr.core.errors import InputError
+from viser_cr.training.datasets import build_dataset
+from viser_cr.training.losses import CloudRemovalLoss
+
+
+def _ukis(path, seed=0, size=64):
+    rng = np.random.default_rng(seed)
+    img = rng.uniform(0.02, 0.3, (size, size, 6)).astype(np.float32)
+    msk = np.full((size, size, 1), 3, np.uint8)  # clear land
+    msk[:, size // 2 :][:, :, 0][:20] = 4  # a labelled cloud in the east half only
+    img[msk[..., 0] == 4] = 0.8
+    msk[40:50, :10] = 0  # shadow
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, img=img, msk=msk)
+    return img, msk
+
+
+def _data(tmp_path):
+    root = tmp_path / "shared"
+    _ukis(root / "ukis" / "sentinel2.npz")
+    dn = np.full((4, 48, 48), 9000, np.uint16)
+    gt = np.zeros((48, 48), np.uint8)
+    gt[10:30, 10:30] = 1
+    dn[:, gt == 1] = 40000
+    write_raster(root / "l8" / "patch.tif", dn, crs=None)
+    write_raster(root / "l8" / "patch_gt.tif", gt, crs=None)
+    return root
+
+
+def _cfg(root, sources, **part):
+    return {"root": str(root), "bands": ["red", "green", "blue", "nir"], "patch_size": 32,
+            "train": [{"type": "labels", "length": 8, "sources": sources, **part}],
+            "test": [{"type": "labels", "sources": sources, "patch_size": None}]}  # whole images
+
+
+def test_a_labelled_sample_has_its_cloud_as_mask_and_no_target(tmp_path):
+    root = _data(tmp_path)
+    sources = [{"files": "l8/*.tif", "layout": "landsat8-rgbn-dn", "labels": "{stem}_gt.tif", "cloud": [1]}]
+    test = build_dataset(_cfg(root, sources), "test")
+    assert len(test) == 1  # the label raster beside the image is not an image
+    s = test[0]
+    assert float(s["target_weight"]) == 0.0 and float(s["mask_weight"]) == 1.0
+    assert torch.equal(s["target"], s["input"])
+    # labelled cloud <-> bright pixels (2e-5 * 40000 - 0.1 = 0.7 reflectance), clear ground 0.08
+    assert torch.equal(s["mask"][0] > 0, s["input"][0] > 0.5)
+    assert torch.allclose(s["input"][:, s["mask"][0] == 0], torch.tensor(0.08))
+    train = build_dataset(_cfg(root, sources), "train")
+    assert len(train) == 8 and train[3]["input"].shape == (4, 32, 32)
+
+
+def test_ukis_scenes_give_the_half_their_window_keeps(tmp_path):
+    root = _data(tmp_path)
+    west = build_dataset(_cfg(root, [{"files": "ukis/*.npz", "format": "ukis", "window": [0, 0, 0.5, 1]}]), "test")
+    east = build_dataset(_cfg(root, [{"files": "ukis/*.npz", "format": "ukis", "window": [0.5, 0, 1, 1]}]), "test")
+    assert float(west[0]["mask"].sum()) == 0 and float(east[0]["mask"].sum()) == 20 * 32
+    # the model's bands picked from blue, green, red, NIR, SWIR1, SWIR2 (shadow is not cloud)
+    img = np.load(root / "ukis" / "sentinel2.npz")["img"]
+    assert np.allclose(west[0]["input"].numpy(), np.moveaxis(img[:, :32][..., [2, 1, 0, 3]], -1, 0))
+
+
+def test_labelled_sources_say_what_is_missing(tmp_path):
+    root = _data(tmp_path)
+    with pytest.raises(InputError, match="give 'labels'.*'cloud'"):
+        build_dataset(_cfg(root, [{"files": "l8/patch.tif", "layout": "landsat8-rgbn-dn"}]), "test")
+    cfg = _cfg(root, [{"files": "ukis/*.npz", "format": "ukis"}])
+    cfg["bands"] = ["red", "green", "blue", "cirrus"]
+    with pytest.raises(InputError, match=r"no band\(s\) \['cirrus'\]"):
+        build_dataset(cfg, "test")
+
+
+def test_samples_without_a_target_train_the_score_only():
+    torch.manual_seed(0)
+    loss = CloudRemovalLoss(["red", "green", "blue"], perceptual=0.0, score=1.0)
+    pred = torch.rand(3, 3, 16, 16, requires_grad=True)
+    target = torch.rand(3, 3, 16, 16)
+    score = torch.rand(3, 1, 16, 16, requires_grad=True)
+    mask = (torch.rand(3, 1, 16, 16) > 0.5).float()
+    weight = torch.tensor([1.0, 1.0, 0.0])
+    total, parts = loss(pred, target, score, mask, torch.ones(3), target_weight=weight)
+    alone, alone_parts = loss(pred[:2], target[:2], score[:2], mask[:2], torch.ones(2))
+    assert parts["l1"] == pytest.approx(alone_parts["l1"]) and parts["fft"] == pytest.approx(alone_parts["fft"])
+    assert parts["score"] != pytest.approx(alone_parts["score"])  # the third sample's labels count
+    total.backward()
+    assert float(pred.grad[2].abs().sum()) == 0.0 and float(score.grad[2].abs().sum()) > 0.0
+
+
+def test_labelled_scenes_travel_in_a_gpu_pack(tmp_path, monkeypatch):
+    import sys
+
+    import yaml
+
+    pytest.importorskip("tifffile")
+    from viser_cr.training.pack import pack
+
+    root = _data(tmp_path)
+    sources = [{"files": "ukis/*.npz", "format": "ukis", "window": [0, 0, 0.5, 1]},
+               {"files": "l8/*.tif", "layout": "landsat8-rgbn-dn", "labels": "{stem}_gt.tif", "cloud": [1]}]
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data": _cfg(root, sources)}))
+    out = tmp_path / ".gpu"
+    sizes = pack(config, out)
+    assert set(sizes) == {"data/ukis/sentinel2.npz", "data/l8/patch.tif", "data/l8/patch_gt.tif"}
+    assert (out / "data/ukis/sentinel2.npz").read_bytes() == (root / "ukis/sentinel2.npz").read_bytes()
+    expected = build_dataset(_cfg(root, sources), "train")
+    monkeypatch.setitem(sys.modules, "rasterio", None)
+    got = build_dataset(_cfg(out / "data", sources), "train")
+    for i in range(len(expected)):
+        assert torch.equal(expected[i]["input"], got[i]["input"]) and torch.equal(expected[i]["mask"], got[i]["mask"])
