@@ -116,8 +116,9 @@ _RECORDERS: list[list] = []
 
 @contextmanager
 def recording_reads():
-    """Inside the block, every ``read_reflectance`` call appends ``(path, layout, bands, grid, window)`` to the
-    list it yields: what a config's datasets read (``training.pack`` packs those files for a GPU run)."""
+    """Inside the block, every ``read_reflectance`` (and ``read_npz``: layout None) call appends ``(path, layout,
+    bands, grid, window)`` to the list it yields: what a config's datasets read (``training.pack`` packs
+    those files for a GPU run)."""
     reads: list = []
     _RECORDERS.append(reads)
     try:
