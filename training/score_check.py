@@ -60,7 +60,7 @@ def agreement(score: np.ndarray, labels: np.ndarray, threshold: float = SCORE_TH
 
 
 def check(model_name=None, data_dir="../shared/data/ukis-csmask", models_dir=None, checkpoint=None,
-          columns=(0.0, 1.0)) -> dict:
+          columns=(0.0, 1.0), threshold: float = SCORE_THRESHOLD) -> dict:
     """Figures per file of a bundled model (``model_name``) or a training ``checkpoint``, on the columns
     ``columns`` (fractions: ``(0.5, 1.0)`` is the east half, held out of training.datasets.labels parts
     that train on the west half)."""
@@ -77,8 +77,8 @@ def check(model_name=None, data_dir="../shared/data/ukis-csmask", models_dir=Non
         with np.load(path, allow_pickle=False) as npz:
             rows, cols = window_slices(window, *npz["msk"].shape[:2])
             image, labels = npz["img"][rows, cols], npz["msk"][rows, cols, 0]
-        results[path.stem] = agreement(score_map(model, bands, image), labels)
-    return {"model": label, "threshold": SCORE_THRESHOLD, "columns": list(columns), "files": results}
+        results[path.stem] = agreement(score_map(model, bands, image), labels, threshold)
+    return {"model": label, "threshold": threshold, "columns": list(columns), "files": results}
 
 
 def markdown(result: dict) -> str:
@@ -109,12 +109,15 @@ def main(argv=None) -> int:
     ap.add_argument("--models-dir", default=None)
     ap.add_argument("--data", default="../shared/data/ukis-csmask", help="folder of ukis-csmask .npz files")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--threshold", type=float, default=SCORE_THRESHOLD,
+                    help=f"score above which a pixel is cloud (default {SCORE_THRESHOLD:g}, keep-clear's; the fill "
+                         "gate's is the card's fill_threshold)")
     ap.add_argument("--columns", type=float, nargs=2, default=(0.0, 1.0), metavar=("FROM", "TO"),
                     help="check these columns of each image only, as fractions (0.5 1 = the east half)")
     args = ap.parse_args(argv)
 
     def run():
-        result = check(args.model, args.data, args.models_dir, args.checkpoint, tuple(args.columns))
+        result = check(args.model, args.data, args.models_dir, args.checkpoint, tuple(args.columns), args.threshold)
         print(markdown(result))
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))

@@ -37,3 +37,9 @@ def test_check_runs_a_model_on_every_file(tmp_path, tiny_models_dir):
         score = score_map(model, card.bands, npz["img"])
     assert score.shape == (40, 48) and np.all((score >= 0) & (score <= 1))
     assert result["files"]["landsat7"] == agreement(score, np.load(tmp_path / "landsat7.npz")["msk"][..., 0])
+    # the east half only (held out of labels parts that train on the west half): its cloud is a third
+    east = check("tiny-rgbn", tmp_path, models_dir=tiny_models_dir, columns=(0.5, 1.0), threshold=0.3)
+    assert east["columns"] == [0.5, 1.0] and east["threshold"] == 0.3
+    with np.load(tmp_path / "landsat7.npz") as npz:
+        east_score = score_map(model, card.bands, npz["img"][:, 24:])
+        assert east["files"]["landsat7"] == agreement(east_score, npz["msk"][:, 24:, 0], 0.3)
