@@ -58,10 +58,18 @@ def perceptual_views(band_names, views=("rgb", "nir-r-g")) -> list[tuple[str, li
     return out
 
 
-def score_bce(score: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def score_bce(score: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
+              known: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE of the score against the mask, per sample over the pixels whose label is ``known`` (all when
+    None), weighted per sample by ``weight``."""
     s = score.float().clamp(1e-6, 1 - 1e-6)
     m = mask.float()
-    per = F.binary_cross_entropy(s, m, reduction="none").flatten(1).mean(1)
+    bce = F.binary_cross_entropy(s, m, reduction="none")
+    if known is None:
+        per = bce.flatten(1).mean(1)
+    else:
+        k = known.float().to(bce.device)
+        per = (bce * k).flatten(1).sum(1) / k.flatten(1).sum(1).clamp_min(1.0)
     w = weight.float().to(per.device)
     return (per * w).sum() / w.sum().clamp_min(1e-6)
 
@@ -101,9 +109,11 @@ class CloudRemovalLoss(nn.Module):
             total = total + sum((a - b).abs().mean() for a, b in zip(fp, ft, strict=True)) / len(fp)
         return total / len(self.views)
 
-    def forward(self, pred, target, score=None, mask=None, mask_weight=None, aux_losses=None, target_weight=None):
+    def forward(self, pred, target, score=None, mask=None, mask_weight=None, aux_losses=None, target_weight=None,
+                mask_known=None):
         """``target_weight`` (B,), optional: per-sample weight of the image terms (0 for a sample that has
-        cloud labels but no clear target, which trains the score only)."""
+        cloud labels but no clear target, which trains the score only). ``mask_known`` (B, 1, H, W),
+        optional: 1 where the mask is known (labels that mark cloud only leave the rest unknown)."""
         parts = {}
         dev_type = pred.device.type
         parts["l1"] = weighted_mean((pred.float() - target.float()).abs().flatten(1).mean(1), target_weight)
@@ -112,7 +122,7 @@ class CloudRemovalLoss(nn.Module):
                 parts["fft"] = fft_l1(pred, target, target_weight)
             if self.w["score"] and score is not None and mask is not None:
                 weight = mask_weight if mask_weight is not None else torch.ones(pred.shape[0], device=pred.device)
-                parts["score"] = score_bce(score, mask, weight)
+                parts["score"] = score_bce(score, mask, weight, mask_known)
         with_target = slice(None) if target_weight is None else target_weight > 0
         if self.w["perceptual"] and self.vgg is not None and pred[with_target].shape[0]:
             parts["perceptual"] = self.perceptual(pred[with_target], target[with_target]).float()

@@ -486,7 +486,8 @@ class Run:
             x, y = radiometric(x, y, self.tcfg["radiometric"])
         with torch.autocast(device_type=device.type, dtype=opt.amp[1], enabled=opt.amp[0]):
             pred, score = self.model(x)
-            loss, parts = opt.loss_fn(pred, y, score, mask, mw, self.raw.aux_losses(), batch["target_weight"].to(device))
+            loss, parts = opt.loss_fn(pred, y, score, mask, mw, self.raw.aux_losses(), batch["target_weight"].to(device),
+                                      batch["mask_known"].to(device))
         opt.optimizer.zero_grad(set_to_none=True)
         opt.scaler.scale(loss).backward()
         opt.scaler.unscale_(opt.optimizer)

@@ -116,3 +116,18 @@ def test_labelled_scenes_travel_in_a_gpu_pack(tmp_path, monkeypatch):
     got = build_dataset(_cfg(out / "data", sources), "train")
     for i in range(len(expected)):
         assert torch.equal(expected[i]["input"], got[i]["input"]) and torch.equal(expected[i]["mask"], got[i]["mask"])
+
+
+def test_labels_trusted_for_cloud_only_leave_the_rest_out_of_the_score_loss(tmp_path):
+    from viser_cr.training.losses import score_bce
+
+    root = _data(tmp_path)
+    source = {"files": "ukis/*.npz", "format": "ukis", "window": [0.5, 0, 1, 1], "clear_known": False}
+    s = build_dataset(_cfg(root, [source]), "test")[0]
+    assert torch.equal(s["mask_known"], s["mask"]) and float(s["mask"].sum()) == 20 * 32
+    # only the known (cloud) pixels count: a score right there and wrong elsewhere costs almost nothing
+    score = torch.ones_like(s["mask"])[None]  # cloud everywhere
+    assert float(score_bce(score, s["mask"][None], torch.ones(1), s["mask_known"][None])) < 1e-5
+    assert float(score_bce(score, s["mask"][None], torch.ones(1))) > 1.0
+    trusted = build_dataset(_cfg(root, [dict(source, clear_known=True)]), "test")[0]
+    assert float(trusted["mask_known"].min()) == 1.0

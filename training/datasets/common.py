@@ -13,6 +13,8 @@ Sample format (every dataset returns a dict of this shape; the default collate s
                 for a mask estimated from the data (real pairs), 0 when no mask is known.
 ``target_weight`` float32 scalar: 1, or 0 when the sample has no clear target (real cloud labels only:
                 ``target`` is then the input and only the score learns from it).
+``mask_known``  float32 ``(1, H, W)``: 1 where ``mask`` is known (all pixels but those of labels that
+                mark cloud only, whose other pixels may hold thin cloud).
 ``name``        str, an identifier of the sample (file / scene / crop).
 
 Randomness: a sample's crop, flips, rotation and synthetic clouds are drawn from
@@ -339,7 +341,8 @@ def change_mask(image: np.ndarray, background: np.ndarray, band_names, cloud_thr
 
 
 def to_sample(inputs: np.ndarray, target: np.ndarray, mask: np.ndarray | None, date_masks: np.ndarray | None,
-              mask_weight: float, name: str, stack: bool, target_weight: float = 1.0) -> dict:
+              mask_weight: float, name: str, stack: bool, target_weight: float = 1.0,
+              mask_known: np.ndarray | None = None) -> dict:
     """Assemble the sample dict (see the module docstring). ``inputs`` is (L, C, H, W)."""
     L, _, H, W = inputs.shape
     if mask is None:
@@ -356,6 +359,8 @@ def to_sample(inputs: np.ndarray, target: np.ndarray, mask: np.ndarray | None, d
         "date_masks": torch.from_numpy(np.ascontiguousarray(date_masks, dtype=np.float32))[:, None],
         "mask_weight": torch.tensor(float(mask_weight), dtype=torch.float32),
         "target_weight": torch.tensor(float(target_weight), dtype=torch.float32),
+        "mask_known": torch.from_numpy(np.ascontiguousarray(np.ones((H, W)) if mask_known is None else mask_known,
+                                                            dtype=np.float32))[None],
         "name": name,
     }
 

@@ -11,6 +11,8 @@ A part ``type: labels`` lists ``sources``, each one of::
   is the image's stem); ``cloud``: the label values that mean cloud (thick and thin alike).
 * ``window`` ``[col0, row0, col1, row1]`` (fractions) keeps part of each image, so that one labelled
   scene can give training and test halves; ``weight`` draws a source more often.
+* ``clear_known: false`` trusts the labels' cloud only: the other pixels are left out of the score loss
+  (``mask_known`` 0), for labels whose "clear" classes hold thin cloud and haze.
 
 A sample is a random crop of a labelled image (train) or its centre (evaluation): ``input`` the cloudy
 image in the config's bands, ``mask`` 1 on labelled cloud with ``mask_weight`` 1 (a manual label is
@@ -51,6 +53,7 @@ class LabelledImage:
     image: np.ndarray   # (C, H, W) reflectance in the dataset's bands
     cloud: np.ndarray   # (H, W) bool, labelled cloud
     valid: np.ndarray   # (H, W) bool
+    known: np.ndarray   # (H, W) bool, where the label is trusted
     name: str
     weight: float
 
@@ -98,7 +101,8 @@ def load_labelled_images(entries, bands, data_root=None) -> list[LabelledImage]:
                 image, cloud, valid = _ukis(path, bands, entry.get("window"))
             else:
                 image, cloud, valid = _raster(path, entry, bands, entry.get("window"))
-            images.append(LabelledImage(image, cloud & valid, valid, path.stem, float(entry.get("weight", 1.0))))
+            known = valid & cloud if entry.get("clear_known", True) is False else valid
+            images.append(LabelledImage(image, cloud & valid, valid, known, path.stem, float(entry.get("weight", 1.0))))
     return images
 
 
@@ -122,8 +126,9 @@ class LabelledCloudDataset(EpochDataset):
         rng = self.rng(index)
         i = int(rng.choice(len(self.images), p=self.p)) if self.train else index % len(self.images)
         im = self.images[i]
-        (x, cloud), box = self.crop(rng, [im.image, im.cloud.astype(np.float32)], im.valid)
+        (x, cloud, known), box = self.crop(rng, [im.image, im.cloud.astype(np.float32), im.known.astype(np.float32)],
+                                           im.valid)
         g = self.geometry(rng)
-        x, cloud = apply_geometry(x, g), apply_geometry(cloud, g)
+        x, cloud, known = apply_geometry(x, g), apply_geometry(cloud, g), apply_geometry(known, g)
         return to_sample(x[None], x, cloud, None, 1.0, f"{im.name}@{box[0]},{box[1]}",
-                         stack=self.num_frames is not None, target_weight=0.0)
+                         stack=self.num_frames is not None, target_weight=0.0, mask_known=known)
