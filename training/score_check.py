@@ -24,9 +24,10 @@ import torch
 from ..core.errors import ViserError
 from ..core.pipeline import SCORE_THRESHOLD
 from .cli import run_cli
+from .datasets.common import read_npz, window_slices
+from .datasets.labels import UKIS_BANDS, UKIS_CLOUD
 
-UKIS_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
-CLOUD, SHADOW = 4, 0
+CLOUD, SHADOW = UKIS_CLOUD, 0
 
 
 def score_map(model, bands, image: np.ndarray) -> np.ndarray:
@@ -64,7 +65,6 @@ def check(model_name=None, data_dir="../shared/data/ukis-csmask", models_dir=Non
     """Figures per file of a bundled model (``model_name``) or a training ``checkpoint``, on the columns
     ``columns`` (fractions: ``(0.5, 1.0)`` is the east half, held out of training.datasets.labels parts
     that train on the west half)."""
-    from .datasets.common import window_slices
     from .evaluate import load_trained
 
     model, bands, label, _ = load_trained(checkpoint, model_name, models_dir, torch.device("cpu"))
@@ -74,9 +74,9 @@ def check(model_name=None, data_dir="../shared/data/ukis-csmask", models_dir=Non
     window = (columns[0], 0.0, columns[1], 1.0)
     results = {}
     for path in files:
-        with np.load(path, allow_pickle=False) as npz:
-            rows, cols = window_slices(window, *npz["msk"].shape[:2])
-            image, labels = npz["img"][rows, cols], npz["msk"][rows, cols, 0]
+        arrays = read_npz(path, ("img", "msk"))
+        rows, cols = window_slices(window, *arrays["msk"].shape[:2])
+        image, labels = arrays["img"][rows, cols], arrays["msk"][rows, cols, 0]
         results[path.stem] = agreement(score_map(model, bands, image), labels, threshold)
     return {"model": label, "threshold": threshold, "columns": list(columns), "files": results}
 

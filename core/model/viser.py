@@ -345,7 +345,8 @@ class ViserCR(nn.Module):
             cloud = cloud.to(base.dtype)
             context = [(img[:, :n], c) for img, c in context]
             if self.harmonise_dates:
-                context = [(harmonise_date(base, 1.0 - cloud, img, c), c) for img, c in context]
+                ref_clear = 1.0 - cloud
+                context = [(harmonise_date(base, ref_clear, img, c), c) for img, c in context]
             base = self._completion(base, cloud, context)
         if n == self.out_bands:
             return base

@@ -78,15 +78,20 @@ class Part:
         """``args`` with its ``root`` resolved against ``data.root``."""
         return dict(self.args, root=_path(self.root, self.args["root"]))
 
+    def sources(self, kind: str) -> tuple[list, dict]:
+        """``(sources, the other args)`` of a part that reads a list of ``sources`` (synthetic, labels)."""
+        args = dict(self.args)
+        sources = args.pop("sources", None)
+        if not sources:
+            raise InputError(f"a {kind} part of data.{self.split} needs 'sources'")
+        return sources, args
+
     def generator(self) -> CloudGenerator:
         return _generator(self.data_cfg, self.root, self.cache)
 
 
 def _synthetic(part: Part):
-    args = dict(part.args)
-    sources = args.pop("sources", None)
-    if not sources:
-        raise InputError(f"a synthetic part of data.{part.split} needs 'sources'")
+    sources, args = part.sources("synthetic")
     images = load_clear_images(sources, part.bands, part.root)
     return SyntheticCloudDataset(images, part.bands, part.generator(), num_frames=part.num_frames, **args,
                                  **part.common)
@@ -104,10 +109,7 @@ def _series(part: Part):
 
 
 def _labels(part: Part):
-    args = dict(part.args)
-    sources = args.pop("sources", None)
-    if not sources:
-        raise InputError(f"a labels part of data.{part.split} needs 'sources'")
+    sources, args = part.sources("labels")
     images = load_labelled_images(sources, part.bands, part.root)
     return LabelledCloudDataset(images, part.bands, num_frames=part.num_frames, **args, **part.common)
 
