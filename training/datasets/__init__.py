@@ -163,6 +163,14 @@ def part_of_sample(dataset, index: int) -> int:
     return dataset.index[index][0] if isinstance(dataset, MixDataset) else 0
 
 
+def source_of_sample(dataset, index: int):
+    """``(part dataset, index within it)`` of sample ``index`` of ``build_dataset(...)``."""
+    if isinstance(dataset, MixDataset):
+        part, local = dataset.index[index]
+        return dataset.parts[part], local
+    return dataset, index
+
+
 def split_specs(data_cfg: dict, split: str) -> list[dict]:
     """The entries of ``data.<split>`` as a list (one mapping is one entry)."""
     specs = data_cfg.get(split)

@@ -107,6 +107,16 @@ class PairsDataset(EpochDataset):
         name = f"{self.pairs[i][0].stem}@{box[0]},{box[1]}"
         return to_sample(c[None], t, m, None, self.pseudo_weight, name, stack=self.num_frames is not None)
 
+    def cloudy_all_bands(self, index) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Every band of the layout of sample ``index``'s cloudy image, cropped and turned as the sample is,
+        with their names: for a cloud detector that reads more bands than the model (s2cloudless)."""
+        i = index % len(self.pairs)
+        rng = self.rng(index)
+        valid = self._load(i)[3]
+        data, _ = read_reflectance(self.pairs[i][0], self.layout, self.layout.bands)
+        (cropped,), _ = self.crop(rng, [data], valid)
+        return apply_geometry(cropped, self.geometry(rng)), tuple(self.layout.bands)
+
 
 _DATE_RX = re.compile(r"ImgNo_(\d+)_(\d{4}-\d{2}-\d{2})")
 

@@ -1,0 +1,87 @@
+"""s2cloudless (Sentinel Hub's LightGBM pixel classifier) as an optional cloud source for Sentinel-2 L1C.
+
+Optional, never required: used only where the ``s2cloudless`` and ``lightgbm`` packages are installed
+(``pip install --no-deps s2cloudless==1.7.2 lightgbm narwhals``; inside QGIS's Python it is not
+needed and not installed by the plugin). The package is located without importing it, because its
+``__init__`` imports ``sentinelhub`` (a download client this needs none of): its LightGBM model file
+is read with ``lightgbm.Booster`` and the classifier's post-processing is repeated here with scipy —
+disk averaging of the probability, threshold, disk dilation — with the settings s2cloudless
+recommends for 10 m data (threshold 0.4, average over 4 px, dilate 2 px).
+
+Input: top-of-atmosphere reflectance (DN / 10000) of 13-band L1C (B1..B12 with B8A, SAFE order).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DependencyError, InputError
+from .sensors import S2_13
+
+MODEL_FILE = ("models", "pixel_s2_cloud_detector_lightGBM_v0.1.txt")
+# B01, B02, B04, B05, B08, B8A, B09, B10, B11, B12: the ten bands the classifier was trained on
+MODEL_BANDS = ("coastal", "blue", "red", "rededge1", "nir", "nir08", "watervapour", "cirrus", "swir1", "swir2")
+THRESHOLD, AVERAGE_OVER, DILATION = 0.4, 4, 2
+
+HOW_TO_GET = ("s2cloudless is optional: install it into the Python that runs this (not QGIS's) with "
+              "`pip install --no-deps s2cloudless==1.7.2 lightgbm narwhals`")
+
+
+def model_path() -> Path | None:
+    """The classifier file of the installed s2cloudless package, found without importing it; None when absent."""
+    spec = importlib.util.find_spec("s2cloudless")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*MODEL_FILE)
+    return path if path.is_file() else None
+
+
+def available() -> bool:
+    """True when both the s2cloudless model file and lightgbm are installed."""
+    return model_path() is not None and importlib.util.find_spec("lightgbm") is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _booster():
+    path = model_path()
+    if path is None or importlib.util.find_spec("lightgbm") is None:
+        raise DependencyError(f"the s2cloudless cloud source needs the s2cloudless and lightgbm packages. {HOW_TO_GET}")
+    from lightgbm import Booster
+
+    return Booster(model_file=str(path))
+
+
+def _disk(radius: int) -> np.ndarray:
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return (yy * yy + xx * xx <= radius * radius).astype(np.float32)
+
+
+def cloud_probability(l1c: np.ndarray, band_names=S2_13) -> np.ndarray:
+    """``(H, W)`` cloud probability of the classifier for ``l1c`` ``(C, H, W)`` TOA reflectance whose bands
+    are named ``band_names`` (they must include the ten the classifier uses)."""
+    missing = [b for b in MODEL_BANDS if b not in band_names]
+    if missing:
+        raise InputError(f"s2cloudless needs the Sentinel-2 L1C bands {', '.join(missing)}, which the input lacks: "
+                         "give a 13-band L1C raster (B1..B12 with B8A) or use the network's own cloud score")
+    idx = [list(band_names).index(b) for b in MODEL_BANDS]
+    pixels = np.moveaxis(np.asarray(l1c, dtype=np.float64)[idx], 0, -1).reshape(-1, len(idx))
+    return _booster().predict(pixels).reshape(l1c.shape[-2:]).astype(np.float32)
+
+
+def cloud_mask(probability: np.ndarray, threshold: float = THRESHOLD, average_over: int = AVERAGE_OVER,
+               dilation: int = DILATION) -> np.ndarray:
+    """s2cloudless's post-processing: probability averaged over a disk, thresholded, dilated by a disk."""
+    from scipy import ndimage
+
+    prob = np.asarray(probability, dtype=np.float32)
+    if average_over:
+        disk = _disk(average_over)
+        prob = ndimage.convolve(prob, disk / disk.sum(), mode="reflect")
+    mask = prob > threshold
+    if dilation:
+        mask = ndimage.binary_dilation(mask, structure=_disk(dilation).astype(bool))
+    return mask

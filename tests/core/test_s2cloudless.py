@@ -1,0 +1,48 @@
+"""The optional s2cloudless cloud source (core.s2cloudless) on real Sentinel-2 L1C crops.
+
+`make setup` installs s2cloudless and lightgbm into the test venv (--no-deps), so these run in CI."""
+
+import numpy as np
+import pytest
+
+rasterio = pytest.importorskip("rasterio")
+
+from viser_cr.core import s2cloudless
+from viser_cr.core.errors import InputError
+
+
+def _l1c(path):
+    with rasterio.open(path) as ds:
+        return ds.read().astype(np.float32) * 1e-4
+
+
+def test_installed_by_setup():
+    assert s2cloudless.available(), s2cloudless.HOW_TO_GET
+
+
+def test_clear_and_cloudy_dates_of_a_real_series(fixtures_dir):
+    # SEN12MS-CR-TS dates of one patch: date 9 clear, date 7 about 84 % cloud
+    clear = s2cloudless.cloud_mask(s2cloudless.cloud_probability(_l1c(fixtures_dir / "ts_s2_ImgNo_9_2018-04-26_64.tif")))
+    cloudy = s2cloudless.cloud_mask(s2cloudless.cloud_probability(_l1c(fixtures_dir / "ts_s2_ImgNo_7_2018-04-01_64.tif")))
+    assert clear.shape == cloudy.shape == (64, 64)
+    assert clear.mean() < 0.05 and cloudy.mean() > 0.9
+
+
+def test_bands_by_name_and_missing_bands(fixtures_dir):
+    from viser_cr.core.sensors import S2_13
+
+    l1c = _l1c(fixtures_dir / "ts_s2_ImgNo_5_2018-03-07_64.tif")
+    order = np.random.default_rng(0).permutation(13)
+    shuffled = s2cloudless.cloud_probability(l1c[order], [S2_13[i] for i in order])
+    np.testing.assert_allclose(shuffled, s2cloudless.cloud_probability(l1c), atol=1e-6)
+    with pytest.raises(InputError, match="cirrus"):
+        s2cloudless.cloud_probability(l1c[:4], ("red", "green", "blue", "nir"))
+
+
+def test_post_processing_averages_then_dilates():
+    prob = np.zeros((32, 32), np.float32)
+    prob[5, 5] = 1.0                      # one speck: averaged over a disk of radius 4, it falls below 0.4
+    prob[16:24, 16:24] = 1.0              # a cloud: kept, and grown by the 2 px dilation
+    mask = s2cloudless.cloud_mask(prob)
+    assert not mask[:12, :12].any()
+    assert mask[16:24, 16:24].all() and mask[20, 15] and mask[20, 25] and not mask[20, 28]
