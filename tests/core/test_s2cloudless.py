@@ -4,8 +4,7 @@
 
 import numpy as np
 import pytest
-
-rasterio = pytest.importorskip("rasterio")
+import rasterio
 
 from viser_cr.core import s2cloudless
 from viser_cr.core.errors import InputError
