@@ -1,7 +1,7 @@
 """s2cloudless (Sentinel Hub's LightGBM pixel classifier) as an optional cloud source for Sentinel-2 L1C.
 
 Optional, never required: used only where the ``s2cloudless`` and ``lightgbm`` packages are installed
-(``pip install --no-deps s2cloudless==1.7.2 lightgbm narwhals``; inside QGIS's Python it is not
+(``pip install --no-deps s2cloudless==1.7.2 lightgbm==4.7.0 narwhals==2.29.0``, as ``make setup`` does; inside QGIS's Python it is not
 needed and not installed by the plugin). The package is located without importing it, because its
 ``__init__`` imports ``sentinelhub`` (a download client this needs none of): its LightGBM model file
 is read with ``lightgbm.Booster`` and the classifier's post-processing is repeated here with scipy —
@@ -28,7 +28,7 @@ MODEL_BANDS = ("coastal", "blue", "red", "rededge1", "nir", "nir08", "watervapou
 THRESHOLD, AVERAGE_OVER, DILATION = 0.4, 4, 2
 
 HOW_TO_GET = ("s2cloudless is optional: install it into the Python that runs this (not QGIS's) with "
-              "`pip install --no-deps s2cloudless==1.7.2 lightgbm narwhals`")
+              "`pip install --no-deps s2cloudless==1.7.2 lightgbm==4.7.0 narwhals==2.29.0`")
 
 
 def model_path() -> Path | None:

@@ -72,14 +72,14 @@ S2CLOUDLESS_FILL = "s2cloudless + fill"
 
 
 def s2cloudless_fill(ds, index: int, x: np.ndarray) -> np.ndarray | None:
-    """The classical baseline with s2cloudless's cloud mask (``core.s2cloudless``) for sample ``index``:
-    only where s2cloudless is installed and the sample comes from 13-band Sentinel-2 L1C; else None."""
+    """The classical baseline with s2cloudless's cloud mask (``core.s2cloudless``, which the caller has
+    found installed) for sample ``index``: only where the sample comes from 13-band Sentinel-2 L1C; else None."""
     from ..core import s2cloudless
     from .datasets import source_of_sample
     from .metrics import mask_fill
 
     source, local = source_of_sample(ds, index)
-    if not hasattr(source, "cloudy_all_bands") or not s2cloudless.available():
+    if not hasattr(source, "cloudy_all_bands"):
         return None
     l1c, names = source.cloudy_all_bands(local)
     if not set(s2cloudless.MODEL_BANDS) <= set(names):
@@ -157,6 +157,7 @@ def score_markdown(rows: dict[str, dict[str, float]]) -> str:
 
 def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="test", protocol=None,
              keep_clear=False, lpips=False, output_dir=None, max_images=None, sheet_images=6, device="auto") -> dict:
+    from ..core import s2cloudless
     from .datasets import build_dataset, part_label, part_of_sample, split_specs
     from .metrics import INPUT_METHOD, MetricTable, baselines, fill_baselines, masked_median, rgb_indexes
     from .viz import save_sheet
@@ -179,6 +180,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
     sheet = []
     score_totals = [dict.fromkeys(("tp", "fn", "fp", "tn"), 0) for _ in specs]
     context_checks: dict[int, list[dict]] = {}
+    with_s2cloudless = s2cloudless.available()  # the optional baseline, looked up once per run
     for i in range(n):
         s = ds[i]
         x = s["input"]
@@ -202,7 +204,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
             part.rows.append(table.add(bname if bname != "input" else INPUT_METHOD, s["name"], b, tgt, mask))
         for bname, b in fill_baselines(x.numpy(), score).items():
             part.rows.append(table.add(bname, s["name"], b, tgt, mask))
-        s2c_fill = s2cloudless_fill(ds, i, x.numpy())
+        s2c_fill = s2cloudless_fill(ds, i, x.numpy()) if with_s2cloudless else None
         if s2c_fill is not None:
             part.rows.append(table.add(S2CLOUDLESS_FILL, s["name"], s2c_fill, tgt, mask))
         if x.dim() == 4 and x.shape[0] > 1:
