@@ -1328,6 +1328,7 @@ def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks:
 
     model, card = load_model(inputs.card, device=str(device))
     callbacks.say(f"Model {card.name} on {describe_device(device)}.")
+    _use_radiometry(model, inputs.reference.resolution.radiometry, callbacks)
     predictor = Predictor(model, device, request.batch_size,
                           tta=bool(request.tta or request.uncertainty_output is not None),
                           keep_clear=request.keep_clear, say=callbacks.say, precision=request.precision,
@@ -1336,6 +1337,19 @@ def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks:
     if request.precision != "fp32" and device.type != "cuda":
         callbacks.say(f"Precision {request.precision} applies to CUDA GPUs: running float32 on the CPU.")
     return predictor
+
+
+def _use_radiometry(model, radiometry: str, callbacks: _Callbacks) -> None:
+    """Give the model the reference's radiometry: 8-bit display imagery gets the card's stricter cloud
+    gate where it has one (stretched bright ground looks like cloud to the score)."""
+    if not hasattr(model, "use_radiometry"):  # a model with one gate (or none) for every input
+        return
+    display = radiometry == "display"
+    model.use_radiometry(display)
+    threshold = getattr(model, "display_fill_threshold", None)
+    if display and threshold is not None:
+        callbacks.say(f"8-bit display imagery: the fill takes pixels of cloud score above {threshold:g} "
+                      f"(reflectance input: {model.fill_threshold:g}), so bright clear ground is kept.")
 
 
 def _all_nodata(reference: _Input, request: CloudRemovalRequest) -> InputError:

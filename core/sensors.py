@@ -54,6 +54,7 @@ class SensorPreset:
     layouts: dict[int, tuple[str, ...]]
     layout_notes: dict[int, str] = field(default_factory=dict)
     band_codes: dict[str, str] = field(default_factory=dict)
+    radiometry: str = "reflectance"  # or "display": 8-bit imagery stretched for the eye
 
 
 # Sentinel-2 L1C and L2A files come in the same band layouts
@@ -87,12 +88,12 @@ PRESETS: dict[str, SensorPreset] = {
     "rgb8": SensorPreset(
         "rgb8", "8-bit RGB (value / 255)", 1 / 255, 0.0, ("uint8",),
         layouts={3: ("red", "green", "blue"), 4: ("red", "green", "blue", "alpha")},
-        layout_notes={3: "R, G, B", 4: "R, G, B, alpha"},
+        layout_notes={3: "R, G, B", 4: "R, G, B, alpha"}, radiometry="display",
     ),
     "rgbn8": SensorPreset(
         "rgbn8", "8-bit RGB + NIR (value / 255)", 1 / 255, 0.0, ("uint8",),
         layouts={4: ("red", "green", "blue", "nir")},
-        layout_notes={4: "R, G, B, NIR"},
+        layout_notes={4: "R, G, B, NIR"}, radiometry="display",
     ),
 }
 
@@ -133,6 +134,7 @@ class SensorResolution:
     offset: float
     band_names: dict[str, int]             # every band name we could assign -> 1-based index
     reasons: list[str]
+    radiometry: str = "reflectance"        # or "display" (8-bit imagery): the model's cloud gate differs
 
     @property
     def reason(self) -> str:
@@ -423,7 +425,11 @@ def resolve(
         names = _explicit_bands(facts, bands, wanted, reasons)
     else:
         names = _band_layout(sensor, facts, reasons)
-    return SensorResolution(sensor, final_scale, final_offset, names, reasons)
+    if sensor in PRESETS:
+        radiometry = PRESETS[sensor].radiometry
+    else:  # the user's own scaling: 8-bit data is display imagery
+        radiometry = "display" if facts.dtype == "uint8" else "reflectance"
+    return SensorResolution(sensor, final_scale, final_offset, names, reasons, radiometry)
 
 
 MAX_OFFSET = 10.0   # reflectance units: real products use small offsets (Sentinel-2 -0.1, Landsat -0.2)

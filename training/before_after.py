@@ -58,6 +58,7 @@ def main(argv=None) -> int:
                 continue
             wanted.remove(hit)
             x = s["input"]
+            net.use_radiometry(bool(s["display"]))
             with torch.no_grad():
                 pred, score = net(x[None])
             pred = pred.float()[0].numpy()

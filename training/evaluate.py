@@ -186,6 +186,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
         x = s["input"]
         # a one-date model on a stack sees the reference only (its row then compares with the composites)
         model_input = x[0] if x.dim() == 4 and net.num_frames == 1 else x
+        net.use_radiometry(bool(s["display"]))  # the gate the pipeline would use for this input
         with torch.no_grad():
             pred, score = net(model_input[None].to(dev))
         pred = pred.float()[0].cpu().numpy()

@@ -155,6 +155,7 @@ def validate(model, dataset, cfg: dict, device, amp: tuple[bool, torch.dtype | N
     for i in range(n):
         s = dataset[i]
         x = s["input"][None].to(device)
+        model.use_radiometry(bool(s["display"]))
         with torch.autocast(device_type=device.type, dtype=amp[1], enabled=amp[0]):
             pred, score = model(x)
         pred = pred.float()[0].cpu().numpy()
@@ -484,6 +485,7 @@ class Run:
             x = random_frames(x)
         if self.tcfg.get("radiometric"):
             x, y = radiometric(x, y, self.tcfg["radiometric"])
+        self.raw.use_radiometry(batch["display"].to(device))  # each sample's cloud gate
         with torch.autocast(device_type=device.type, dtype=opt.amp[1], enabled=opt.amp[0]):
             pred, score = self.model(x)
             loss, parts = opt.loss_fn(pred, y, score, mask, mw, self.raw.aux_losses(), batch["target_weight"].to(device),

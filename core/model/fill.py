@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["choose_context_dates", "harmonise_date", "push_pull_composite", "push_pull_fill"]
+__all__ = ["choose_context_dates", "harmonise_date", "push_pull_composite", "push_pull_fill", "temporal_haze"]
 
 _EPS = 1e-4
 
@@ -92,6 +92,34 @@ def harmonise_date(ref: torch.Tensor, ref_clear: torch.Tensor, img: torch.Tensor
     harmonised = img_dev * gain + ref_mean
     enough = total >= min_shared * img.shape[-2] * img.shape[-1]
     return torch.where(enough, harmonised, img)
+
+
+# the temporal haze test: a reference pixel brighter in red, green and blue than the clear context dates
+# counts as cloud from a blue excess of HAZE_BLUE_START, fully from HAZE_BLUE_START + HAZE_BLUE_WIDTH
+HAZE_BLUE_START, HAZE_BLUE_WIDTH, HAZE_SMOOTH = 0.015, 0.02, 5
+
+
+def temporal_haze(ref: torch.Tensor, cloud: torch.Tensor, context, start: float = HAZE_BLUE_START,
+                  width: float = HAZE_BLUE_WIDTH, smooth: int = HAZE_SMOOTH) -> torch.Tensor:
+    """The reference's cloud weight ``cloud`` (B, 1, H, W) raised where the stack shows haze the score
+    missed: the multi-temporal cloud test of MAJA / Tmask. Against the clear-weighted mean of the context
+    dates ``[(image (B, C, H, W), clear weight (B, 1, H, W)), ...]``, a reference pixel brighter in red,
+    green and blue (bands 0-2: the order of the bundled models and of the flow's input) whose blue
+    excess passes ``start`` is haze or thin cloud (scattering brightens the visible bands, blue most;
+    a change of the ground rarely brightens all three). The weight rises linearly over ``width``, is
+    averaged over ``smooth`` pixels (no speckle) and counts only where the context is clear (at least
+    0.9 of a date). Reflectance only: 8-bit exports of other dates carry other stretches."""
+    clears = torch.stack([c.to(ref.dtype) for _, c in context], dim=1)
+    images = torch.stack([img for img, _ in context], dim=1)
+    total = clears.sum(dim=1)
+    context_mean = (clears * images).sum(dim=1) / total.clamp_min(_EPS)
+    seen = ((total - 0.5) / 0.4).clamp(0.0, 1.0)
+    excess = ref[:, :3] - context_mean[:, :3]
+    brighter = (excess.amin(dim=1, keepdim=True) > 0).to(ref.dtype)
+    haze = ((excess[:, 2:3] - start) / width).clamp(0.0, 1.0) * brighter
+    if smooth > 1:
+        haze = F.avg_pool2d(haze, smooth, 1, smooth // 2, count_include_pad=False)
+    return torch.maximum(cloud, haze * seen)
 
 
 def choose_context_dates(cloud: torch.Tensor, count: int, days: torch.Tensor | None = None) -> torch.Tensor:

@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import InputError
 from .adaptive_mask import AdaptiveMask, ScoreInjection
 from .blocks import BilinearUpsample, ConcatLinear, Downsample, Upsample, conv3x3, stack
-from .fill import harmonise_date, push_pull_composite, push_pull_fill
+from .fill import harmonise_date, push_pull_composite, push_pull_fill, temporal_haze
 from .refinement import SemanticRefinement
 from .saliency import PatchSaliencyEncoding
 from .temporal import TemporalAlignment, TemporalFusion, flow_warp
@@ -31,6 +31,8 @@ SCALES = 3
 RESIDUAL_BASES = ("input", "fill")
 FILL_GAIN, FILL_THRESHOLD = 40.0, 0.5  # cloud weight of the fill base = sigmoid(gain * (score - threshold))
 UPSAMPLERS = {"shuffle": Upsample, "bilinear": BilinearUpsample}
+# harmonise_dates: every stack, none, or only 8-bit display imagery (other dates' exports, other stretches)
+HARMONISE_CHOICES = (False, True, "display")
 
 
 def _per_scale(value, name: str, count: int = SCALES) -> list[int]:
@@ -39,6 +41,16 @@ def _per_scale(value, name: str, count: int = SCALES) -> list[int]:
     if len(values) != count:
         raise ValueError(f"{name} needs {count} values (one per scale), got {value!r}")
     return values
+
+
+def _per_sample(display: bool | torch.Tensor, for_display, otherwise):
+    """``for_display`` where the input is 8-bit display imagery, else ``otherwise``: chosen once for a
+    bool, per sample for a ``(B, 1, 1, 1)`` mask (values are floats or tensors of the batch's shape)."""
+    if not isinstance(display, torch.Tensor):
+        return for_display if display else otherwise
+    if not isinstance(for_display, torch.Tensor):
+        for_display = torch.tensor(for_display, dtype=torch.float32, device=display.device)
+    return torch.where(display.to(for_display.device), for_display, otherwise)
 
 
 def _pad(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
@@ -84,7 +96,9 @@ class ViserCR(nn.Module):
         fill_gain: float = FILL_GAIN,
         fill_threshold: float = FILL_THRESHOLD,
         date_score_downsample: int = 2,
-        harmonise_dates: bool = False,
+        harmonise_dates: bool | str = False,
+        display_fill_threshold: float | None = None,
+        haze_test: bool = False,
     ):
         super().__init__()
         if residual_base not in RESIDUAL_BASES:
@@ -106,6 +120,10 @@ class ViserCR(nn.Module):
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         if date_score_downsample < 1:
             raise ValueError(f"date_score_downsample must be >= 1, got {date_score_downsample}")
+        if harmonise_dates not in HARMONISE_CHOICES:
+            raise ValueError(f"harmonise_dates must be true, false or 'display', got {harmonise_dates!r}")
+        if display_fill_threshold is not None and not 0.0 < display_fill_threshold < 1.0:
+            raise ValueError(f"display_fill_threshold must be in (0, 1), got {display_fill_threshold}")
         self._arch = dict(
             in_bands=int(in_bands),
             out_bands=int(out_bands),
@@ -133,8 +151,15 @@ class ViserCR(nn.Module):
             date_score_downsample=int(date_score_downsample),
         )
         if harmonise_dates:  # recorded only when on, so the cards of earlier weights still match
-            self._arch["harmonise_dates"] = True
-        self.harmonise_dates = bool(harmonise_dates)
+            self._arch["harmonise_dates"] = harmonise_dates
+        self.harmonise_dates = harmonise_dates
+        if haze_test:
+            self._arch["haze_test"] = True
+        self.haze_test = bool(haze_test)
+        if display_fill_threshold is not None:  # recorded only when set, as harmonise_dates
+            self._arch["display_fill_threshold"] = float(display_fill_threshold)
+        self.display_fill_threshold = None if display_fill_threshold is None else float(display_fill_threshold)
+        self._display: bool | torch.Tensor = False  # use_radiometry()
         self.residual_base = residual_base
         # The AM score is a mean of three maps and stays soft where they disagree; a soft weight keeps part
         # of every cloud in the base. A fixed steep gate makes it nearly binary (0.45 -> 0.12, 0.55 -> 0.88).
@@ -328,25 +353,35 @@ class ViserCR(nn.Module):
 
         correction = F.conv2d(dec.permute(0, 3, 1, 2), self.output.weight, self.output.bias, padding=1)
         score = self._score_map(scores, ref.shape[-2:])
-        base = self._residual(ref, self.cloud_weight(score) if cloud is None else cloud, context)
+        base = self._residual(ref, self.cloud_weight(score) if cloud is None else cloud, context,
+                              own_score=cloud is None)
         return correction, base, score, (height, width)
 
-    def _residual(self, ref: torch.Tensor, cloud: torch.Tensor, context=()) -> torch.Tensor:
+    def _residual(self, ref: torch.Tensor, cloud: torch.Tensor, context=(), own_score: bool = True) -> torch.Tensor:
         """Global residual base (zeros for any output band beyond the input's).
 
         ``input``: the input's first ``out_bands`` bands, so the network must learn to subtract a cloud.
         ``fill``: a cloud-free estimate, the input where the score says clear and a push-pull completion
         of the clear pixels where it says cloud, so the untrained network already is a classical
-        cloud-mask + inpainting pipeline and learns the correction over it (docs/model.md).
+        cloud-mask + inpainting pipeline and learns the correction over it (docs/model.md). A stack's
+        reference also loses what the temporal haze test finds (``haze_test``, the network's own score
+        only: a user's mask is taken as it is), and its context dates are harmonised to it
+        (``harmonise_dates``) before they fill it.
         """
         n = min(self.in_bands, self.out_bands)
         base = ref[:, :n]
         if self.residual_base == "fill":
             cloud = cloud.to(base.dtype)
             context = [(img[:, :n], c) for img, c in context]
-            if self.harmonise_dates:
+            display = self._display_of(base.shape[0])
+            if context and self.haze_test and own_score:
+                cloud = _per_sample(display, cloud, temporal_haze(base, cloud, context))
+            if context and self.harmonise_dates:
                 ref_clear = 1.0 - cloud
-                context = [(harmonise_date(base, ref_clear, img, c), c) for img, c in context]
+                harmonised = [harmonise_date(base, ref_clear, img, c) for img, c in context]
+                if self.harmonise_dates == "display":
+                    harmonised = [_per_sample(display, h, img) for h, (img, _) in zip(harmonised, context, strict=True)]
+                context = [(h, c) for h, (_, c) in zip(harmonised, context, strict=True)]
             base = self._completion(base, cloud, context)
         if n == self.out_bands:
             return base
@@ -365,11 +400,38 @@ class ViserCR(nn.Module):
         weights = torch.cat([(1.0 - cloud)[:, None], cloud[:, None] * shares], dim=1)
         return push_pull_composite(values, weights)
 
+    def use_radiometry(self, display: bool | torch.Tensor) -> None:
+        """Which gate the fill base uses from now on: ``fill_threshold`` for reflectance input, or
+        ``display_fill_threshold`` (where the architecture has one) for 8-bit display imagery, whose
+        stretch makes bright clear ground look like cloud to the score (docs/model.md). ``display`` is a
+        bool for every sample, or a ``(B,)`` bool tensor, one per sample (training batches mix both)."""
+        self._display = display if isinstance(display, torch.Tensor) else bool(display)
+
+    def _display_of(self, batch: int) -> bool | torch.Tensor:
+        """``use_radiometry``'s choice for a batch: a bool, or ``(batch, 1, 1, 1)`` per sample (a batch of
+        ``B·L`` dates takes each sample's value ``L`` times)."""
+        display = self._display
+        if not isinstance(display, torch.Tensor):
+            return display
+        display = display.reshape(-1).bool()
+        if batch != display.numel():
+            display = display.repeat_interleave(batch // display.numel())
+        return display.reshape(batch, 1, 1, 1)
+
+    def _gate_threshold(self, batch: int) -> float | torch.Tensor:
+        """The gate's threshold for a batch: a float, or ``(batch, 1, 1, 1)`` per sample."""
+        if self.display_fill_threshold is None:
+            return self.fill_threshold
+        return _per_sample(self._display_of(batch), self.display_fill_threshold, self.fill_threshold)
+
     def cloud_weight(self, score: torch.Tensor) -> torch.Tensor:
         """The weight of the fill in the base: the score through a steep gate (fill models)."""
         if self.residual_base != "fill":
             return score
-        return torch.sigmoid(self.fill_gain * (score - self.fill_threshold))
+        threshold = self._gate_threshold(score.shape[0])
+        if isinstance(threshold, torch.Tensor):
+            threshold = threshold.to(score.device, score.dtype)
+        return torch.sigmoid(self.fill_gain * (score - threshold))
 
     @staticmethod
     def _score_map(scores: list[torch.Tensor], size) -> torch.Tensor:

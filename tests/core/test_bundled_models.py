@@ -86,3 +86,16 @@ def _assert_clear_date_taken(image, score, clear, under):
     # a spatial fill of this homogeneous patch reaches 28 dB, flat; the clear date is there to be taken
     assert psnr_cloudy >= 30.0, f"under the cloud the output is {psnr_cloudy:.1f} dB from the clear date"
     assert float(image[0][:, under].std(dim=1).mean()) > 0.5 * float(clear[:, under].std(dim=1).mean())  # not flat
+
+
+def test_8bit_imagery_gets_the_bundled_models_display_gate(fixtures_dir, tmp_path):
+    """The mono and stack cards carry a stricter cloud gate for 8-bit display imagery; a run on an 8-bit
+    raster uses it and says so, a run on reflectance does not."""
+    from viser_cr.core.pipeline import CloudRemovalRequest, remove_clouds
+
+    for card in BUNDLED:
+        assert card.architecture["display_fill_threshold"] > card.architecture["fill_threshold"], card.name
+    eight_bit = remove_clouds(CloudRemovalRequest([fixtures_dir / "landsat7_rgb8_collar_96.tif"], tmp_path / "a.tif"))
+    assert any("8-bit display imagery" in line for line in eight_bit.messages)
+    reflectance = remove_clouds(CloudRemovalRequest([fixtures_dir / "s2l1c_cloudy_96.tif"], tmp_path / "b.tif"))
+    assert not any("8-bit display imagery" in line for line in reflectance.messages)

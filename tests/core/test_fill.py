@@ -184,6 +184,24 @@ def test_context_dates_are_chosen_to_cover_the_references_clouds():
         choose_context_dates(cloud, 5)
 
 
+def test_display_imagery_has_its_own_gate_per_sample_and_per_date():
+    model = ViserCR(**TINY, residual_base="fill", upsample="bilinear", fill_threshold=0.35,
+                    display_fill_threshold=0.6).eval()
+    assert model.arch["display_fill_threshold"] == 0.6
+    assert "display_fill_threshold" not in ViserCR(**TINY, residual_base="fill").arch  # old cards still match
+    score = torch.full((2, 1, 4, 4), 0.5)
+    assert (model.cloud_weight(score) > 0.95).all()  # reflectance: 0.5 is cloud
+    model.use_radiometry(True)
+    assert (model.cloud_weight(score) < 0.05).all()  # 8-bit display imagery: 0.5 is not yet
+    model.use_radiometry(torch.tensor([True, False]))  # a training batch mixing both
+    weight = model.cloud_weight(score)
+    assert (weight[0] < 0.05).all() and (weight[1] > 0.95).all()
+    dates = model.cloud_weight(torch.full((6, 1, 4, 4), 0.5))  # 2 stacks x 3 dates, each its sample's gate
+    assert (dates[:3] < 0.05).all() and (dates[3:] > 0.95).all()
+    with pytest.raises(ValueError, match="display_fill_threshold"):
+        ViserCR(**TINY, residual_base="fill", display_fill_threshold=1.5)
+
+
 def test_every_dates_cloud_weight_is_its_own_score_through_the_gate():
     torch.manual_seed(0)
     dates = torch.rand(2, 5, 4, 32, 40)
@@ -293,3 +311,75 @@ def test_harmonised_stack_model_fills_with_the_context_in_the_references_radiome
     assert torch.allclose(base, ground, atol=5e-3)
     assert torch.allclose(plain_base[..., 8:, :], brighter_date[..., 8:, :], atol=5e-3)
     assert model.arch["harmonise_dates"] is True and "harmonise_dates" not in plain.arch
+
+
+def test_harmonising_only_display_imagery():
+    """``harmonise_dates="display"``: 8-bit exports of other dates are brought to the reference's
+    stretch, calibrated reflectance is left as it is (a hazy reference would pull it towards the haze)."""
+    torch.manual_seed(0)
+    model = ViserCR(**TINY, num_frames=2, residual_base="fill", upsample="bilinear", use_flow=False,
+                    harmonise_dates="display").eval()
+    for head in model.mask:
+        torch.nn.init.constant_(head.score.fc2.bias, -20.0)
+    ground = torch.rand(1, 4, 32, 32) * 0.2
+    cloudy = ground.clone()
+    cloudy[..., 8:, :] = 0.9
+    cloud = torch.zeros(1, 1, 32, 32)
+    cloud[..., 8:, :] = 1
+    brighter_date = ground * 1.3 + 0.05
+    stack = torch.stack([cloudy, brighter_date], dim=1)
+    with torch.no_grad():
+        reflectance, _ = model.completion_base(stack, cloud)
+        model.use_radiometry(True)
+        display, _ = model.completion_base(stack, cloud)
+        model.use_radiometry(torch.tensor([False, True]))  # per sample
+        both, _ = model.completion_base(torch.cat([stack, stack]), torch.cat([cloud, cloud]))
+    assert torch.allclose(reflectance[..., 8:, :], brighter_date[..., 8:, :], atol=5e-3)
+    assert torch.allclose(display, ground, atol=5e-3)
+    assert torch.allclose(both[0], reflectance[0], atol=1e-6) and torch.allclose(both[1], display[0], atol=1e-6)
+    assert model.arch["harmonise_dates"] == "display"
+    with pytest.raises(ValueError, match="harmonise_dates"):
+        ViserCR(**TINY, harmonise_dates="always")
+
+
+def test_temporal_haze_test_finds_what_brightens_every_visible_band():
+    """Haze brightens R, G and B (blue most) over what a clear date sees: counted as cloud. A change of
+    the ground that brightens red but darkens blue is not; nor is anything where no date is clear."""
+    from viser_cr.core.model.fill import temporal_haze
+
+    torch.manual_seed(0)
+    ground = 0.05 + torch.rand(1, 4, 40, 40) * 0.1
+    ref = ground.clone()
+    ref[..., 4:16, 4:16] += torch.tensor([0.03, 0.04, 0.06, 0.02])[:, None, None]  # haze
+    ref[..., 24:36, 4:16] += torch.tensor([0.08, 0.03, -0.02, -0.05])[:, None, None]  # a field harvested
+    cloud = torch.zeros(1, 1, 40, 40)
+    clear = torch.ones(1, 1, 40, 40)
+    out = temporal_haze(ref, cloud, [(ground, clear)])
+    assert float(out[..., 6:14, 6:14].min()) > 0.99  # the haze, inside the 5 px smoothing
+    assert float(out[..., 26:34, 6:14].max()) == 0.0  # the harvested field stays the reference's
+    assert float(out[..., 20:, 20:].max()) == 0.0  # clear, unchanged ground
+    assert float(temporal_haze(ref, cloud, [(ground, torch.zeros_like(clear))]).max()) == 0.0  # no clear date
+    assert torch.equal(temporal_haze(ref, torch.ones_like(cloud), [(ground, clear)]), torch.ones_like(cloud))
+
+
+def test_stack_model_fills_the_haze_its_score_missed_from_a_clear_date():
+    """``haze_test``: on reflectance input the hazy part of a reference the score calls clear comes from
+    the clear date; on 8-bit display imagery, or under a user's cloud mask, the reference stays."""
+    torch.manual_seed(0)
+    model = ViserCR(**TINY, num_frames=2, residual_base="fill", upsample="bilinear", use_flow=False,
+                    haze_test=True).eval()
+    for head in model.mask:  # the score calls everything clear
+        torch.nn.init.constant_(head.score.fc2.bias, -20.0)
+    ground = 0.05 + torch.rand(1, 4, 32, 32) * 0.1
+    hazy = ground.clone()
+    hazy[..., :, 16:] += torch.tensor([0.05, 0.06, 0.08, 0.03])[:, None, None]
+    stack = torch.stack([hazy, ground], dim=1)
+    with torch.no_grad():
+        base, _ = model.completion_base(stack)
+        masked, _ = model.completion_base(stack, torch.zeros(1, 1, 32, 32))
+        model.use_radiometry(True)
+        display, _ = model.completion_base(stack)
+    assert torch.allclose(base[..., 20:], ground[..., 20:], atol=1e-4)  # haze replaced by the clear date
+    assert torch.allclose(base[..., :12], hazy[..., :12], atol=1e-4)  # clear reference kept
+    assert torch.allclose(masked, hazy, atol=1e-4) and torch.allclose(display, hazy, atol=1e-4)
+    assert model.arch["haze_test"] is True and "haze_test" not in ViserCR(**TINY).arch

@@ -26,9 +26,17 @@ def test_presets_are_the_documented_ones():
     assert set(PRESETS) == {"s2-l1c", "s2-l2a", "landsat-c2l2", "rgb8", "rgbn8"}
 
 
+def test_radiometry_follows_the_preset_or_the_data_type():
+    """8-bit imagery is display imagery (the model's stricter cloud gate), reflectance products are not."""
+    assert resolve(make_facts(4, dtype="uint8"), sensor="rgbn8").radiometry == "display"
+    assert resolve(make_facts(4, dtype="uint16"), sensor="s2-l2a").radiometry == "reflectance"
+    assert resolve(make_facts(3, dtype="uint8"), scale=1 / 255).radiometry == "display"  # custom scaling
+    assert resolve(make_facts(3, dtype="float32"), scale=1.0).radiometry == "reflectance"
+
+
 def test_sentinel2_13_bands_fixture(fixtures_dir):
     res = resolve(facts_of(fixtures_dir / "s2l1c_cloudy_96.tif"))
-    assert res.sensor == "s2-l1c"
+    assert res.sensor == "s2-l1c" and res.radiometry == "reflectance"
     assert (res.scale, res.offset) == (1e-4, 0.0)
     assert res.indexes_for(["red", "green", "blue", "nir"]) == [4, 3, 2, 8]
     assert "13 bands" in res.reason and "--offset -0.1" in res.reason
@@ -43,7 +51,7 @@ def test_rgbn8_fixture_with_nir_flagged_alpha(fixtures_dir):
 
 def test_landsat7_rgb8_fixture(fixtures_dir):
     res = resolve(facts_of(fixtures_dir / "landsat7_rgb8_collar_96.tif"))
-    assert res.sensor == "rgb8"
+    assert res.sensor == "rgb8" and res.radiometry == "display"
     assert res.indexes_for(["red", "green", "blue"]) == [1, 2, 3]
     assert "colour interpretation" in res.reason
 

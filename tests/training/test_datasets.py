@@ -192,6 +192,10 @@ def test_build_dataset_mix_and_epochs(tmp_path):
                      {"type": "pairs", "root": "pairs", "repeat": 2}]}
     ds = build_dataset(cfg, "train", seed=0)
     assert isinstance(ds, MixDataset) and len(ds) == 5 + 8
+    assert not ds[0]["display"] and not ds[7]["display"]  # reflectance sources and pairs
+    cfg_8bit = dict(cfg, train=[{"type": "synthetic", "length": 2,
+                                 "sources": [{"files": "clear/s2/*.tif", "stretch": [2, 98]}]}])
+    assert build_dataset(cfg_8bit, "train", seed=0)[0]["display"]  # an 8-bit export: the display gate
     a = ds[7]["input"].clone()
     assert torch.equal(a, ds[7]["input"])          # deterministic
     assert not torch.equal(ds[5]["input"], ds[9]["input"])  # a repeat of the same pair draws another crop

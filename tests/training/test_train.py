@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -287,3 +288,24 @@ def test_zero_steps_write_the_warm_start_as_it_is(data_root, tmp_path):
     assert all(torch.equal(source[k], written["model"][k]) for k in source)
     with pytest.raises(Exception, match="train.steps must be 0"):
         load_config(tiny_config(data_root, tmp_path / "neg", steps=-1))
+
+
+def test_gate_sweep_reports_each_threshold_per_part(data_root, tmp_path):
+    """``gate_sweep``: a PSNR and a worse-than-input share per threshold and part, and the threshold
+    matters (a gate at 0 fills every pixel, one at 1 none). The model trains two steps with a display
+    gate first: a batch mixing 8-bit RGBN and reflectance samples, each with its own gate."""
+    from viser_cr.training.gate_sweep import markdown, sweep
+
+    cfg = load_config(tiny_config(data_root, tmp_path / "run", steps=2, val_every=100, ckpt_every=100))
+    cfg["model"] = dict(cfg["model"], residual_base="fill", display_fill_threshold=0.6)
+    train(cfg)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["arch"]["display_fill_threshold"] == 0.6
+    cfg["data"]["test"] = cfg["data"]["val"]
+    thresholds = [0.0, 0.5, 1.0]
+    result = sweep(cfg, thresholds, checkpoint=tmp_path / "run" / "checkpoints" / "last.pt")
+    ((label, row),) = result.items()
+    assert row["images"] == 2 and len(row["psnr"]) == len(row["worse"]) == 3
+    assert all(0.0 <= w <= 1.0 for w in row["worse"]) and all(np.isfinite(row["psnr"]))
+    assert row["psnr"][0] != row["psnr"][2]
+    table = markdown(result, thresholds)
+    assert label in table and "| 0 | 0.5 | 1 |" in table

@@ -102,7 +102,7 @@ class CUHKCR(EpochDataset):
         g = self.geometry(rng)
         c, t, m = apply_geometry(c, g), apply_geometry(t, g), apply_geometry(m, g)
         return to_sample(c[None], t, m, None, self.pseudo_weight, f"{self.name}/{self.names[i]}",
-                         stack=self.num_frames is not None)
+                         stack=self.num_frames is not None, display=True)
 
 
 def _read_split(root: Path, split: str, tiles_present) -> list[str]:

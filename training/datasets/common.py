@@ -16,6 +16,8 @@ Sample format (every dataset returns a dict of this shape; the default collate s
 ``mask_known``  float32 ``(1, H, W)``: 1 where ``mask`` is known (all pixels but those of labels that
                 mark cloud only, whose other pixels may hold thin cloud).
 ``name``        str, an identifier of the sample (file / scene / crop).
+``display``     bool scalar: the input is 8-bit display imagery (``Layout.radiometry == "display"`` or a
+                ``stretch``ed export), which the model's cloud gate treats apart (``ViserCR.use_radiometry``).
 
 Randomness: a sample's crop, flips, rotation and synthetic clouds are drawn from
 ``numpy.random.default_rng([seed, epoch, index])``; they depend on nothing else (not the worker, not
@@ -342,7 +344,7 @@ def change_mask(image: np.ndarray, background: np.ndarray, band_names, cloud_thr
 
 def to_sample(inputs: np.ndarray, target: np.ndarray, mask: np.ndarray | None, date_masks: np.ndarray | None,
               mask_weight: float, name: str, stack: bool, target_weight: float = 1.0,
-              mask_known: np.ndarray | None = None) -> dict:
+              mask_known: np.ndarray | None = None, display: bool = False) -> dict:
     """Assemble the sample dict (see the module docstring). ``inputs`` is (L, C, H, W)."""
     L, _, H, W = inputs.shape
     if mask is None:
@@ -362,6 +364,7 @@ def to_sample(inputs: np.ndarray, target: np.ndarray, mask: np.ndarray | None, d
         "mask_known": torch.from_numpy(np.ascontiguousarray(np.ones((H, W)) if mask_known is None else mask_known,
                                                             dtype=np.float32))[None],
         "name": name,
+        "display": torch.tensor(bool(display)),
     }
 
 

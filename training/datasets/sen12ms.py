@@ -254,4 +254,5 @@ class SeriesDataset(EpochDataset):
         name = f"series t={self.imgno[t]} in={[self.imgno[j] for j in inputs]}@{box[0]},{box[1]}"
         if self.num_frames is None:
             x, dm = x[:1], dm[:1]
-        return to_sample(x, target, dm[0], dm, weight, name, stack=self.num_frames is not None)
+        return to_sample(x, target, dm[0], dm, weight, name, stack=self.num_frames is not None,
+                         display=self.layout.radiometry == "display")

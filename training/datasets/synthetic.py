@@ -205,4 +205,5 @@ class SyntheticCloudDataset(EpochDataset):
             x[d] = res["cloudy"]
             masks[d] = res["mask"]
         name = f"{im.name}@{r0},{c0}"
-        return to_sample(x, clear, masks[0], masks, 1.0, name, stack=self.num_frames is not None)
+        return to_sample(x, clear, masks[0], masks, 1.0, name, stack=self.num_frames is not None,
+                         display=im.radiometry == "display")

@@ -1,0 +1,93 @@
+"""Sweep the fill gate's threshold of a model over the parts of a config's test list.
+
+``python -m viser_cr.training.gate_sweep --config training/configs/val-8bit-rgb.yaml --model viser-cr-s-rgb
+--thresholds 0.35 0.5 0.6 0.7``
+
+The gate decides which pixels the classical fill replaces (``ViserCR.cloud_weight``); the network's
+correction does not depend on it, so one forward pass per threshold and image shows what a threshold
+would give. Per part: the mean PSNR (clean protocol: reflectance clipped to [0, 1], all bands) of the
+model's output at each threshold and the share of images worse than the cloudy input. Every sample is
+run at the swept threshold whatever its radiometry (8-bit or reflectance): sweep each kind of data on its
+own, as ``val-8bit-*.yaml`` does, to choose ``fill_threshold`` and ``display_fill_threshold``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+from .cli import run_cli
+from .config import load_config
+from .evaluate import load_trained
+
+
+def psnr(prediction: np.ndarray, target: np.ndarray) -> float:
+    error = np.mean((np.clip(prediction, 0, 1) - np.clip(target, 0, 1)) ** 2)
+    return float(10 * np.log10(1.0 / max(error, 1e-10)))
+
+
+def sweep(cfg: dict, thresholds, checkpoint=None, model=None, models_dir=None, max_images=200) -> dict:
+    """``{part label: {"images": n, "input": mean PSNR, "psnr": [per threshold], "worse": [fractions]}}``."""
+    from .datasets import build_dataset, part_label, part_of_sample, split_specs
+
+    net, _, _, _ = load_trained(checkpoint, model, models_dir)
+    net.use_radiometry(False)  # the swept value is the reflectance gate, set on every sample
+    ds = build_dataset(cfg["data"], "test", int(cfg.get("seed", 0)))
+    labels = [part_label(spec) for spec in split_specs(cfg["data"], "test")]
+    rows: dict[str, list[tuple[float, list[float]]]] = {}
+    for i in range(min(len(ds), int(max_images))):
+        sample = ds[i]
+        x = sample["input"]
+        x = x[0] if x.dim() == 4 and net.num_frames == 1 else x
+        target = sample["target"].numpy()
+        reference = (x[0] if x.dim() == 4 else x).numpy()[: target.shape[0]]
+        scores = []
+        for threshold in thresholds:
+            net.fill_threshold = float(threshold)
+            with torch.no_grad():
+                out, _ = net(x[None])
+            scores.append(psnr(out[0].numpy(), target))
+        rows.setdefault(labels[part_of_sample(ds, i)], []).append((psnr(reference, target), scores))
+    result = {}
+    for label, part in rows.items():
+        inputs = np.array([r[0] for r in part])
+        outputs = np.array([r[1] for r in part])
+        result[label] = {"images": len(part), "input": float(inputs.mean()),
+                         "psnr": [float(v) for v in outputs.mean(axis=0)],
+                         "worse": [float(v) for v in (outputs < inputs[:, None]).mean(axis=0)]}
+    return result
+
+
+def markdown(result: dict, thresholds) -> str:
+    head = " | ".join(f"{t:g}" for t in thresholds)
+    lines = [f"| part | images | cloudy input | {head} |", "|---|---:|---:|" + "---:|" * len(thresholds)]
+    for label, row in result.items():
+        cells = " | ".join(f"{p:.2f} ({100 * w:.0f} % worse)" for p, w in zip(row["psnr"], row["worse"], strict=True))
+        lines.append(f"| {label} | {row['images']} | {row['input']:.2f} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m viser_cr.training.gate_sweep", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", required=True, help="a training config; its data.test list is swept")
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="bundled model name, card .json or .safetensors")
+    which.add_argument("--checkpoint", help="training checkpoint (.pt)")
+    ap.add_argument("--models-dir", default=None)
+    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.35, 0.5, 0.6, 0.7, 0.8])
+    ap.add_argument("--max-images", type=int, default=200)
+    args = ap.parse_args(argv)
+
+    def run():
+        result = sweep(load_config(args.config), args.thresholds, args.checkpoint, args.model, args.models_dir,
+                       args.max_images)
+        print(markdown(result, args.thresholds))
+
+    return run_cli("gate_sweep", run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
