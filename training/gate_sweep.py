@@ -19,14 +19,16 @@ import sys
 import numpy as np
 import torch
 
+from ..core.metrics import psnr as _raw_psnr
 from .cli import run_cli
 from .config import load_config
 from .evaluate import load_trained
+from .metrics import PSNR_CAP
 
 
 def psnr(prediction: np.ndarray, target: np.ndarray) -> float:
-    error = np.mean((np.clip(prediction, 0, 1) - np.clip(target, 0, 1)) ** 2)
-    return float(10 * np.log10(1.0 / max(error, 1e-10)))
+    """Protocol ``clean``: reflectance clipped to [0, 1], capped like the evaluation's tables."""
+    return min(float(_raw_psnr(np.clip(prediction, 0, 1), np.clip(target, 0, 1))), PSNR_CAP)
 
 
 def sweep(cfg: dict, thresholds, checkpoint=None, model=None, models_dir=None, max_images=200) -> dict:

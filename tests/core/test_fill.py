@@ -290,6 +290,17 @@ def test_a_context_date_is_brought_to_the_references_radiometry_over_what_both_s
     assert torch.equal(harmonise_date(ground, torch.zeros_like(ref_clear), other_date, date_clear), other_date)
 
 
+def _reference_under_cloud_and_a_brighter_date():
+    """``(ground, cloudy reference, its cloud mask, another date)``: the reference opaque below row 8, the
+    other date the same ground seen with a gain and an offset (another radiometry)."""
+    ground = torch.rand(1, 4, 32, 32) * 0.2
+    cloudy = ground.clone()
+    cloudy[..., 8:, :] = 0.9
+    cloud = torch.zeros(1, 1, 32, 32)
+    cloud[..., 8:, :] = 1
+    return ground, cloudy, cloud, ground * 1.3 + 0.05
+
+
 def test_harmonised_stack_model_fills_with_the_context_in_the_references_radiometry():
     torch.manual_seed(0)
     kwargs = dict(TINY, num_frames=2, residual_base="fill", upsample="bilinear", use_flow=False)
@@ -299,12 +310,7 @@ def test_harmonised_stack_model_fills_with_the_context_in_the_references_radiome
     for net in (model, plain):
         for head in net.mask:  # every date's own score says clear; the reference's cloud is the mask
             torch.nn.init.constant_(head.score.fc2.bias, -20.0)
-    ground = torch.rand(1, 4, 32, 32) * 0.2
-    cloudy = ground.clone()
-    cloudy[..., 8:, :] = 0.9
-    cloud = torch.zeros(1, 1, 32, 32)
-    cloud[..., 8:, :] = 1
-    brighter_date = ground * 1.3 + 0.05
+    ground, cloudy, cloud, brighter_date = _reference_under_cloud_and_a_brighter_date()
     with torch.no_grad():
         base, _ = model.completion_base(torch.stack([cloudy, brighter_date], dim=1), cloud)
         plain_base, _ = plain.completion_base(torch.stack([cloudy, brighter_date], dim=1), cloud)
@@ -321,12 +327,7 @@ def test_harmonising_only_display_imagery():
                     harmonise_dates="display").eval()
     for head in model.mask:
         torch.nn.init.constant_(head.score.fc2.bias, -20.0)
-    ground = torch.rand(1, 4, 32, 32) * 0.2
-    cloudy = ground.clone()
-    cloudy[..., 8:, :] = 0.9
-    cloud = torch.zeros(1, 1, 32, 32)
-    cloud[..., 8:, :] = 1
-    brighter_date = ground * 1.3 + 0.05
+    ground, cloudy, cloud, brighter_date = _reference_under_cloud_and_a_brighter_date()
     stack = torch.stack([cloudy, brighter_date], dim=1)
     with torch.no_grad():
         reflectance, _ = model.completion_base(stack, cloud)
