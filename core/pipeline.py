@@ -668,11 +668,13 @@ class Predictor:
                 date_clouds = self._date_clouds(x)  # every date scored once per batch
             if too_long:
                 x, order = self._choose_dates(x, date_clouds)
+            taken = None
+            if date_clouds is not None:  # the chosen dates' weights, in the stack's order
+                taken = date_clouds if order is None else date_clouds[torch.arange(n, device=x.device)[:, None], order]
             if self.tta:
                 image, score, spread = self._tta(x)
                 spread = spread[:, :h, :w]
             else:
-                taken = date_clouds if order is None else date_clouds[torch.arange(n, device=x.device)[:, None], order]
                 image, score = self._forward(x, cloud, taken)
                 spread = None
             image, score = image[..., :h, :w], score[:, 0, :h, :w].clamp(0, 1)
@@ -681,7 +683,9 @@ class Predictor:
                                          None if cloud is None else cloud[..., :h, :w])
             sources = None
             if self.source_dates:
-                sources = self._to_host(_dominant_dates(date_clouds, order)[:, :h, :w].contiguous(), "sources")
+                reference = self.model.reference_cloud_weight(x, taken, cloud)
+                sources = self._to_host(_dominant_dates(date_clouds, order, reference)[:, :h, :w].contiguous(),
+                                        "sources")
             return Prediction(self._to_host(image, "image"), self._to_host(score, "score"),
                               None if spread is None else self._to_host(spread, "spread"), sources)
 
@@ -771,18 +775,22 @@ class Predictor:
         return alpha * image + (1 - alpha) * reference
 
 
-def _dominant_dates(date_clouds, order=None):
+def _dominant_dates(date_clouds, order=None, reference=None):
     """Per pixel, the date that contributes most to a stack's completion, as ``1 + position`` in the stack
     (uint16, ``(n, H, W)``); 0 where the dates together cover less than half (the spatial fill).
 
     The shares of the temporal prior (``ViserCR._completion``): the reference by its clear weight, the
-    context dates (``order[:, 1:]``, default all) by how clear each is, within the reference's cloud."""
+    context dates (``order[:, 1:]``, default all) by how clear each is, within the reference's cloud.
+    ``reference`` ``(n, 1, H, W)``: the reference's cloud weight as the fill base takes it (a user's mask,
+    the haze test: ``ViserCR.reference_cloud_weight``) instead of its own score."""
     import torch
 
     n, frames = date_clouds.shape[:2]
     if order is None:
         order = torch.arange(frames, device=date_clouds.device).expand(n, frames)
     cloud = date_clouds[torch.arange(n, device=date_clouds.device)[:, None], order][:, :, 0]  # (n, k, H, W)
+    if reference is not None:
+        cloud = torch.cat([reference.to(cloud.dtype), cloud[:, 1:]], dim=1)
     clears = 1.0 - cloud[:, 1:]
     shares = clears / clears.sum(dim=1, keepdim=True).clamp_min(1.0)
     weights = torch.cat([1.0 - cloud[:, :1], cloud[:, :1] * shares], dim=1)

@@ -262,6 +262,23 @@ class ViserCR(nn.Module):
         b, n, c, height, width = frames.shape
         return self._date_cloud(frames.reshape(b * n, c, height, width)).reshape(b, n, 1, height, width)
 
+    def reference_cloud_weight(self, frames: torch.Tensor, date_clouds: torch.Tensor,
+                               cloud: torch.Tensor | None = None) -> torch.Tensor:
+        """The reference's cloud weight ``(B, 1, H, W)`` as the fill base takes it, for a stack ``(B, N, C,
+        H, W)`` whose dates were scored already (``date_cloud_weights``): a user's mask as it is; else the
+        reference's own score through the gate, raised where the temporal haze test finds haze
+        (``haze_test``, reflectance only, as ``_residual``). The dates are taken unaligned (flow residues are
+        pixels): this tells which date a pixel came from (the source-date raster), not the pixel itself."""
+        if cloud is not None:
+            return cloud.to(frames.dtype)
+        own = date_clouds[:, 0].to(frames.dtype)
+        if not (self.haze_test and self.residual_base == "fill" and frames.shape[1] > 1):
+            return own
+        n = min(self.in_bands, self.out_bands)
+        context = [(frames[:, index, :n], 1.0 - date_clouds[:, index].to(frames.dtype))
+                   for index in range(1, frames.shape[1])]
+        return _per_sample(self._display_of(frames.shape[0]), own, temporal_haze(frames[:, 0, :n], own, context))
+
     def _date_cloud(self, images: torch.Tensor) -> torch.Tensor:
         """The cloud weight ``(B, 1, H, W)`` of dates ``(B, C, H, W)`` (their own score through the fill
         gate), scored at ``1/date_score_downsample`` resolution (a quarter of an encoder pass at 2; cloud

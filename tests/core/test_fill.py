@@ -384,3 +384,32 @@ def test_stack_model_fills_the_haze_its_score_missed_from_a_clear_date():
     assert torch.allclose(base[..., :12], hazy[..., :12], atol=1e-4)  # clear reference kept
     assert torch.allclose(masked, hazy, atol=1e-4) and torch.allclose(display, hazy, atol=1e-4)
     assert model.arch["haze_test"] is True and "haze_test" not in ViserCR(**TINY).arch
+
+
+def test_source_date_follows_the_reference_weight_the_fill_base_takes():
+    """The source-date raster reads the reference's cloud weight as the base does: the haze its score
+    missed comes from the clear date (``haze_test``); a user's cloud mask is taken as it is; 8-bit display
+    imagery keeps the reference."""
+    from viser_cr.core.pipeline import _dominant_dates
+
+    torch.manual_seed(0)
+    model = ViserCR(**TINY, num_frames=2, residual_base="fill", upsample="bilinear", use_flow=False,
+                    haze_test=True).eval()
+    for head in model.mask:  # the score calls everything clear
+        torch.nn.init.constant_(head.score.fc2.bias, -20.0)
+    ground = 0.05 + torch.rand(1, 4, 32, 32) * 0.1
+    hazy = ground.clone()
+    hazy[..., :, 16:] += torch.tensor([0.05, 0.06, 0.08, 0.03])[:, None, None]
+    stack = torch.stack([hazy, ground], dim=1)
+    with torch.no_grad():
+        date_clouds = model.date_cloud_weights(stack)
+        own = _dominant_dates(date_clouds)[0]
+        hazed = _dominant_dates(date_clouds, None, model.reference_cloud_weight(stack, date_clouds))[0]
+        user = torch.zeros(1, 1, 32, 32)
+        user[..., :8, :] = 1
+        masked = _dominant_dates(date_clouds, None, model.reference_cloud_weight(stack, date_clouds, user))[0]
+        model.use_radiometry(True)
+        display = _dominant_dates(date_clouds, None, model.reference_cloud_weight(stack, date_clouds))[0]
+    assert (own == 1).all()  # its own score alone: the reference everywhere
+    assert (hazed[:, 20:] == 2).all() and (hazed[:, :12] == 1).all()  # the haze from the clear date
+    assert (masked[:8] == 2).all() and (masked[8:] == 1).all() and (display == 1).all()
