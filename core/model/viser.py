@@ -277,7 +277,11 @@ class ViserCR(nn.Module):
         n = min(self.in_bands, self.out_bands)
         context = [(frames[:, index, :n], 1.0 - date_clouds[:, index].to(frames.dtype))
                    for index in range(1, frames.shape[1])]
-        return _per_sample(self._display_of(frames.shape[0]), own, temporal_haze(frames[:, 0, :n], own, context))
+        return self._with_haze(frames[:, 0, :n], own, context)
+
+    def _with_haze(self, ref: torch.Tensor, cloud: torch.Tensor, context) -> torch.Tensor:
+        """The reference's cloud weight raised by the temporal haze test, on reflectance samples only."""
+        return _per_sample(self._display_of(ref.shape[0]), cloud, temporal_haze(ref, cloud, context))
 
     def _date_cloud(self, images: torch.Tensor) -> torch.Tensor:
         """The cloud weight ``(B, 1, H, W)`` of dates ``(B, C, H, W)`` (their own score through the fill
@@ -390,13 +394,13 @@ class ViserCR(nn.Module):
         if self.residual_base == "fill":
             cloud = cloud.to(base.dtype)
             context = [(img[:, :n], c) for img, c in context]
-            display = self._display_of(base.shape[0])
             if context and self.haze_test and own_score:
-                cloud = _per_sample(display, cloud, temporal_haze(base, cloud, context))
+                cloud = self._with_haze(base, cloud, context)
             if context and self.harmonise_dates:
                 ref_clear = 1.0 - cloud
                 harmonised = [harmonise_date(base, ref_clear, img, c) for img, c in context]
                 if self.harmonise_dates == "display":
+                    display = self._display_of(base.shape[0])
                     harmonised = [_per_sample(display, h, img) for h, (img, _) in zip(harmonised, context, strict=True)]
                 context = [(h, c) for h, (_, c) in zip(harmonised, context, strict=True)]
             base = self._completion(base, cloud, context)

@@ -363,9 +363,9 @@ def test_temporal_haze_test_finds_what_brightens_every_visible_band():
     assert torch.equal(temporal_haze(ref, torch.ones_like(cloud), [(ground, clear)]), torch.ones_like(cloud))
 
 
-def test_stack_model_fills_the_haze_its_score_missed_from_a_clear_date():
-    """``haze_test``: on reflectance input the hazy part of a reference the score calls clear comes from
-    the clear date; on 8-bit display imagery, or under a user's cloud mask, the reference stays."""
+def _haze_test_model_and_a_hazy_stack():
+    """``(model, ground, hazy reference, stack [hazy, ground])``: a stack model with the haze test whose
+    score calls everything clear; the reference hazy over its right half, the other date the clear ground."""
     torch.manual_seed(0)
     model = ViserCR(**TINY, num_frames=2, residual_base="fill", upsample="bilinear", use_flow=False,
                     haze_test=True).eval()
@@ -374,7 +374,13 @@ def test_stack_model_fills_the_haze_its_score_missed_from_a_clear_date():
     ground = 0.05 + torch.rand(1, 4, 32, 32) * 0.1
     hazy = ground.clone()
     hazy[..., :, 16:] += torch.tensor([0.05, 0.06, 0.08, 0.03])[:, None, None]
-    stack = torch.stack([hazy, ground], dim=1)
+    return model, ground, hazy, torch.stack([hazy, ground], dim=1)
+
+
+def test_stack_model_fills_the_haze_its_score_missed_from_a_clear_date():
+    """``haze_test``: on reflectance input the hazy part of a reference the score calls clear comes from
+    the clear date; on 8-bit display imagery, or under a user's cloud mask, the reference stays."""
+    model, ground, hazy, stack = _haze_test_model_and_a_hazy_stack()
     with torch.no_grad():
         base, _ = model.completion_base(stack)
         masked, _ = model.completion_base(stack, torch.zeros(1, 1, 32, 32))
@@ -392,15 +398,7 @@ def test_source_date_follows_the_reference_weight_the_fill_base_takes():
     imagery keeps the reference."""
     from viser_cr.core.pipeline import _dominant_dates
 
-    torch.manual_seed(0)
-    model = ViserCR(**TINY, num_frames=2, residual_base="fill", upsample="bilinear", use_flow=False,
-                    haze_test=True).eval()
-    for head in model.mask:  # the score calls everything clear
-        torch.nn.init.constant_(head.score.fc2.bias, -20.0)
-    ground = 0.05 + torch.rand(1, 4, 32, 32) * 0.1
-    hazy = ground.clone()
-    hazy[..., :, 16:] += torch.tensor([0.05, 0.06, 0.08, 0.03])[:, None, None]
-    stack = torch.stack([hazy, ground], dim=1)
+    model, _, _, stack = _haze_test_model_and_a_hazy_stack()
     with torch.no_grad():
         date_clouds = model.date_cloud_weights(stack)
         own = _dominant_dates(date_clouds)[0]
