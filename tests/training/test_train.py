@@ -309,3 +309,27 @@ def test_gate_sweep_reports_each_threshold_per_part(data_root, tmp_path):
     assert row["psnr"][0] != row["psnr"][2]
     table = markdown(result, thresholds)
     assert label in table and "| 0 | 0.5 | 1 |" in table
+
+
+def test_oracle_masks_runs_the_fill_base_over_the_samples_mask(data_root, tmp_path):
+    """``oracle_masks``: per part, the model as it runs and with its fill base over the mask (its score
+    times the mask, the larger of the two, the mask alone); a model without a fill base is refused."""
+    from viser_cr.core.errors import ViserError
+    from viser_cr.training.oracle_masks import COLUMNS, markdown, oracle
+
+    cfg = load_config(tiny_config(data_root, tmp_path / "run", steps=1, val_every=100, ckpt_every=100))
+    cfg["model"] = dict(cfg["model"], residual_base="fill")
+    train(cfg)
+    cfg["data"]["test"] = cfg["data"]["val"]
+    result = oracle(cfg, checkpoint=tmp_path / "run" / "checkpoints" / "last.pt")
+    ((label, row),) = result.items()
+    assert row["images"] == 2 and len(row["psnr"]) == len(row["worse"]) == len(COLUMNS)
+    assert all(np.isfinite(row["psnr"])) and all(0.0 <= w <= 1.0 for w in row["worse"])
+    assert row["psnr"][0] != row["psnr"][3]  # the mask fills what the barely trained score does not
+    assert label in markdown(result)
+
+    cfg["model"] = dict(cfg["model"], residual_base="input")
+    cfg["output_dir"] = str(tmp_path / "input-base")
+    train(cfg)
+    with pytest.raises(ViserError, match="fill model"):
+        oracle(cfg, checkpoint=tmp_path / "input-base" / "checkpoints" / "last.pt")
