@@ -53,6 +53,11 @@ def sweep(cfg: dict, thresholds, checkpoint=None, model=None, models_dir=None, m
                 out, _ = net(x[None])
             scores.append(psnr(out[0].numpy(), target))
         rows.setdefault(labels[part_of_sample(ds, i)], []).append((psnr(reference, target), scores))
+    return summarise(rows)
+
+
+def summarise(rows: dict) -> dict:
+    """Per part, ``[(input PSNR, [PSNR per variant]), ...]`` -> ``{"images", "input", "psnr", "worse"}``."""
     result = {}
     for label, part in rows.items():
         inputs = np.array([r[0] for r in part])

@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
 import torch
 
 from ..core.errors import ViserError
 from .cli import run_cli
 from .config import load_config
 from .evaluate import load_trained
-from .gate_sweep import psnr
+from .gate_sweep import psnr, summarise
 
 COLUMNS = ("own", "no false cloud", "full recall", "mask")
 
@@ -64,14 +63,7 @@ def oracle(cfg: dict, checkpoint=None, model=None, models_dir=None, max_images=2
             for weight in _fill_weights(net.cloud_weight(score), mask):
                 scores.append(psnr(net(x[None], cloud=weight)[0][0].numpy(), target))
         rows.setdefault(labels[part_of_sample(ds, i)], []).append((psnr(reference, target), scores))
-    result = {}
-    for label, part in rows.items():
-        inputs = np.array([r[0] for r in part])
-        outputs = np.array([r[1] for r in part])
-        result[label] = {"images": len(part), "input": float(inputs.mean()),
-                         "psnr": [float(v) for v in outputs.mean(axis=0)],
-                         "worse": [float(v) for v in (outputs < inputs[:, None]).mean(axis=0)]}
-    return result
+    return summarise(rows)
 
 
 def markdown(result: dict) -> str:
