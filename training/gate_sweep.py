@@ -33,27 +33,34 @@ def psnr(prediction: np.ndarray, target: np.ndarray) -> float:
 
 def sweep(cfg: dict, thresholds, checkpoint=None, model=None, models_dir=None, max_images=200) -> dict:
     """``{part label: {"images": n, "input": mean PSNR, "psnr": [per threshold], "worse": [fractions]}}``."""
-    from .datasets import build_dataset, part_label, part_of_sample, split_specs
-
     net, _, _, _ = load_trained(checkpoint, model, models_dir)
     net.use_radiometry(False)  # the swept value is the reflectance gate, set on every sample
-    ds = build_dataset(cfg["data"], "test", int(cfg.get("seed", 0)))
-    labels = [part_label(spec) for spec in split_specs(cfg["data"], "test")]
     rows: dict[str, list[tuple[float, list[float]]]] = {}
-    for i in range(min(len(ds), int(max_images))):
-        sample = ds[i]
-        x = sample["input"]
-        x = x[0] if x.dim() == 4 and net.num_frames == 1 else x
-        target = sample["target"].numpy()
-        reference = (x[0] if x.dim() == 4 else x).numpy()[: target.shape[0]]
+    for label, _, x, target, reference in iter_test_images(cfg, net, max_images):
         scores = []
         for threshold in thresholds:
             net.fill_threshold = float(threshold)
             with torch.no_grad():
                 out, _ = net(x[None])
             scores.append(psnr(out[0].numpy(), target))
-        rows.setdefault(labels[part_of_sample(ds, i)], []).append((psnr(reference, target), scores))
+        rows.setdefault(label, []).append((psnr(reference, target), scores))
     return summarise(rows)
+
+
+def iter_test_images(cfg: dict, net, max_images=200):
+    """The first ``max_images`` images of ``cfg``'s test list, each as ``(part label, sample, the model's
+    input, target, cloudy reference)`` (target and reference as numpy arrays of the target's bands)."""
+    from .datasets import build_dataset, part_label, part_of_sample, split_specs
+
+    ds = build_dataset(cfg["data"], "test", int(cfg.get("seed", 0)))
+    labels = [part_label(spec) for spec in split_specs(cfg["data"], "test")]
+    for i in range(min(len(ds), int(max_images))):
+        sample = ds[i]
+        x = sample["input"]
+        x = x[0] if x.dim() == 4 and net.num_frames == 1 else x
+        target = sample["target"].numpy()
+        reference = (x[0] if x.dim() == 4 else x).numpy()[: target.shape[0]]
+        yield labels[part_of_sample(ds, i)], sample, x, target, reference
 
 
 def summarise(rows: dict) -> dict:
@@ -69,23 +76,32 @@ def summarise(rows: dict) -> dict:
 
 
 def markdown(result: dict, thresholds) -> str:
-    head = " | ".join(f"{t:g}" for t in thresholds)
-    lines = [f"| part | images | cloudy input | {head} |", "|---|---:|---:|" + "---:|" * len(thresholds)]
+    return table(result, [f"{t:g}" for t in thresholds])
+
+
+def table(result: dict, columns) -> str:
+    """A ``summarise`` result as a markdown table: per part, the input's PSNR and each column's."""
+    lines = [f"| part | images | cloudy input | {' | '.join(columns)} |", "|---|---:|---:|" + "---:|" * len(columns)]
     for label, row in result.items():
         cells = " | ".join(f"{p:.2f} ({100 * w:.0f} % worse)" for p, w in zip(row["psnr"], row["worse"], strict=True))
         lines.append(f"| {label} | {row['images']} | {row['input']:.2f} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m viser_cr.training.gate_sweep", description=__doc__.split("\n")[0])
-    ap.add_argument("--config", required=True, help="a training config; its data.test list is swept")
+def add_model_arguments(ap: argparse.ArgumentParser, config_help: str) -> None:
+    """``--config``, ``--model`` or ``--checkpoint``, ``--models-dir`` and ``--max-images``."""
+    ap.add_argument("--config", required=True, help=config_help)
     which = ap.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="bundled model name, card .json or .safetensors")
     which.add_argument("--checkpoint", help="training checkpoint (.pt)")
     ap.add_argument("--models-dir", default=None)
-    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.35, 0.5, 0.6, 0.7, 0.8])
     ap.add_argument("--max-images", type=int, default=200)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m viser_cr.training.gate_sweep", description=__doc__.split("\n")[0])
+    add_model_arguments(ap, "a training config; its data.test list is swept")
+    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.35, 0.5, 0.6, 0.7, 0.8])
     args = ap.parse_args(argv)
 
     def run():

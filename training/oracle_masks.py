@@ -28,7 +28,7 @@ from ..core.errors import ViserError
 from .cli import run_cli
 from .config import load_config
 from .evaluate import load_trained
-from .gate_sweep import psnr, summarise
+from .gate_sweep import add_model_arguments, iter_test_images, psnr, summarise, table
 
 COLUMNS = ("own", "no false cloud", "full recall", "mask")
 
@@ -40,21 +40,12 @@ def _fill_weights(own: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
 
 def oracle(cfg: dict, checkpoint=None, model=None, models_dir=None, max_images=200) -> dict:
     """``{part label: {"images": n, "input": mean PSNR, "psnr": [per column], "worse": [fractions]}}``."""
-    from .datasets import build_dataset, part_label, part_of_sample, split_specs
-
     net, _, _, _ = load_trained(checkpoint, model, models_dir)
     if getattr(net, "residual_base", None) != "fill":
         raise ViserError("oracle_masks needs a fill model (architecture residual_base: fill): only a fill base takes a "
                          "mask; pick a fill model (every bundled model is one)")
-    ds = build_dataset(cfg["data"], "test", int(cfg.get("seed", 0)))
-    labels = [part_label(spec) for spec in split_specs(cfg["data"], "test")]
     rows: dict[str, list[tuple[float, list[float]]]] = {}
-    for i in range(min(len(ds), int(max_images))):
-        sample = ds[i]
-        x = sample["input"]
-        x = x[0] if x.dim() == 4 and net.num_frames == 1 else x
-        target = sample["target"].numpy()
-        reference = (x[0] if x.dim() == 4 else x).numpy()[: target.shape[0]]
+    for label, sample, x, target, reference in iter_test_images(cfg, net, max_images):
         mask = sample["mask"][None].float()
         net.use_radiometry(bool(sample["display"]))
         with torch.no_grad():
@@ -62,26 +53,17 @@ def oracle(cfg: dict, checkpoint=None, model=None, models_dir=None, max_images=2
             scores = [psnr(out[0].numpy(), target)]
             for weight in _fill_weights(net.cloud_weight(score), mask):
                 scores.append(psnr(net(x[None], cloud=weight)[0][0].numpy(), target))
-        rows.setdefault(labels[part_of_sample(ds, i)], []).append((psnr(reference, target), scores))
+        rows.setdefault(label, []).append((psnr(reference, target), scores))
     return summarise(rows)
 
 
 def markdown(result: dict) -> str:
-    lines = [f"| part | images | cloudy input | {' | '.join(COLUMNS)} |", "|---|---:|---:|" + "---:|" * len(COLUMNS)]
-    for label, row in result.items():
-        cells = " | ".join(f"{p:.2f} ({100 * w:.0f} % worse)" for p, w in zip(row["psnr"], row["worse"], strict=True))
-        lines.append(f"| {label} | {row['images']} | {row['input']:.2f} | {cells} |")
-    return "\n".join(lines) + "\n"
+    return table(result, COLUMNS)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m viser_cr.training.oracle_masks", description=__doc__.split("\n")[0])
-    ap.add_argument("--config", required=True, help="a training config; its data.test list is run")
-    which = ap.add_mutually_exclusive_group(required=True)
-    which.add_argument("--model", help="bundled model name, card .json or .safetensors")
-    which.add_argument("--checkpoint", help="training checkpoint (.pt)")
-    ap.add_argument("--models-dir", default=None)
-    ap.add_argument("--max-images", type=int, default=200)
+    add_model_arguments(ap, "a training config; its data.test list is run")
     args = ap.parse_args(argv)
 
     def run():
