@@ -73,13 +73,14 @@ S2CLOUDLESS_FILL = "s2cloudless + fill"
 
 def s2cloudless_fill(ds, index: int, x: np.ndarray) -> np.ndarray | None:
     """The classical baseline with s2cloudless's cloud mask (``core.s2cloudless``, which the caller has
-    found installed) for sample ``index``: only where the sample comes from 13-band Sentinel-2 L1C; else None."""
+    found installed) for sample ``index``: only where the sample is 13-band Sentinel-2 L1C as it is (not an 8-bit
+    export of it: an analyst with an export has no L1C bands); else None."""
     from ..core import s2cloudless
     from .datasets import source_of_sample
     from .metrics import mask_fill
 
     source, local = source_of_sample(ds, index)
-    if not hasattr(source, "cloudy_all_bands"):
+    if not hasattr(source, "cloudy_all_bands") or getattr(source, "stretch", None) is not None:
         return None
     l1c, names = source.cloudy_all_bands(local)
     if not set(s2cloudless.MODEL_BANDS) <= set(names):

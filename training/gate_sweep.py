@@ -7,8 +7,9 @@ The gate decides which pixels the classical fill replaces (``ViserCR.cloud_weigh
 correction does not depend on it, so one forward pass per threshold and image shows what a threshold
 would give. Per part: the mean PSNR (clean protocol: reflectance clipped to [0, 1], all bands) of the
 model's output at each threshold and the share of images worse than the cloudy input. Every sample is
-run at the swept threshold whatever its radiometry (8-bit or reflectance): sweep each kind of data on its
-own, as ``val-8bit-*.yaml`` does, to choose ``fill_threshold`` and ``display_fill_threshold``.
+run at the swept threshold whatever its radiometry (8-bit or reflectance), and otherwise as the pipeline
+runs it (``use_radiometry`` from the sample's ``display`` flag): sweep each kind of data on its own, as
+``val-8bit-*.yaml`` does, to choose ``fill_threshold`` and ``display_fill_threshold``.
 """
 
 from __future__ import annotations
@@ -34,12 +35,15 @@ def psnr(prediction: np.ndarray, target: np.ndarray) -> float:
 def sweep(cfg: dict, thresholds, checkpoint=None, model=None, models_dir=None, max_images=200) -> dict:
     """``{part label: {"images": n, "input": mean PSNR, "psnr": [per threshold], "worse": [fractions]}}``."""
     net, _, _, _ = load_trained(checkpoint, model, models_dir)
-    net.use_radiometry(False)  # the swept value is the reflectance gate, set on every sample
     rows: dict[str, list[tuple[float, list[float]]]] = {}
-    for label, _, x, target, reference in iter_test_images(cfg, net, max_images):
+    for label, sample, x, target, reference in iter_test_images(cfg, net, max_images):
         scores = []
+        # each sample's own radiometry (what the pipeline does for it), with the swept value as the gate of both kinds
+        net.use_radiometry(bool(sample["display"]))
         for threshold in thresholds:
             net.fill_threshold = float(threshold)
+            if net.display_fill_threshold is not None:
+                net.display_fill_threshold = float(threshold)
             with torch.no_grad():
                 out, _ = net(x[None])
             scores.append(psnr(out[0].numpy(), target))

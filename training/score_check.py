@@ -9,6 +9,11 @@ score exceeds the pipeline's keep-clear threshold. Per file: cloud recall (label
 cloud), the false-cloud rate on clear pixels (what keep-clear would needlessly replace), the share of
 shadow called cloud, IoU and accuracy on cloud vs clear (shadow left out). There is no clear target in
 these files, so this checks the score map only, which is what keep-clear relies on.
+
+``--stretch 2 98`` checks the same real clouds in 8-bit display imagery: each image exported as an 8-bit
+true-colour GIS export would be (each band's 2 / 98 % percentiles of the cloudy image to 0 / 255, as a
+GIS's automatic stretch renders a cloudy layer) and run as the pipeline runs 8-bit rasters
+(``use_radiometry(True)``: a model's display gate and display score heads).
 """
 
 from __future__ import annotations
@@ -24,19 +29,24 @@ import torch
 from ..core.errors import ViserError
 from ..core.pipeline import SCORE_THRESHOLD
 from .cli import run_cli
-from .datasets.common import read_npz, window_slices
+from .datasets.common import read_npz, stretch_to_8bit, window_slices
 from .datasets.labels import UKIS_BANDS, UKIS_CLOUD
 
 CLOUD, SHADOW = UKIS_CLOUD, 0
 
 
-def score_map(model, bands, image: np.ndarray) -> np.ndarray:
-    """The model's cloud score ``(H, W)`` for a ``(H, W, 6)`` ukis-csmask image."""
+def score_map(model, bands, image: np.ndarray, stretch=None) -> np.ndarray:
+    """The model's cloud score ``(H, W)`` for a ``(H, W, 6)`` ukis-csmask image (as an 8-bit export with
+    ``stretch``: see the module docstring)."""
     missing = [b for b in bands if b not in UKIS_BANDS]
     if missing:
         raise ViserError(f"the model needs bands {missing}, which ukis-csmask files do not have")
-    picked = np.stack([image[..., UKIS_BANDS.index(b)] for b in bands])
-    x = torch.from_numpy(np.clip(np.nan_to_num(picked), 0.0, 1.0).astype(np.float32))[None]
+    picked = np.clip(np.nan_to_num(np.stack([image[..., UKIS_BANDS.index(b)] for b in bands])), 0.0, 1.0)
+    if stretch is not None:
+        picked = stretch_to_8bit(picked, np.ones(picked.shape[1:], dtype=bool), stretch)
+    if hasattr(model, "use_radiometry"):
+        model.use_radiometry(stretch is not None)
+    x = torch.from_numpy(picked.astype(np.float32))[None]
     with torch.inference_mode():
         _, score = model(x)
     return score[0, 0].numpy()
@@ -61,7 +71,7 @@ def agreement(score: np.ndarray, labels: np.ndarray, threshold: float = SCORE_TH
 
 
 def check(model_name=None, data_dir="../shared/data/ukis-csmask", models_dir=None, checkpoint=None,
-          columns=(0.0, 1.0), threshold: float = SCORE_THRESHOLD) -> dict:
+          columns=(0.0, 1.0), threshold: float = SCORE_THRESHOLD, stretch=None) -> dict:
     """Figures per file of a bundled model (``model_name``) or a training ``checkpoint``, on the columns
     ``columns`` (fractions: ``(0.5, 1.0)`` is the east half, held out of training.datasets.labels parts
     that train on the west half)."""
@@ -77,14 +87,17 @@ def check(model_name=None, data_dir="../shared/data/ukis-csmask", models_dir=Non
         arrays = read_npz(path, ("img", "msk"))
         rows, cols = window_slices(window, *arrays["msk"].shape[:2])
         image, labels = arrays["img"][rows, cols], arrays["msk"][rows, cols, 0]
-        results[path.stem] = agreement(score_map(model, bands, image), labels, threshold)
-    return {"model": label, "threshold": threshold, "columns": list(columns), "files": results}
+        results[path.stem] = agreement(score_map(model, bands, image, stretch), labels, threshold)
+    return {"model": label, "threshold": threshold, "columns": list(columns), "files": results,
+            "stretch": None if stretch is None else list(stretch)}
 
 
 def markdown(result: dict) -> str:
     lines = [
         f"Cloud score of {result['model']} vs ukis-csmask labels (cloud = score > {result['threshold']}; "
-        f"columns {result['columns'][0]:g}-{result['columns'][1]:g} of each image):",
+        f"columns {result['columns'][0]:g}-{result['columns'][1]:g} of each image"
+        + (", each as an 8-bit export, stretch {:g}-{:g} %".format(*result["stretch"]) if result.get("stretch") else "")
+        + "):",
         "",
         "| file | cloud % | cloud recall | false cloud on clear | shadow called cloud | IoU | accuracy |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -114,10 +127,14 @@ def main(argv=None) -> int:
                          "gate's is the card's fill_threshold)")
     ap.add_argument("--columns", type=float, nargs=2, default=(0.0, 1.0), metavar=("FROM", "TO"),
                     help="check these columns of each image only, as fractions (0.5 1 = the east half)")
+    ap.add_argument("--stretch", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="check each image as an 8-bit export stretched between these percentiles (2 98: a GIS's "
+                         "automatic stretch), run as 8-bit imagery")
     args = ap.parse_args(argv)
 
     def run():
-        result = check(args.model, args.data, args.models_dir, args.checkpoint, tuple(args.columns), args.threshold)
+        result = check(args.model, args.data, args.models_dir, args.checkpoint, tuple(args.columns), args.threshold,
+                       None if args.stretch is None else tuple(args.stretch))
         print(markdown(result))
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))

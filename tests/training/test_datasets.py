@@ -184,6 +184,51 @@ def test_stretch_emulates_an_8bit_true_colour_export(tmp_path):
         load_clear_images([dict(entry, stretch=[98, 2])], ("red", "green", "blue"), root)
 
 
+def test_export_stretches_input_and_target_alike_after_the_clouds(tmp_path):
+    """``export``: clouds made in reflectance, then input and target exported as one 8-bit image (the clear
+    crop's or the cloudy crop's percentiles), so they differ only under the clouds, which saturate."""
+    from viser_cr.training.datasets import CloudConfig, CloudGenerator, SyntheticCloudDataset
+
+    root = make_clear_sources(tmp_path)
+    bands = ("red", "green", "blue")
+    clouds = CloudGenerator(CloudConfig(p_thick=1.0, p_thin=0.0, p_shadow=0.0, thick_coverage=(0.3, 0.4)))
+    for source in ("clear", "cloudy"):
+        entry = {"files": "landsat8.tif", "layout": "landsat8-bgr", "export": [2, 98], "export_from": source}
+        images = load_clear_images([entry], bands, root)
+        assert images[0].radiometry == "reflectance" and images[0].export == (2.0, 98.0)
+        sample = SyntheticCloudDataset(images, bands, clouds, patch_size=48, length=1, seed=2)[0]
+        x, target, mask = sample["input"].numpy(), sample["target"].numpy(), sample["mask"][0].numpy()
+        assert bool(sample["display"]) and mask.mean() > 0.1
+        assert np.allclose(x * 255, np.round(x * 255), atol=1e-4) and 0 <= x.min() and x.max() <= 1
+        assert np.array_equal(x[:, mask == 0], target[:, mask == 0])  # one stretch for both
+        assert x[:, mask > 0.99].mean() > target[:, mask > 0.99].mean() + 0.2  # bright clouds
+        if source == "clear":  # the clear crop's 98th percentile: opaque cloud saturates
+            assert (x[:, mask > 0.99] == 1).mean() > 0.5
+            assert np.mean(target == 1) == pytest.approx(0.02, abs=0.015)
+        else:  # the cloudy crop sets the stretch: the clear ground is pushed down
+            assert np.mean(target == 1) < 0.01
+    with pytest.raises(InputError, match="export_from"):
+        load_clear_images([dict(entry, export_from="target")], bands, root)
+    with pytest.raises(InputError, match="8-bit already"):
+        load_clear_images([{"files": "landsat8.tif", "layout": "landsat8-bgr", "stretch": [2, 98], "export": [2, 98]}],
+                          bands, root)
+
+
+def test_pairs_as_one_8bit_export(tmp_path):
+    """Real pairs with ``stretch``: both dates exported with the clear date's percentiles (display input)."""
+    root = make_sen12mscr(tmp_path)
+    raw = PairsDataset(root, patch_size=None, train=False)[0]
+    ds = PairsDataset(root, patch_size=None, train=False, stretch=[2, 98])
+    s = ds[0]
+    x, target = s["input"].numpy(), s["target"].numpy()
+    assert bool(s["display"]) and not bool(raw["display"])
+    assert np.allclose(x * 255, np.round(x * 255), atol=1e-4)
+    assert torch.equal(s["mask"], raw["mask"])  # the mask comes from the reflectance
+    for band in range(x.shape[0]):
+        assert np.mean(target[band] == 1) == pytest.approx(0.02, abs=0.015)
+    assert x[:, s["mask"][0].numpy() > 0].mean() > target[:, s["mask"][0].numpy() > 0].mean()
+
+
 def test_build_dataset_mix_and_epochs(tmp_path):
     make_clear_sources(tmp_path / "clear")
     make_sen12mscr(tmp_path / "pairs")

@@ -58,6 +58,20 @@ def test_a_labelled_sample_has_its_cloud_as_mask_and_no_target(tmp_path):
     assert len(train) == 8 and train[3]["input"].shape == (4, 32, 32)
 
 
+def test_labelled_clouds_as_an_8bit_export(tmp_path):
+    """``stretch``: the labelled image as a GIS renders a cloudy layer (its own percentiles to 0..255),
+    flagged display imagery; the labels are unchanged."""
+    root = _data(tmp_path)
+    sources = [{"files": "l8/*.tif", "layout": "landsat8-rgbn-dn", "labels": "{stem}_gt.tif", "cloud": [1]}]
+    plain = build_dataset(_cfg(root, sources), "test")[0]
+    s = build_dataset(_cfg(root, [dict(sources[0], stretch=[2, 98])]), "test")[0]
+    assert bool(s["display"]) and not bool(plain["display"])
+    assert torch.equal(s["mask"], plain["mask"]) and float(s["target_weight"]) == 0.0
+    x = s["input"]
+    assert torch.allclose(x * 255, torch.round(x * 255), atol=1e-4)
+    assert torch.all(x[:, s["mask"][0] > 0] == 1) and torch.all(x[:, s["mask"][0] == 0] == 0)  # two levels: 0 / 255
+
+
 def test_ukis_scenes_give_the_half_their_window_keeps(tmp_path):
     root = _data(tmp_path)
     west = build_dataset(_cfg(root, [{"files": "ukis/*.npz", "format": "ukis", "window": [0, 0, 0.5, 1]}]), "test")

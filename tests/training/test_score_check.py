@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from viser_cr.training.score_check import agreement, check, markdown, score_map
 
@@ -43,3 +44,15 @@ def test_check_runs_a_model_on_every_file(tmp_path, tiny_models_dir):
     with np.load(tmp_path / "landsat7.npz") as npz:
         east_score = score_map(model, card.bands, npz["img"][:, 24:])
         assert east["files"]["landsat7"] == agreement(east_score, npz["msk"][:, 24:, 0], 0.3)
+    # the same files as 8-bit exports (2-98 % of each image), run as 8-bit imagery
+    from viser_cr.training.datasets.common import stretch_to_8bit
+
+    exported = check("tiny-rgbn", tmp_path, models_dir=tiny_models_dir, stretch=(2, 98))
+    assert exported["stretch"] == [2, 98] and "8-bit export" in markdown(exported)
+    with np.load(tmp_path / "landsat7.npz") as npz:
+        picked = np.stack([npz["img"][..., i] for i in (2, 1, 0, 3)])
+        x = stretch_to_8bit(picked, np.ones(picked.shape[1:], dtype=bool), (2, 98))
+        model.use_radiometry(True)
+        with torch.inference_mode():
+            own = model(torch.from_numpy(x)[None])[1][0, 0].numpy()
+        assert exported["files"]["landsat7"] == agreement(own, npz["msk"][..., 0])

@@ -342,6 +342,24 @@ def change_mask(image: np.ndarray, background: np.ndarray, band_names, cloud_thr
     return m
 
 
+def stretch_to_8bit(data: np.ndarray, valid: np.ndarray, percentiles, reference: np.ndarray | None = None) -> np.ndarray:
+    """Per-band percentile stretch to 0..255, rounded, as value / 255 (invalid pixels 0): what a GIS
+    "export as 8-bit" writes. The percentiles are taken over ``reference``'s valid pixels when given (one
+    display setting for two dates of a pair), else over ``data``'s."""
+    lo_p, hi_p = (float(v) for v in percentiles)
+    if not 0.0 <= lo_p < hi_p <= 100.0:
+        raise InputError(f"stretch needs two percentiles 0 <= lo < hi <= 100, got {percentiles}")
+    reference = data if reference is None else reference
+    out = np.zeros_like(data, dtype=np.float32)
+    for band in range(data.shape[0]):
+        values = reference[band][valid]
+        lo, hi = np.percentile(values, [lo_p, hi_p]) if values.size else (0.0, 1.0)
+        scaled = (data[band] - lo) / max(float(hi - lo), 1e-6)
+        out[band] = np.round(np.clip(scaled, 0.0, 1.0) * 255.0) / 255.0
+    out[:, ~valid] = 0.0
+    return out
+
+
 def to_sample(inputs: np.ndarray, target: np.ndarray, mask: np.ndarray | None, date_masks: np.ndarray | None,
               mask_weight: float, name: str, stack: bool, target_weight: float = 1.0,
               mask_known: np.ndarray | None = None, display: bool = False) -> dict:

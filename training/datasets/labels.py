@@ -11,6 +11,9 @@ A part ``type: labels`` lists ``sources``, each one of::
   is the image's stem); ``cloud``: the label values that mean cloud (thick and thin alike).
 * ``window`` ``[col0, row0, col1, row1]`` (fractions) keeps part of each image, so that one labelled
   scene can give training and test halves; ``weight`` draws a source more often.
+* ``stretch: [lo, hi]`` turns each image into an 8-bit export (each band's ``lo`` / ``hi`` percentiles of the
+  cloudy image to 0 / 255, as a GIS's automatic stretch renders a cloudy layer): real clouds in display
+  imagery, flagged ``display``.
 * ``clear_known: false`` trusts the labels' cloud only: the other pixels are left out of the score loss
   (``mask_known`` 0), for labels whose "clear" classes hold thin cloud and haze.
 
@@ -38,6 +41,7 @@ from .common import (
     get_layout,
     read_npz,
     read_reflectance,
+    stretch_to_8bit,
     to_sample,
     window_slices,
 )
@@ -56,6 +60,7 @@ class LabelledImage:
     known: np.ndarray   # (H, W) bool, where the label is trusted
     name: str
     weight: float
+    display: bool = False  # an 8-bit export (``stretch``)
 
 
 def _ukis(path: Path, bands, window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -102,7 +107,10 @@ def load_labelled_images(entries, bands, data_root=None) -> list[LabelledImage]:
             else:
                 image, cloud, valid = _raster(path, entry, bands, entry.get("window"))
             known = valid & cloud if entry.get("clear_known", True) is False else valid
-            images.append(LabelledImage(image, cloud & valid, valid, known, path.stem, float(entry.get("weight", 1.0))))
+            if entry.get("stretch") is not None:
+                image = stretch_to_8bit(image, valid, entry["stretch"])
+            images.append(LabelledImage(image, cloud & valid, valid, known, path.stem, float(entry.get("weight", 1.0)),
+                                        display=entry.get("stretch") is not None))
     return images
 
 
@@ -131,4 +139,4 @@ class LabelledCloudDataset(EpochDataset):
         g = self.geometry(rng)
         x, cloud, known = apply_geometry(x, g), apply_geometry(cloud, g), apply_geometry(known, g)
         return to_sample(x[None], x, cloud, None, 1.0, f"{im.name}@{box[0]},{box[1]}",
-                         stack=self.num_frames is not None, target_weight=0.0, mask_known=known)
+                         stack=self.num_frames is not None, target_weight=0.0, mask_known=known, display=im.display)

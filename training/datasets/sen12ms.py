@@ -38,6 +38,7 @@ from .common import (
     filter_names,
     get_layout,
     read_reflectance,
+    stretch_to_8bit,
     to_sample,
 )
 
@@ -53,12 +54,15 @@ def _read_with_mask_bands(path, layout, bands):
 
 
 class PairsDataset(EpochDataset):
-    """Real cloudy / clear pairs in ``cloudy/`` and ``clear/`` folders with the same file names."""
+    """Real cloudy / clear pairs in ``cloudy/`` and ``clear/`` folders with the same file names;
+    ``stretch: [lo, hi]`` turns each pair into an 8-bit export of both dates (``stretch_to_8bit``, the
+    clear date's percentiles for both: real clouds in display radiometry, the mask still from the reflectance)."""
 
     def __init__(self, root, bands=RGBN, layout="s2-13", include=None, exclude=None, patch_size=128,
                  seed=0, train=True, num_frames=None, flips=True, rotations=True,
-                 cloudy_dir="cloudy", clear_dir="clear", pseudo_weight=PSEUDO_MASK_WEIGHT):
+                 cloudy_dir="cloudy", clear_dir="clear", pseudo_weight=PSEUDO_MASK_WEIGHT, stretch=None):
         super().__init__(seed, train, patch_size, flips, rotations)
+        self.stretch = None if stretch is None else tuple(float(v) for v in stretch)
         self.root = Path(root)
         self.layout = get_layout(layout)
         self.band_names = tuple(bands)
@@ -94,7 +98,11 @@ class PairsDataset(EpochDataset):
                 raise InputError(f"{cpath.name}: cloudy {cloudy.shape} and clear {clear.shape} differ in size")
             mask = change_mask(cloudy, clear, names)
             n = len(self.band_names)
-            self._cache[i] = (cloudy[:n], clear[:n], mask & v1 & v2, v1 & v2)
+            cloudy, clear = cloudy[:n], clear[:n]
+            if self.stretch is not None:  # one 8-bit export of both dates: real clouds saturate as in real exports
+                cloudy = stretch_to_8bit(cloudy, v1 & v2, self.stretch, reference=clear)
+                clear = stretch_to_8bit(clear, v1 & v2, self.stretch)
+            self._cache[i] = (cloudy, clear, mask & v1 & v2, v1 & v2)
         return self._cache[i]
 
     def __getitem__(self, index):
@@ -105,7 +113,8 @@ class PairsDataset(EpochDataset):
         g = self.geometry(rng)
         c, t, m = apply_geometry(c, g), apply_geometry(t, g), apply_geometry(m, g)
         name = f"{self.pairs[i][0].stem}@{box[0]},{box[1]}"
-        return to_sample(c[None], t, m, None, self.pseudo_weight, name, stack=self.num_frames is not None)
+        return to_sample(c[None], t, m, None, self.pseudo_weight, name, stack=self.num_frames is not None,
+                         display=self.stretch is not None)
 
     def cloudy_all_bands(self, index) -> tuple[np.ndarray, tuple[str, ...]]:
         """Every band of the layout of sample ``index``'s cloudy image, cropped and turned as the sample is,

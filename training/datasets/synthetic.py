@@ -10,12 +10,18 @@ A *clear source* entry of a config names files and how to read them::
       window: [0.0, 0.0, 0.75, 1.0]        # optional fractional window (col0, row0, col1, row1): spatial split
       weight: 1.0                          # sampling weight multiplier (by area otherwise)
       stretch: [2, 98]                     # optional: emulate an 8-bit true-colour export (below)
+      export: [2, 98]                      # optional: the same, after the clouds (below)
+      export_from: either                  # whose percentiles: clear, cloudy or either (at random)
       dates: true                          # optional: the files are dates of one place (stacks, below)
 
 ``stretch: [lo, hi]`` turns reflectance into what a GIS "export as 8-bit RGB" writes: each band is
 linearly stretched so that its ``lo`` / ``hi`` percentiles (over the file's valid pixels) map to 0 and
 255, clipped and rounded, then read back as value / 255 (display radiometry, like ``rgb8``). Clouds are
-then composited in that radiometry, where they saturate as they do in real exports.
+then composited in that radiometry (near-white, with the ground's own brightest pixels as bright).
+``export: [lo, hi]`` exports the crop *after* its clouds were made in reflectance: input and target are
+stretched alike, by the percentiles of the clear crop or of the cloudy one (``export_from``; a GIS's
+automatic stretch of a cloudy layer is the second), so real-looking exports come out: clouds saturate
+or fill the top of the range, and the ground is darker where the clouds set the stretch.
 
 ``SyntheticCloudDataset`` draws, per sample: a source (by valid area x weight), a crop, a geometric
 augmentation, then clouds (``clouds.CloudGenerator``). For a stack of L dates, date 0 (the
@@ -48,6 +54,7 @@ from .common import (
     pad_to,
     read_reflectance,
     scene_of,
+    stretch_to_8bit,
     to_sample,
 )
 
@@ -62,6 +69,12 @@ class ClearImage:
     quantum: float | None
     weight: float = 1.0
     dates: list | None = None  # the co-registered dates of this place (this one included), for stacks
+    export: tuple[float, float] | None = None  # percentiles of an 8-bit export after the clouds (``export``)
+    export_from: str = "either"
+
+
+# whose percentiles an ``export`` stretch takes: the clear date's, the cloudy image's, or either at random
+EXPORT_FROM = ("clear", "cloudy", "either")
 
 
 def load_clear_images(entries, bands, data_root=None) -> list[ClearImage]:
@@ -93,8 +106,16 @@ def load_clear_images(entries, bands, data_root=None) -> list[ClearImage]:
             if entry.get("stretch") is not None:
                 data = stretch_to_8bit(data, valid, entry["stretch"])
                 radiometry, quantum = "display", 1 / 255
+            export = entry.get("export")
+            if export is not None and radiometry == "display":
+                raise InputError(f"{entry['files']}: 'export' stretches reflectance after the clouds; this source is "
+                                 "8-bit already (drop 'export', or 'stretch')")
+            if entry.get("export_from", "either") not in EXPORT_FROM:
+                raise InputError(f"export_from must be one of {', '.join(EXPORT_FROM)}, got {entry['export_from']!r}")
             images.append(ClearImage(data, valid, Path(f).stem, entry.get("scene") or scene_of(Path(f).stem),
-                                     radiometry, quantum, float(entry.get("weight", 1.0))))
+                                     radiometry, quantum, float(entry.get("weight", 1.0)),
+                                     export=None if export is None else tuple(float(v) for v in export),
+                                     export_from=entry.get("export_from", "either")))
         if dates:
             _link_dates(images[first:], entry["files"])
     if not images:
@@ -113,19 +134,17 @@ def _link_dates(group: list[ClearImage], pattern) -> None:
         im.dates = group
 
 
-def stretch_to_8bit(data: np.ndarray, valid: np.ndarray, percentiles) -> np.ndarray:
-    """Per-band percentile stretch to 0..255, rounded, as value / 255 (invalid pixels 0); see ``stretch``."""
-    lo_p, hi_p = (float(v) for v in percentiles)
-    if not 0.0 <= lo_p < hi_p <= 100.0:
-        raise InputError(f"stretch needs two percentiles 0 <= lo < hi <= 100, got {percentiles}")
-    out = np.zeros_like(data, dtype=np.float32)
-    for band in range(data.shape[0]):
-        values = data[band][valid]
-        lo, hi = np.percentile(values, [lo_p, hi_p]) if values.size else (0.0, 1.0)
-        scaled = (data[band] - lo) / max(float(hi - lo), 1e-6)
-        out[band] = np.round(np.clip(scaled, 0.0, 1.0) * 255.0) / 255.0
-    out[:, ~valid] = 0.0
-    return out
+def exported(rng, dates: np.ndarray, clear: np.ndarray, valid: np.ndarray, percentiles, source: str):
+    """The cloudy ``dates`` (L, C, H, W) and the ``clear`` target as one 8-bit export of the crop: each band
+    stretched by the ``percentiles`` of the clear ground or of the cloudy reference (what a GIS's automatic
+    stretch of the cloudy layer gives: clouds push the ground down), the same setting for all, so the
+    target differs from the input only by the clouds. Clouds made in reflectance then saturate or spread
+    over the top of the range as they do in real exports."""
+    if source == "either":
+        source = "clear" if rng.random() < 0.5 else "cloudy"
+    reference = clear if source == "clear" else dates[0]
+    out = np.stack([stretch_to_8bit(date, valid, percentiles, reference=reference) for date in dates])
+    return out, stretch_to_8bit(clear, valid, percentiles, reference=reference)
 
 
 def shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -205,5 +224,7 @@ class SyntheticCloudDataset(EpochDataset):
             x[d] = res["cloudy"]
             masks[d] = res["mask"]
         name = f"{im.name}@{r0},{c0}"
+        if im.export is not None:
+            x, clear = exported(rng, x, clear, valid, im.export, im.export_from)
         return to_sample(x, clear, masks[0], masks, 1.0, name, stack=self.num_frames is not None,
-                         display=im.radiometry == "display")
+                         display=im.radiometry == "display" or im.export is not None)
