@@ -1349,15 +1349,18 @@ def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks:
 
 def _use_radiometry(model, radiometry: str, callbacks: _Callbacks) -> None:
     """Give the model the reference's radiometry: 8-bit display imagery gets the card's stricter cloud
-    gate where it has one (stretched bright ground looks like cloud to the score)."""
+    gate where it has one (stretched bright ground looks like cloud to the score) and, where the card says
+    so, the saturation test (a pixel saturated in R, G and B is cloud)."""
     if not hasattr(model, "use_radiometry"):  # a model with one gate (or none) for every input
         return
     display = radiometry == "display"
     model.use_radiometry(display)
     threshold = getattr(model, "display_fill_threshold", None)
     if display and threshold is not None:
+        saturated = (" Pixels saturated in red, green and blue (254-255) count as cloud."
+                     if getattr(model, "display_saturation", False) else "")
         callbacks.say(f"8-bit display imagery: the fill takes pixels of cloud score above {threshold:g} "
-                      f"(reflectance input: {model.fill_threshold:g}), so bright clear ground is kept.")
+                      f"(reflectance input: {model.fill_threshold:g}), so bright clear ground is kept.{saturated}")
 
 
 def _all_nodata(reference: _Input, request: CloudRemovalRequest) -> InputError:

@@ -33,6 +33,8 @@ FILL_GAIN, FILL_THRESHOLD = 40.0, 0.5  # cloud weight of the fill base = sigmoid
 UPSAMPLERS = {"shuffle": Upsample, "bilinear": BilinearUpsample}
 # harmonise_dates: every stack, none, or only 8-bit display imagery (other dates' exports, other stretches)
 HARMONISE_CHOICES = (False, True, "display")
+# display_saturation: an 8-bit value of 254 or 255 (/ 255) in red, green and blue is saturated
+SATURATED_DISPLAY = 254 / 255 - 1e-6
 
 
 def _per_scale(value, name: str, count: int = SCALES) -> list[int]:
@@ -99,6 +101,7 @@ class ViserCR(nn.Module):
         harmonise_dates: bool | str = False,
         display_fill_threshold: float | None = None,
         haze_test: bool = False,
+        display_saturation: bool = False,
     ):
         super().__init__()
         if residual_base not in RESIDUAL_BASES:
@@ -156,6 +159,9 @@ class ViserCR(nn.Module):
         if haze_test:
             self._arch["haze_test"] = True
         self.haze_test = bool(haze_test)
+        if display_saturation:
+            self._arch["display_saturation"] = True
+        self.display_saturation = bool(display_saturation)
         if display_fill_threshold is not None:  # recorded only when set, as harmonise_dates
             self._arch["display_fill_threshold"] = float(display_fill_threshold)
         self.display_fill_threshold = None if display_fill_threshold is None else float(display_fill_threshold)
@@ -288,6 +294,7 @@ class ViserCR(nn.Module):
         gate), scored at ``1/date_score_downsample`` resolution (a quarter of an encoder pass at 2; cloud
         scores are smooth) and up-sampled."""
         height, width = images.shape[-2:]
+        full = images
         step = self.date_score_downsample
         if step > 1:
             images = F.avg_pool2d(images, step, ceil_mode=True)
@@ -295,7 +302,7 @@ class ViserCR(nn.Module):
         score = self._date_score(self._embed(_pad(images, pad_h, pad_w)))[..., : images.shape[-2], : images.shape[-1]]
         if step > 1:
             score = F.interpolate(score, size=(height, width), mode="bilinear", align_corners=False)
-        return self.cloud_weight(score.clamp(0.0, 1.0))
+        return self.cloud_weight(self._with_saturation(full, score.clamp(0.0, 1.0)))
 
     def _temporal_features(self, ref: torch.Tensor, frames: torch.Tensor | None, date_clouds=None):
         """Fused features ``(B, H, W, width)`` and, per context date, ``(aligned image, clear weight)``.
@@ -373,7 +380,7 @@ class ViserCR(nn.Module):
             dec = self.decoder[j](dec)
 
         correction = F.conv2d(dec.permute(0, 3, 1, 2), self.output.weight, self.output.bias, padding=1)
-        score = self._score_map(scores, ref.shape[-2:])
+        score = self._with_saturation(ref, self._score_map(scores, ref.shape[-2:]))
         base = self._residual(ref, self.cloud_weight(score) if cloud is None else cloud, context,
                               own_score=cloud is None)
         return correction, base, score, (height, width)
@@ -438,6 +445,17 @@ class ViserCR(nn.Module):
         if batch != display.numel():
             display = display.repeat_interleave(batch // display.numel())
         return display.reshape(batch, 1, 1, 1)
+
+    def _with_saturation(self, images: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """``score`` (B, 1, H, W) raised to 1 where 8-bit display imagery ``images`` (B, C, H, W) is saturated in
+        red, green and blue (``display_saturation``): such a pixel keeps nothing of the ground (in a real
+        8-bit export, the core of a thick cloud), so the fill replaces it and no date takes it as ground,
+        whatever the score says (the score misses clouds that fill most of a tile). Reflectance input and
+        models without the argument are left as they are."""
+        if not self.display_saturation:
+            return score
+        saturated = (images[:, :3] >= SATURATED_DISPLAY).all(dim=1, keepdim=True).to(score.dtype)
+        return _per_sample(self._display_of(images.shape[0]), torch.maximum(score, saturated), score)
 
     def _gate_threshold(self, batch: int) -> float | torch.Tensor:
         """The gate's threshold for a batch: a float, or ``(batch, 1, 1, 1)`` per sample."""

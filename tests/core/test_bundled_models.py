@@ -89,13 +89,14 @@ def _assert_clear_date_taken(image, score, clear, under):
 
 
 def test_8bit_imagery_gets_the_bundled_models_display_gate(fixtures_dir, tmp_path):
-    """The mono and stack cards carry a stricter cloud gate for 8-bit display imagery; a run on an 8-bit
-    raster uses it and says so, a run on reflectance does not."""
+    """The mono and stack cards carry a stricter cloud gate and the saturation test for 8-bit display imagery;
+    a run on an 8-bit raster uses them and says so, a run on reflectance does not."""
     from viser_cr.core.pipeline import CloudRemovalRequest, remove_clouds
 
     for card in BUNDLED:
         assert card.architecture["display_fill_threshold"] > card.architecture["fill_threshold"], card.name
+        assert card.architecture.get("display_saturation") is True, card.name  # saturated 8-bit pixels are filled
     eight_bit = remove_clouds(CloudRemovalRequest([fixtures_dir / "landsat7_rgb8_collar_96.tif"], tmp_path / "a.tif"))
-    assert any("8-bit display imagery" in line for line in eight_bit.messages)
+    assert any("8-bit display imagery" in line and "saturated" in line for line in eight_bit.messages)
     reflectance = remove_clouds(CloudRemovalRequest([fixtures_dir / "s2l1c_cloudy_96.tif"], tmp_path / "b.tif"))
     assert not any("8-bit display imagery" in line for line in reflectance.messages)

@@ -202,6 +202,40 @@ def test_display_imagery_has_its_own_gate_per_sample_and_per_date():
         ViserCR(**TINY, residual_base="fill", display_fill_threshold=1.5)
 
 
+def test_saturated_display_pixels_are_cloud_for_every_date():
+    """``display_saturation``: on 8-bit display imagery a pixel at 254-255 in R, G and B scores 1 (the fill
+    replaces it, no context date lends it); reflectance input and a pixel saturated in two bands only are
+    scored as before."""
+    torch.manual_seed(0)
+    model = ViserCR(**TINY, residual_base="fill", upsample="bilinear", display_saturation=True).eval()
+    plain = ViserCR(**TINY, residual_base="fill", upsample="bilinear").eval()
+    plain.load_state_dict(model.state_dict())
+    assert model.arch["display_saturation"] is True and "display_saturation" not in plain.arch
+    x = torch.rand(1, 4, 32, 32) * 0.5
+    x[:, :3, 4:12, 4:12] = 1.0           # saturated in R, G, B
+    x[:, :3, 20:28, 20:28] = 254 / 255
+    x[:, :2, 4:12, 20:28] = 1.0           # red and green only: a coloured bright roof, not saturated white
+    for radiometry in (True, False):
+        model.use_radiometry(radiometry)
+        plain.use_radiometry(radiometry)
+        with torch.no_grad():
+            (out, score), (_, own) = model(x), plain(x)
+        if radiometry:
+            assert torch.all(score[..., 4:12, 4:12] == 1) and torch.all(score[..., 20:28, 20:28] == 1)
+            assert torch.equal(score[..., 4:12, 20:28], own[..., 4:12, 20:28])
+            assert torch.all(score >= own)
+            assert float(out[:, :3, 6:10, 6:10].max()) < 0.9  # filled from the ground around it
+        else:
+            assert torch.equal(score, own)
+    model.use_radiometry(True)
+    stack = ViserCR(**TINY, num_frames=3, residual_base="fill", upsample="bilinear", use_flow=False,
+                    display_saturation=True).eval()
+    stack.use_radiometry(True)
+    with torch.no_grad():
+        weights = stack.date_cloud_weights(torch.stack([x, torch.rand(1, 4, 32, 32) * 0.5, x], dim=1))
+    assert torch.all(weights[:, 2, :, 4:12, 4:12] > 0.99)  # a context date's saturated pixels are no ground
+
+
 def test_every_dates_cloud_weight_is_its_own_score_through_the_gate():
     torch.manual_seed(0)
     dates = torch.rand(2, 5, 4, 32, 40)
