@@ -44,8 +44,7 @@ def score_map(model, bands, image: np.ndarray, stretch=None) -> np.ndarray:
     picked = np.clip(np.nan_to_num(np.stack([image[..., UKIS_BANDS.index(b)] for b in bands])), 0.0, 1.0)
     if stretch is not None:
         picked = stretch_to_8bit(picked, np.ones(picked.shape[1:], dtype=bool), stretch)
-    if hasattr(model, "use_radiometry"):
-        model.use_radiometry(stretch is not None)
+    model.use_radiometry(stretch is not None)
     x = torch.from_numpy(picked.astype(np.float32))[None]
     with torch.inference_mode():
         _, score = model(x)

@@ -95,6 +95,7 @@ def load_clear_images(entries, bands, data_root=None) -> list[ClearImage]:
         if not files:
             raise InputError(f"no file matches {entry['files']} (data_root={data_root}, include={entry.get('include')}, "
                              f"exclude={entry.get('exclude')})")
+        export, export_from = _export_of(entry, layout)
         dates = bool(entry.get("dates"))
         first = len(images)
         for f in files:
@@ -106,21 +107,27 @@ def load_clear_images(entries, bands, data_root=None) -> list[ClearImage]:
             if entry.get("stretch") is not None:
                 data = stretch_to_8bit(data, valid, entry["stretch"])
                 radiometry, quantum = "display", 1 / 255
-            export = entry.get("export")
-            if export is not None and radiometry == "display":
-                raise InputError(f"{entry['files']}: 'export' stretches reflectance after the clouds; this source is "
-                                 "8-bit already (drop 'export', or 'stretch')")
-            if entry.get("export_from", "either") not in EXPORT_FROM:
-                raise InputError(f"export_from must be one of {', '.join(EXPORT_FROM)}, got {entry['export_from']!r}")
             images.append(ClearImage(data, valid, Path(f).stem, entry.get("scene") or scene_of(Path(f).stem),
                                      radiometry, quantum, float(entry.get("weight", 1.0)),
-                                     export=None if export is None else tuple(float(v) for v in export),
-                                     export_from=entry.get("export_from", "either")))
+                                     export=export, export_from=export_from))
         if dates:
             _link_dates(images[first:], entry["files"])
     if not images:
         raise InputError("the clear sources gave no usable image")
     return images
+
+
+def _export_of(entry: dict, layout) -> tuple[tuple[float, float] | None, str]:
+    """A source entry's ``export`` percentiles (None without) and ``export_from``, checked."""
+    export, export_from = entry.get("export"), entry.get("export_from", "either")
+    if export_from not in EXPORT_FROM:
+        raise InputError(f"export_from must be one of {', '.join(EXPORT_FROM)}, got {export_from!r}")
+    if export is None:
+        return None, export_from
+    if layout.radiometry == "display" or entry.get("stretch") is not None:
+        raise InputError(f"{entry['files']}: 'export' stretches reflectance after the clouds; this source is "
+                         "8-bit already (drop 'export', or 'stretch')")
+    return tuple(float(v) for v in export), export_from
 
 
 def _link_dates(group: list[ClearImage], pattern) -> None:
