@@ -12,7 +12,8 @@ own score (push-pull fill of the pixels it calls cloud, thresholded and soft), t
 s2cloudless's cloud mask for 13-band Sentinel-2 L1C pairs where s2cloudless is installed
 (``core.s2cloudless``) and, for stacks, the
 per-pixel median, the least-cloudy date (``training.metrics.baselines``) and the cloud-masked median
-over the model's own per-date scores; for a stack model, a context-sensitivity check per part (the
+over the model's own per-date scores, with one oracle row beside them (the single date closest to the target:
+the ceiling of picking whole dates, not a baseline); for a stack model, a context-sensitivity check per part (the
 reference with a clear vs a cloudy context date: the outputs must differ under its clouds). Columns include the grid
 metric (2/4 px pattern power over the reference's) and the fraction of images worse than the input.
 """
@@ -68,6 +69,7 @@ def _keep_clear(net, x: torch.Tensor, device) -> np.ndarray:
 
 
 MASKED_MEDIAN = "cloud-masked median (model's date scores)"
+BEST_DATE = "best single date (oracle: picked with the target)"
 S2CLOUDLESS_FILL = "s2cloudless + fill"
 
 
@@ -160,7 +162,15 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
              keep_clear=False, lpips=False, output_dir=None, max_images=None, sheet_images=6, device="auto") -> dict:
     from ..core import s2cloudless
     from .datasets import build_dataset, part_label, part_of_sample, split_specs
-    from .metrics import INPUT_METHOD, MetricTable, baselines, fill_baselines, masked_median, rgb_indexes
+    from .metrics import (
+        INPUT_METHOD,
+        MetricTable,
+        baselines,
+        best_date,
+        fill_baselines,
+        masked_median,
+        rgb_indexes,
+    )
     from .viz import save_sheet
 
     dev = resolve_device(device)
@@ -213,6 +223,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
             with torch.no_grad():
                 date_clouds = net.date_cloud_weights(x[None].to(dev))[0, :, 0].float().cpu().numpy()
             part.rows.append(table.add(MASKED_MEDIAN, s["name"], masked_median(x.numpy(), date_clouds), tgt, mask))
+            part.rows.append(table.add(BEST_DATE, s["name"], best_date(x.numpy(), tgt), tgt, mask))
             check = context_check(net, x, tgt, mask, dev)
             if check is not None:
                 context_checks.setdefault(part_index, []).append(check)

@@ -112,6 +112,16 @@ def masked_median(x: np.ndarray, date_clouds: np.ndarray, threshold: float = 0.5
     return out
 
 
+def best_date(x: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The date of a stack ``(L, C, H, W)`` closest to ``target`` (lowest mean squared error over its bands). An
+    oracle, not a baseline: it looks at the target. It is the ceiling of any method that takes one whole date,
+    which on real series (the target another clear date) tells how much is left for a model to gain."""
+    t = np.asarray(target, dtype=np.float32)
+    dates = np.asarray(x, dtype=np.float32)[:, : t.shape[0]]
+    errors = ((dates - t[None]) ** 2).reshape(len(dates), -1).mean(axis=1)
+    return dates[int(np.argmin(errors))]
+
+
 def mask_fill(x: np.ndarray, clear: np.ndarray) -> np.ndarray:
     """The reference date of ``x`` where ``clear`` ``(H, W)`` (1 = clear, soft weights allowed), push-pull
     completion of its clear pixels elsewhere: the classical cloud-mask + inpainting pipeline."""

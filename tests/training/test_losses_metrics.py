@@ -245,6 +245,16 @@ def test_score_counts_and_summary():
     assert score_counts(score, None) == {}
 
 
+def test_best_date_is_the_date_closest_to_the_target():
+    from viser_cr.training.metrics import best_date
+
+    rng = np.random.default_rng(0)
+    target = rng.random((3, 8, 8)).astype(np.float32)
+    x = np.stack([target + 0.5, target + 0.02, target - 0.1, 1.0 - target])  # date 1 is the closest
+    x = np.concatenate([x, np.zeros((4, 1, 8, 8), np.float32)], axis=1)  # a band the target lacks is ignored
+    assert np.array_equal(best_date(x, target), x[1, :3])
+
+
 def test_cloud_masked_median_takes_the_clear_dates_only():
     from viser_cr.training.metrics import masked_median
 

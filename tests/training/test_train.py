@@ -234,9 +234,11 @@ def test_stack_training_and_evaluation_with_composite_baselines(data_root, tmp_p
     cfg = load_config(path)
     train(cfg)
     res = evaluate(cfg, checkpoint=tmp_path / "stack" / "checkpoints" / "last.pt", output_dir=tmp_path / "ev")
-    from viser_cr.training.evaluate import MASKED_MEDIAN
+    from viser_cr.training.evaluate import BEST_DATE, MASKED_MEDIAN
 
-    assert {"cloudy input", "median", "least-cloudy", MASKED_MEDIAN} <= set(res["table"])
+    assert {"cloudy input", "median", "least-cloudy", MASKED_MEDIAN, BEST_DATE} <= set(res["table"])
+    # the oracle date is at least as close to the target as any composite that takes a whole date
+    assert res["table"][BEST_DATE]["psnr"] >= res["table"]["least-cloudy"]["psnr"] - 1e-6
     assert (tmp_path / "ev" / "eval_test_clean_sheet.png").exists()
     (context,) = res["context"].values()  # the context-sensitivity check of the one test part
     assert context["stacks"] >= 1 and 0 < context["clear_context_psnr"] <= 100 and 0 < context["between_psnr"] <= 100
