@@ -595,13 +595,15 @@ class Predictor:
             self.batch_size = 1
             raise _NeedSmallerTiles() from None
 
-    def predict(self, x: np.ndarray, cloud: np.ndarray | None = None) -> Prediction:
-        """``x`` ``(n, L, C, h, w)`` reflectance, ``cloud`` ``(n, h, w)`` a user's mask or None."""
+    def predict(self, x: np.ndarray, cloud: np.ndarray | None = None, prior: np.ndarray | None = None) -> Prediction:
+        """``x`` ``(n, L, C, h, w)`` reflectance, ``cloud`` ``(n, h, w)`` a user's mask or None, ``prior``
+        ``(n, C, h, w)`` each tile's wide-view prior (``_Overview``) or None."""
         outputs, start = [], 0
         while start < len(x):
             stop = min(len(x), start + self.batch_size)
             try:
-                outputs.append(self._run(x[start:stop], None if cloud is None else cloud[start:stop]))
+                outputs.append(self._run(x[start:stop], None if cloud is None else cloud[start:stop],
+                                         None if prior is None else prior[start:stop]))
             except Exception as error:  # only out-of-memory errors are handled
                 if not is_out_of_memory(error):
                     raise
@@ -621,13 +623,16 @@ class Predictor:
             torch.cuda.synchronize(self.device)  # no copy may still read a staging buffer
             torch.cuda.empty_cache()
 
-    def _forward(self, x, cloud=None, date_clouds=None):
-        # a fill-based model completes from the user's cloud mask instead of its own score, and takes
-        # the dates' cloud weights when they were computed already (to choose dates or name sources)
+    def _forward(self, x, cloud=None, date_clouds=None, prior=None):
+        # a fill-based model completes from the user's cloud mask instead of its own score, takes the
+        # dates' cloud weights when they were computed already (to choose dates or name sources) and the
+        # wide-view prior of its fill
         fill = getattr(self.model, "residual_base", "input") == "fill"
         inputs = x if x.shape[1] > 1 else x[:, 0]
         arguments = (inputs, cloud) if cloud is not None and fill else (inputs,)
         options = {"date_clouds": date_clouds} if date_clouds is not None and fill and x.shape[1] > 1 else {}
+        if prior is not None and fill:
+            options["prior"] = prior
         if self.autocast is None:
             image, score = self.model(*arguments, **options)
             return image.float(), score.float()
@@ -639,18 +644,18 @@ class Predictor:
         except RuntimeError as error:  # an operation without a reduced-precision kernel
             if is_out_of_memory(error):
                 raise
-            return self._fall_back(x, cloud, date_clouds, f"cannot run in {self.precision} ({_first_line(error)})")
+            return self._fall_back(x, cloud, date_clouds, prior, f"cannot run in {self.precision} ({_first_line(error)})")
         image, score = image.float(), score.float()
         if bool(torch.isfinite(image).all()) and bool(torch.isfinite(score).all()):
             return image, score
-        return self._fall_back(x, cloud, date_clouds, f"overflowed in {self.precision}")
+        return self._fall_back(x, cloud, date_clouds, prior, f"overflowed in {self.precision}")
 
-    def _fall_back(self, x, cloud, date_clouds, why: str):
+    def _fall_back(self, x, cloud, date_clouds, prior, why: str):
         self.say(f"The model {why}: running float32 from here on.")
         self.autocast = None
-        return self._forward(x, cloud, date_clouds)
+        return self._forward(x, cloud, date_clouds, prior)
 
-    def _run(self, x_np: np.ndarray, cloud_np: np.ndarray | None):
+    def _run(self, x_np: np.ndarray, cloud_np: np.ndarray | None, prior_np: np.ndarray | None = None):
         import torch
         import torch.nn.functional as F
 
@@ -662,6 +667,7 @@ class Predictor:
                 x = F.pad(x.reshape(n, frames * channels, h, w), (0, pad_w, 0, pad_h), mode="replicate")
                 x = x.reshape(n, frames, channels, h + pad_h, w + pad_w)
             cloud = self._cloud_tensor(cloud_np, x.shape[-2:])  # on the device once per batch
+            prior = self._prior_tensor(prior_np, x.shape[-2:])
             too_long = frames > getattr(self.model, "num_frames", frames)
             date_clouds = order = None
             if self.source_dates or too_long:
@@ -672,10 +678,10 @@ class Predictor:
             if date_clouds is not None:  # the chosen dates' weights, in the stack's order
                 taken = date_clouds if order is None else date_clouds[torch.arange(n, device=x.device)[:, None], order]
             if self.tta:
-                image, score, spread = self._tta(x)
+                image, score, spread = self._tta(x, prior)
                 spread = spread[:, :h, :w]
             else:
-                image, score = self._forward(x, cloud, taken)
+                image, score = self._forward(x, cloud, taken, prior)
                 spread = None
             image, score = image[..., :h, :w], score[:, 0, :h, :w].clamp(0, 1)
             if self.keep_clear:
@@ -701,14 +707,15 @@ class Predictor:
             return tensor.cpu().numpy()
         return self.staging.to_host(tensor, key)
 
-    def _tta(self, x):
+    def _tta(self, x, prior=None):
         """Mean over the 8 flips / rotations (Welford's update: exact for identical outputs), the
         per-pixel standard deviation averaged over bands as a root mean square."""
         mean = m2 = score = None
         count = 0
         for k in range(4):
             for flip in (False, True):
-                image_t, score_t = self._forward(_dihedral(x, k, flip))
+                image_t, score_t = self._forward(_dihedral(x, k, flip),
+                                                 prior=None if prior is None else _dihedral(prior, k, flip))
                 image_t, score_t = _undo_dihedral(image_t, k, flip), _undo_dihedral(score_t, k, flip)
                 count += 1
                 if mean is None:
@@ -756,6 +763,17 @@ class Predictor:
         cloud = torch.from_numpy(np.ascontiguousarray(cloud_np)).to(self.device).float()[:, None]
         pad_h, pad_w = size[0] - cloud.shape[-2], size[1] - cloud.shape[-1]
         return F.pad(cloud, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else cloud
+
+    def _prior_tensor(self, prior_np, size):
+        """Each tile's wide-view prior ``(n, C, H, W)`` padded like the tiles (None without one)."""
+        import torch
+        import torch.nn.functional as F
+
+        if prior_np is None:
+            return None
+        prior = torch.from_numpy(np.ascontiguousarray(prior_np)).to(self.device).float()
+        pad_h, pad_w = size[0] - prior.shape[-2], size[1] - prior.shape[-1]
+        return F.pad(prior, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else prior
 
     def _keep_clear(self, image, reference, score, cloud):
         """Model output where cloudy (the user's mask ``(n, 1, h, w)`` or the score), the input where
@@ -943,24 +961,29 @@ class _Strips:
         return dates, cloud
 
     def tile(self, tile: Tile) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Reflectance ``(L, C, h, w)`` of a tile, the reference's validity and the cloud mask.
-
-        Invalid reference pixels become 0; invalid pixels of other dates take the reference's values.
-        """
+        """Reflectance ``(L, C, h, w)`` of a tile, the reference's validity and the cloud mask."""
         dates, cloud = self.get(tile.row)
         cols = slice(tile.x - self.panel.read_x0, tile.x - self.panel.read_x0 + tile.width)
-        frames = []
-        for item, (raw, valid) in zip(self.items, dates, strict=True):
-            values = raw[:, :, cols].astype(np.float32)
-            values *= np.float32(item.resolution.scale)
-            values += np.float32(item.resolution.offset)
-            valid = valid[:, cols]
-            if not frames:
-                values[:, ~valid] = 0.0
-            elif not valid.all():
-                values = np.where(valid[None], values, frames[0])
-            frames.append(values)
-        return np.stack(frames), dates[0][1][:, cols], None if cloud is None else cloud[:, cols]
+        frames = _reflectance(self.items, [(raw[:, :, cols], valid[:, cols]) for raw, valid in dates])
+        return frames, dates[0][1][:, cols], None if cloud is None else cloud[:, cols]
+
+
+def _reflectance(items: list[_Input], dates) -> np.ndarray:
+    """Reflectance ``(L, C, h, w)`` of every date's raw values and validity ``[(raw, valid), ...]``.
+
+    Invalid reference pixels become 0; invalid pixels of other dates take the reference's values.
+    """
+    frames = []
+    for item, (raw, valid) in zip(items, dates, strict=True):
+        values = raw.astype(np.float32)
+        values *= np.float32(item.resolution.scale)
+        values += np.float32(item.resolution.offset)
+        if not frames:
+            values[:, ~valid] = 0.0
+        elif not valid.all():
+            values = np.where(valid[None], values, frames[0])
+        frames.append(values)
+    return np.stack(frames)
 
 
 @dataclass
@@ -972,6 +995,63 @@ class _Batch:
     active: list[Tile]
     inputs: np.ndarray | None
     clouds: np.ndarray | None
+    priors: np.ndarray | None = None    # each active tile's wide-view prior (_Overview)
+
+
+class _Overview:
+    """A cloud-free estimate of the whole raster at coarse resolution: the model run once on the raster
+    averaged down to one tile. Each tile takes its window of it, up-sampled, as the prior of its fill
+    (``ViserCR.forward(prior=...)``), so a cloud larger than a tile is filled from the ground around it,
+    not from the tile's own (cloudy) mean."""
+
+    def __init__(self, image: np.ndarray, height: int, width: int):
+        import torch
+
+        self.image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]  # (1, C, h, w)
+        self.height, self.width = height, width  # the full grid's size, which the overview covers
+
+    def tile(self, tile: Tile) -> np.ndarray:
+        """The overview bilinearly up-sampled over ``tile``'s pixels: ``(C, tile.height, tile.width)``."""
+        import torch
+        import torch.nn.functional as F
+
+        rows = (torch.arange(tile.y, tile.y + tile.height, dtype=torch.float32) + 0.5) * (2.0 / self.height) - 1.0
+        cols = (torch.arange(tile.x, tile.x + tile.width, dtype=torch.float32) + 0.5) * (2.0 / self.width) - 1.0
+        grid = torch.stack(torch.meshgrid(cols, rows, indexing="xy"), dim=-1)[None]  # (1, h, w, (x, y))
+        return F.grid_sample(self.image, grid, mode="bilinear", padding_mode="border",
+                             align_corners=False)[0].numpy()
+
+
+def _overview(job: _Job, tiles: _TilePlan, predictor: Predictor, callbacks: _Callbacks) -> _Overview | None:
+    """The wide-view prior of a raster larger than one tile of a fill model (None otherwise): every date and
+    the user's mask averaged down so that the longer side is one tile, through the model once."""
+    import torch
+
+    from .model.fill import push_pull_fill
+
+    grid = tiles.grid
+    if max(grid.width, grid.height) <= tiles.tile or getattr(predictor.model, "residual_base", None) != "fill":
+        return None
+    factor = max(grid.width, grid.height) / tiles.tile
+    height, width = max(1, round(grid.height / factor)), max(1, round(grid.width / factor))
+    dates = [source.read_overview(item.indexes, height, width)
+             for item, source in zip(job.inputs.dates, job.sources.dates, strict=True)]
+    if not dates[0][1].any():
+        return None
+    frames = _reflectance(job.inputs.dates, dates)
+    # nodata of the reference: the ground around it, not zeros (which the model would take for dark ground)
+    valid = torch.from_numpy(dates[0][1].astype(np.float32))[None, None]
+    frames[0] = push_pull_fill(torch.from_numpy(frames[:1]), valid)[0].numpy()
+    cloud = None
+    if job.sources.mask is not None:
+        raw, valid = job.sources.mask.read_overview([1], height, width)
+        cloud = ((raw[0] != 0) | ~valid)[None]  # a cell with any cloud counts as cloud
+    date_use = None if predictor.date_use is None else predictor.date_use.copy()
+    image = predictor.predict(frames[None], cloud).image[0]
+    predictor.date_use = date_use  # the per-tile count of the dates a long stack used leaves this pass out
+    callbacks.say(f"Large clouds: the fill also draws on a {width} x {height} overview of the whole raster "
+                  f"({factor:.1f} times coarser), so a cloud larger than a tile is filled from the ground around it.")
+    return _Overview(image, grid.height, grid.width)
 
 
 class _Progress:
@@ -983,10 +1063,11 @@ class _Progress:
         self.progress(self.done / self.total, f"{self.done}/{self.total} tiles")
 
 
-def _read_batches(strips: _Strips, tiles: list[Tile], batch_tiles: int) -> Iterator[_Batch]:
+def _read_batches(strips: _Strips, tiles: list[Tile], batch_tiles: int,
+                  overview: _Overview | None = None) -> Iterator[_Batch]:
     for start in range(0, len(tiles), batch_tiles):
         batch = tiles[start:start + batch_tiles]
-        inputs, valids, clouds, active = [], [], [], []
+        inputs, valids, clouds, priors, active = [], [], [], [], []
         for tile in batch:
             values, valid, cloud = strips.tile(tile)
             strips.done(tile.row)  # the tile holds its own copy of the values
@@ -996,8 +1077,10 @@ def _read_batches(strips: _Strips, tiles: list[Tile], batch_tiles: int) -> Itera
                 inputs.append(values)
                 if cloud is not None:
                     clouds.append(cloud)
+                if overview is not None:
+                    priors.append(overview.tile(tile))
         yield _Batch(batch, valids, active, np.stack(inputs) if inputs else None,
-                     np.stack(clouds) if clouds else None)
+                     np.stack(clouds) if clouds else None, np.stack(priors) if priors else None)
 
 
 def _write_batch(writer: _Writer, batch: _Batch, results) -> None:
@@ -1118,7 +1201,7 @@ class _WriterThread:
 
 
 def _stream(job: _Job, grid: TileGrid, predictor: Predictor, outputs: _OutputFiles, callbacks: _Callbacks,
-            overlap_io: bool = False) -> int:
+            overlap_io: bool = False, overview: _Overview | None = None) -> int:
     """Every tile through the model, panel by panel; returns the number of valid output pixels."""
     dates, channels = job.inputs.dates, len(job.inputs.card.bands)
     panels = grid.panels(raster.PANEL)
@@ -1127,7 +1210,7 @@ def _stream(job: _Job, grid: TileGrid, predictor: Predictor, outputs: _OutputFil
     for panel in panels:
         strips = _Strips(dates, job.sources.dates, job.sources.mask, grid, panel)
         writer = _Writer(grid, panel, channels, job.encoding, outputs, [date.number for date in dates])
-        batches = _read_batches(strips, grid.panel_tiles(panel), max(1, predictor.batch_size))
+        batches = _read_batches(strips, grid.panel_tiles(panel), max(1, predictor.batch_size), overview)
         _stream_panel(batches, predictor, writer, counter, callbacks.check_cancel, overlap_io)
         valid_pixels += writer.valid_pixels
     return valid_pixels
@@ -1140,7 +1223,7 @@ def _stream_panel(batches: Iterator[_Batch], predictor: Predictor, writer: _Writ
     if not overlap_io:
         for batch in batches:
             check_cancel()
-            results = predictor.predict(batch.inputs, batch.clouds) if batch.active else None
+            results = predictor.predict(batch.inputs, batch.clouds, batch.priors) if batch.active else None
             _write_batch(writer, batch, results)
             counter.advance(len(batch.tiles))
         return
@@ -1149,7 +1232,7 @@ def _stream_panel(batches: Iterator[_Batch], predictor: Predictor, writer: _Writ
     try:
         for batch in reader:
             check_cancel()
-            results = predictor.predict(batch.inputs, batch.clouds) if batch.active else None
+            results = predictor.predict(batch.inputs, batch.clouds, batch.priors) if batch.active else None
             writing.put((batch, results))
             counter.advance(len(batch.tiles))
         writing.finish()
@@ -1407,7 +1490,8 @@ def _write(job: _Job, tiles: _TilePlan, predictor: Predictor, callbacks: _Callba
             predictor.fit_batch_to_tiles(len(dates), len(job.inputs.card.bands), tiles.tile, len(tiles.tiles))
         overlap_io = device.type == "cuda" if request.overlap_io is None else bool(request.overlap_io)
         started = time.perf_counter()
-        valid_pixels = _stream(job, tiles.tiles, predictor, outputs, callbacks, overlap_io)
+        overview = _overview(job, tiles, predictor, callbacks)
+        valid_pixels = _stream(job, tiles.tiles, predictor, outputs, callbacks, overlap_io, overview)
         if valid_pixels == 0:
             raise _all_nodata(job.inputs.reference, request)
         callbacks.check_cancel()

@@ -35,6 +35,12 @@ UPSAMPLERS = {"shuffle": Upsample, "bilinear": BilinearUpsample}
 HARMONISE_CHOICES = (False, True, "display")
 # display_saturation: an 8-bit value of 254 or 255 (/ 255) in red, green and blue is saturated
 SATURATED_DISPLAY = 254 / 255 - 1e-6
+# a wide-view prior (``forward(prior=...)``) counts where the tile sees little of its own ground: less than
+# PRIOR_DAMP_CLEAR of the pixels within PRIOR_DAMP_RADIUS clear (``_own_support``). There it is a weak source of
+# the fill under the clouds (up to PRIOR_WEIGHT, against 1 for a clear pixel) and the learned correction fades;
+# elsewhere the tile is completed exactly as without a prior
+PRIOR_WEIGHT = 0.1
+PRIOR_DAMP_RADIUS, PRIOR_DAMP_CLEAR = 32, 0.1
 
 
 def _per_scale(value, name: str, count: int = SCALES) -> list[int]:
@@ -53,6 +59,19 @@ def _per_sample(display: bool | torch.Tensor, for_display, otherwise):
     if not isinstance(for_display, torch.Tensor):
         for_display = torch.tensor(for_display, dtype=torch.float32, device=display.device)
     return torch.where(display.to(for_display.device), for_display, otherwise)
+
+
+def _own_support(cloud: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, H, W)`` in [0, 1]: how much of a pixel's neighbourhood (``PRIOR_DAMP_RADIUS``) the tile itself
+    sees clear, saturating at ``PRIOR_DAMP_CLEAR``. The learned correction was trained on tiles whose fill
+    came from their own clear pixels (a tile all cloud: its own bright mean, which it learned to darken);
+    where a wide-view prior fills instead, that correction would darken good ground, so it fades there."""
+    step = 8  # the share of clear pixels is smooth: a box filter over an 8x coarser grid, up-sampled
+    clear = F.avg_pool2d(1.0 - cloud.to(torch.float32), step, ceil_mode=True)
+    radius = max(1, PRIOR_DAMP_RADIUS // step)
+    clear = F.avg_pool2d(clear, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    clear = F.interpolate(clear, size=cloud.shape[-2:], mode="bilinear", align_corners=False)
+    return (clear / PRIOR_DAMP_CLEAR).clamp(0.0, 1.0).to(cloud.dtype)
 
 
 def _pad(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
@@ -331,22 +350,27 @@ class ViserCR(nn.Module):
 
     # -- network -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, cloud: torch.Tensor | None = None,
-                date_clouds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                date_clouds: torch.Tensor | None = None,
+                prior: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``cloud`` (B, 1, H, W) in [0, 1], optional: a user's cloud mask, which replaces the network's
         score in the fill base (``residual_base="fill"``; ignored otherwise). The score returned is
         always the network's own. ``date_clouds`` (B, L, 1, H, W), optional: ``date_cloud_weights(x)``
-        when the caller has it already (the context dates are then not scored again)."""
-        correction, base, score, (height, width) = self._correction_and_base(x, cloud, date_clouds)
+        when the caller has it already (the context dates are then not scored again). ``prior`` (B, C, H,
+        W), optional (fill models): a cloud-free estimate of the tile from a wider view (the pipeline's
+        overview of the whole raster), a weak source of the fill under the clouds (``PRIOR_WEIGHT``): a
+        cloud larger than the tile is filled from the ground around it instead of the tile's own mean."""
+        correction, base, score, (height, width) = self._correction_and_base(x, cloud, date_clouds, prior)
         out = correction + base
         return out[:, :, :height, :width].contiguous(), score[:, :, :height, :width].contiguous()
 
-    def completion_base(self, x: torch.Tensor, cloud: torch.Tensor | None = None):
+    def completion_base(self, x: torch.Tensor, cloud: torch.Tensor | None = None,
+                        prior: torch.Tensor | None = None):
         """``(base, score)``: the completion this network refines (the classical fill over its own score,
-        with the context dates of a stack), cropped like the output."""
-        _, base, score, (height, width) = self._correction_and_base(x, cloud)
+        with the context dates of a stack and a wide-view prior where given), cropped like the output."""
+        _, base, score, (height, width) = self._correction_and_base(x, cloud, prior=prior)
         return base[:, :, :height, :width].contiguous(), score[:, :, :height, :width].contiguous()
 
-    def _correction_and_base(self, x: torch.Tensor, cloud: torch.Tensor | None, date_clouds=None):
+    def _correction_and_base(self, x: torch.Tensor, cloud: torch.Tensor | None, date_clouds=None, prior=None):
         """The output conv's correction, the residual base and the score, all padded, and the crop size."""
         ref, frames = self._split_input(x)
         b, _, height, width = ref.shape
@@ -354,6 +378,8 @@ class ViserCR(nn.Module):
         ref = _pad(ref, pad_h, pad_w)
         if cloud is not None:
             cloud = _pad(cloud.to(ref.dtype), pad_h, pad_w)
+        if prior is not None:
+            prior = _pad(prior.to(ref.dtype), pad_h, pad_w)
         if frames is not None and (pad_h or pad_w):
             n, dates = frames.shape[:2]
             frames = _pad(frames.flatten(0, 1), pad_h, pad_w).unflatten(0, (n, dates))
@@ -381,11 +407,18 @@ class ViserCR(nn.Module):
 
         correction = F.conv2d(dec.permute(0, 3, 1, 2), self.output.weight, self.output.bias, padding=1)
         score = self._with_saturation(ref, self._score_map(scores, ref.shape[-2:]))
-        base = self._residual(ref, self.cloud_weight(score) if cloud is None else cloud, context,
-                              own_score=cloud is None)
+        weight = self.cloud_weight(score) if cloud is None else cloud
+        if prior is None:
+            base = self._residual(ref, weight, context, own_score=cloud is None)
+        else:
+            support = _own_support(weight)
+            base = self._residual(ref, weight, context, own_score=cloud is None,
+                                  prior=(prior, PRIOR_WEIGHT * (1.0 - support)))
+            correction = correction * support
         return correction, base, score, (height, width)
 
-    def _residual(self, ref: torch.Tensor, cloud: torch.Tensor, context=(), own_score: bool = True) -> torch.Tensor:
+    def _residual(self, ref: torch.Tensor, cloud: torch.Tensor, context=(), own_score: bool = True,
+                  prior: tuple | None = None) -> torch.Tensor:
         """Global residual base (zeros for any output band beyond the input's).
 
         ``input``: the input's first ``out_bands`` bands, so the network must learn to subtract a cloud.
@@ -394,7 +427,8 @@ class ViserCR(nn.Module):
         cloud-mask + inpainting pipeline and learns the correction over it (docs/model.md). A stack's
         reference also loses what the temporal haze test finds (``haze_test``, the network's own score
         only: a user's mask is taken as it is), and its context dates are harmonised to it
-        (``harmonise_dates``) before they fill it.
+        (``harmonise_dates``) before they fill it. ``prior``: ``(image, weight)``, a wide-view prior and its
+        weight (float or ``(B, 1, H, W)``) as a further source under the clouds (``_completion``).
         """
         n = min(self.in_bands, self.out_bands)
         base = ref[:, :n]
@@ -410,23 +444,32 @@ class ViserCR(nn.Module):
                     display = self._display_of(base.shape[0])
                     harmonised = [_per_sample(display, h, img) for h, (img, _) in zip(harmonised, context, strict=True)]
                 context = [(h, c) for h, (_, c) in zip(harmonised, context, strict=True)]
-            base = self._completion(base, cloud, context)
+            base = self._completion(base, cloud, context, None if prior is None else (prior[0][:, :n], prior[1]))
         if n == self.out_bands:
             return base
         return F.pad(base, (0, 0, 0, 0, 0, self.out_bands - n))
 
     @staticmethod
-    def _completion(ref: torch.Tensor, cloud: torch.Tensor, context) -> torch.Tensor:
+    def _completion(ref: torch.Tensor, cloud: torch.Tensor, context, prior: tuple | None = None) -> torch.Tensor:
         """The fill base: the reference where clear; under its clouds the context dates in proportion
-        to how clear each is (shares normalised so they never exceed the cloud weight), and the spatial
-        push-pull completion for whatever no date sees (the temporal prior of a stack)."""
-        if not context:
+        to how clear each is (shares normalised so they never exceed the cloud weight), a wide-view prior
+        ``(image, weight)`` (where given) with that weight of what the dates leave, and the spatial
+        push-pull completion for whatever no source sees (the temporal prior of a stack)."""
+        if not context and prior is None:
             return push_pull_fill(ref, 1.0 - cloud)
-        clears = torch.stack([c.to(ref.dtype) for _, c in context], dim=1)  # (B, L-1, 1, H, W)
-        shares = clears / clears.sum(dim=1, keepdim=True).clamp_min(1.0)
-        values = torch.stack([ref] + [img for img, _ in context], dim=1)
-        weights = torch.cat([(1.0 - cloud)[:, None], cloud[:, None] * shares], dim=1)
-        return push_pull_composite(values, weights)
+        values, weights = [ref], [(1.0 - cloud)[:, None]]
+        left = cloud[:, None]  # (B, 1, 1, H, W): the cloud weight the dates have not taken
+        if context:
+            clears = torch.stack([c.to(ref.dtype) for _, c in context], dim=1)  # (B, L-1, 1, H, W)
+            shares = clears / clears.sum(dim=1, keepdim=True).clamp_min(1.0)
+            values += [img for img, _ in context]
+            weights.append(left * shares)
+            left = left * (1.0 - shares.sum(dim=1, keepdim=True))
+        if prior is not None:
+            image, weight = prior
+            values.append(image)
+            weights.append(left * (weight[:, None] if isinstance(weight, torch.Tensor) else weight))
+        return push_pull_composite(torch.stack(values, dim=1), torch.cat(weights, dim=1))
 
     def use_radiometry(self, display: bool | torch.Tensor) -> None:
         """Which gate the fill base uses from now on: ``fill_threshold`` for reflectance input, or

@@ -103,6 +103,30 @@ def test_a_users_cloud_mask_replaces_the_score_in_the_fill_base():
     assert torch.equal(score, own_score)  # the score product stays the network's own
 
 
+def test_a_wide_view_prior_fills_a_tile_with_no_clear_pixel():
+    """``prior`` (the pipeline's overview of the whole raster): a weak source under the clouds where the tile
+    sees little of its own ground. A tile that is cloud everywhere is filled with the prior instead of its
+    own (cloudy) mean; beside the tile's clear pixels the fill stays their ground."""
+    torch.manual_seed(0)
+    model = ViserCR(**TINY, residual_base="fill", upsample="bilinear").eval()
+    x = torch.full((1, 4, 32, 128), 0.9)
+    prior = torch.full((1, 4, 32, 128), 0.25)
+    everywhere = torch.ones(1, 1, 32, 128)
+    with torch.no_grad():
+        alone, _ = model.completion_base(x, everywhere)
+        with_prior, _ = model.completion_base(x, everywhere, prior=prior)
+        x[..., :, :4] = 0.2  # a clear strip: the tile's own ground
+        part = everywhere.clone()
+        part[..., :, :4] = 0
+        near, _ = model.completion_base(x, part, prior=prior)
+        without, _ = model.completion_base(x, part)
+    assert torch.allclose(alone, torch.full_like(alone, 0.9))  # no clear pixel, no prior: the tile's mean
+    assert torch.allclose(with_prior, prior, atol=1e-5)
+    assert torch.allclose(without, torch.full_like(without, 0.2), atol=1e-5)  # without a prior: the strip's ground
+    assert float((near[..., :, :8] - 0.2).abs().max()) < 0.01  # beside the strip, with one: its ground still
+    assert torch.allclose(near[..., :, 40:], prior[..., :, 40:], atol=1e-3)  # beyond what the tile sees: the prior
+
+
 def test_composite_takes_the_reference_where_clear_then_the_context():
     from viser_cr.core.model.fill import push_pull_composite
 

@@ -457,3 +457,41 @@ def test_plan_says_model_bands_and_dropped_bands_without_running(tiny_models_dir
     assert info["model"] == "tiny-rgb" and info["bands"] == [4, 3, 2]
     with pytest.raises(ViserError, match="band"):
         plan(CloudRemovalRequest([s2_path], None, bands=[1], models_dir=tiny_models_dir))
+
+
+def test_a_cloud_larger_than_a_tile_is_filled_from_the_ground_around_it(tmp_path):
+    """A raster larger than one tile: the overview pass (the model on the raster averaged down to one tile)
+    gives every tile a prior, so the tile inside a large cloud is filled with the ground around the cloud
+    (left half dark, right half bright), not with its own cloudy mean."""
+    from viser_cr.core.model import ViserCR
+
+    torch.manual_seed(0)
+    model = ViserCR(in_bands=4, out_bands=4, width=8, blocks=[1, 1, 1], heads=[1, 2, 4], refine_blocks=1,
+                    sr_iterations=1, residual_base="fill", upsample="bilinear").eval()
+    with torch.no_grad():
+        model.output.weight.zero_()  # no learned correction: the output is the fill base itself
+    (tmp_path / "models").mkdir()
+    weights.save_model(model, tmp_path / "models" / "fill-rgbn", name="fill-rgbn", bands=["red", "green", "blue", "nir"],
+                       num_frames=1, tile_size=64, overlap=16, description="tiny fill model, no correction")
+    ground = np.full((4, 192, 192), 2000, np.uint16)
+    ground[:, :, 96:] = 4000
+    cloudy = ground.copy()
+    cloudy[:, 36:156, 36:156] = 9000
+    mask = np.zeros((192, 192), np.uint8)
+    mask[36:156, 36:156] = 1
+    source = write_raster(tmp_path / "cloudy.tif", cloudy)
+    mask_path = write_raster(tmp_path / "mask.tif", mask)
+    outputs = {}
+    for name, size in (("whole", 192), ("one tile", 64)):
+        out = tmp_path / f"{size}.tif"
+        result = remove_clouds(CloudRemovalRequest([source], out, models_dir=tmp_path / "models", model="fill-rgbn",
+                                                   scale=1e-4, cloud_mask=mask_path, keep_clear=True, tile_size=size))
+        outputs[name] = (read(out)[0].astype(float) / 1e4, result.messages)
+    data, messages = outputs["one tile"]
+    assert any(m.startswith("Large clouds: the fill also draws on a 64 x 64 overview") for m in messages)
+    centre = data[:, 64:128, 64:128]  # the tile inside the cloud: nothing of its own is clear
+    assert centre.max() < 0.45 and abs(centre.mean() - 0.3) < 0.06  # the ground around, not the cloud (0.9)
+    assert data[:, 90:100, 40:50].mean() < data[:, 90:100, 142:152].mean() - 0.05  # dark side left, bright right
+    np.testing.assert_allclose(data[:, :30], ground[:, :30] / 1e4, atol=1e-3)  # clear pixels kept
+    whole, messages = outputs["whole"]  # one tile for the whole raster: no overview needed
+    assert not any(m.startswith("Large clouds") for m in messages)
