@@ -678,7 +678,7 @@ class Predictor:
             if date_clouds is not None:  # the chosen dates' weights, in the stack's order
                 taken = date_clouds if order is None else date_clouds[torch.arange(n, device=x.device)[:, None], order]
             if self.tta:
-                image, score, spread = self._tta(x, prior)
+                image, score, spread = self._tta(x, cloud, prior)
                 spread = spread[:, :h, :w]
             else:
                 image, score = self._forward(x, cloud, taken, prior)
@@ -707,15 +707,16 @@ class Predictor:
             return tensor.cpu().numpy()
         return self.staging.to_host(tensor, key)
 
-    def _tta(self, x, prior=None):
+    def _tta(self, x, cloud=None, prior=None):
         """Mean over the 8 flips / rotations (Welford's update: exact for identical outputs), the
-        per-pixel standard deviation averaged over bands as a root mean square."""
+        per-pixel standard deviation averaged over bands as a root mean square. The user's cloud mask and
+        the wide-view prior turn with the tile."""
         mean = m2 = score = None
         count = 0
+        turn = lambda t, k, flip: None if t is None else _dihedral(t, k, flip)  # noqa: E731
         for k in range(4):
             for flip in (False, True):
-                image_t, score_t = self._forward(_dihedral(x, k, flip),
-                                                 prior=None if prior is None else _dihedral(prior, k, flip))
+                image_t, score_t = self._forward(_dihedral(x, k, flip), turn(cloud, k, flip), prior=turn(prior, k, flip))
                 image_t, score_t = _undo_dihedral(image_t, k, flip), _undo_dihedral(score_t, k, flip)
                 count += 1
                 if mean is None:

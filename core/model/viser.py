@@ -38,7 +38,7 @@ SATURATED_DISPLAY = 254 / 255 - 1e-6
 # a wide-view prior (``forward(prior=...)``) counts where the tile sees little of its own ground: less than
 # PRIOR_DAMP_CLEAR of the pixels within PRIOR_DAMP_RADIUS clear (``_own_support``). There it is a weak source of
 # the fill under the clouds (up to PRIOR_WEIGHT, against 1 for a clear pixel) and the learned correction fades;
-# elsewhere the tile is completed exactly as without a prior
+# elsewhere the tile is completed (all but) as without a prior
 PRIOR_WEIGHT = 0.1
 PRIOR_DAMP_RADIUS, PRIOR_DAMP_CLEAR = 32, 0.1
 

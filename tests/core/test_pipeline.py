@@ -459,20 +459,45 @@ def test_plan_says_model_bands_and_dropped_bands_without_running(tiny_models_dir
         plan(CloudRemovalRequest([s2_path], None, bands=[1], models_dir=tiny_models_dir))
 
 
-def test_a_cloud_larger_than_a_tile_is_filled_from_the_ground_around_it(tmp_path):
-    """A raster larger than one tile: the overview pass (the model on the raster averaged down to one tile)
-    gives every tile a prior, so the tile inside a large cloud is filled with the ground around the cloud
-    (left half dark, right half bright), not with its own cloudy mean."""
+def _fill_model_without_correction(folder):
+    """A tiny fill model whose output is its fill base (the learned correction zeroed), saved in ``folder``."""
     from viser_cr.core.model import ViserCR
 
     torch.manual_seed(0)
     model = ViserCR(in_bands=4, out_bands=4, width=8, blocks=[1, 1, 1], heads=[1, 2, 4], refine_blocks=1,
                     sr_iterations=1, residual_base="fill", upsample="bilinear").eval()
     with torch.no_grad():
-        model.output.weight.zero_()  # no learned correction: the output is the fill base itself
-    (tmp_path / "models").mkdir()
-    weights.save_model(model, tmp_path / "models" / "fill-rgbn", name="fill-rgbn", bands=["red", "green", "blue", "nir"],
+        model.output.weight.zero_()
+    folder.mkdir(exist_ok=True)
+    weights.save_model(model, folder / "fill-rgbn", name="fill-rgbn", bands=["red", "green", "blue", "nir"],
                        num_frames=1, tile_size=64, overlap=16, description="tiny fill model, no correction")
+    return folder
+
+
+def test_tta_fills_from_the_users_cloud_mask(tmp_path):
+    """With test-time augmentation every flip and rotation completes from the user's mask (turned with the tile),
+    as the plain run does, not from the model's own score."""
+    models = _fill_model_without_correction(tmp_path / "models")
+    cloudy = np.full((4, 64, 64), 2000, np.uint16)
+    cloudy[:, 20:44, 16:40] = 9000
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:44, 16:40] = 1
+    source, mask_path = write_raster(tmp_path / "cloudy.tif", cloudy), write_raster(tmp_path / "mask.tif", mask)
+    outputs = []
+    for tta in (False, True):
+        out = tmp_path / f"tta{tta}.tif"
+        remove_clouds(CloudRemovalRequest([source], out, models_dir=models, model="fill-rgbn", scale=1e-4,
+                                          cloud_mask=mask_path, keep_clear=True, tta=tta))
+        outputs.append(read(out)[0].astype(float))
+    plain, turned = outputs
+    assert np.abs(plain - 2000).max() <= 2 and np.abs(turned - plain).max() <= 2  # the square filled both ways
+
+
+def test_a_cloud_larger_than_a_tile_is_filled_from_the_ground_around_it(tmp_path):
+    """A raster larger than one tile: the overview pass (the model on the raster averaged down to one tile)
+    gives every tile a prior, so the tile inside a large cloud is filled with the ground around the cloud
+    (left half dark, right half bright), not with its own cloudy mean."""
+    models = _fill_model_without_correction(tmp_path / "models")
     ground = np.full((4, 192, 192), 2000, np.uint16)
     ground[:, :, 96:] = 4000
     cloudy = ground.copy()
@@ -484,7 +509,7 @@ def test_a_cloud_larger_than_a_tile_is_filled_from_the_ground_around_it(tmp_path
     outputs = {}
     for name, size in (("whole", 192), ("one tile", 64)):
         out = tmp_path / f"{size}.tif"
-        result = remove_clouds(CloudRemovalRequest([source], out, models_dir=tmp_path / "models", model="fill-rgbn",
+        result = remove_clouds(CloudRemovalRequest([source], out, models_dir=models, model="fill-rgbn",
                                                    scale=1e-4, cloud_mask=mask_path, keep_clear=True, tile_size=size))
         outputs[name] = (read(out)[0].astype(float) / 1e4, result.messages)
     data, messages = outputs["one tile"]
