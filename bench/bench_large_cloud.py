@@ -58,31 +58,21 @@ def run(source: Path, output: Path, overview: bool) -> tuple[float, object]:
     import numpy as np
     import rasterio
 
-    from viser_cr.core import pipeline
+    from viser_cr.core.pipeline import CloudRemovalRequest, remove_clouds
 
-    original = pipeline._overview
-    if not overview:
-        pipeline._overview = lambda *args, **kwargs: None
-    try:
-        started = time.perf_counter()
-        pipeline.remove_clouds(pipeline.CloudRemovalRequest([source], output, model="viser-cr-s-rgb"))
-        seconds = time.perf_counter() - started
-    finally:
-        pipeline._overview = original
+    started = time.perf_counter()
+    remove_clouds(CloudRemovalRequest([source], output, model="viser-cr-s-rgb", wide_view=overview))
+    seconds = time.perf_counter() - started
     with rasterio.open(output) as out:
         return seconds, out.read().astype(np.float32) / 255
-
-
-def psnr(a, b) -> float:
-    import numpy as np
-
-    return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--figure", default=None, help="also write input / clear / both outputs side by side (PNG)")
     args = ap.parse_args(argv)
+    from viser_cr.core.metrics import psnr
+
     if not SCENE.exists():
         print(f"needs {SCENE} (../shared beside the repository)")
         return 1

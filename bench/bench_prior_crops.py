@@ -44,17 +44,11 @@ def run(source: Path, output: Path, display: bool, bands: int, overview: bool):
     import numpy as np
     import rasterio
 
-    from viser_cr.core import pipeline
+    from viser_cr.core.pipeline import CloudRemovalRequest, remove_clouds
 
-    original = pipeline._overview
-    if not overview:
-        pipeline._overview = lambda *args, **kwargs: None
-    try:
-        sensor = ("rgb8" if bands == 3 else "rgbn8") if display else None
-        pipeline.remove_clouds(pipeline.CloudRemovalRequest([source], output, sensor=sensor,
-                                                            scale=None if display else 1e-4))
-    finally:
-        pipeline._overview = original
+    sensor = ("rgb8" if bands == 3 else "rgbn8") if display else "auto"
+    remove_clouds(CloudRemovalRequest([source], output, sensor=sensor, scale=None if display else 1e-4,
+                                      wide_view=overview))
     with rasterio.open(output) as out:
         return out.read().astype(np.float32) / (255.0 if display else 1e4)
 

@@ -102,6 +102,7 @@ class CloudRemovalRequest:
     resampling: str = "bilinear"        # for aligning the other dates
     bounds: tuple[float, float, float, float] | None = None  # sub-window in the reference CRS
     tags: dict[str, str] | None = None  # extra metadata tags on every output (e.g. the batch's request)
+    wide_view: bool = True              # rasters larger than a tile: the overview's prior under large clouds
 
 
 @dataclass
@@ -1031,7 +1032,8 @@ def _overview(job: _Job, tiles: _TilePlan, predictor: Predictor, callbacks: _Cal
     from .model.fill import push_pull_fill
 
     grid = tiles.grid
-    if max(grid.width, grid.height) <= tiles.tile or getattr(predictor.model, "residual_base", None) != "fill":
+    if (not job.request.wide_view or max(grid.width, grid.height) <= tiles.tile
+            or getattr(predictor.model, "residual_base", None) != "fill"):
         return None
     factor = max(grid.width, grid.height) / tiles.tile
     height, width = max(1, round(grid.height / factor)), max(1, round(grid.width / factor))
