@@ -103,6 +103,7 @@ class CloudRemovalRequest:
     bounds: tuple[float, float, float, float] | None = None  # sub-window in the reference CRS
     tags: dict[str, str] | None = None  # extra metadata tags on every output (e.g. the batch's request)
     wide_view: bool = True              # rasters larger than a tile: the overview's prior under large clouds
+    cloud_threshold: float | None = None  # score above which the fill replaces a pixel; None: the model's
 
 
 @dataclass
@@ -146,6 +147,11 @@ def _validate_request(request: CloudRemovalRequest) -> None:
         raise InputError("the source-date raster comes with a cloud-free output: give an output path too.")
     if request.cloud_mask is not None and not request.keep_clear:
         raise InputError("a cloud mask is used by keep-clear mode: add --keep-clear (or drop the mask).")
+    if request.cloud_threshold is not None and not 0.0 < _number(request.cloud_threshold) < 1.0:
+        threshold = request.cloud_threshold
+        raise InputError(f"the cloud threshold must be a number between 0 and 1 (exclusive), got {threshold!r}: "
+                         "pixels whose cloud score is above it are filled; raise it (e.g. 0.7) to keep more bright "
+                         "ground, lower it (e.g. 0.45) to take more thin cloud.")
 
 
 @dataclass(frozen=True)
@@ -352,6 +358,14 @@ def _tiling(request: CloudRemovalRequest, card, grid: raster.Grid) -> _TilePlan:
     return _TilePlan.over(grid, int(tile), int(overlap))
 
 
+def _number(value) -> float:
+    """``value`` as a float; NaN when it is not a number (a range check then fails)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def _whole_number(value, name: str) -> int:
     """``value`` as an int, or InputError when it is not a whole number (7.5, NaN, inf, text)."""
     try:
@@ -531,8 +545,11 @@ class Predictor:
 
     def __init__(self, model, device, batch_size: int | None, tta: bool = False, keep_clear: bool = False,
                  say: Callable[[str], None] | None = None, precision: str = "fp32",
-                 staging: HostStaging | None = None, source_dates: bool = False, date_days=None):
+                 staging: HostStaging | None = None, source_dates: bool = False, date_days=None,
+                 score_threshold: float = SCORE_THRESHOLD, cloud_threshold: float = SCORE_THRESHOLD):
         self.model = model
+        self.score_threshold = float(score_threshold)  # keep-clear: a score above it is cloud
+        self.cloud_threshold = float(cloud_threshold)  # the fill: a score above it is filled (the run's cloud share)
         self.source_dates = source_dates
         # acquisition day of each stack position (NaN: unknown), for choosing dates nearest the reference
         self.date_days = None if date_days is None else np.asarray(date_days, dtype=np.float64)
@@ -784,7 +801,7 @@ class Predictor:
         import torch.nn.functional as F
 
         if cloud is None:
-            cloud = (score > SCORE_THRESHOLD).float()[:, None]
+            cloud = (score > self.score_threshold).float()[:, None]
         size = 2 * FEATHER_RADIUS + 1
         grown = F.max_pool2d(cloud, size, stride=1, padding=FEATHER_RADIUS)
         padded = F.pad(grown, (FEATHER_RADIUS,) * 4, mode="replicate")
@@ -843,7 +860,7 @@ class _Writer:
     request's order) of each stack position, for the source-date raster."""
 
     def __init__(self, grid: TileGrid, panel: Panel, channels: int, encoding: _Encoding, outputs: _OutputFiles,
-                 date_numbers=()):
+                 date_numbers=(), cloud_threshold: float = SCORE_THRESHOLD):
         self.grid = grid
         self.date_numbers = np.array([0, *date_numbers], dtype=np.int32)  # 0 stays 0: the spatial fill
         self.panel = panel
@@ -853,6 +870,8 @@ class _Writer:
         self.remaining = grid.tiles_per_block(panel)
         self.blocks: dict[int, _Block] = {}
         self.valid_pixels = 0
+        self.cloud_threshold = cloud_threshold
+        self.cloud_pixels = 0  # valid pixels whose blended score is above cloud_threshold (what the fill took)
 
     def _block(self, number: int) -> _Block:
         if number not in self.blocks:
@@ -862,8 +881,9 @@ class _Writer:
 
     def _new_block(self, height: int) -> _Block:
         outputs = self.outputs
+        # the score is blended whether or not it is written: the run reports the share it calls cloud
         return _Block(self.channels, height, self.panel.width, outputs.output is not None,
-                      outputs.score is not None, outputs.uncertainty is not None, outputs.source_dates is not None)
+                      True, outputs.uncertainty is not None, outputs.source_dates is not None)
 
     def _columns(self, tile: Tile) -> tuple[slice, slice]:
         """The tile's columns inside the panel: (in the tile, in the panel's blocks)."""
@@ -901,6 +921,7 @@ class _Writer:
         block = self.blocks.pop(number, None) or self._new_block(bottom - top)
         valid, left = block.valid, self.panel.x0
         self.valid_pixels += int(valid.sum())
+        self.cloud_pixels += int(np.count_nonzero((block.score > self.cloud_threshold) & valid))
         invalid = ~valid
         outputs = self.outputs
         if outputs.output is not None:
@@ -1204,19 +1225,22 @@ class _WriterThread:
 
 
 def _stream(job: _Job, grid: TileGrid, predictor: Predictor, outputs: _OutputFiles, callbacks: _Callbacks,
-            overlap_io: bool = False, overview: _Overview | None = None) -> int:
-    """Every tile through the model, panel by panel; returns the number of valid output pixels."""
+            overlap_io: bool = False, overview: _Overview | None = None) -> tuple[int, int]:
+    """Every tile through the model, panel by panel; returns the numbers of valid output pixels and of
+    those the blended score calls cloud (above the run's threshold)."""
     dates, channels = job.inputs.dates, len(job.inputs.card.bands)
     panels = grid.panels(raster.PANEL)
     counter = _Progress(sum(len(panel.cols) * len(grid.ys) for panel in panels), callbacks.progress)
-    valid_pixels = 0
+    valid_pixels = cloud_pixels = 0
     for panel in panels:
         strips = _Strips(dates, job.sources.dates, job.sources.mask, grid, panel)
-        writer = _Writer(grid, panel, channels, job.encoding, outputs, [date.number for date in dates])
+        writer = _Writer(grid, panel, channels, job.encoding, outputs, [date.number for date in dates],
+                         predictor.cloud_threshold)
         batches = _read_batches(strips, grid.panel_tiles(panel), max(1, predictor.batch_size), overview)
         _stream_panel(batches, predictor, writer, counter, callbacks.check_cancel, overlap_io)
         valid_pixels += writer.valid_pixels
-    return valid_pixels
+        cloud_pixels += writer.cloud_pixels
+    return valid_pixels, cloud_pixels
 
 
 def _stream_panel(batches: Iterator[_Batch], predictor: Predictor, writer: _Writer, counter: _Progress,
@@ -1422,31 +1446,54 @@ def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks:
 
     model, card = load_model(inputs.card, device=str(device))
     callbacks.say(f"Model {card.name} on {describe_device(device)}.")
-    _use_radiometry(model, inputs.reference.resolution.radiometry, callbacks)
+    threshold = _use_radiometry(model, inputs.reference.resolution.radiometry, callbacks, request.cloud_threshold)
     predictor = Predictor(model, device, request.batch_size,
                           tta=bool(request.tta or request.uncertainty_output is not None),
                           keep_clear=request.keep_clear, say=callbacks.say, precision=request.precision,
                           source_dates=request.source_dates_output is not None,
-                          date_days=inputs.days)
+                          date_days=inputs.days,
+                          score_threshold=SCORE_THRESHOLD if request.cloud_threshold is None else threshold,
+                          cloud_threshold=threshold)
     if request.precision != "fp32" and device.type != "cuda":
         callbacks.say(f"Precision {request.precision} applies to CUDA GPUs: running float32 on the CPU.")
     return predictor
 
 
-def _use_radiometry(model, radiometry: str, callbacks: _Callbacks) -> None:
+def _fills_by_threshold(model) -> bool:
+    """A fill model: its fill takes the pixels whose score passes a threshold (``cloud_weight``'s gate)."""
+    return getattr(model, "residual_base", "input") == "fill" and hasattr(model, "fill_threshold")
+
+
+def _use_radiometry(model, radiometry: str, callbacks: _Callbacks, cloud_threshold: float | None = None) -> float:
     """Give the model the reference's radiometry: 8-bit display imagery gets the card's stricter cloud
     gate where it has one (stretched bright ground looks like cloud to the score) and, where the card says
-    so, the saturation test (a pixel saturated in R, G and B is cloud)."""
-    if not hasattr(model, "use_radiometry"):  # a model with one gate (or none) for every input
-        return
+    so, the saturation test (a pixel saturated in R, G and B is cloud). ``cloud_threshold``, the user's,
+    replaces the gate of both radiometries. Returns the score above which this run fills a pixel."""
     display = radiometry == "display"
-    model.use_radiometry(display)
-    threshold = getattr(model, "display_fill_threshold", None)
-    if display and threshold is not None:
+    if hasattr(model, "use_radiometry"):
+        model.use_radiometry(display)
+    fills = _fills_by_threshold(model)
+    display_threshold = getattr(model, "display_fill_threshold", None)
+    default = (display_threshold if display and display_threshold is not None else model.fill_threshold) \
+        if fills else SCORE_THRESHOLD
+    if cloud_threshold is not None:
+        cloud_threshold = float(cloud_threshold)
+        if fills:
+            model.fill_threshold = cloud_threshold
+            if display_threshold is not None:
+                model.display_fill_threshold = cloud_threshold
+            callbacks.say(f"Cloud threshold {cloud_threshold:g} (yours; this model's for this imagery: {default:g}): "
+                          "the fill takes the pixels whose cloud score is above it.")
+        else:
+            callbacks.say(f"Cloud threshold {cloud_threshold:g} (yours): keep-clear takes the pixels whose cloud "
+                          "score is above it as cloud (this model fills no pixel by a threshold of its own).")
+        return cloud_threshold
+    if display and fills and display_threshold is not None:
         saturated = (" Pixels saturated in red, green and blue (254-255) count as cloud."
                      if getattr(model, "display_saturation", False) else "")
-        callbacks.say(f"8-bit display imagery: the fill takes pixels of cloud score above {threshold:g} "
+        callbacks.say(f"8-bit display imagery: the fill takes pixels of cloud score above {display_threshold:g} "
                       f"(reflectance input: {model.fill_threshold:g}), so bright clear ground is kept.{saturated}")
+    return default
 
 
 def _all_nodata(reference: _Input, request: CloudRemovalRequest) -> InputError:
@@ -1494,7 +1541,7 @@ def _write(job: _Job, tiles: _TilePlan, predictor: Predictor, callbacks: _Callba
         overlap_io = device.type == "cuda" if request.overlap_io is None else bool(request.overlap_io)
         started = time.perf_counter()
         overview = _overview(job, tiles, predictor, callbacks)
-        valid_pixels = _stream(job, tiles.tiles, predictor, outputs, callbacks, overlap_io, overview)
+        valid_pixels, cloud_pixels = _stream(job, tiles.tiles, predictor, outputs, callbacks, overlap_io, overview)
         if valid_pixels == 0:
             raise _all_nodata(job.inputs.reference, request)
         callbacks.check_cancel()
@@ -1505,6 +1552,9 @@ def _write(job: _Job, tiles: _TilePlan, predictor: Predictor, callbacks: _Callba
         outputs.files.discard()
         raise
     callbacks.say(_throughput(len(tiles.tiles), tiles.grid, time.perf_counter() - started, predictor))
+    if job.sources.mask is None:
+        callbacks.say(_cloud_share_line(cloud_pixels / valid_pixels, predictor.cloud_threshold,
+                                        job.inputs.reference.resolution.radiometry == "display"))
     if predictor.date_use is not None:
         callbacks.say(_date_use_line(dates, predictor.date_use))
 
@@ -1530,6 +1580,21 @@ def plan(request: CloudRemovalRequest) -> dict:
             "dates_taken": min(len(inputs.dates), int(card.num_frames)),
             "date_choice": inputs.date_choice,
         }
+
+
+def _cloud_share_line(share: float, threshold: float, display: bool) -> str:
+    """What the score called cloud, and on 8-bit display imagery (where stretched bright ground can score as
+    cloud) how to move the threshold either way."""
+    line = f"Clouds: the score calls {100 * share:.1f} % of the valid pixels cloud (score above {threshold:g})."
+    if display:
+        moves = []
+        if threshold < 0.9:
+            moves.append(f"raise --cloud-threshold (e.g. {threshold + 0.1:.2g}) if ground was taken for cloud")
+        if threshold > 0.2:
+            moves.append(f"lower it (e.g. {threshold - 0.15:.2g}) if cloud was left")
+        line += (" On 8-bit imagery bright clear ground (cities, sand, salt flats) can score as cloud: look at the "
+                 "score (--score-out)" + (" and " + ", or ".join(moves) if moves else "") + ".")
+    return line
 
 
 def _throughput(tiles: int, grid, seconds: float, predictor: Predictor) -> str:

@@ -18,6 +18,7 @@ from .i18n import tr
 
 class CloudScoreAlgorithm(RemovalAlgorithm):
     HAS_TTA = False
+    HAS_CLOUD_THRESHOLD = False  # the score itself, before any threshold
     HAS_OUTPUT_OPTIONS = False
     OUTPUT_FIELDS = {"score_output": RemovalAlgorithm.OUTPUT}
 
@@ -36,7 +37,7 @@ class CloudScoreAlgorithm(RemovalAlgorithm):
                "0 = clear ground, 1 = fully occluded, on the input's grid. Use it to inspect a scene, to choose "
                "dates, or as a cloud mask (threshold it with the Raster calculator)."),
             tr("Input: a Sentinel-2, Landsat C2 L2 or 8-bit RGB/RGBN raster (see SENSOR)."),
-            bands_help(), model_help(), advanced_help(tta=False, outputs=False), choices_help(),
+            bands_help(), model_help(), advanced_help(tta=False, outputs=False, cloud_threshold=False), choices_help(),
             tr("Output: OUTPUT, the cloud score raster."),
             requirements_help(),
         )

@@ -86,7 +86,7 @@ def choices_help() -> str:
     )
 
 
-def advanced_help(tta: bool = True, outputs: bool = True) -> str:
+def advanced_help(tta: bool = True, outputs: bool = True, cloud_threshold: bool = True) -> str:
     parts = [tr(
         "Advanced: SCALE and OFFSET override the preset's conversion of digital numbers to reflectance "
         "(reflectance = DN x SCALE + OFFSET; Sentinel-2 products of processing baseline 04.00 or later need "
@@ -94,6 +94,12 @@ def advanced_help(tta: bool = True, outputs: bool = True) -> str:
         "card's) control the tiling of large rasters; DEVICE is auto (a CUDA GPU when PyTorch sees one, else "
         "the CPU), cpu, cuda or cuda:N; EXTENT processes only part of the raster (in any CRS; it is "
         "reprojected to the raster's).")]
+    if cloud_threshold:
+        parts.append(tr(
+            "CLOUD_THRESHOLD (0-1, default the model's: 0.6 on 8-bit imagery, 0.35 on reflectance): the fill "
+            "replaces the pixels whose cloud score is above it. On 8-bit exports bright clear ground (cities, "
+            "sand, salt flats) can score as cloud: look at the SCORE output and raise it (e.g. 0.7) if ground was "
+            "taken for cloud, lower it (e.g. 0.45) if cloud was left."))
     if tta:
         parts.append(tr("TTA averages flipped and rotated passes (slower, slightly better)."))
     if outputs:
@@ -294,6 +300,7 @@ class RemovalAlgorithm(ViserAlgorithm):
     OVERLAP = "OVERLAP"
     DEVICE = "DEVICE"
     TTA = "TTA"
+    CLOUD_THRESHOLD = "CLOUD_THRESHOLD"
     EXTENT = "EXTENT"
     CREATION_OPTIONS = "CREATION_OPTIONS"
     COG = "COG"
@@ -307,6 +314,7 @@ class RemovalAlgorithm(ViserAlgorithm):
 
     # Which optional blocks the algorithm has (its initAlgorithm adds them, its request reads them).
     HAS_TTA = True
+    HAS_CLOUD_THRESHOLD = True
     HAS_OUTPUT_OPTIONS = True
     # The raster destinations: {request field (also the result's attribute): destination parameter}.
     OUTPUT_FIELDS: dict[str, str] = {}
@@ -382,6 +390,13 @@ class RemovalAlgorithm(ViserAlgorithm):
         self.addParameter(
             _advanced(QgsProcessingParameterString(self.DEVICE, tr("Device (auto, cpu, cuda or cuda:N)"), "auto"))
         )
+        if self.HAS_CLOUD_THRESHOLD:
+            threshold = QgsProcessingParameterNumber(
+                self.CLOUD_THRESHOLD,
+                tr("Cloud threshold: fill the pixels whose cloud score is above it (default: the model's)"),
+                QgsProcessingParameterNumber.Double, None, True, 0.01, 0.99,
+            )
+            self.addParameter(_optional(threshold, advanced=True))
         if self.HAS_TTA:
             self.addParameter(
                 _advanced(QgsProcessingParameterBoolean(self.TTA, tr("Test-time augmentation (slower)"), False))
@@ -489,6 +504,8 @@ class RemovalAlgorithm(ViserAlgorithm):
         )
         if self.HAS_TTA:
             fields["tta"] = self.parameterAsBoolean(parameters, self.TTA, context)
+        if self.HAS_CLOUD_THRESHOLD:
+            fields["cloud_threshold"] = self.optional_float(parameters, self.CLOUD_THRESHOLD, context)
         if parameters.get(self.EXTENT) not in (None, ""):
             rect = self.parameterAsExtent(parameters, self.EXTENT, context, reference_layer.crs())
             if rect.isNull() or rect.isEmpty():

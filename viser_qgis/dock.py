@@ -35,6 +35,7 @@ from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDockWidget,
+    QDoubleSpinBox,
     QFormLayout,
     QFrame,
     QGridLayout,
@@ -267,6 +268,16 @@ class ViserDockWidget(QDockWidget):
         self.tile_spin.setSingleStep(64)
         self.tile_spin.setSpecialValueText(tr("model default"))
         form.addRow(tr("Tile size"), self.tile_spin)
+        self.cloud_threshold_spin = QDoubleSpinBox(box)
+        self.cloud_threshold_spin.setRange(0.0, 0.95)
+        self.cloud_threshold_spin.setSingleStep(0.05)
+        self.cloud_threshold_spin.setDecimals(2)
+        self.cloud_threshold_spin.setSpecialValueText(tr("model default"))
+        self.cloud_threshold_spin.setToolTip(tr(
+            "The fill replaces the pixels whose cloud score is above this (the model's default: 0.6 on 8-bit "
+            "imagery, 0.35 on reflectance). Raise it if bright clear ground was taken for cloud, lower it if "
+            "cloud was left: the cloud score layer shows which."))
+        form.addRow(tr("Cloud threshold"), self.cloud_threshold_spin)
         self.device_combo = self._narrow(QComboBox(box))
         self.device_combo.addItem("auto", "auto")
         self.device_combo.addItem("cpu", "cpu")
@@ -554,6 +565,8 @@ class ViserDockWidget(QDockWidget):
             params["MODEL_FILE"] = self.model_file.filePath()
         if self.tile_spin.value() > 0:
             params["TILE_SIZE"] = self.tile_spin.value()
+        if self.cloud_threshold_spin.value() > 0:
+            params["CLOUD_THRESHOLD"] = self.cloud_threshold_spin.value()
         if self.tta_check.isChecked():
             params["TTA"] = True
         output = self.output_file.filePath().strip()
@@ -805,7 +818,8 @@ def parse_bands(text: str) -> list[int]:
 def dock_field_names() -> dict[str, str]:
     return {"SENSOR": tr("Sensor"), "BANDS": tr("Bands"), "SCALE": tr("Scale (Advanced)"),
             "OFFSET": tr("Offset (Advanced)"), "MODEL_FILE": tr("Model file"), "TILE_SIZE": tr("Tile size (Advanced)"),
-            "KEEP_CLEAR": tr("Keep clear pixels"), "DEVICE": tr("Device (Advanced)")}
+            "KEEP_CLEAR": tr("Keep clear pixels"), "DEVICE": tr("Device (Advanced)"),
+            "CLOUD_THRESHOLD": tr("Cloud threshold (Advanced)")}
 
 
 def dock_message(text: str) -> str:

@@ -80,7 +80,8 @@ _CLI_OPTIONS = {
     "sensor": "SENSOR", "bands": "BANDS", "scale": "SCALE", "offset": "OFFSET", "device": "DEVICE",
     "keep-clear": "KEEP_CLEAR", "cloud-mask": "CLOUD_MASK", "tile-size": "TILE_SIZE", "overlap": "OVERLAP",
     "model": "MODEL_FILE", "tta": "TTA", "reference": "REFERENCE", "resampling": "RESAMPLING",
-    "cog": "COG", "score": "SCORE", "uncertainty": "UNCERTAINTY",
+    "cog": "COG", "score": "SCORE", "score-out": "SCORE", "uncertainty": "UNCERTAINTY",
+    "cloud-threshold": "CLOUD_THRESHOLD",
 }
 _CLI_RE = re.compile(r"--(" + "|".join(sorted(map(re.escape, _CLI_OPTIONS), key=len, reverse=True)) + r")\b")
 

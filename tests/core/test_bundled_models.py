@@ -100,3 +100,42 @@ def test_8bit_imagery_gets_the_bundled_models_display_gate(fixtures_dir, tmp_pat
     assert any("8-bit display imagery" in line and "saturated" in line for line in eight_bit.messages)
     reflectance = remove_clouds(CloudRemovalRequest([fixtures_dir / "s2l1c_cloudy_96.tif"], tmp_path / "b.tif"))
     assert not any("8-bit display imagery" in line for line in reflectance.messages)
+
+
+def test_the_users_cloud_threshold_moves_the_fill_and_the_run_reports_what_it_called_cloud(fixtures_dir, tmp_path):
+    """An analyst's threshold replaces the display gate: a low one fills every pixel scored above it, a high one
+    leaves them; the score itself does not move, and each run says what share of the raster it called cloud."""
+    import re
+
+    import numpy as np
+    import rasterio
+
+    from viser_cr.core.errors import InputError
+    from viser_cr.core.pipeline import CloudRemovalRequest, remove_clouds
+
+    source = fixtures_dir / "landsat7_rgb8_collar_96.tif"
+    runs = {}
+    for threshold in (0.2, 0.95):
+        result = remove_clouds(CloudRemovalRequest([source], tmp_path / f"{threshold}.tif", cloud_threshold=threshold,
+                                                   score_output=tmp_path / f"{threshold}-score.tif"))
+        assert any(f"Cloud threshold {threshold:g} (yours; this model's for this imagery: 0.6)" in line
+                   for line in result.messages)
+        shares = [re.search(r"the score calls ([\d.]+) % of the valid pixels cloud \(score above ([\d.]+)\)", line)
+                  for line in result.messages]
+        share, above = next(match.groups() for match in shares if match)
+        assert float(above) == threshold
+        with rasterio.open(tmp_path / f"{threshold}.tif") as out, rasterio.open(tmp_path / f"{threshold}-score.tif") as sc:
+            runs[threshold] = (float(share), out.read().astype(float), sc.read(1))
+    (low_share, low, score), (high_share, high, high_score) = runs[0.2], runs[0.95]
+    np.testing.assert_array_equal(np.isnan(score), np.isnan(high_score))
+    valid = ~np.isnan(score)
+    np.testing.assert_allclose(score[valid], high_score[valid], atol=1e-6)  # the score is the threshold's input
+    assert low_share == pytest.approx(100 * float((score[valid] > 0.2).mean()), abs=0.1) and low_share > 1.0
+    assert high_share == pytest.approx(100 * float((score[valid] > 0.95).mean()), abs=0.1)
+    changed = np.abs(low - high).max(axis=0)
+    assert changed[valid & (score > 0.3)].mean() > 2.0, "a pixel scored 0.3 is filled at 0.2, kept at 0.95"
+    assert changed[valid & (score < 0.15)].mean() < 0.5 * changed[valid & (score > 0.3)].mean()
+    for wrong in (0.0, 1.0, 1.5, "high"):
+        with pytest.raises(InputError, match="cloud threshold must be a number between 0 and 1"):
+            remove_clouds(CloudRemovalRequest([source], tmp_path / "never.tif", cloud_threshold=wrong))
+    assert not (tmp_path / "never.tif").exists()

@@ -98,7 +98,9 @@ def test_models(tiny_models_dir, capsys):
      (["remove-clouds", "{s2}", "-o", "{tmp}/o.tif", "--device", "tpu"], 4, "unknown device 'tpu'"),
      (["remove-clouds", "{s2}", "-o", "{s2}"], 5, "is also an input"),
      (["remove-clouds", "{s2}", "-o", "{tmp}/o.tif", "--model", "nope"], 3, "no model named 'nope'"),
-     (["remove-clouds", "{s2}", "-o", "{tmp}/o.tif", "--reference", "2"], 2, "--reference must be between 1 and 1")],
+     (["remove-clouds", "{s2}", "-o", "{tmp}/o.tif", "--reference", "2"], 2, "--reference must be between 1 and 1"),
+     (["remove-clouds", "{s2}", "-o", "{tmp}/o.tif", "--cloud-threshold", "1.2"], 2,
+      "the cloud threshold must be a number between 0 and 1 (exclusive), got 1.2")],
 )
 def test_errors_are_one_line_with_exit_codes(s2, tmp_path, tiny_models_dir, capsys, args, code, message):
     args = [a.format(tmp=tmp_path, s2=s2) for a in args] + ["--models-dir", str(tiny_models_dir)]

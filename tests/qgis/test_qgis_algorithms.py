@@ -290,3 +290,27 @@ def test_long_stack_with_a_source_date_layer(fixtures_dir, tiny_stack, tmp_path,
     labels = [c.label for c in renderer.classes()]
     assert labels[0] == "no date (spatial fill)" and labels[1] == "1: ts_s2_ImgNo_5_2018-03-07_64"
     assert len(labels) == 6 and labels[5] == "5: extra2"
+
+
+def test_removeclouds_takes_the_users_cloud_threshold_and_says_what_it_called_cloud(fixtures_dir, tiny_rgbn,
+                                                                                     tmp_path):
+    """CLOUD_THRESHOLD reaches the engine; the run's log names the share it called cloud and, on 8-bit imagery,
+    which parameters to move (the Processing names, not the command line's)."""
+    logged = []
+
+    class Feedback(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802
+            logged.append(info)
+            super().pushInfo(info)
+
+    out = tmp_path / "clear.tif"
+    params = {"INPUT": str(fixtures_dir / "rgbn8_96.tif"), "MODEL_FILE": tiny_rgbn, "SENSOR": "rgbn8",
+              "CLOUD_THRESHOLD": 0.3, "OUTPUT": str(out)}
+    run("viser:removeclouds", params, feedback=Feedback())
+    assert out.exists()
+    assert any(line.startswith("Cloud threshold 0.3 (yours") for line in logged), logged
+    (share,) = [line for line in logged if line.startswith("Clouds: the score calls")]
+    assert "(score above 0.3)" in share and "look at the score (SCORE) and raise CLOUD_THRESHOLD (e.g. 0.4)" in share
+    with pytest.raises(QgsProcessingException):
+        run("viser:removeclouds", dict(params, CLOUD_THRESHOLD=1.5, OUTPUT=str(tmp_path / "never.tif")))
+    assert not (tmp_path / "never.tif").exists()

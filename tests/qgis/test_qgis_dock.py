@@ -26,6 +26,9 @@ def test_dock_runs_algorithm_in_background(dock, cloudy_layer, tiny_rgbn, tmp_pa
     algorithm_id, params, name = dock.parameters()
     assert algorithm_id == "viser:removeclouds" and params["INPUT"] == cloudy_layer.id()
     assert params["TILE_SIZE"] == 64 and params["MODEL_FILE"] == tiny_rgbn and params["OUTPUT"] == str(out)
+    assert "CLOUD_THRESHOLD" not in params  # the model's own unless the analyst sets one
+    dock.cloud_threshold_spin.setValue(0.45)
+    assert dock.parameters()[1]["CLOUD_THRESHOLD"] == pytest.approx(0.45)
     finished = []
     dock.run_finished.connect(finished.append)
     assert dock.run()
