@@ -124,11 +124,13 @@ def _engine_options(parser: argparse.ArgumentParser, output_help: str = "output 
     parser.add_argument("--cog", action="store_true", help="write a cloud-optimised GeoTIFF")
 
 
-def add_cloud_threshold(parser: argparse.ArgumentParser) -> None:
+def add_cloud_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cloud-threshold", type=float, metavar="T",
                         help="fill the pixels whose cloud score is above T, between 0 and 1 (default: the model's, "
                              "0.6 on 8-bit imagery, 0.35 on reflectance): higher keeps more bright ground, lower "
                              "takes more thin cloud")
+    parser.add_argument("--no-cirrus-correction", dest="cirrus_correction", action="store_false",
+                        help="Sentinel-2 L1C with band 10: do not remove thin cirrus with the cirrus band first")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--keep-clear", action="store_true",
                         help="keep the input where it is clear, the model's output where cloudy")
     remove.add_argument("--cloud-mask", help="raster marking clouds (non-zero) for --keep-clear")
-    add_cloud_threshold(remove)
+    add_cloud_options(remove)
     remove.add_argument("--score-out", help="also write the cloud score (float32, 0 clear .. 1 cloud)")
     remove.add_argument("--uncertainty-out", help="also write the per-pixel uncertainty (implies --tta)")
     remove.add_argument("--source-dates-out", help="stacks: also write, per pixel, the INPUT number (1-based) of the "
@@ -172,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                     inputs_help="raster files, glob patterns or .txt files listing them; one scene each "
                                 "(or stacks with --stack-by)")
     add_batch_arguments(batch)
-    add_cloud_threshold(batch)
+    add_cloud_options(batch)
     _common(batch)
     return parser
 
@@ -228,7 +230,7 @@ def _request(args, score_only: bool):
         return CloudRemovalRequest(output=None, score_output=args.output, **common)
     return CloudRemovalRequest(
         output=args.output, keep_clear=args.keep_clear, cloud_mask=args.cloud_mask, score_output=args.score_out,
-        cloud_threshold=args.cloud_threshold,
+        cloud_threshold=args.cloud_threshold, cirrus_correction=args.cirrus_correction,
         uncertainty_output=args.uncertainty_out, source_dates_output=args.source_dates_out, tta=args.tta,
         output_dtype="float32" if args.float32 else "input", **common,
     )

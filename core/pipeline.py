@@ -36,6 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import raster
+from .cirrus import correct_cirrus
 from .device import (
     CPU_BATCH_SIZE,
     autocast_dtype,
@@ -104,6 +105,7 @@ class CloudRemovalRequest:
     tags: dict[str, str] | None = None  # extra metadata tags on every output (e.g. the batch's request)
     wide_view: bool = True              # rasters larger than a tile: the overview's prior under large clouds
     cloud_threshold: float | None = None  # score above which the fill replaces a pixel; None: the model's
+    cirrus_correction: bool = True      # Sentinel-2 L1C with B10: remove thin cirrus first (core.cirrus)
 
 
 @dataclass
@@ -201,6 +203,12 @@ class _Input:
     number: int                         # 1-based position in the request's inputs
     resolution: SensorResolution
     indexes: list[int]                  # 1-based band numbers, in the model's band order
+    cirrus: int | None = None           # 1-based number of the cirrus band (B10) that corrects thin cirrus
+
+    @property
+    def read_indexes(self) -> list[int]:
+        """The bands read for each tile: the model's, then the cirrus band where it corrects them."""
+        return self.indexes + ([self.cirrus] if self.cirrus is not None else [])
 
 
 @dataclass(frozen=True)
@@ -284,8 +292,11 @@ def _bind_bands(item: _Opened, request: CloudRemovalRequest, card,
     if request.bands is None and item.facts.count < len(wanted):
         raise _too_few_bands(item, len(wanted), wanted)
     resolution = resolution or _resolve_sensor(item, request, wanted)
+    cirrus = resolution.band_names.get("cirrus")
+    takes_cirrus = (request.cirrus_correction and resolution.sensor == "s2-l1c" and cirrus is not None
+                    and "cirrus" not in wanted)
     return _Input(item.label, item.path, item.dataset, item.facts, item.number, resolution,
-                  resolution.indexes_for(wanted))
+                  resolution.indexes_for(wanted), cirrus if takes_cirrus else None)
 
 
 def _check_frames(items: list[_Opened], card) -> str | None:
@@ -961,6 +972,7 @@ class _Strips:
         self.panel = panel
         self.left = {row: len(panel.cols) for row in range(len(grid.ys))}
         self.cache: dict[int, tuple] = {}
+        self.cirrus_tiles = 0  # tiles whose reference date the cirrus correction changed
 
     def get(self, row: int):
         if row not in self.cache:
@@ -976,7 +988,7 @@ class _Strips:
     def _read(self, row: int):
         y, h = self.grid.ys[row], self.grid.tile_height
         x, w = self.panel.read_x0, self.panel.read_x1 - self.panel.read_x0
-        dates = [source.read(item.indexes, y, h, x, w) for item, source in zip(self.items, self.sources, strict=True)]
+        dates = [source.read(item.read_indexes, y, h, x, w) for item, source in zip(self.items, self.sources, strict=True)]
         cloud = None
         if self.mask_source is not None:
             raw, valid = self.mask_source.read([1], y, h, x, w)
@@ -987,8 +999,24 @@ class _Strips:
         """Reflectance ``(L, C, h, w)`` of a tile, the reference's validity and the cloud mask."""
         dates, cloud = self.get(tile.row)
         cols = slice(tile.x - self.panel.read_x0, tile.x - self.panel.read_x0 + tile.width)
-        frames = _reflectance(self.items, [(raw[:, :, cols], valid[:, cols]) for raw, valid in dates])
+        frames, corrected = _corrected_reflectance(self.items, [(raw[:, :, cols], valid[:, cols]) for raw, valid in dates])
+        self.cirrus_tiles += int(corrected)
         return frames, dates[0][1][:, cols], None if cloud is None else cloud[:, cols]
+
+
+def _corrected_reflectance(items: list[_Input], dates) -> tuple[np.ndarray, bool]:
+    """``_reflectance`` of the model's bands of ``dates`` ``[(raw, valid), ...]`` (read with ``read_indexes``),
+    each date with a cirrus band cleared of thin cirrus (``core.cirrus``); and whether the reference was."""
+    frames = _reflectance(items, [(raw[: len(item.indexes)], valid) for item, (raw, valid) in zip(items, dates, strict=True)])
+    corrected = []
+    for position, (item, (raw, valid)) in enumerate(zip(items, dates, strict=True)):
+        if item.cirrus is None:
+            corrected.append(False)
+            continue
+        cirrus = raw[len(item.indexes)].astype(np.float32) * np.float32(item.resolution.scale)
+        cirrus += np.float32(item.resolution.offset)
+        corrected.append(correct_cirrus(frames[position], cirrus, valid if position == 0 else None))
+    return frames, corrected[0]
 
 
 def _reflectance(items: list[_Input], dates) -> np.ndarray:
@@ -1058,11 +1086,11 @@ def _overview(job: _Job, tiles: _TilePlan, predictor: Predictor, callbacks: _Cal
         return None
     factor = max(grid.width, grid.height) / tiles.tile
     height, width = max(1, round(grid.height / factor)), max(1, round(grid.width / factor))
-    dates = [source.read_overview(item.indexes, height, width)
+    dates = [source.read_overview(item.read_indexes, height, width)
              for item, source in zip(job.inputs.dates, job.sources.dates, strict=True)]
     if not dates[0][1].any():
         return None
-    frames = _reflectance(job.inputs.dates, dates)
+    frames, _ = _corrected_reflectance(job.inputs.dates, dates)
     # nodata of the reference: the ground around it, not zeros (which the model would take for dark ground)
     valid = torch.from_numpy(dates[0][1].astype(np.float32))[None, None]
     frames[0] = push_pull_fill(torch.from_numpy(frames[:1]), valid)[0].numpy()
@@ -1231,7 +1259,7 @@ def _stream(job: _Job, grid: TileGrid, predictor: Predictor, outputs: _OutputFil
     dates, channels = job.inputs.dates, len(job.inputs.card.bands)
     panels = grid.panels(raster.PANEL)
     counter = _Progress(sum(len(panel.cols) * len(grid.ys) for panel in panels), callbacks.progress)
-    valid_pixels = cloud_pixels = 0
+    valid_pixels = cloud_pixels = cirrus_tiles = 0
     for panel in panels:
         strips = _Strips(dates, job.sources.dates, job.sources.mask, grid, panel)
         writer = _Writer(grid, panel, channels, job.encoding, outputs, [date.number for date in dates],
@@ -1240,6 +1268,11 @@ def _stream(job: _Job, grid: TileGrid, predictor: Predictor, outputs: _OutputFil
         _stream_panel(batches, predictor, writer, counter, callbacks.check_cancel, overlap_io)
         valid_pixels += writer.valid_pixels
         cloud_pixels += writer.cloud_pixels
+        cirrus_tiles += strips.cirrus_tiles
+    if dates[0].cirrus is not None:
+        callbacks.say(f"Thin cirrus: the cirrus band (B10, band {dates[0].cirrus}) corrected {cirrus_tiles} of "
+                      f"{counter.total} tiles before the model (where thin-cirrus physics holds; "
+                      "--no-cirrus-correction leaves the bands as they are).")
     return valid_pixels, cloud_pixels
 
 

@@ -99,7 +99,9 @@ def advanced_help(tta: bool = True, outputs: bool = True, cloud_threshold: bool 
             "CLOUD_THRESHOLD (0-1, default the model's: 0.6 on 8-bit imagery, 0.35 on reflectance): the fill "
             "replaces the pixels whose cloud score is above it. On 8-bit exports bright clear ground (cities, "
             "sand, salt flats) can score as cloud: look at the SCORE output and raise it (e.g. 0.7) if ground was "
-            "taken for cloud, lower it (e.g. 0.45) if cloud was left."))
+            "taken for cloud, lower it (e.g. 0.45) if cloud was left. CIRRUS_CORRECTION (on by default): on "
+            "Sentinel-2 L1C rasters with band 10 (1.375 µm), thin cirrus is first removed from the model's bands "
+            "where the cirrus band explains it (thick cloud is left to the network)."))
     if tta:
         parts.append(tr("TTA averages flipped and rotated passes (slower, slightly better)."))
     if outputs:
@@ -301,6 +303,7 @@ class RemovalAlgorithm(ViserAlgorithm):
     DEVICE = "DEVICE"
     TTA = "TTA"
     CLOUD_THRESHOLD = "CLOUD_THRESHOLD"
+    CIRRUS_CORRECTION = "CIRRUS_CORRECTION"
     EXTENT = "EXTENT"
     CREATION_OPTIONS = "CREATION_OPTIONS"
     COG = "COG"
@@ -397,6 +400,10 @@ class RemovalAlgorithm(ViserAlgorithm):
                 QgsProcessingParameterNumber.Double, None, True, 0.01, 0.99,
             )
             self.addParameter(_optional(threshold, advanced=True))
+            # optional: models saved before it existed run with its default
+            self.addParameter(_optional(QgsProcessingParameterBoolean(
+                self.CIRRUS_CORRECTION, tr("Remove thin cirrus with the cirrus band first (Sentinel-2 L1C with band 10)"),
+                True), advanced=True))
         if self.HAS_TTA:
             self.addParameter(
                 _advanced(QgsProcessingParameterBoolean(self.TTA, tr("Test-time augmentation (slower)"), False))
@@ -506,6 +513,7 @@ class RemovalAlgorithm(ViserAlgorithm):
             fields["tta"] = self.parameterAsBoolean(parameters, self.TTA, context)
         if self.HAS_CLOUD_THRESHOLD:
             fields["cloud_threshold"] = self.optional_float(parameters, self.CLOUD_THRESHOLD, context)
+            fields["cirrus_correction"] = self.parameterAsBoolean(parameters, self.CIRRUS_CORRECTION, context)
         if parameters.get(self.EXTENT) not in (None, ""):
             rect = self.parameterAsExtent(parameters, self.EXTENT, context, reference_layer.crs())
             if rect.isNull() or rect.isEmpty():

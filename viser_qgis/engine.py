@@ -81,7 +81,7 @@ _CLI_OPTIONS = {
     "keep-clear": "KEEP_CLEAR", "cloud-mask": "CLOUD_MASK", "tile-size": "TILE_SIZE", "overlap": "OVERLAP",
     "model": "MODEL_FILE", "tta": "TTA", "reference": "REFERENCE", "resampling": "RESAMPLING",
     "cog": "COG", "score": "SCORE", "score-out": "SCORE", "uncertainty": "UNCERTAINTY",
-    "cloud-threshold": "CLOUD_THRESHOLD",
+    "cloud-threshold": "CLOUD_THRESHOLD", "no-cirrus-correction": "CIRRUS_CORRECTION=false",
 }
 _CLI_RE = re.compile(r"--(" + "|".join(sorted(map(re.escape, _CLI_OPTIONS), key=len, reverse=True)) + r")\b")
 

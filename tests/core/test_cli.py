@@ -28,8 +28,11 @@ def test_remove_clouds(s2, tmp_path, tiny_models_dir, capsys):
     assert code == 0
     assert captured.out.startswith(f"Wrote {out}, {tmp_path / 'score.tif'} (model tiny-rgbn on cpu, 9 tile(s)")
     assert "Detected s2-l1c" in captured.err
+    assert "Thin cirrus: the cirrus band (B10, band 11) corrected 0 of 9 tiles" in captured.err  # a clear sky
     with rasterio.open(out) as dst:
         assert dst.count == 4 and dst.dtypes[0] == "uint16"
+    assert main(["remove-clouds", s2, "-o", str(out), "--models-dir", str(tiny_models_dir), "--no-cirrus-correction"]) == 0
+    assert "Thin cirrus" not in capsys.readouterr().err
 
 
 def test_quiet_float32_cog_and_bands(s2, tmp_path, tiny_models_dir, capsys):

@@ -314,3 +314,25 @@ def test_removeclouds_takes_the_users_cloud_threshold_and_says_what_it_called_cl
     with pytest.raises(QgsProcessingException):
         run("viser:removeclouds", dict(params, CLOUD_THRESHOLD=1.5, OUTPUT=str(tmp_path / "never.tif")))
     assert not (tmp_path / "never.tif").exists()
+
+
+@pytest.mark.parametrize("correct", [True, False, None])
+def test_removeclouds_cirrus_correction_parameter(fixtures_dir, tiny_rgbn, tmp_path, correct):
+    """On 13-band L1C the run says what the cirrus band corrected (in Processing's names), unless told not to;
+    left out (a model saved before the parameter existed), it is on."""
+    logged = []
+
+    class Feedback(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802
+            logged.append(info)
+            super().pushInfo(info)
+
+    params = {"INPUT": str(fixtures_dir / "s2l1c_cloudy_96.tif"), "MODEL_FILE": tiny_rgbn,
+              "OUTPUT": str(tmp_path / "clear.tif")}
+    if correct is not None:
+        params["CIRRUS_CORRECTION"] = correct
+    run("viser:removeclouds", params, feedback=Feedback())
+    said = [line for line in logged if line.startswith("Thin cirrus")]
+    assert said == (["Thin cirrus: the cirrus band (B10, band 11) corrected 0 of 4 tiles before the model (where "
+                     "thin-cirrus physics holds; CIRRUS_CORRECTION=false leaves the bands as they are)."]
+                    if correct is not False else []), logged
