@@ -1612,6 +1612,7 @@ def plan(request: CloudRemovalRequest) -> dict:
             "dates": len(inputs.dates),
             "dates_taken": min(len(inputs.dates), int(card.num_frames)),
             "date_choice": inputs.date_choice,
+            "cirrus_band": reference.cirrus,  # read to remove thin cirrus first (None: not read)
         }
 
 

@@ -122,10 +122,14 @@ def requirements_help() -> str:
 
 def dropped_bands_text(plan: dict) -> str:
     """'The input has 13 bands; the result has the model's 4 (...): bands 1, 5, ... are left out.'"""
-    return tr("The input has {count} bands; the result has the model's {used} ({names}): input band(s) "
+    text = tr("The input has {count} bands; the result has the model's {used} ({names}): input band(s) "
               "{dropped} are left out.").format(count=plan["count"], used=len(plan["model_bands"]),
                                                  names=", ".join(plan["model_bands"]),
                                                  dropped=", ".join(map(str, plan["dropped"])))
+    if plan.get("cirrus_band"):
+        text += " " + tr("Band {band} (cirrus, B10) is read to remove thin cirrus first.").format(
+            band=plan["cirrus_band"])
+    return text
 
 
 def _optional(parameter: QgsProcessingParameterDefinition, advanced: bool = False):

@@ -453,6 +453,8 @@ def test_plan_says_model_bands_and_dropped_bands_without_running(tiny_models_dir
     info = plan(CloudRemovalRequest([s2_path], None, models_dir=tiny_models_dir))
     assert info["sensor"] == "s2-l1c" and info["bands"] == [4, 3, 2, 8] and info["count"] == 13
     assert info["model_bands"] == ["red", "green", "blue", "nir"] and len(info["dropped"]) == 9
+    assert info["cirrus_band"] == 11  # B10, read to remove thin cirrus first
+    assert plan(CloudRemovalRequest([s2_path], None, models_dir=tiny_models_dir, cirrus_correction=False))["cirrus_band"] is None
     info = plan(CloudRemovalRequest([s2_path], None, model="tiny-rgb", models_dir=tiny_models_dir))
     assert info["model"] == "tiny-rgb" and info["bands"] == [4, 3, 2]
     with pytest.raises(ViserError, match="band"):

@@ -117,6 +117,7 @@ def test_summary_says_whether_and_how_the_layer_runs(dock, fixtures_dir, tiny_rg
     text = summary(dock)
     assert text.startswith("Ready to run") and "bands 4, 3, 2, 8 (red, green, blue, nir)" in text, text
     assert "13 bands" in text and "1, 5, 6, 7, 9, 10, 11, 12, 13 are left out" in text, text
+    assert "Band 11 (cirrus, B10) is read to remove thin cirrus first." in text, text
     dock.model_file.setFilePath(tiny_rgb)  # every change updates it: the model ...
     text = summary(dock)
     assert "model tiny-rgb" in text and "bands 4, 3, 2 (red, green, blue)" in text, text
