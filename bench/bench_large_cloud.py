@@ -35,14 +35,14 @@ def make_rasters(folder: Path):
     import rasterio
     from rasterio.windows import Window
 
+    from viser_cr.training.datasets.common import stretch_to_8bit
+
     with rasterio.open(SCENE) as src:
         window = Window(*WINDOW)
         data = src.read([3, 2, 1], window=window).astype(np.float32)  # stored blue first: red, green, blue
         profile = dict(driver="GTiff", width=window.width, height=window.height, count=3, dtype="uint8",
                        crs=src.crs, transform=src.window_transform(window))
-    valid = data.min(axis=0) > 0
-    clear = np.stack([np.clip((band - np.percentile(band[valid], 2)) /
-                              (np.percentile(band[valid], 98) - np.percentile(band[valid], 2)), 0, 1) for band in data])
+    clear = stretch_to_8bit(data, data.min(axis=0) > 0, (2, 98))  # what a GIS's 8-bit export writes
     rows, cols = np.mgrid[: clear.shape[1], : clear.shape[2]]
     distance = np.hypot(rows - clear.shape[1] / 2, cols - clear.shape[2] / 2)
     alpha = np.clip((RADIUS - distance) / EDGE, 0, 1)[None]
@@ -51,7 +51,7 @@ def make_rasters(folder: Path):
     with rasterio.open(path, "w", **profile) as out:
         out.write(np.round(cloudy * 255).astype(np.uint8))
         out.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green, rasterio.enums.ColorInterp.blue]
-    return path, np.round(clear * 255) / 255, alpha[0] >= 0.5
+    return path, clear, alpha[0] >= 0.5
 
 
 def run(source: Path, output: Path, overview: bool) -> tuple[float, object]:

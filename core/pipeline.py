@@ -656,7 +656,7 @@ class Predictor:
         # a fill-based model completes from the user's cloud mask instead of its own score, takes the
         # dates' cloud weights when they were computed already (to choose dates or name sources) and the
         # wide-view prior of its fill
-        fill = getattr(self.model, "residual_base", "input") == "fill"
+        fill = _is_fill_model(self.model)
         inputs = x if x.shape[1] > 1 else x[:, 0]
         arguments = (inputs, cloud) if cloud is not None and fill else (inputs,)
         options = {"date_clouds": date_clouds} if date_clouds is not None and fill and x.shape[1] > 1 else {}
@@ -1013,10 +1013,17 @@ def _corrected_reflectance(items: list[_Input], dates) -> tuple[np.ndarray, bool
         if item.cirrus is None:
             corrected.append(False)
             continue
-        cirrus = raw[len(item.indexes)].astype(np.float32) * np.float32(item.resolution.scale)
-        cirrus += np.float32(item.resolution.offset)
+        cirrus = _scaled(raw[len(item.indexes)], item.resolution)
         corrected.append(correct_cirrus(frames[position], cirrus, valid if position == 0 else None))
     return frames, corrected[0]
+
+
+def _scaled(raw: np.ndarray, resolution: SensorResolution) -> np.ndarray:
+    """Raw values as float32 reflectance: ``raw x scale + offset`` of the date's sensor resolution."""
+    values = raw.astype(np.float32)
+    values *= np.float32(resolution.scale)
+    values += np.float32(resolution.offset)
+    return values
 
 
 def _reflectance(items: list[_Input], dates) -> np.ndarray:
@@ -1026,9 +1033,7 @@ def _reflectance(items: list[_Input], dates) -> np.ndarray:
     """
     frames = []
     for item, (raw, valid) in zip(items, dates, strict=True):
-        values = raw.astype(np.float32)
-        values *= np.float32(item.resolution.scale)
-        values += np.float32(item.resolution.offset)
+        values = _scaled(raw, item.resolution)
         if not frames:
             values[:, ~valid] = 0.0
         elif not valid.all():
@@ -1082,7 +1087,7 @@ def _overview(job: _Job, tiles: _TilePlan, predictor: Predictor, callbacks: _Cal
 
     grid = tiles.grid
     if (not job.request.wide_view or max(grid.width, grid.height) <= tiles.tile
-            or getattr(predictor.model, "residual_base", None) != "fill"):
+            or not _is_fill_model(predictor.model)):
         return None
     factor = max(grid.width, grid.height) / tiles.tile
     height, width = max(1, round(grid.height / factor)), max(1, round(grid.width / factor))
@@ -1492,9 +1497,10 @@ def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks:
     return predictor
 
 
-def _fills_by_threshold(model) -> bool:
-    """A fill model: its fill takes the pixels whose score passes a threshold (``cloud_weight``'s gate)."""
-    return getattr(model, "residual_base", "input") == "fill" and hasattr(model, "fill_threshold")
+def _is_fill_model(model) -> bool:
+    """A fill model (``residual_base="fill"``): its fill takes the pixels whose score passes its gate, and it
+    takes a user's cloud mask, the dates' cloud weights and a wide-view prior."""
+    return getattr(model, "residual_base", "input") == "fill"
 
 
 def _use_radiometry(model, radiometry: str, callbacks: _Callbacks, cloud_threshold: float | None = None) -> float:
@@ -1505,16 +1511,14 @@ def _use_radiometry(model, radiometry: str, callbacks: _Callbacks, cloud_thresho
     display = radiometry == "display"
     if hasattr(model, "use_radiometry"):
         model.use_radiometry(display)
-    fills = _fills_by_threshold(model)
+    fills = _is_fill_model(model)
     display_threshold = getattr(model, "display_fill_threshold", None)
     default = (display_threshold if display and display_threshold is not None else model.fill_threshold) \
         if fills else SCORE_THRESHOLD
     if cloud_threshold is not None:
         cloud_threshold = float(cloud_threshold)
         if fills:
-            model.fill_threshold = cloud_threshold
-            if display_threshold is not None:
-                model.display_fill_threshold = cloud_threshold
+            model.use_fill_threshold(cloud_threshold)
             callbacks.say(f"Cloud threshold {cloud_threshold:g} (yours; this model's for this imagery: {default:g}): "
                           "the fill takes the pixels whose cloud score is above it.")
         else:

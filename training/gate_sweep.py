@@ -41,9 +41,7 @@ def sweep(cfg: dict, thresholds, checkpoint=None, model=None, models_dir=None, m
         # each sample's own radiometry (what the pipeline does for it), with the swept value as the gate of both kinds
         net.use_radiometry(bool(sample["display"]))
         for threshold in thresholds:
-            net.fill_threshold = float(threshold)
-            if net.display_fill_threshold is not None:
-                net.display_fill_threshold = float(threshold)
+            net.use_fill_threshold(threshold)
             with torch.no_grad():
                 out, _ = net(x[None])
             scores.append(psnr(out[0].numpy(), target))

@@ -478,6 +478,13 @@ class ViserCR(nn.Module):
         bool for every sample, or a ``(B,)`` bool tensor, one per sample (training batches mix both)."""
         self._display = display if isinstance(display, torch.Tensor) else bool(display)
 
+    def use_fill_threshold(self, threshold: float) -> None:
+        """One gate for both radiometries from now on (a user's threshold, a threshold sweep): the fill takes
+        the pixels whose score is above ``threshold``."""
+        self.fill_threshold = float(threshold)
+        if self.display_fill_threshold is not None:
+            self.display_fill_threshold = float(threshold)
+
     def _display_of(self, batch: int) -> bool | torch.Tensor:
         """``use_radiometry``'s choice for a batch: a bool, or ``(batch, 1, 1, 1)`` per sample (a batch of
         ``B·L`` dates takes each sample's value ``L`` times)."""

@@ -12,6 +12,18 @@ from qgis_testlib import assert_same_grid, raster_facts
 pytestmark = pytest.mark.usefixtures("provider")
 
 
+class RecordingFeedback(QgsProcessingFeedback):
+    """A Processing feedback that keeps every info line of the run (``logged``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.logged: list[str] = []
+
+    def pushInfo(self, info):  # noqa: N802
+        self.logged.append(info)
+        super().pushInfo(info)
+
+
 def run(algorithm: str, params: dict, feedback=None, context=None) -> dict:
     import processing
 
@@ -266,14 +278,8 @@ def test_long_stack_with_a_source_date_layer(fixtures_dir, tiny_stack, tmp_path,
     project = QgsProject.instance()
     context = QgsProcessingContext()
     context.setProject(project)
-    logged = []
-
-    class Feedback(QgsProcessingFeedback):
-        def pushInfo(self, info):  # noqa: N802
-            logged.append(info)
-            super().pushInfo(info)
-
-    feedback = Feedback()
+    feedback = RecordingFeedback()
+    logged = feedback.logged
     alg = QgsApplication.processingRegistry().createAlgorithmById("viser:removecloudsstack")
     out, sources = tmp_path / "clear.tif", tmp_path / "sources.tif"
     params = {"INPUTS": dates, "MODEL_FILE": tiny_stack, "TILE_SIZE": 32, "OVERLAP": 8,
@@ -296,17 +302,12 @@ def test_removeclouds_takes_the_users_cloud_threshold_and_says_what_it_called_cl
                                                                                      tmp_path):
     """CLOUD_THRESHOLD reaches the engine; the run's log names the share it called cloud and, on 8-bit imagery,
     which parameters to move (the Processing names, not the command line's)."""
-    logged = []
-
-    class Feedback(QgsProcessingFeedback):
-        def pushInfo(self, info):  # noqa: N802
-            logged.append(info)
-            super().pushInfo(info)
-
+    feedback = RecordingFeedback()
+    logged = feedback.logged
     out = tmp_path / "clear.tif"
     params = {"INPUT": str(fixtures_dir / "rgbn8_96.tif"), "MODEL_FILE": tiny_rgbn, "SENSOR": "rgbn8",
               "CLOUD_THRESHOLD": 0.3, "OUTPUT": str(out)}
-    run("viser:removeclouds", params, feedback=Feedback())
+    run("viser:removeclouds", params, feedback=feedback)
     assert out.exists()
     assert any(line.startswith("Cloud threshold 0.3 (yours") for line in logged), logged
     (share,) = [line for line in logged if line.startswith("Clouds: the score calls")]
@@ -320,18 +321,13 @@ def test_removeclouds_takes_the_users_cloud_threshold_and_says_what_it_called_cl
 def test_removeclouds_cirrus_correction_parameter(fixtures_dir, tiny_rgbn, tmp_path, correct):
     """On 13-band L1C the run says what the cirrus band corrected (in Processing's names), unless told not to;
     left out (a model saved before the parameter existed), it is on."""
-    logged = []
-
-    class Feedback(QgsProcessingFeedback):
-        def pushInfo(self, info):  # noqa: N802
-            logged.append(info)
-            super().pushInfo(info)
-
+    feedback = RecordingFeedback()
+    logged = feedback.logged
     params = {"INPUT": str(fixtures_dir / "s2l1c_cloudy_96.tif"), "MODEL_FILE": tiny_rgbn,
               "OUTPUT": str(tmp_path / "clear.tif")}
     if correct is not None:
         params["CIRRUS_CORRECTION"] = correct
-    run("viser:removeclouds", params, feedback=Feedback())
+    run("viser:removeclouds", params, feedback=feedback)
     said = [line for line in logged if line.startswith("Thin cirrus")]
     assert said == (["Thin cirrus: the cirrus band (B10, band 11) corrected 0 of 4 tiles before the model (where "
                      "thin-cirrus physics holds; CIRRUS_CORRECTION=false leaves the bands as they are)."]
