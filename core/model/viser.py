@@ -23,6 +23,7 @@ from .blocks import BilinearUpsample, ConcatLinear, Downsample, Upsample, conv3x
 from .fill import harmonise_date, push_pull_composite, push_pull_fill, temporal_haze
 from .refinement import SemanticRefinement
 from .saliency import PatchSaliencyEncoding
+from .shadow import cloud_shadows
 from .temporal import TemporalAlignment, TemporalFusion, flow_warp
 
 __all__ = ["ViserCR"]
@@ -121,6 +122,8 @@ class ViserCR(nn.Module):
         display_fill_threshold: float | None = None,
         haze_test: bool = False,
         display_saturation: bool = False,
+        shadow_test: bool = False,
+        shadow_nir_band: int | None = None,
     ):
         super().__init__()
         if residual_base not in RESIDUAL_BASES:
@@ -181,6 +184,14 @@ class ViserCR(nn.Module):
         if display_saturation:
             self._arch["display_saturation"] = True
         self.display_saturation = bool(display_saturation)
+        if shadow_test:  # recorded only when on, as haze_test
+            self._arch["shadow_test"] = True
+        self.shadow_test = bool(shadow_test)
+        if shadow_nir_band is not None:
+            if not 3 <= shadow_nir_band < in_bands:
+                raise ValueError(f"shadow_nir_band must index a band after red, green and blue, got {shadow_nir_band}")
+            self._arch["shadow_nir_band"] = int(shadow_nir_band)
+        self.shadow_nir_band = None if shadow_nir_band is None else int(shadow_nir_band)
         if display_fill_threshold is not None:  # recorded only when set, as harmonise_dates
             self._arch["display_fill_threshold"] = float(display_fill_threshold)
         self.display_fill_threshold = None if display_fill_threshold is None else float(display_fill_threshold)
@@ -406,7 +417,7 @@ class ViserCR(nn.Module):
             dec = self.decoder[j](dec)
 
         correction = F.conv2d(dec.permute(0, 3, 1, 2), self.output.weight, self.output.bias, padding=1)
-        score = self._with_saturation(ref, self._score_map(scores, ref.shape[-2:]))
+        score = self._with_shadows(ref, self._with_saturation(ref, self._score_map(scores, ref.shape[-2:])))
         weight = self.cloud_weight(score) if cloud is None else cloud
         if prior is None:
             base = self._residual(ref, weight, context, own_score=cloud is None)
@@ -506,6 +517,14 @@ class ViserCR(nn.Module):
             return score
         saturated = (images[:, :3] >= SATURATED_DISPLAY).all(dim=1, keepdim=True).to(score.dtype)
         return _per_sample(self._display_of(images.shape[0]), torch.maximum(score, saturated), score)
+
+    def _with_shadows(self, ref: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """``shadow_test``: the shadows of the clouds the score finds score 1 too (``shadow.cloud_shadows``),
+        so the fill replaces them, keep-clear leaves them filled and the score raster shows them."""
+        if not self.shadow_test:
+            return score
+        found = cloud_shadows(ref, self.cloud_weight(score), self.shadow_nir_band, self._display_of(ref.shape[0]))
+        return torch.maximum(score, found)
 
     def _gate_threshold(self, batch: int) -> float | torch.Tensor:
         """The gate's threshold for a batch: a float, or ``(batch, 1, 1, 1)`` per sample."""
