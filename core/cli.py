@@ -131,6 +131,8 @@ def add_cloud_options(parser: argparse.ArgumentParser) -> None:
                              "takes more thin cloud")
     parser.add_argument("--no-cirrus-correction", dest="cirrus_correction", action="store_false",
                         help="Sentinel-2 L1C with band 10: do not remove thin cirrus with the cirrus band first")
+    parser.add_argument("--no-cloud-shadows", dest="cloud_shadows", action="store_false",
+                        help="leave cloud shadows as they are (models with the shadow test fill them by default)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,6 +233,7 @@ def _request(args, score_only: bool):
     return CloudRemovalRequest(
         output=args.output, keep_clear=args.keep_clear, cloud_mask=args.cloud_mask, score_output=args.score_out,
         cloud_threshold=args.cloud_threshold, cirrus_correction=args.cirrus_correction,
+        cloud_shadows=args.cloud_shadows,
         uncertainty_output=args.uncertainty_out, source_dates_output=args.source_dates_out, tta=args.tta,
         output_dtype="float32" if args.float32 else "input", **common,
     )

@@ -106,6 +106,7 @@ class CloudRemovalRequest:
     wide_view: bool = True              # rasters larger than a tile: the overview's prior under large clouds
     cloud_threshold: float | None = None  # score above which the fill replaces a pixel; None: the model's
     cirrus_correction: bool = True      # Sentinel-2 L1C with B10: remove thin cirrus first (core.cirrus)
+    cloud_shadows: bool = True          # models with the shadow test: fill the shadows of the clouds too
 
 
 @dataclass
@@ -1484,6 +1485,7 @@ def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks:
 
     model, card = load_model(inputs.card, device=str(device))
     callbacks.say(f"Model {card.name} on {describe_device(device)}.")
+    _use_shadow_test(model, request.cloud_shadows, callbacks)
     threshold = _use_radiometry(model, inputs.reference.resolution.radiometry, callbacks, request.cloud_threshold)
     predictor = Predictor(model, device, request.batch_size,
                           tta=bool(request.tta or request.uncertainty_output is not None),
@@ -1495,6 +1497,16 @@ def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks:
     if request.precision != "fp32" and device.type != "cuda":
         callbacks.say(f"Precision {request.precision} applies to CUDA GPUs: running float32 on the CPU.")
     return predictor
+
+
+def _use_shadow_test(model, wanted: bool, callbacks: _Callbacks) -> None:
+    """A model with the shadow test fills the shadows of the clouds it finds, unless the request says not to."""
+    if not getattr(model, "shadow_test", False):
+        return
+    model.shadow_test = bool(wanted)
+    if wanted:
+        callbacks.say("Cloud shadows: shadows cast in one direction by the clouds the score finds, on ground darker "
+                      "than the rest, count as cloud and are filled too (--no-cloud-shadows leaves them).")
 
 
 def _is_fill_model(model) -> bool:
@@ -1591,7 +1603,8 @@ def _write(job: _Job, tiles: _TilePlan, predictor: Predictor, callbacks: _Callba
     callbacks.say(_throughput(len(tiles.tiles), tiles.grid, time.perf_counter() - started, predictor))
     if job.sources.mask is None:
         callbacks.say(_cloud_share_line(cloud_pixels / valid_pixels, predictor.cloud_threshold,
-                                        job.inputs.reference.resolution.radiometry == "display"))
+                                        job.inputs.reference.resolution.radiometry == "display",
+                                        getattr(predictor.model, "shadow_test", False)))
     if predictor.date_use is not None:
         callbacks.say(_date_use_line(dates, predictor.date_use))
 
@@ -1620,10 +1633,11 @@ def plan(request: CloudRemovalRequest) -> dict:
         }
 
 
-def _cloud_share_line(share: float, threshold: float, display: bool) -> str:
-    """What the score called cloud, and on 8-bit display imagery (where stretched bright ground can score as
-    cloud) how to move the threshold either way."""
-    line = f"Clouds: the score calls {100 * share:.1f} % of the valid pixels cloud (score above {threshold:g})."
+def _cloud_share_line(share: float, threshold: float, display: bool, shadows: bool = False) -> str:
+    """What the score called cloud (or, for a model with the shadow test, cloud shadow), and on 8-bit display
+    imagery (where stretched bright ground can score as cloud) how to move the threshold either way."""
+    called = "cloud or cloud shadow" if shadows else "cloud"
+    line = f"Clouds: the score calls {100 * share:.1f} % of the valid pixels {called} (score above {threshold:g})."
     if display:
         moves = []
         if threshold < 0.9:

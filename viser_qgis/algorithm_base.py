@@ -101,7 +101,9 @@ def advanced_help(tta: bool = True, outputs: bool = True, cloud_threshold: bool 
             "sand, salt flats) can score as cloud: look at the SCORE output and raise it (e.g. 0.7) if ground was "
             "taken for cloud, lower it (e.g. 0.45) if cloud was left. CIRRUS_CORRECTION (on by default): on "
             "Sentinel-2 L1C rasters with band 10 (1.375 µm), thin cirrus is first removed from the model's bands "
-            "where the cirrus band explains it (thick cloud is left to the network)."))
+            "where the cirrus band explains it (thick cloud is left to the network). CLOUD_SHADOWS (on by default): "
+            "with a model that has the shadow test (viser-cr-s-rgbn), the shadows the clouds cast on darker ground "
+            "are filled too."))
     if tta:
         parts.append(tr("TTA averages flipped and rotated passes (slower, slightly better)."))
     if outputs:
@@ -308,6 +310,7 @@ class RemovalAlgorithm(ViserAlgorithm):
     TTA = "TTA"
     CLOUD_THRESHOLD = "CLOUD_THRESHOLD"
     CIRRUS_CORRECTION = "CIRRUS_CORRECTION"
+    CLOUD_SHADOWS = "CLOUD_SHADOWS"
     EXTENT = "EXTENT"
     CREATION_OPTIONS = "CREATION_OPTIONS"
     COG = "COG"
@@ -408,6 +411,8 @@ class RemovalAlgorithm(ViserAlgorithm):
             self.addParameter(_optional(QgsProcessingParameterBoolean(
                 self.CIRRUS_CORRECTION, tr("Remove thin cirrus with the cirrus band first (Sentinel-2 L1C with band 10)"),
                 True), advanced=True))
+            self.addParameter(_optional(QgsProcessingParameterBoolean(
+                self.CLOUD_SHADOWS, tr("Fill cloud shadows too (models with the shadow test)"), True), advanced=True))
         if self.HAS_TTA:
             self.addParameter(
                 _advanced(QgsProcessingParameterBoolean(self.TTA, tr("Test-time augmentation (slower)"), False))
@@ -518,6 +523,7 @@ class RemovalAlgorithm(ViserAlgorithm):
         if self.HAS_CLOUD_THRESHOLD:
             fields["cloud_threshold"] = self.optional_float(parameters, self.CLOUD_THRESHOLD, context)
             fields["cirrus_correction"] = self.parameterAsBoolean(parameters, self.CIRRUS_CORRECTION, context)
+            fields["cloud_shadows"] = self.parameterAsBoolean(parameters, self.CLOUD_SHADOWS, context)
         if parameters.get(self.EXTENT) not in (None, ""):
             rect = self.parameterAsExtent(parameters, self.EXTENT, context, reference_layer.crs())
             if rect.isNull() or rect.isEmpty():

@@ -278,6 +278,18 @@ class ViserDockWidget(QDockWidget):
             "imagery, 0.35 on reflectance). Raise it if bright clear ground was taken for cloud, lower it if "
             "cloud was left: the cloud score layer shows which."))
         form.addRow(tr("Cloud threshold"), self.cloud_threshold_spin)
+        self.shadows_check = QCheckBox(tr("Fill cloud shadows"), box)
+        self.shadows_check.setChecked(True)
+        self.shadows_check.setToolTip(tr(
+            "Models with the shadow test (viser-cr-s-rgbn, viser-cr-s-rgb) also fill the shadows the clouds cast "
+            "on darker ground. Untick to keep the shadows as they are."))
+        self.cirrus_check = QCheckBox(tr("Remove thin cirrus first"), box)
+        self.cirrus_check.setChecked(True)
+        self.cirrus_check.setToolTip(tr(
+            "Sentinel-2 L1C rasters with band 10 (1.375 µm): thin cirrus is removed from the model's bands where "
+            "the cirrus band explains it, before the network. Untick to leave the bands as they are."))
+        for check in (self.shadows_check, self.cirrus_check):
+            form.addRow(check)
         self.device_combo = self._narrow(QComboBox(box))
         self.device_combo.addItem("auto", "auto")
         self.device_combo.addItem("cpu", "cpu")
@@ -567,6 +579,9 @@ class ViserDockWidget(QDockWidget):
             params["TILE_SIZE"] = self.tile_spin.value()
         if self.cloud_threshold_spin.value() > 0:
             params["CLOUD_THRESHOLD"] = self.cloud_threshold_spin.value()
+        for key, check in (("CLOUD_SHADOWS", self.shadows_check), ("CIRRUS_CORRECTION", self.cirrus_check)):
+            if not check.isChecked():  # on by default: only a change is passed
+                params[key] = False
         if self.tta_check.isChecked():
             params["TTA"] = True
         output = self.output_file.filePath().strip()

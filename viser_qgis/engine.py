@@ -82,6 +82,7 @@ _CLI_OPTIONS = {
     "model": "MODEL_FILE", "tta": "TTA", "reference": "REFERENCE", "resampling": "RESAMPLING",
     "cog": "COG", "score": "SCORE", "score-out": "SCORE", "uncertainty": "UNCERTAINTY",
     "cloud-threshold": "CLOUD_THRESHOLD", "no-cirrus-correction": "CIRRUS_CORRECTION=false",
+    "no-cloud-shadows": "CLOUD_SHADOWS=false",
 }
 _CLI_RE = re.compile(r"--(" + "|".join(sorted(map(re.escape, _CLI_OPTIONS), key=len, reverse=True)) + r")\b")
 

@@ -120,7 +120,7 @@ def test_the_users_cloud_threshold_moves_the_fill_and_the_run_reports_what_it_ca
                                                    score_output=tmp_path / f"{threshold}-score.tif"))
         assert any(f"Cloud threshold {threshold:g} (yours; this model's for this imagery: 0.6)" in line
                    for line in result.messages)
-        shares = [re.search(r"the score calls ([\d.]+) % of the valid pixels cloud \(score above ([\d.]+)\)", line)
+        shares = [re.search(r"the score calls ([\d.]+) % of the valid pixels cloud(?: or cloud shadow)? \(score above ([\d.]+)\)", line)
                   for line in result.messages]
         share, above = next(match.groups() for match in shares if match)
         assert float(above) == threshold

@@ -1,4 +1,4 @@
-"""Cloud shadows found by geometry (core.model.shadow)."""
+"""Cloud shadows found by geometry (core.model.shadow) and filled by the bundled RGBN model."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from viser_cr.core.model import ViserCR
 from viser_cr.core.model.shadow import cloud_shadows
+from viser_cr.core.weights import find_model, load_model
 
 SIZE = 192
 OFFSET = (14, 22)  # (rows, cols) from every cloud to its shadow: one sun direction for the scene
@@ -85,3 +86,54 @@ def test_the_architecture_records_the_shadow_test_and_checks_its_nir_band():
     with pytest.raises(ValueError, match="shadow_nir_band"):
         ViserCR(in_bands=4, out_bands=4, width=8, blocks=(1, 1, 1), shadow_test=True, shadow_nir_band=1)
 
+
+def test_the_bundled_rgbn_model_fills_real_labelled_cloud_shadows(fixtures_dir, one_torch_thread):
+    """A real Sentinel-2 crop with labelled clouds and shadows (ukis-csmask): the bundled model calls the
+    shadows occluded and brightens them toward the ground around them; the same weights without the
+    shadow test leave them (so the test can fail)."""
+    data = np.load(fixtures_dir / "ukis_s2_shadows_128.npz")
+    image = torch.from_numpy(data["img"].astype(np.float32) * 1e-4)[None]
+    labels = data["msk"]
+    shadow, clear = labels == 0, (labels != 0) & (labels != 4)
+    card = find_model("viser-cr-s-rgbn")
+    assert card.architecture.get("shadow_test") and card.architecture.get("shadow_nir_band") == 3
+    model, _ = load_model(card)
+    with torch.no_grad():
+        output, score = model(image)
+        model.shadow_test = False
+        plain_output, plain_score = model(image)
+    called, plain_called = score[0, 0].numpy() > 0.5, plain_score[0, 0].numpy() > 0.5
+    assert called[shadow].mean() > 0.75 and plain_called[shadow].mean() < 0.2  # 0.88 and 0.01 when written
+    assert called[clear].mean() - plain_called[clear].mean() < 0.05  # clear ground taken for shadow: 0.036
+    nir_clear = float(np.median(image[0, 3].numpy()[clear]))
+    gap_before = abs(float(np.median(plain_output[0, 3].numpy()[shadow])) - nir_clear)
+    gap_after = abs(float(np.median(output[0, 3].numpy()[shadow])) - nir_clear)
+    assert gap_after < 0.5 * gap_before, (gap_before, gap_after)
+
+
+def test_the_command_line_fills_cloud_shadows_unless_told_not_to(fixtures_dir, tmp_path, capsys):
+    """The real labelled crop as a georeferenced raster through ``viser-cr remove-clouds`` and the bundled
+    model: the log and the score raster name the shadows, ``--no-cloud-shadows`` leaves them."""
+    import rasterio
+    from rasters import write_raster
+
+    from viser_cr.core.cli import main
+
+    data = np.load(fixtures_dir / "ukis_s2_shadows_128.npz")
+    source = write_raster(tmp_path / "ukis.tif", data["img"])  # red, green, blue, NIR, reflectance x 10^4
+    shadow = data["msk"] == 0
+    runs = {}
+    for flags in ([], ["--no-cloud-shadows"]):
+        name = "plain" if flags else "shadows"
+        out, score = tmp_path / f"{name}.tif", tmp_path / f"{name}-score.tif"
+        assert main(["remove-clouds", str(source), "-o", str(out), "--score-out", str(score), "--bands", "1,2,3,4",
+                     "--scale", "0.0001", "--offset", "0", "--threads", "1", *flags]) == 0
+        log = capsys.readouterr().err
+        with rasterio.open(out) as image, rasterio.open(score) as scored:
+            runs[name] = (log, image.read(4).astype(np.float32) * 1e-4, scored.read(1))
+    log, nir, score = runs["shadows"]
+    plain_log, plain_nir, plain_score = runs["plain"]
+    assert "Cloud shadows:" in log and "valid pixels cloud or cloud shadow (score above" in log
+    assert "Cloud shadows:" not in plain_log and "valid pixels cloud (score above" in plain_log
+    assert (score > 0.5)[shadow].mean() > 0.75 and (plain_score > 0.5)[shadow].mean() < 0.2
+    assert np.median(nir[shadow]) > np.median(plain_nir[shadow]) + 0.03  # the shadow is filled with brighter ground

@@ -317,6 +317,29 @@ def test_removeclouds_takes_the_users_cloud_threshold_and_says_what_it_called_cl
     assert not (tmp_path / "never.tif").exists()
 
 
+@pytest.mark.parametrize("fill", [True, False, None])
+def test_removeclouds_cloud_shadows_parameter(tmp_path, fill):
+    """The bundled RGBN model fills cloud shadows and says so (in Processing's names), unless CLOUD_SHADOWS is
+    false; left out (a model saved before the parameter existed), it is on."""
+    from pathlib import Path
+
+    import numpy as np
+    from rasters import write_raster
+
+    crop = Path(__file__).resolve().parents[1] / "fixtures" / "ukis_s2_shadows_128.npz"  # not a layer: not copied
+    source = write_raster(tmp_path / "ukis.tif", np.load(crop)["img"])
+    feedback = RecordingFeedback()
+    params = {"INPUT": str(source), "BANDS": [1, 2, 3, 4], "SCALE": 0.0001, "OFFSET": 0.0,
+              "OUTPUT": str(tmp_path / "clear.tif")}
+    if fill is not None:
+        params["CLOUD_SHADOWS"] = fill
+    run("viser:removeclouds", params, feedback=feedback)
+    said = [line for line in feedback.logged if line.startswith("Cloud shadows")]
+    assert said == (["Cloud shadows: shadows cast in one direction by the clouds the score finds, on ground darker "
+                     "than the rest, count as cloud and are filled too (CLOUD_SHADOWS=false leaves them)."]
+                    if fill is not False else []), feedback.logged
+
+
 @pytest.mark.parametrize("correct", [True, False, None])
 def test_removeclouds_cirrus_correction_parameter(fixtures_dir, tiny_rgbn, tmp_path, correct):
     """On 13-band L1C the run says what the cirrus band corrected (in Processing's names), unless told not to;

@@ -29,6 +29,13 @@ def test_dock_runs_algorithm_in_background(dock, cloudy_layer, tiny_rgbn, tmp_pa
     assert "CLOUD_THRESHOLD" not in params  # the model's own unless the analyst sets one
     dock.cloud_threshold_spin.setValue(0.45)
     assert dock.parameters()[1]["CLOUD_THRESHOLD"] == pytest.approx(0.45)
+    assert "CLOUD_SHADOWS" not in params and "CIRRUS_CORRECTION" not in params  # on unless unticked
+    dock.shadows_check.setChecked(False)
+    dock.cirrus_check.setChecked(False)
+    unticked = dock.parameters()[1]
+    assert unticked["CLOUD_SHADOWS"] is False and unticked["CIRRUS_CORRECTION"] is False
+    dock.shadows_check.setChecked(True)
+    dock.cirrus_check.setChecked(True)
     finished = []
     dock.run_finished.connect(finished.append)
     assert dock.run()
