@@ -4,8 +4,8 @@ A thick cloud casts its shadow at an offset ``h · tan(zenith)`` along the sun's
 direction for every cloud of a scene (Fmask's cloud-shadow matching, Zhu & Woodcock 2012). The raster
 carries no sun angles, so the direction is searched: for every offset ``(dy, dx)`` on a polar grid
 (``AZIMUTHS`` directions, ``STEP`` to ``MAX_DISTANCE`` pixels), the share of the shifted cloud's
-footprint on clear ground that is dark. One FFT cross-correlation gives that share at every offset at
-once. A scene with shadows has one direction whose share stands out: well above the dark share of
+footprint on clear ground that is dark. Two FFT cross-correlations give that share at every offset
+at once. A scene with shadows has one direction whose share stands out: well above the dark share of
 all its clear ground (``MIN_RATIO``), above ``MIN_MATCH``, and above the opposite direction
 (``MIN_OPPOSITE``: dark ground that merely lies around the clouds, or between them, does not pass).
 Then the shadow is the dark ground under the cloud mask shifted over the distances that matched,
@@ -115,7 +115,7 @@ def _match_by_offset(cloud: torch.Tensor, ground: torch.Tensor, dark: torch.Tens
     size = (2 * h, 2 * w)  # zero-padded: no wrap-around
     spectrum = torch.fft.rfft2(halves[0], s=size).conj()
     on_ground, on_dark = (torch.fft.irfft2(spectrum * torch.fft.rfft2(m, s=size), s=size) for m in halves[1:])
-    rows, cols = (torch.round(_OFFSETS[..., j] / 2.0).long() for j in (0, 1))
+    rows, cols = (torch.round(_OFFSETS[..., j].to(on_ground.device) / 2.0).long() for j in (0, 1))
     inside = (rows.abs() < h) & (cols.abs() < w)
     rows, cols = rows % size[0], cols % size[1]
     footprint, dark_part = 4.0 * on_ground[rows, cols], 4.0 * on_dark[rows, cols]  # in full-resolution pixels
