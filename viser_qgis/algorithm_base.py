@@ -102,8 +102,8 @@ def advanced_help(tta: bool = True, outputs: bool = True, cloud_threshold: bool 
             "taken for cloud, lower it (e.g. 0.45) if cloud was left. CIRRUS_CORRECTION (on by default): on "
             "Sentinel-2 L1C rasters with band 10 (1.375 µm), thin cirrus is first removed from the model's bands "
             "where the cirrus band explains it (thick cloud is left to the network). CLOUD_SHADOWS (on by default): "
-            "with a model that has the shadow test (viser-cr-s-rgbn, viser-cr-s-rgb, viser-cr-s-rgbn-l3), the "
-            "shadows the clouds cast on darker ground are filled too."))
+            "with a model that has the shadow test (every bundled model), the shadows the clouds cast on darker "
+            "ground are filled too."))
     if tta:
         parts.append(tr("TTA averages flipped and rotated passes (slower, slightly better)."))
     if outputs:

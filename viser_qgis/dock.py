@@ -281,7 +281,7 @@ class ViserDockWidget(QDockWidget):
         self.shadows_check = QCheckBox(tr("Fill cloud shadows"), box)
         self.shadows_check.setChecked(True)
         self.shadows_check.setToolTip(tr(
-            "Models with the shadow test (viser-cr-s-rgbn, viser-cr-s-rgb, viser-cr-s-rgbn-l3) also fill the shadows the clouds cast "
+            "Models with the shadow test (every bundled model) also fill the shadows the clouds cast "
             "on darker ground. Untick to keep the shadows as they are."))
         self.cirrus_check = QCheckBox(tr("Remove thin cirrus first"), box)
         self.cirrus_check.setChecked(True)
