@@ -68,13 +68,12 @@ def _shadow(image: torch.Tensor, cloud: torch.Tensor, nir: int | None, display: 
     if not CLOUD_SHARE[0] <= cloud.float().mean().item() <= CLOUD_SHARE[1]:
         return none
     ground = ~cloud
-    brightness = image[nir] if nir is not None else image[:3].mean(0)
     visible = image[:3].mean(0)
+    brightness = visible if nir is None else image[nir]
     reference = brightness[ground].median()
     dark = ground & (brightness < _darkness_cut(nir, display) * reference)
-    dark &= visible < visible[ground].median()
-    if nir is not None:
-        dark &= image[nir] > image[1]  # not water: shadowed land stays brighter in NIR than in green
+    if nir is not None:  # dark in the visible too, and not water (shadowed land stays brighter in NIR than in green)
+        dark &= (visible < visible[ground].median()) & (image[nir] > image[1])
     dark_share = dark[ground].float().mean().item()
     if dark_share == 0.0:
         return none
@@ -102,7 +101,7 @@ def _offset(azimuth: int, distance: int) -> tuple[int, int]:
     return round(distance * math.sin(angle)), round(distance * math.cos(angle))
 
 
-_OFFSETS = torch.tensor([[_offset(a, STEP * (k + 1)) for k in range(MAX_DISTANCE // STEP)]
+_OFFSETS = torch.tensor([[_offset(a, _distance(k)) for k in range(MAX_DISTANCE // STEP)]
                          for a in range(AZIMUTHS)])  # (AZIMUTHS, distances, 2): rows, cols
 
 
