@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Cancelled, DependencyError, InputError, OutputError, ViserError
+from .mask_codes import DEFAULT_ENCODING
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 STACK_KEYS = {
@@ -744,4 +745,4 @@ def _scene_args(args, scene: Scene, out_dir: Path):
     return argparse.Namespace(**{**vars(args), "inputs": [str(p) for p in scene.inputs],
                                  "output": str(paths["output"]), "score_out": paths["score"],
                                  "uncertainty_out": paths["uncertainty"], "source_dates_out": paths["source_dates"],
-                                 "cloud_mask": None})
+                                 "cloud_mask": None, "cloud_mask_type": DEFAULT_ENCODING})

@@ -22,6 +22,7 @@ import time
 import traceback
 from pathlib import Path
 
+from . import mask_codes
 from .errors import Cancelled, ViserError
 from .messages import to_callback
 from .sensors import SENSOR_CHOICES, parse_bands
@@ -143,7 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_options(remove)
     remove.add_argument("--keep-clear", action="store_true",
                         help="keep the input where it is clear, the model's output where cloudy")
-    remove.add_argument("--cloud-mask", help="raster marking clouds (non-zero) for --keep-clear")
+    remove.add_argument("--cloud-mask", help="raster marking clouds for --keep-clear (non-zero = cloud, or see "
+                                             "--cloud-mask-type)")
+    remove.add_argument("--cloud-mask-type", default=mask_codes.DEFAULT_ENCODING, choices=list(mask_codes.ENCODINGS),
+                        help="which values of --cloud-mask are cloud: nonzero (default), landsat-qa-pixel (Collection 2 "
+                             "QA_PIXEL: cloud, dilated cloud, cirrus, shadow bits), sentinel2-scl (L2A SCL classes 3, "
+                             "8, 9, 10), fmask (classes 2 and 4)")
     add_cloud_options(remove)
     remove.add_argument("--score-out", help="also write the cloud score (float32, 0 clear .. 1 cloud)")
     remove.add_argument("--uncertainty-out", help="also write the per-pixel uncertainty (implies --tta)")
@@ -231,7 +237,8 @@ def _request(args, score_only: bool):
     if score_only:
         return CloudRemovalRequest(output=None, score_output=args.output, **common)
     return CloudRemovalRequest(
-        output=args.output, keep_clear=args.keep_clear, cloud_mask=args.cloud_mask, score_output=args.score_out,
+        output=args.output, keep_clear=args.keep_clear, cloud_mask=args.cloud_mask,
+        cloud_mask_type=args.cloud_mask_type, score_output=args.score_out,
         cloud_threshold=args.cloud_threshold, cirrus_correction=args.cirrus_correction,
         cloud_shadows=args.cloud_shadows,
         uncertainty_output=args.uncertainty_out, source_dates_output=args.source_dates_out, tta=args.tta,

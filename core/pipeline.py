@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import raster
+from . import mask_codes, raster
 from .cirrus import correct_cirrus
 from .device import (
     CPU_BATCH_SIZE,
@@ -91,7 +91,8 @@ class CloudRemovalRequest:
     overlap_io: bool | None = None      # read / write in their own threads; None: on a GPU only
     threads: int | None = None          # torch CPU threads
     keep_clear: bool = False            # keep input pixels where clear (score or cloud_mask)
-    cloud_mask: str | Path | None = None  # raster, non-zero = cloud
+    cloud_mask: str | Path | None = None  # raster whose first band marks the clouds (see cloud_mask_type)
+    cloud_mask_type: str = mask_codes.DEFAULT_ENCODING  # which values are cloud: core.mask_codes.ENCODINGS
     score_output: str | Path | None = None
     uncertainty_output: str | Path | None = None   # implies test-time augmentation
     source_dates_output: str | Path | None = None  # stacks: per pixel, the input number of the date used most
@@ -150,6 +151,10 @@ def _validate_request(request: CloudRemovalRequest) -> None:
         raise InputError("the source-date raster comes with a cloud-free output: give an output path too.")
     if request.cloud_mask is not None and not request.keep_clear:
         raise InputError("a cloud mask is used by keep-clear mode: add --keep-clear (or drop the mask).")
+    mask_codes.encoding(request.cloud_mask_type)
+    if request.cloud_mask is None and request.cloud_mask_type != mask_codes.DEFAULT_ENCODING:
+        raise InputError(f"--cloud-mask-type {request.cloud_mask_type} says how to read a cloud mask, but no "
+                         "mask was given: add --cloud-mask (with --keep-clear), or drop --cloud-mask-type.")
     if request.cloud_threshold is not None and not 0.0 < _number(request.cloud_threshold) < 1.0:
         threshold = request.cloud_threshold
         raise InputError(f"the cloud threshold must be a number between 0 and 1 (exclusive), got {threshold!r}: "
@@ -992,8 +997,7 @@ class _Strips:
         dates = [source.read(item.read_indexes, y, h, x, w) for item, source in zip(self.items, self.sources, strict=True)]
         cloud = None
         if self.mask_source is not None:
-            raw, valid = self.mask_source.read([1], y, h, x, w)
-            cloud = (raw[0] != 0) | ~valid
+            cloud = self.mask_source.read(y, h, x, w)
         return dates, cloud
 
     def tile(self, tile: Tile) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -1102,8 +1106,7 @@ def _overview(job: _Job, tiles: _TilePlan, predictor: Predictor, callbacks: _Cal
     frames[0] = push_pull_fill(torch.from_numpy(frames[:1]), valid)[0].numpy()
     cloud = None
     if job.sources.mask is not None:
-        raw, valid = job.sources.mask.read_overview([1], height, width)
-        cloud = ((raw[0] != 0) | ~valid)[None]  # a cell with any cloud counts as cloud
+        cloud = job.sources.mask.read_overview(height, width)[None]
     date_use = None if predictor.date_use is None else predictor.date_use.copy()
     image = predictor.predict(frames[None], cloud).image[0]
     predictor.date_use = date_use  # the per-tile count of the dates a long stack used leaves this pass out
@@ -1390,7 +1393,7 @@ class _Sources:
 
     grid: raster.Grid
     dates: list[raster.AlignedSource]
-    mask: raster.AlignedSource | None
+    mask: _CloudMask | None
 
 
 def _align_sources(request: CloudRemovalRequest, inputs: _Inputs, stack: contextlib.ExitStack,
@@ -1419,7 +1422,43 @@ def _mask_source(request: CloudRemovalRequest, grid, stack: contextlib.ExitStack
         raster.check_overlap(dataset, grid, "the cloud mask")
     source = raster.AlignedSource(dataset, grid, resampling="nearest", direct=direct)
     stack.callback(source.close)
-    return source
+    mask = _CloudMask(source, mask_codes.encoding(request.cloud_mask_type))
+    mask.check(dataset.dtypes[0])
+    return mask
+
+
+@dataclass(frozen=True)
+class _CloudMask:
+    """A user's cloud mask on the output grid, read as cloud (True) or clear through its encoding."""
+
+    source: raster.AlignedSource
+    encoding: mask_codes.MaskEncoding
+    CHECK_SIDE = 512  # the values checked before a run: a sample of the whole mask this many pixels wide
+
+    def read(self, y: int, h: int, x: int, w: int) -> np.ndarray:
+        raw, valid = self.source.read([1], y, h, x, w)
+        return self.encoding.cloud(raw[0]) | ~valid
+
+    def read_overview(self, height: int, width: int) -> np.ndarray:
+        """``(height, width)`` cloud cells. A plain mask: a cell with any cloud is cloud. Coded values
+        cannot be averaged, so a coded mask gives each cell its most frequent value."""
+        resampling = "mode" if self.encoding.coded else "average"
+        raw, valid = self.source.read_overview([1], height, width, resampling)
+        return self.encoding.cloud(raw[0]) | ~valid
+
+    def check(self, dtype: str) -> None:
+        """Refuse a mask that cannot be in the encoding's form, before any tile runs."""
+        what = f"the cloud mask {Path(self.source.dataset.name).name}"
+        if self.encoding.coded and not np.issubdtype(np.dtype(dtype), np.integer):
+            raise InputError(f"{what} is {dtype}, but a {self.encoding.title} layer is an integer band: give that "
+                             "band itself, or read the mask as --cloud-mask-type nonzero.")
+        if self.encoding.known is None:
+            return
+        grid = self.source.grid
+        scale = max(1.0, max(grid.width, grid.height) / self.CHECK_SIDE)
+        raw, valid = self.source.read_overview([1], max(1, round(grid.height / scale)),
+                                               max(1, round(grid.width / scale)), "nearest")
+        self.encoding.check_values(raw[0][valid], what)
 
 
 @dataclass(frozen=True)

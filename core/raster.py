@@ -337,15 +337,16 @@ class AlignedSource:
         except GDAL_ERRORS as error:
             raise unreadable_data(self.dataset.name, indexes, window, error) from None
 
-    def read_overview(self, indexes: Sequence[int], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """The whole grid averaged down to ``height`` x ``width`` pixels (GDAL's average resampling, from the
-        file's overviews where it has them): raw values as float32 and a validity mask, False where the
-        dataset mask says nothing in the cell is valid or a value is not finite."""
+    def read_overview(self, indexes: Sequence[int], height: int, width: int,
+                      resampling: str = "average") -> tuple[np.ndarray, np.ndarray]:
+        """The whole grid reduced to ``height`` x ``width`` pixels (GDAL's ``resampling``, average by default,
+        from the file's overviews where it has them): raw values as float32 and a validity mask, False where
+        the dataset mask says nothing in the cell is valid or a value is not finite."""
         window = Window(self.col_off, self.row_off, self.grid.width, self.grid.height)
         try:
             with quiet_georeferencing():
                 data = self.reader.read(list(indexes), window=window, out_shape=(len(indexes), height, width),
-                                        resampling=Resampling.average, out_dtype="float32")
+                                        resampling=Resampling[resampling], out_dtype="float32")
                 valid = self.reader.dataset_mask(window=window, out_shape=(height, width),
                                                  resampling=Resampling.average) > 0
         except GDAL_ERRORS as error:

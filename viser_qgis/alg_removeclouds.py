@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from qgis.core import QgsProcessingException, QgsProcessingParameterBoolean, QgsProcessingParameterRasterLayer
+from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterRasterLayer,
+)
 
+from ..core.mask_codes import DEFAULT_ENCODING, ENCODINGS
 from . import naming
 from .algorithm_base import (
     RemovalAlgorithm,
@@ -20,6 +26,7 @@ from .i18n import tr
 class RemoveCloudsAlgorithm(RemovalAlgorithm):
     KEEP_CLEAR = "KEEP_CLEAR"
     CLOUD_MASK = "CLOUD_MASK"
+    CLOUD_MASK_TYPE = "CLOUD_MASK_TYPE"
     OUTPUT_FIELDS = {"output": RemovalAlgorithm.OUTPUT, "score_output": RemovalAlgorithm.SCORE,
                      "uncertainty_output": RemovalAlgorithm.UNCERTAINTY}
 
@@ -42,7 +49,12 @@ class RemoveCloudsAlgorithm(RemovalAlgorithm):
                "preset it took; pick the preset yourself when it cannot tell."),
             bands_help(), model_help(),
             tr("Keep clear pixels: copy the input where it is clear (by the model's cloud score, or by "
-               "CLOUD_MASK where given: non-zero = cloud) and only fill the clouds."),
+               "CLOUD_MASK where given) and only fill the clouds."),
+            tr("CLOUD_MASK_TYPE says which values of CLOUD_MASK are cloud: nonzero (0 = clear, anything else "
+               "cloud), landsat-qa-pixel (the QA_PIXEL band of Landsat Collection 2: its cloud, dilated cloud, "
+               "cirrus and cloud-shadow bits), sentinel2-scl (the SCL band of Sentinel-2 L2A: cloud shadows, "
+               "cloud medium and high probability, thin cirrus) or fmask (Fmask's cloud and cloud-shadow "
+               "classes). The product's own quality band then needs no raster calculator first."),
             advanced_help(), choices_help(),
             tr("Outputs: OUTPUT, the cloud-free raster with the model's bands (band descriptions name them), "
                "in the input's data type and scale; optionally SCORE, the cloud score (0 = clear, 1 = "
@@ -59,7 +71,18 @@ class RemoveCloudsAlgorithm(RemovalAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterRasterLayer(
-                self.CLOUD_MASK, tr("Cloud mask (non-zero = cloud; optional, used by 'Keep clear pixels')"),
+                self.CLOUD_MASK, tr("Cloud mask (optional, used by 'Keep clear pixels')"),
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.CLOUD_MASK_TYPE,
+                tr("Cloud mask values (which values of the cloud mask are cloud)"),
+                options=list(ENCODINGS),
+                allowMultiple=False,
+                defaultValue=DEFAULT_ENCODING,
+                usesStaticStrings=True,
                 optional=True,
             )
         )
@@ -80,6 +103,7 @@ class RemoveCloudsAlgorithm(RemovalAlgorithm):
             inputs=[self.layer_path(layer, self.INPUT)],
             keep_clear=self.parameterAsBoolean(parameters, self.KEEP_CLEAR, context),
             cloud_mask=self.raster_path(parameters, self.CLOUD_MASK, context, optional=True),
+            cloud_mask_type=self.choice(parameters, self.CLOUD_MASK_TYPE, context) or DEFAULT_ENCODING,
         )
         if fields["cloud_mask"] and not fields["keep_clear"]:
             raise QgsProcessingException(tr(

@@ -35,6 +35,25 @@ def test_remove_clouds(s2, tmp_path, tiny_models_dir, capsys):
     assert "Thin cirrus" not in capsys.readouterr().err
 
 
+def test_cloud_mask_type_reaches_the_run(s2, tmp_path, tiny_models_dir, capsys):
+    """--cloud-mask-type reads the mask as a product's quality band: a QA_PIXEL band given as an SCL band is
+    refused naming both; an unknown type is a usage error listing the types."""
+    import numpy as np
+    from rasters import write_raster
+
+    with rasterio.open(s2) as src:
+        qa = write_raster(tmp_path / "qa.tif", np.full((1, 96, 96), 21824, np.uint16), crs=src.crs,
+                          transform=src.transform)
+    args = ["remove-clouds", s2, "-o", str(tmp_path / "out.tif"), "--models-dir", str(tiny_models_dir),
+            "--keep-clear", "--cloud-mask", str(qa), "-q"]
+    assert main([*args, "--cloud-mask-type", "landsat-qa-pixel"]) == 0
+    assert main([*args, "--cloud-mask-type", "sentinel2-scl"]) == 2
+    assert "qa.tif has values (21824)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--cloud-mask-type", "scl"])
+    assert "invalid choice: 'scl' (choose from 'nonzero', 'landsat-qa-pixel'" in capsys.readouterr().err
+
+
 def test_quiet_float32_cog_and_bands(s2, tmp_path, tiny_models_dir, capsys):
     out = tmp_path / "out.tif"
     code = main(["remove-clouds", s2, "-o", str(out), "--models-dir", str(tiny_models_dir), "--bands", "4,3,2",

@@ -222,6 +222,73 @@ def test_keep_clear_with_cloud_mask(fake_model, tiny_models_dir, s2_path, tmp_pa
     assert (seam != original[:, 28, 40]).any()
 
 
+@pytest.mark.parametrize(("mask_type", "dtype", "clear", "cloud"), [
+    ("landsat-qa-pixel", np.uint16, [21824, 21952, 13600], [22280, 21826, 23888, 54596]),  # clear/water/snow
+    ("sentinel2-scl", np.uint8, [4, 5, 6, 11], [3, 8, 9, 10]),                              # vegetation .. snow
+    ("fmask", np.uint8, [0, 1, 3], [2, 4]),
+])
+def test_keep_clear_fills_what_a_product_quality_band_calls_cloud(fake_model, tiny_models_dir, s2_path, tmp_path,
+                                                                  mask_type, dtype, clear, cloud):
+    """A QA_PIXEL / SCL / Fmask band as the cloud mask: its cloud values are filled, its clear, water and
+    snow values keep the input."""
+    fake_model(gain=0.0, shift=0.5)  # "model output" = 5000 DN everywhere
+    mask = np.full((1, 96, 96), clear[0], dtype=dtype)
+    mask[0, :, 48:] = np.resize(clear, 96 * 48).reshape(96, 48)   # every clear value, right half
+    mask[0, 30:60, 30:60] = np.resize(cloud, 900).reshape(30, 30)  # every cloud value, one square
+    with rasterio.open(s2_path) as src:
+        mask_path = write_raster(tmp_path / "qa.tif", mask, crs=src.crs, transform=src.transform)
+        original = src.read([4, 3, 2, 8])
+    out = tmp_path / "out.tif"
+    remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, keep_clear=True, tile_size=48,
+                                      overlap=16, cloud_mask=mask_path, cloud_mask_type=mask_type))
+    data = read(out)[0]
+    assert (data[:, 30:60, 30:60] == 5000).all()
+    far = np.ones((96, 96), dtype=bool)
+    far[16:74, 16:74] = False
+    np.testing.assert_array_equal(data[:, far], original[:, far])
+
+
+def test_the_overview_of_a_coded_mask_decodes_values_not_their_average(tmp_path):
+    """The wide view reads the mask reduced to an overview; bit-coded values must not be averaged: a cell of
+    one cloud column (22280) and three clear ones (21824) averages to 21938, whose bits read dilated cloud
+    and cloud shadow. Each cell takes its most frequent value instead."""
+    mask = np.full((1, 64, 64), 21824, np.uint16)  # clear
+    mask[0, :, :29] = 22280                        # cloud: overview columns 0-6, and a quarter of column 7
+    mask[0, 32:36, 40:44] = 22280                  # a small cloud in the clear part: one overview cell
+    path = write_raster(tmp_path / "qa.tif", mask)
+    with rasterio.open(path) as dataset:
+        grid = pipeline.raster.reference_grid(dataset)
+        cloud_mask = pipeline._CloudMask(pipeline.raster.AlignedSource(dataset, grid, direct=True),
+                                         pipeline.mask_codes.encoding("landsat-qa-pixel"))
+        overview = cloud_mask.read_overview(16, 16)
+        strip = cloud_mask.read(0, 64, 0, 64)
+    small = np.zeros((16, 9), dtype=bool)
+    small[8, 3] = True
+    assert overview[:, :7].all()
+    np.testing.assert_array_equal(overview[:, 7:], small)
+    np.testing.assert_array_equal(strip, mask[0] == 22280)
+
+
+def test_a_product_mask_of_the_wrong_kind_is_refused_before_any_output(fake_model, tiny_models_dir, s2_path,
+                                                                       tmp_path):
+    fake_model()
+    with rasterio.open(s2_path) as src:
+        qa = write_raster(tmp_path / "qa.tif", np.full((1, 96, 96), 21824, np.uint16), crs=src.crs,
+                          transform=src.transform)
+        probability = write_raster(tmp_path / "p.tif", np.full((1, 96, 96), 0.3, np.float32), crs=src.crs,
+                                   transform=src.transform)
+    out = tmp_path / "out.tif"
+    with pytest.raises(ViserError, match=r"qa.tif has values \(21824\).*scene classification"):
+        remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, keep_clear=True,
+                                          cloud_mask=qa, cloud_mask_type="sentinel2-scl"))
+    with pytest.raises(ViserError, match="p.tif is float32, but a Fmask layer is an integer band"):
+        remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, keep_clear=True,
+                                          cloud_mask=probability, cloud_mask_type="fmask"))
+    with pytest.raises(ViserError, match="no mask was given: add --cloud-mask"):
+        remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, cloud_mask_type="fmask"))
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["p.tif", "qa.tif", "s2.tif"]
+
+
 def test_keep_clear_with_score(fake_model, tiny_models_dir, tmp_path):
     """Bright pixels score as cloud: replaced by the model; the rest keeps the input."""
     fake_model(gain=0.0, shift=0.5, score_fn=lambda ref: (ref[:, :1] > 0.9).float())
@@ -474,6 +541,29 @@ def _fill_model_without_correction(folder):
     weights.save_model(model, folder / "fill-rgbn", name="fill-rgbn", bands=["red", "green", "blue", "nir"],
                        num_frames=1, tile_size=64, overlap=16, description="tiny fill model, no correction")
     return folder
+
+
+def test_a_landsat_qa_pixel_band_drives_the_fill_over_a_raster_larger_than_a_tile(tmp_path):
+    """A fill model with the QA_PIXEL band as the cloud mask on a raster of several tiles (and the wide-view
+    overview): the pixels whose bits say cloud, dilated cloud or shadow are filled from the ground around
+    them; water and snow, whose bits are set too, keep the input."""
+    models = _fill_model_without_correction(tmp_path / "models")
+    image = np.full((4, 160, 160), 2000, np.uint16)
+    qa = np.full((1, 160, 160), 21824, np.uint16)             # clear land
+    image[:, 40:80, 40:80], qa[0, 40:80, 40:80] = 9000, 22280  # a bright cloud
+    image[:, 80:84, 40:80], qa[0, 80:84, 40:80] = 9000, 21826  # its dilated rim
+    image[:, 100:120, 100:140], qa[0, 100:120, 100:140] = 600, 23888  # its shadow
+    image[:, 130:150, 20:60], qa[0, 130:150, 20:60] = 700, 21952      # water
+    image[:, 10:30, 110:150], qa[0, 10:30, 110:150] = 8000, 13600     # snow
+    source, mask = write_raster(tmp_path / "l8.tif", image), write_raster(tmp_path / "qa.tif", qa)
+    out = tmp_path / "out.tif"
+    remove_clouds(CloudRemovalRequest([source], out, models_dir=models, model="fill-rgbn", scale=1e-4,
+                                      keep_clear=True, cloud_mask=mask, cloud_mask_type="landsat-qa-pixel"))
+    data = read(out)[0].astype(float)
+    for rows, cols in ((slice(44, 80), slice(44, 76)), (slice(104, 116), slice(104, 136))):
+        assert np.abs(data[:, rows, cols] - 2000).max() <= 10  # cloud, rim and shadow: the ground around (9000, 600)
+    np.testing.assert_array_equal(data[:, 134:146, 24:56], image[:, 134:146, 24:56])   # water kept
+    np.testing.assert_array_equal(data[:, 14:26, 114:146], image[:, 14:26, 114:146])   # snow kept
 
 
 def test_tta_fills_from_the_users_cloud_mask(tmp_path):

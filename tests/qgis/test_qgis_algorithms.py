@@ -340,6 +340,32 @@ def test_removeclouds_cloud_shadows_parameter(tmp_path, fill):
                     if fill is not False else []), feedback.logged
 
 
+def test_removeclouds_reads_a_product_quality_band_as_the_cloud_mask(fixtures_dir, tiny_rgbn, tmp_path):
+    """CLOUD_MASK_TYPE by name or number: an SCL band as the mask keeps its snow and vegetation (tiny model: its
+    cloud changes little); a QA_PIXEL band said to be SCL is refused in Processing's names."""
+    import numpy as np
+    import rasterio
+    from rasters import write_raster
+
+    source = str(fixtures_dir / "s2l1c_cloudy_96.tif")
+    with rasterio.open(source) as src:
+        scl = np.full((1, 96, 96), 4, np.uint8)
+        scl[0, 20:50, 20:50], scl[0, 60:80, 60:80] = 9, 11  # cloud high probability, snow
+        mask = write_raster(tmp_path / "scl.tif", scl, crs=src.crs, transform=src.transform)
+        qa = write_raster(tmp_path / "qa.tif", np.full((1, 96, 96), 21824, np.uint16), crs=src.crs,
+                          transform=src.transform)
+        original = src.read([4, 3, 2, 8])
+    for choice in ("sentinel2-scl", 2):
+        out = tmp_path / f"clear_{choice}.tif"
+        run("viser:removeclouds", {"INPUT": source, "MODEL_FILE": tiny_rgbn, "KEEP_CLEAR": True,
+                                   "CLOUD_MASK": str(mask), "CLOUD_MASK_TYPE": choice, "OUTPUT": str(out)})
+        with rasterio.open(out) as dst:
+            np.testing.assert_array_equal(dst.read()[:, 64:76, 64:76], original[:, 64:76, 64:76])
+    _bad("viser:removeclouds", {"INPUT": source, "MODEL_FILE": tiny_rgbn, "KEEP_CLEAR": True, "CLOUD_MASK": str(qa),
+                                "CLOUD_MASK_TYPE": "sentinel2-scl", "OUTPUT": str(tmp_path / "o.tif")},
+         r"qa.tif has values \(21824\).*CLOUD_MASK_TYPE")
+
+
 @pytest.mark.parametrize("correct", [True, False, None])
 def test_removeclouds_cirrus_correction_parameter(fixtures_dir, tiny_rgbn, tmp_path, correct):
     """On 13-band L1C the run says what the cirrus band corrected (in Processing's names), unless told not to;

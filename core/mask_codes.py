@@ -1,0 +1,75 @@
+"""Cloud masks as the products deliver them: which values of a mask raster mean cloud (or its shadow).
+
+An analyst's cloud mask is rarely a 0/1 raster. It is the quality layer that came with the image: the
+bit-packed ``QA_PIXEL`` band of Landsat Collection 2, the scene classification (``SCL``) of Sentinel-2
+L2A, or Fmask's class raster. Each encoding here names the values that mean cloud, thin cirrus or cloud
+shadow. Keep-clear fills exactly those pixels, as the model's shadow test would fill shadows too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+DEFAULT_ENCODING = "nonzero"
+
+
+@dataclass(frozen=True)
+class MaskEncoding:
+    """Which raw values of a mask band are cloud: any of ``bits`` set, or a value in ``classes``."""
+
+    name: str
+    title: str                          # what a user picks from (QGIS, help texts)
+    bits: tuple[int, ...] = ()          # bit positions, 0 = least significant
+    classes: tuple[int, ...] = ()
+    known: tuple[int, ...] | None = None  # every value the encoding defines (None: any integer)
+
+    @property
+    def coded(self) -> bool:
+        return bool(self.bits or self.classes)
+
+    def cloud(self, raw: np.ndarray) -> np.ndarray:
+        """Boolean cloud map of the raw mask values (float arrays from a raster read, integral values)."""
+        if not self.coded:
+            return raw != 0
+        values = raw.astype(np.int64)
+        if self.bits:
+            return (values & sum(1 << bit for bit in self.bits)) != 0
+        return np.isin(values, self.classes)
+
+    def check_values(self, raw: np.ndarray, what: str) -> None:
+        """Refuse a raster whose values this encoding does not define: most likely the wrong layer."""
+        if self.known is None or raw.size == 0:
+            return
+        found = np.unique(raw)
+        foreign = [value for value in found if not float(value).is_integer() or int(value) not in self.known]
+        if foreign:
+            shown = ", ".join(f"{value:g}" for value in foreign[:5])
+            raise InputError(f"{what} has values ({shown}) that a {self.title} layer never holds: give the "
+                             f"{self.title} band itself, or pick the encoding the mask has (--cloud-mask-type "
+                             f"{' | '.join(ENCODINGS)}).")
+
+
+ENCODINGS: dict[str, MaskEncoding] = {encoding.name: encoding for encoding in (
+    MaskEncoding("nonzero", "0 = clear, any other value = cloud"),
+    # Collection 2 QA_PIXEL: 1 dilated cloud, 2 cirrus (OLI only), 3 cloud, 4 cloud shadow
+    MaskEncoding("landsat-qa-pixel", "Landsat Collection 2 QA_PIXEL", bits=(1, 2, 3, 4),
+                 known=tuple(range(1 << 16))),
+    # Sen2Cor scene classification: 3 cloud shadows, 8 / 9 cloud medium / high probability, 10 thin cirrus
+    MaskEncoding("sentinel2-scl", "Sentinel-2 L2A scene classification (SCL)", classes=(3, 8, 9, 10),
+                 known=tuple(range(12))),
+    # Fmask 4: 0 clear land, 1 clear water, 2 cloud shadow, 3 snow, 4 cloud, 255 no observation
+    MaskEncoding("fmask", "Fmask", classes=(2, 4), known=(0, 1, 2, 3, 4, 255)),
+)}
+
+
+def encoding(name: str) -> MaskEncoding:
+    """The encoding called ``name``, or an error listing them."""
+    try:
+        return ENCODINGS[name]
+    except KeyError:
+        raise InputError(f"unknown cloud mask type {name!r}: use one of {', '.join(ENCODINGS)} (the values "
+                         "that mean cloud in the mask raster).") from None

@@ -1,0 +1,52 @@
+"""Cloud masks as products deliver them (core.mask_codes): which values are cloud, and what is refused."""
+
+import numpy as np
+import pytest
+
+from viser_cr.core import mask_codes
+from viser_cr.core.errors import InputError
+
+# Landsat Collection 2 QA_PIXEL values as USGS products carry them
+QA_CLEAR_LAND = 21824    # bit 6 clear, low confidences
+QA_WATER = 21952         # bit 7 water
+QA_SNOW = 13600          # bit 5 snow
+QA_FILL = 1              # bit 0 fill
+QA_CLOUD = 22280         # bit 3 cloud, high cloud confidence
+QA_DILATED = 21826       # bit 1 dilated cloud only (the buffer around a cloud)
+QA_SHADOW = 23888        # bit 4 cloud shadow
+QA_CIRRUS = 54596        # bit 2 cirrus (OLI), high cirrus confidence
+
+
+def test_landsat_qa_pixel_takes_cloud_dilated_cloud_cirrus_and_shadow_bits_only():
+    raw = np.array([QA_CLEAR_LAND, QA_WATER, QA_SNOW, QA_FILL, QA_CLOUD, QA_DILATED, QA_SHADOW, QA_CIRRUS],
+                   dtype=np.float32)  # as a raster read returns them
+    cloud = mask_codes.encoding("landsat-qa-pixel").cloud(raw)
+    assert cloud.tolist() == [False, False, False, False, True, True, True, True]
+
+
+def test_sentinel2_scl_takes_shadow_cloud_and_cirrus_classes():
+    cloud = mask_codes.encoding("sentinel2-scl").cloud(np.arange(12))
+    assert np.flatnonzero(cloud).tolist() == [3, 8, 9, 10]
+
+
+def test_fmask_takes_cloud_and_shadow_not_snow_water_or_no_observation():
+    cloud = mask_codes.encoding("fmask").cloud(np.array([0, 1, 2, 3, 4, 255]))
+    assert cloud.tolist() == [False, False, True, False, True, False]
+
+
+def test_nonzero_is_the_plain_mask():
+    assert mask_codes.encoding("nonzero").cloud(np.array([0, 1, 255, 0.5])).tolist() == [False, True, True, True]
+
+
+def test_values_a_layer_never_holds_are_refused_with_the_choices():
+    scl = mask_codes.encoding("sentinel2-scl")
+    scl.check_values(np.array([0, 4, 8, 11]), "the mask")
+    with pytest.raises(InputError, match=r"values \(21824\).*Sentinel-2 L2A scene classification.*landsat-qa-pixel"):
+        scl.check_values(np.array([4, 21824]), "the mask")
+    with pytest.raises(InputError, match="Fmask"):
+        mask_codes.encoding("fmask").check_values(np.array([2, 7]), "the mask")
+
+
+def test_an_unknown_encoding_lists_the_known_ones():
+    with pytest.raises(InputError, match="nonzero, landsat-qa-pixel, sentinel2-scl, fmask"):
+        mask_codes.encoding("qa")
