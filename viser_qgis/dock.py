@@ -54,7 +54,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..core import sensors
+from ..core import mask_codes, sensors
 from . import deps, engine, naming, style
 from .algorithm_base import AUTO_MODEL, dropped_bands_text
 from .i18n import tr
@@ -247,7 +247,33 @@ class ViserDockWidget(QDockWidget):
         self.keep_clear_check = QCheckBox(tr("Keep clear pixels"), box)
         self.keep_clear_check.setToolTip(tr("Copy the input where it is clear and fill only the clouds."))
         form.addRow(self.keep_clear_check)
+        self.mask_combo = self._narrow(QgsMapLayerComboBox(box))
+        self.mask_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.mask_combo.setAllowEmptyLayer(True)
+        self.mask_combo.setLayer(None)
+        self.mask_combo.setToolTip(tr("Keep clear pixels by this raster instead of the model's cloud score: your "
+                                      "own mask, or the quality band the image came with (see Mask values)."))
+        self.mask_label = QLabel(tr("Cloud mask"), box)
+        form.addRow(self.mask_label, self.mask_combo)
+        self.mask_type_combo = self._narrow(QComboBox(box))
+        for name, encoding in mask_codes.ENCODINGS.items():
+            self.mask_type_combo.addItem(name, name)
+            self.mask_type_combo.setItemData(self.mask_type_combo.count() - 1, encoding.title, Qt.ToolTipRole)
+        self.mask_type_combo.setToolTip(tr(
+            "Which values of the cloud mask are cloud: nonzero (0 clear), landsat-qa-pixel (Landsat Collection 2 "
+            "QA_PIXEL: cloud, dilated cloud, cirrus and shadow bits), sentinel2-scl (Sentinel-2 L2A SCL: classes "
+            "3, 8, 9, 10), fmask (classes 2 and 4)."))
+        self.mask_type_label = QLabel(tr("Mask values"), box)
+        form.addRow(self.mask_type_label, self.mask_type_combo)
+        self.keep_clear_check.toggled.connect(self._mask_enabled)
+        self._mask_enabled()
         return box
+
+    def _mask_enabled(self, *args):
+        """A cloud mask is what keep-clear keeps by, for one date: usable with keep-clear outside stack mode."""
+        usable = self.keep_clear_check.isChecked() and not self.stack_check.isChecked()
+        for widget in (self.mask_combo, self.mask_label, self.mask_type_combo, self.mask_type_label):
+            widget.setEnabled(usable)
 
     def _build_advanced_box(self, body) -> QgsCollapsibleGroupBox:
         box = QgsCollapsibleGroupBox(tr("Advanced"), body)
@@ -383,6 +409,7 @@ class ViserDockWidget(QDockWidget):
             widget.setVisible(not stack)
         for widget in (self.stack_list, self.stack_label, self.sources_check):
             widget.setVisible(stack)
+        self._mask_enabled()
 
     # ------------------------------------------------------------------------------ stack list
     def _refresh_stack_list(self, *args):
@@ -538,6 +565,7 @@ class ViserDockWidget(QDockWidget):
         self.model_file.setFilePath(s.value(SETTINGS_PREFIX + "model_file", "") or "")
         self.tile_spin.setValue(int(s.value(SETTINGS_PREFIX + "tile_size", 0) or 0))
         self.keep_clear_check.setChecked(str(s.value(SETTINGS_PREFIX + "keep_clear", "false")).lower() == "true")
+        self._set_combo(self.mask_type_combo, s.value(SETTINGS_PREFIX + "cloud_mask_type", mask_codes.DEFAULT_ENCODING))
         self._saved_device = s.value(SETTINGS_PREFIX + "device", "auto") or "auto"
 
     def save_settings(self):
@@ -549,6 +577,7 @@ class ViserDockWidget(QDockWidget):
             s.setValue(bands_key(self._bands_kind), self.bands_edit.text())
         s.setValue(SETTINGS_PREFIX + "tile_size", self.tile_spin.value())
         s.setValue(SETTINGS_PREFIX + "keep_clear", "true" if self.keep_clear_check.isChecked() else "false")
+        s.setValue(SETTINGS_PREFIX + "cloud_mask_type", self.mask_type_combo.currentText())
         s.setValue(SETTINGS_PREFIX + "device", self.device_combo.currentData() or "auto")
 
     @staticmethod
@@ -606,6 +635,10 @@ class ViserDockWidget(QDockWidget):
             if layer is None:
                 raise ValueError(tr("Choose a raster layer."))
             params["INPUT"] = layer.id()
+            mask = self.mask_combo.currentLayer()
+            if mask is not None and self.keep_clear_check.isChecked():
+                params["CLOUD_MASK"] = mask.id()
+                params["CLOUD_MASK_TYPE"] = self.mask_type_combo.currentData()
             name = naming.result_name(layer.name())
             algorithm_id = "viser:removeclouds"
             self._dropped = []
@@ -834,7 +867,8 @@ def dock_field_names() -> dict[str, str]:
     return {"SENSOR": tr("Sensor"), "BANDS": tr("Bands"), "SCALE": tr("Scale (Advanced)"),
             "OFFSET": tr("Offset (Advanced)"), "MODEL_FILE": tr("Model file"), "TILE_SIZE": tr("Tile size (Advanced)"),
             "KEEP_CLEAR": tr("Keep clear pixels"), "DEVICE": tr("Device (Advanced)"),
-            "CLOUD_THRESHOLD": tr("Cloud threshold (Advanced)")}
+            "CLOUD_THRESHOLD": tr("Cloud threshold (Advanced)"), "CLOUD_MASK": tr("Cloud mask"),
+            "CLOUD_MASK_TYPE": tr("Mask values")}
 
 
 def dock_message(text: str) -> str:

@@ -59,6 +59,47 @@ def test_dock_runs_algorithm_in_background(dock, cloudy_layer, tiny_rgbn, tmp_pa
     again.deleteLater()
 
 
+def test_dock_keeps_clear_pixels_by_a_quality_band(dock, cloudy_layer, tiny_rgbn, tmp_path):
+    """The Cloud mask and Mask values fields: usable with Keep clear pixels for one date, passed as
+    CLOUD_MASK / CLOUD_MASK_TYPE, and the run (Run pressed) keeps what the SCL band calls snow exactly."""
+    import numpy as np
+    import rasterio
+    from rasters import write_raster
+
+    with rasterio.open(cloudy_layer.source()) as src:
+        scl = np.full((1, 96, 96), 4, np.uint8)
+        scl[0, 20:50, 20:50], scl[0, 60:80, 60:80] = 9, 11  # cloud high probability, snow
+        mask_path = write_raster(tmp_path / "scl.tif", scl, crs=src.crs, transform=src.transform)
+        original = src.read([4, 3, 2, 8])
+    mask_layer = QgsRasterLayer(str(mask_path), "SCL")
+    QgsProject.instance().addMapLayer(mask_layer)
+    dock.layer_combo.setLayer(cloudy_layer)
+    dock.model_file.setFilePath(tiny_rgbn)
+    dock.mask_combo.setLayer(mask_layer)
+    dock.mask_type_combo.setCurrentIndex(dock.mask_type_combo.findText("sentinel2-scl"))
+    assert not dock.mask_combo.isEnabled() and "CLOUD_MASK" not in dock.parameters()[1]  # keep-clear off
+    dock.keep_clear_check.setChecked(True)
+    assert dock.mask_combo.isEnabled() and dock.mask_type_combo.isEnabled()
+    params = dock.parameters()[1]
+    assert params["CLOUD_MASK"] == mask_layer.id() and params["CLOUD_MASK_TYPE"] == "sentinel2-scl"
+    out = tmp_path / "clear.tif"
+    dock.output_file.setFilePath(str(out))
+    finished = []
+    dock.run_finished.connect(finished.append)
+    dock.run_button.click()
+    wait_for(lambda: dock.current is None)
+    assert finished == [True], dock.status_label.text()
+    with rasterio.open(out) as dst:
+        np.testing.assert_array_equal(dst.read()[:, 64:76, 64:76], original[:, 64:76, 64:76])
+    dock.stack_check.setChecked(True)
+    assert not dock.mask_combo.isEnabled()
+    dock.save_settings()
+    again = ViserDockWidget(dock.iface)
+    assert again.mask_type_combo.currentText() == "sentinel2-scl"
+    again.shutdown()
+    again.deleteLater()
+
+
 def test_dock_preview_map_extent(dock, cloudy_layer, tiny_rgbn, qgis_iface):
     canvas = qgis_iface.mapCanvas()
     canvas.setDestinationCrs(cloudy_layer.crs())
