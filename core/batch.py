@@ -745,4 +745,5 @@ def _scene_args(args, scene: Scene, out_dir: Path):
     return argparse.Namespace(**{**vars(args), "inputs": [str(p) for p in scene.inputs],
                                  "output": str(paths["output"]), "score_out": paths["score"],
                                  "uncertainty_out": paths["uncertainty"], "source_dates_out": paths["source_dates"],
-                                 "cloud_mask": None, "cloud_mask_type": DEFAULT_ENCODING})
+                                 "cloud_mask": None, "cloud_mask_type": DEFAULT_ENCODING,
+                                 "cloud_mask_buffer": 0})

@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="which values of --cloud-mask are cloud: nonzero (default), landsat-qa-pixel (Collection 2 "
                              "QA_PIXEL: cloud, dilated cloud, cirrus, shadow bits), sentinel2-scl (L2A SCL classes 3, "
                              "8, 9, 10), fmask (classes 2 and 4)")
+    remove.add_argument("--cloud-mask-buffer", type=int, default=0, metavar="PX",
+                        help="grow the mask's clouds by PX pixels (0-100, default 0): 2-4 takes the thin rims a "
+                             "tight mask (SCL, hand-drawn) leaves, which the fill would take brightness from")
     add_cloud_options(remove)
     remove.add_argument("--score-out", help="also write the cloud score (float32, 0 clear .. 1 cloud)")
     remove.add_argument("--uncertainty-out", help="also write the per-pixel uncertainty (implies --tta)")
@@ -238,7 +241,7 @@ def _request(args, score_only: bool):
         return CloudRemovalRequest(output=None, score_output=args.output, **common)
     return CloudRemovalRequest(
         output=args.output, keep_clear=args.keep_clear, cloud_mask=args.cloud_mask,
-        cloud_mask_type=args.cloud_mask_type, score_output=args.score_out,
+        cloud_mask_type=args.cloud_mask_type, cloud_mask_buffer=args.cloud_mask_buffer, score_output=args.score_out,
         cloud_threshold=args.cloud_threshold, cirrus_correction=args.cirrus_correction,
         cloud_shadows=args.cloud_shadows,
         uncertainty_output=args.uncertainty_out, source_dates_output=args.source_dates_out, tta=args.tta,

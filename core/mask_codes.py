@@ -15,6 +15,7 @@ import numpy as np
 from .errors import InputError
 
 DEFAULT_ENCODING = "nonzero"
+MAX_BUFFER = 100  # pixels: a wider buffer is a different mask, not a margin around this one
 
 
 @dataclass(frozen=True)
@@ -73,3 +74,27 @@ def encoding(name: str) -> MaskEncoding:
     except KeyError:
         raise InputError(f"unknown cloud mask type {name!r}: use one of {', '.join(ENCODINGS)} (the values "
                          "that mean cloud in the mask raster).") from None
+
+
+def buffer_clouds(cloud: np.ndarray, pixels: int) -> np.ndarray:
+    """``cloud`` grown by ``pixels`` in every direction (a disc): the thin rim of a cloud that a tight mask
+    leaves outside, which the fill would otherwise take brightness from (as Fmask and s2cloudless buffer)."""
+    if pixels <= 0:
+        return cloud
+    from scipy import ndimage
+
+    offsets = np.arange(-pixels, pixels + 1)
+    disc = offsets[:, None] ** 2 + offsets[None, :] ** 2 <= pixels * pixels
+    return ndimage.binary_dilation(cloud, structure=disc)
+
+
+def check_buffer(pixels) -> int:
+    """The buffer as a whole number of pixels in [0, MAX_BUFFER], or an error saying what to give."""
+    try:
+        value = float(pixels)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not value.is_integer() or not 0 <= value <= MAX_BUFFER:
+        raise InputError(f"the cloud mask buffer must be a whole number of pixels from 0 to {MAX_BUFFER}, got "
+                         f"{pixels!r}: 2-4 px takes the thin rims a tight mask leaves around its clouds.")
+    return int(value)

@@ -93,6 +93,7 @@ class CloudRemovalRequest:
     keep_clear: bool = False            # keep input pixels where clear (score or cloud_mask)
     cloud_mask: str | Path | None = None  # raster whose first band marks the clouds (see cloud_mask_type)
     cloud_mask_type: str = mask_codes.DEFAULT_ENCODING  # which values are cloud: core.mask_codes.ENCODINGS
+    cloud_mask_buffer: int = 0          # pixels the mask's clouds are grown by (their thin rims)
     score_output: str | Path | None = None
     uncertainty_output: str | Path | None = None   # implies test-time augmentation
     source_dates_output: str | Path | None = None  # stacks: per pixel, the input number of the date used most
@@ -152,9 +153,12 @@ def _validate_request(request: CloudRemovalRequest) -> None:
     if request.cloud_mask is not None and not request.keep_clear:
         raise InputError("a cloud mask is used by keep-clear mode: add --keep-clear (or drop the mask).")
     mask_codes.encoding(request.cloud_mask_type)
-    if request.cloud_mask is None and request.cloud_mask_type != mask_codes.DEFAULT_ENCODING:
-        raise InputError(f"--cloud-mask-type {request.cloud_mask_type} says how to read a cloud mask, but no "
-                         "mask was given: add --cloud-mask (with --keep-clear), or drop --cloud-mask-type.")
+    buffer = mask_codes.check_buffer(request.cloud_mask_buffer)
+    for option, given in (("--cloud-mask-type", request.cloud_mask_type != mask_codes.DEFAULT_ENCODING),
+                          ("--cloud-mask-buffer", buffer > 0)):
+        if given and request.cloud_mask is None:
+            raise InputError(f"{option} says how to read a cloud mask, but no mask was given: add --cloud-mask "
+                             f"(with --keep-clear), or drop {option}.")
     if request.cloud_threshold is not None and not 0.0 < _number(request.cloud_threshold) < 1.0:
         threshold = request.cloud_threshold
         raise InputError(f"the cloud threshold must be a number between 0 and 1 (exclusive), got {threshold!r}: "
@@ -1422,7 +1426,7 @@ def _mask_source(request: CloudRemovalRequest, grid, stack: contextlib.ExitStack
         raster.check_overlap(dataset, grid, "the cloud mask")
     source = raster.AlignedSource(dataset, grid, resampling="nearest", direct=direct)
     stack.callback(source.close)
-    mask = _CloudMask(source, mask_codes.encoding(request.cloud_mask_type))
+    mask = _CloudMask(source, mask_codes.encoding(request.cloud_mask_type), int(request.cloud_mask_buffer))
     mask.check(dataset.dtypes[0])
     return mask
 
@@ -1433,18 +1437,29 @@ class _CloudMask:
 
     source: raster.AlignedSource
     encoding: mask_codes.MaskEncoding
+    buffer: int = 0                     # pixels the clouds grow by
     CHECK_SIDE = 512  # the values checked before a run: a sample of the whole mask this many pixels wide
 
     def read(self, y: int, h: int, x: int, w: int) -> np.ndarray:
-        raw, valid = self.source.read([1], y, h, x, w)
-        return self.encoding.cloud(raw[0]) | ~valid
+        """Cloud (or no data) in the window; a buffer reads that much more around it, so that clouds just
+        outside the window grow into it as they would in one piece."""
+        grid, b = self.source.grid, self.buffer
+        if not b:
+            raw, valid = self.source.read([1], y, h, x, w)
+            return self.encoding.cloud(raw[0]) | ~valid
+        top, left = max(0, y - b), max(0, x - b)
+        bottom, right = min(grid.height, y + h + b), min(grid.width, x + w + b)
+        raw, valid = self.source.read([1], top, bottom - top, left, right - left)
+        cloud = mask_codes.buffer_clouds(self.encoding.cloud(raw[0]), b) | ~valid
+        return cloud[y - top: y - top + h, x - left: x - left + w]
 
     def read_overview(self, height: int, width: int) -> np.ndarray:
         """``(height, width)`` cloud cells. A plain mask: a cell with any cloud is cloud. Coded values
         cannot be averaged, so a coded mask gives each cell its most frequent value."""
         resampling = "mode" if self.encoding.coded else "average"
         raw, valid = self.source.read_overview([1], height, width, resampling)
-        return self.encoding.cloud(raw[0]) | ~valid
+        cells = round(self.buffer * height / self.source.grid.height)
+        return mask_codes.buffer_clouds(self.encoding.cloud(raw[0]), cells) | ~valid
 
     def check(self, dtype: str) -> None:
         """Refuse a mask that cannot be in the encoding's form, before any tile runs."""

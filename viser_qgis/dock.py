@@ -265,6 +265,13 @@ class ViserDockWidget(QDockWidget):
             "3, 8, 9, 10), fmask (classes 2 and 4)."))
         self.mask_type_label = QLabel(tr("Mask values"), box)
         form.addRow(self.mask_type_label, self.mask_type_combo)
+        self.mask_buffer_spin = QSpinBox(box)
+        self.mask_buffer_spin.setRange(0, mask_codes.MAX_BUFFER)
+        self.mask_buffer_spin.setSuffix(" px")
+        self.mask_buffer_spin.setToolTip(tr("Grow the mask's clouds by this many pixels: 2-4 takes the thin rims a "
+                                            "tight mask (SCL, a hand-drawn mask) leaves outside its clouds."))
+        self.mask_buffer_label = QLabel(tr("Mask buffer"), box)
+        form.addRow(self.mask_buffer_label, self.mask_buffer_spin)
         self.keep_clear_check.toggled.connect(self._mask_enabled)
         self._mask_enabled()
         return box
@@ -272,7 +279,8 @@ class ViserDockWidget(QDockWidget):
     def _mask_enabled(self, *args):
         """A cloud mask is what keep-clear keeps by, for one date: usable with keep-clear outside stack mode."""
         usable = self.keep_clear_check.isChecked() and not self.stack_check.isChecked()
-        for widget in (self.mask_combo, self.mask_label, self.mask_type_combo, self.mask_type_label):
+        for widget in (self.mask_combo, self.mask_label, self.mask_type_combo, self.mask_type_label,
+                       self.mask_buffer_spin, self.mask_buffer_label):
             widget.setEnabled(usable)
 
     def _build_advanced_box(self, body) -> QgsCollapsibleGroupBox:
@@ -566,6 +574,7 @@ class ViserDockWidget(QDockWidget):
         self.tile_spin.setValue(int(s.value(SETTINGS_PREFIX + "tile_size", 0) or 0))
         self.keep_clear_check.setChecked(str(s.value(SETTINGS_PREFIX + "keep_clear", "false")).lower() == "true")
         self._set_combo(self.mask_type_combo, s.value(SETTINGS_PREFIX + "cloud_mask_type", mask_codes.DEFAULT_ENCODING))
+        self.mask_buffer_spin.setValue(int(s.value(SETTINGS_PREFIX + "cloud_mask_buffer", 0) or 0))
         self._saved_device = s.value(SETTINGS_PREFIX + "device", "auto") or "auto"
 
     def save_settings(self):
@@ -578,6 +587,7 @@ class ViserDockWidget(QDockWidget):
         s.setValue(SETTINGS_PREFIX + "tile_size", self.tile_spin.value())
         s.setValue(SETTINGS_PREFIX + "keep_clear", "true" if self.keep_clear_check.isChecked() else "false")
         s.setValue(SETTINGS_PREFIX + "cloud_mask_type", self.mask_type_combo.currentText())
+        s.setValue(SETTINGS_PREFIX + "cloud_mask_buffer", self.mask_buffer_spin.value())
         s.setValue(SETTINGS_PREFIX + "device", self.device_combo.currentData() or "auto")
 
     @staticmethod
@@ -639,6 +649,8 @@ class ViserDockWidget(QDockWidget):
             if mask is not None and self.keep_clear_check.isChecked():
                 params["CLOUD_MASK"] = mask.id()
                 params["CLOUD_MASK_TYPE"] = self.mask_type_combo.currentData()
+                if self.mask_buffer_spin.value():
+                    params["CLOUD_MASK_BUFFER"] = self.mask_buffer_spin.value()
             name = naming.result_name(layer.name())
             algorithm_id = "viser:removeclouds"
             self._dropped = []
@@ -868,7 +880,7 @@ def dock_field_names() -> dict[str, str]:
             "OFFSET": tr("Offset (Advanced)"), "MODEL_FILE": tr("Model file"), "TILE_SIZE": tr("Tile size (Advanced)"),
             "KEEP_CLEAR": tr("Keep clear pixels"), "DEVICE": tr("Device (Advanced)"),
             "CLOUD_THRESHOLD": tr("Cloud threshold (Advanced)"), "CLOUD_MASK": tr("Cloud mask"),
-            "CLOUD_MASK_TYPE": tr("Mask values")}
+            "CLOUD_MASK_TYPE": tr("Mask values"), "CLOUD_MASK_BUFFER": tr("Mask buffer")}
 
 
 def dock_message(text: str) -> str:

@@ -50,3 +50,20 @@ def test_values_a_layer_never_holds_are_refused_with_the_choices():
 def test_an_unknown_encoding_lists_the_known_ones():
     with pytest.raises(InputError, match="nonzero, landsat-qa-pixel, sentinel2-scl, fmask"):
         mask_codes.encoding("qa")
+
+
+def test_a_buffer_grows_clouds_by_a_disc_and_zero_leaves_them():
+    cloud = np.zeros((11, 11), dtype=bool)
+    cloud[5, 5] = True
+    grown = mask_codes.buffer_clouds(cloud, 3)
+    rows, cols = np.nonzero(grown)
+    assert (np.hypot(rows - 5, cols - 5) <= 3).all() and grown[5, 2] and grown[2, 5] and grown[7, 7]
+    assert not grown[2, 2]  # a disc, not a square
+    assert mask_codes.buffer_clouds(cloud, 0) is cloud
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, 101, "two", None])
+def test_a_buffer_is_a_whole_number_of_pixels_up_to_100(bad):
+    assert mask_codes.check_buffer(4) == 4 and mask_codes.check_buffer("0") == 0
+    with pytest.raises(InputError, match="whole number of pixels from 0 to 100"):
+        mask_codes.check_buffer(bad)

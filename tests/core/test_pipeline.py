@@ -269,6 +269,37 @@ def test_the_overview_of_a_coded_mask_decodes_values_not_their_average(tmp_path)
     np.testing.assert_array_equal(strip, mask[0] == 22280)
 
 
+def test_a_mask_buffer_grows_clouds_across_window_edges(tmp_path):
+    """The buffer reads around the window: a cloud just above a strip grows into it as it would in one piece."""
+    mask = np.zeros((1, 64, 64), np.uint8)
+    mask[0, 28:32, 10:20] = 1                     # a cloud ending 1 px above the window's first row
+    path = write_raster(tmp_path / "mask.tif", mask)
+    with rasterio.open(path) as dataset:
+        grid = pipeline.raster.reference_grid(dataset)
+        source = pipeline.raster.AlignedSource(dataset, grid, direct=True)
+        strip = pipeline._CloudMask(source, pipeline.mask_codes.encoding("nonzero"), buffer=3).read(32, 32, 0, 64)
+        whole = pipeline._CloudMask(source, pipeline.mask_codes.encoding("nonzero"), buffer=3).read(0, 64, 0, 64)
+    np.testing.assert_array_equal(strip, whole[32:])
+    assert strip[:3, 12:18].all() and not strip[3:].any()
+
+
+def test_a_mask_buffer_fills_the_rim_around_the_masks_clouds(fake_model, tiny_models_dir, s2_path, tmp_path):
+    with rasterio.open(s2_path) as src:
+        scl = np.full((1, 96, 96), 4, np.uint8)
+        scl[0, 30:60, 30:60] = 9
+        mask = write_raster(tmp_path / "scl.tif", scl, crs=src.crs, transform=src.transform)
+    outputs = {}
+    for buffer in (0, 4):
+        fake_model(gain=0.0, shift=0.5).pop("model", None)  # "model output" = 5000 DN everywhere, a new one per run
+        out = tmp_path / f"out{buffer}.tif"
+        remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, keep_clear=True, tile_size=48,
+                                          overlap=16, cloud_mask=mask, cloud_mask_type="sentinel2-scl",
+                                          cloud_mask_buffer=buffer))
+        outputs[buffer] = read(out)[0]
+    assert (outputs[4][:, 26:64, 30:60] == 5000).all() and (outputs[4][:, 30:60, 26:64] == 5000).all()
+    assert (outputs[0][:, 26:30, 30:60] != 5000).any()
+
+
 def test_a_product_mask_of_the_wrong_kind_is_refused_before_any_output(fake_model, tiny_models_dir, s2_path,
                                                                        tmp_path):
     fake_model()
@@ -286,6 +317,11 @@ def test_a_product_mask_of_the_wrong_kind_is_refused_before_any_output(fake_mode
                                           cloud_mask=probability, cloud_mask_type="fmask"))
     with pytest.raises(ViserError, match="no mask was given: add --cloud-mask"):
         remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, cloud_mask_type="fmask"))
+    with pytest.raises(ViserError, match="--cloud-mask-buffer says how to read a cloud mask, but no mask"):
+        remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, cloud_mask_buffer=3))
+    with pytest.raises(ViserError, match="whole number of pixels from 0 to 100, got -2"):
+        remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, keep_clear=True,
+                                          cloud_mask=qa, cloud_mask_buffer=-2))
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["p.tif", "qa.tif", "s2.tif"]
 
 

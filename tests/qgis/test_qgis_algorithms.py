@@ -341,8 +341,8 @@ def test_removeclouds_cloud_shadows_parameter(tmp_path, fill):
 
 
 def test_removeclouds_reads_a_product_quality_band_as_the_cloud_mask(fixtures_dir, tiny_rgbn, tmp_path):
-    """CLOUD_MASK_TYPE by name or number: an SCL band as the mask keeps its snow and vegetation (tiny model: its
-    cloud changes little); a QA_PIXEL band said to be SCL is refused in Processing's names."""
+    """CLOUD_MASK_TYPE by name or number, CLOUD_MASK_BUFFER given or left out: an SCL band as the mask keeps its
+    snow (tiny model: its cloud changes little); a QA_PIXEL band said to be SCL is refused in Processing's names."""
     import numpy as np
     import rasterio
     from rasters import write_raster
@@ -355,10 +355,13 @@ def test_removeclouds_reads_a_product_quality_band_as_the_cloud_mask(fixtures_di
         qa = write_raster(tmp_path / "qa.tif", np.full((1, 96, 96), 21824, np.uint16), crs=src.crs,
                           transform=src.transform)
         original = src.read([4, 3, 2, 8])
-    for choice in ("sentinel2-scl", 2):
+    for choice, buffer in (("sentinel2-scl", None), (2, 3)):
         out = tmp_path / f"clear_{choice}.tif"
-        run("viser:removeclouds", {"INPUT": source, "MODEL_FILE": tiny_rgbn, "KEEP_CLEAR": True,
-                                   "CLOUD_MASK": str(mask), "CLOUD_MASK_TYPE": choice, "OUTPUT": str(out)})
+        params = {"INPUT": source, "MODEL_FILE": tiny_rgbn, "KEEP_CLEAR": True, "CLOUD_MASK": str(mask),
+                  "CLOUD_MASK_TYPE": choice, "OUTPUT": str(out)}
+        if buffer is not None:
+            params["CLOUD_MASK_BUFFER"] = buffer
+        run("viser:removeclouds", params)
         with rasterio.open(out) as dst:
             np.testing.assert_array_equal(dst.read()[:, 64:76, 64:76], original[:, 64:76, 64:76])
     _bad("viser:removeclouds", {"INPUT": source, "MODEL_FILE": tiny_rgbn, "KEEP_CLEAR": True, "CLOUD_MASK": str(qa),

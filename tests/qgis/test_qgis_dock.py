@@ -82,6 +82,9 @@ def test_dock_keeps_clear_pixels_by_a_quality_band(dock, cloudy_layer, tiny_rgbn
     assert dock.mask_combo.isEnabled() and dock.mask_type_combo.isEnabled()
     params = dock.parameters()[1]
     assert params["CLOUD_MASK"] == mask_layer.id() and params["CLOUD_MASK_TYPE"] == "sentinel2-scl"
+    assert "CLOUD_MASK_BUFFER" not in params
+    dock.mask_buffer_spin.setValue(2)
+    assert dock.parameters()[1]["CLOUD_MASK_BUFFER"] == 2
     out = tmp_path / "clear.tif"
     dock.output_file.setFilePath(str(out))
     finished = []
@@ -95,7 +98,7 @@ def test_dock_keeps_clear_pixels_by_a_quality_band(dock, cloudy_layer, tiny_rgbn
     assert not dock.mask_combo.isEnabled()
     dock.save_settings()
     again = ViserDockWidget(dock.iface)
-    assert again.mask_type_combo.currentText() == "sentinel2-scl"
+    assert again.mask_type_combo.currentText() == "sentinel2-scl" and again.mask_buffer_spin.value() == 2
     again.shutdown()
     again.deleteLater()
 
