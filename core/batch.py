@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Cancelled, DependencyError, InputError, OutputError, ViserError
-from .mask_codes import DEFAULT_ENCODING
+from .mask_codes import DEFAULT_ENCODING, ENCODINGS
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 STACK_KEYS = {
@@ -663,6 +663,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--force", action="store_true", help="process scenes again even if complete")
     parser.add_argument("--keep-clear", action="store_true",
                         help="keep the input where it is clear, the model's output where cloudy")
+    parser.add_argument("--cloud-mask-pattern", metavar="PATTERN",
+                        help="with --keep-clear, each scene's cloud mask: a path made from the scene's reference "
+                             "file with {dir} (its folder) and {stem} (its name without extension), e.g. "
+                             "'{dir}/{stem}_QA_PIXEL.TIF'; a scene whose mask is missing fails, the others go on")
+    parser.add_argument("--cloud-mask-type", default=DEFAULT_ENCODING, choices=list(ENCODINGS),
+                        help="which values of the masks are cloud (see remove-clouds --help)")
+    parser.add_argument("--cloud-mask-buffer", type=int, default=0, metavar="PX",
+                        help="grow the masks' clouds by PX pixels (0-100)")
     parser.add_argument("--score", action="store_true", help="also write <scene>_score.tif")
     parser.add_argument("--uncertainty", action="store_true",
                         help="also write <scene>_uncertainty.tif (implies --tta)")
@@ -677,6 +685,10 @@ def command(args, make_request: Callable, progress_bar=None) -> int:
     called per scene with that scene's inputs and outputs. Exit code 0 when every scene is done or
     skipped, 1 when some failed, 130 on Ctrl-C."""
     _import_distributed()
+    if args.cloud_mask_pattern and not args.keep_clear:
+        raise InputError("--cloud-mask-pattern gives each scene a cloud mask for keep-clear mode: add --keep-clear "
+                         "(or drop the pattern).")
+    scene_mask(args.cloud_mask_pattern, Path("scene.tif"))  # a pattern that cannot be filled in stops here
     out_dir = Path(args.output).absolute()
     if out_dir.suffix.lower() in (".tif", ".tiff"):
         raise OutputError(f"-o is the output folder of a batch, not a file: got {out_dir}.")
@@ -738,12 +750,24 @@ def _fit_requests_to_workers(jobs: list[Job], plans: list[WorkerPlan], threads: 
 
 
 def _scene_args(args, scene: Scene, out_dir: Path):
-    """The remove-clouds namespace of one scene: its inputs, its output paths, no cloud mask."""
+    """The remove-clouds namespace of one scene: its inputs, its output paths and its cloud mask."""
     import argparse
 
     paths = product_paths(out_dir, scene.name, args.score, args.uncertainty, args.source_dates)
+    index = getattr(args, "reference", 1) - 1
+    reference = scene.inputs[index] if 0 <= index < len(scene.inputs) else None
     return argparse.Namespace(**{**vars(args), "inputs": [str(p) for p in scene.inputs],
                                  "output": str(paths["output"]), "score_out": paths["score"],
                                  "uncertainty_out": paths["uncertainty"], "source_dates_out": paths["source_dates"],
-                                 "cloud_mask": None, "cloud_mask_type": DEFAULT_ENCODING,
-                                 "cloud_mask_buffer": 0})
+                                 "cloud_mask": scene_mask(args.cloud_mask_pattern, reference)})
+
+
+def scene_mask(pattern: str | None, reference: Path | None) -> str | None:
+    """The cloud mask path of a scene from ``--cloud-mask-pattern`` ({dir}, {stem} of its reference file)."""
+    if not pattern or reference is None:
+        return None
+    try:
+        return pattern.format(dir=reference.parent, stem=reference.stem)
+    except (KeyError, IndexError, ValueError) as error:
+        raise InputError(f"--cloud-mask-pattern {pattern!r} cannot be filled in ({error!r}): use {{dir}} and "
+                         "{stem} only, e.g. '{dir}/{stem}_QA_PIXEL.TIF'.") from None

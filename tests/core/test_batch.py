@@ -237,6 +237,37 @@ def test_cli_batch_on_a_local_cluster(scenes_dir, tmp_path, tiny_models_dir, cap
     assert [row["status"] for row in manifest["scenes"]] == ["skipped", "skipped"]
 
 
+def test_cli_batch_reads_each_scenes_quality_band_as_its_cloud_mask(scenes_dir, tmp_path, tiny_models_dir, capsys):
+    """--cloud-mask-pattern gives every scene its own mask ({dir}, {stem}), read with --cloud-mask-type; the scene
+    whose mask is missing fails with the mask named, the others are done, and each manifest row records its mask."""
+    import numpy as np
+    import rasterio
+    from rasters import write_raster
+
+    for name in ("a_T31TBG", "b_T31TBG"):
+        with rasterio.open(scenes_dir / f"{name}.tif") as src:
+            scl = np.full((1, src.height, src.width), 4, np.uint8)
+            scl[0, :8] = 9
+            write_raster(scenes_dir / f"{name}_SCL.tif", scl, crs=src.crs, transform=src.transform)
+    out_dir = tmp_path / "out"
+    args = ["batch", *(str(scenes_dir / f"{n}.tif") for n in ("a_T31TBG", "b_T31TBG", "c_T32ULC")), "-o", str(out_dir),
+            "--models-dir", str(tiny_models_dir), "--model", "tiny-rgbn", "--sensor", "s2-l2a", "--tile", "32",
+            "--overlap", "8", "--workers", "1", "--device", "cpu", "--keep-clear",
+            "--cloud-mask-pattern", "{dir}/{stem}_SCL.tif", "--cloud-mask-type", "sentinel2-scl",
+            "--cloud-mask-buffer", "2"]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "c_T32ULC: cloud mask not found" in captured.err and "c_T32ULC_SCL.tif" in captured.err
+    assert {p.name for p in out_dir.iterdir()} == {"a_T31TBG.tif", "b_T31TBG.tif", "manifest.json"}
+    with rasterio.open(scenes_dir / "a_T31TBG.tif") as src, rasterio.open(out_dir / "a_T31TBG.tif") as out:
+        assert json.loads(out.tags()["VISER_CR_REQUEST"])["cloud_mask"]["path"].endswith("a_T31TBG_SCL.tif")
+        assert json.loads(out.tags()["VISER_CR_REQUEST"])["cloud_mask_type"] == "sentinel2-scl"
+    assert main([a for a in args if a != "--keep-clear"]) == 2
+    assert "add --keep-clear" in capsys.readouterr().err
+    assert main([*args[:-6], "--cloud-mask-pattern", "{folder}/{stem}.tif"]) == 2
+    assert "use {dir} and {stem} only" in capsys.readouterr().err
+
+
 def test_cli_batch_errors_are_one_line(tmp_path, capsys):
     assert main(["batch", str(tmp_path / "none-*.tif"), "-o", str(tmp_path / "out")]) == 2
     assert "no file matches" in capsys.readouterr().err
