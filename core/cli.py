@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove = commands.add_parser("remove-clouds", help="fill clouds in a raster (or a stack of dates)")
     _engine_options(remove)
     remove.add_argument("--keep-clear", action="store_true",
-                        help="keep the input where it is clear, the model's output where cloudy")
+                        help="keep the input where it is clear (score below the gate the fill used, or by "
+                             "--cloud-mask), the model's output where cloudy")
     remove.add_argument("--cloud-mask", help="raster marking clouds for --keep-clear (non-zero = cloud, or see "
                                              "--cloud-mask-type)")
     remove.add_argument("--cloud-mask-type", default=mask_codes.DEFAULT_ENCODING, choices=list(mask_codes.ENCODINGS),

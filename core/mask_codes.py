@@ -8,6 +8,7 @@ shadow. Keep-clear fills exactly those pixels, as the model's shadow test would 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ class MaskEncoding:
     title: str                          # what a user picks from (QGIS, help texts)
     bits: tuple[int, ...] = ()          # bit positions, 0 = least significant
     classes: tuple[int, ...] = ()
-    known: tuple[int, ...] | None = None  # every value the encoding defines (None: any integer)
+    known: Collection[int] | None = None  # every value the encoding defines (None: any integer)
 
     @property
     def coded(self) -> bool:
@@ -58,10 +59,10 @@ ENCODINGS: dict[str, MaskEncoding] = {encoding.name: encoding for encoding in (
     MaskEncoding("nonzero", "0 = clear, any other value = cloud"),
     # Collection 2 QA_PIXEL: 1 dilated cloud, 2 cirrus (OLI only), 3 cloud, 4 cloud shadow
     MaskEncoding("landsat-qa-pixel", "Landsat Collection 2 QA_PIXEL", bits=(1, 2, 3, 4),
-                 known=tuple(range(1 << 16))),
+                 known=range(1 << 16)),
     # Sen2Cor scene classification: 3 cloud shadows, 8 / 9 cloud medium / high probability, 10 thin cirrus
     MaskEncoding("sentinel2-scl", "Sentinel-2 L2A scene classification (SCL)", classes=(3, 8, 9, 10),
-                 known=tuple(range(12))),
+                 known=range(12)),
     # Fmask 4: 0 clear land, 1 clear water, 2 cloud shadow, 3 snow, 4 cloud, 255 no observation
     MaskEncoding("fmask", "Fmask", classes=(2, 4), known=(0, 1, 2, 3, 4, 255)),
 )}

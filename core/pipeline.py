@@ -60,7 +60,7 @@ from .sensors import (
 )
 from .tiling import MIN_TILE, Panel, Tile, TileGrid
 
-SCORE_THRESHOLD = 0.5          # keep-clear: a score above this is cloud
+SCORE_THRESHOLD = 0.5          # a score above this is cloud, for models without a fill gate of their own
 SOURCE_DATES_NODATA = 65535    # source-date raster: outside the input's valid pixels
 FEATHER_RADIUS = 6             # keep-clear: width in pixels of the seam between input and model output
 MIN_MODEL_SIDE = 16            # tiles smaller than this are padded (edge-replicated) before the model
@@ -1546,7 +1546,7 @@ def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks:
                           keep_clear=request.keep_clear, say=callbacks.say, precision=request.precision,
                           source_dates=request.source_dates_output is not None,
                           date_days=inputs.days,
-                          score_threshold=SCORE_THRESHOLD if request.cloud_threshold is None else threshold,
+                          score_threshold=threshold,
                           cloud_threshold=threshold)
     if request.precision != "fp32" and device.type != "cuda":
         callbacks.say(f"Precision {request.precision} applies to CUDA GPUs: running float32 on the CPU.")
@@ -1569,18 +1569,28 @@ def _is_fill_model(model) -> bool:
     return getattr(model, "residual_base", "input") == "fill"
 
 
+def own_cloud_threshold(model, display: bool) -> float:
+    """The score above which ``model`` fills a pixel of this radiometry: its fill gate (8-bit display imagery:
+    the display gate where it has one). Keep-clear keeps the input below it, so that what is kept is exactly
+    what the fill left. A model without a fill gate: ``SCORE_THRESHOLD``."""
+    if not _is_fill_model(model):
+        return SCORE_THRESHOLD
+    display_threshold = getattr(model, "display_fill_threshold", None)
+    return display_threshold if display and display_threshold is not None else model.fill_threshold
+
+
 def _use_radiometry(model, radiometry: str, callbacks: _Callbacks, cloud_threshold: float | None = None) -> float:
     """Give the model the reference's radiometry: 8-bit display imagery gets the card's stricter cloud
     gate where it has one (stretched bright ground looks like cloud to the score) and, where the card says
     so, the saturation test (a pixel saturated in R, G and B is cloud). ``cloud_threshold``, the user's,
-    replaces the gate of both radiometries. Returns the score above which this run fills a pixel."""
+    replaces the gate of both radiometries. Returns the score above which this run fills a pixel (and below
+    which keep-clear keeps the input)."""
     display = radiometry == "display"
     if hasattr(model, "use_radiometry"):
         model.use_radiometry(display)
     fills = _is_fill_model(model)
     display_threshold = getattr(model, "display_fill_threshold", None)
-    default = (display_threshold if display and display_threshold is not None else model.fill_threshold) \
-        if fills else SCORE_THRESHOLD
+    default = own_cloud_threshold(model, display)
     if cloud_threshold is not None:
         cloud_threshold = float(cloud_threshold)
         if fills:

@@ -60,12 +60,15 @@ def load_trained(checkpoint=None, model=None, models_dir=None, device="cpu"):
     raise ViserError("give --checkpoint or --model")
 
 
-def _keep_clear(net, x: torch.Tensor, device) -> np.ndarray:
-    """The engine's keep-clear output for one sample ``x`` (C,H,W) or (L,C,H,W)."""
-    from ..core.pipeline import Predictor
+def _keep_clear(net, x: torch.Tensor, device, display: bool) -> np.ndarray:
+    """The engine's keep-clear output for one sample ``x`` (C,H,W) or (L,C,H,W): the input where the score is
+    below the model's own gate for its radiometry, as a run keeps it."""
+    from ..core.pipeline import Predictor, own_cloud_threshold
 
     xx = x if x.dim() == 4 else x[None]
-    return Predictor(net, device, batch_size=1, keep_clear=True).predict(xx[None].numpy()).image[0]
+    predictor = Predictor(net, device, batch_size=1, keep_clear=True,
+                          score_threshold=own_cloud_threshold(net, display))
+    return predictor.predict(xx[None].numpy()).image[0]
 
 
 MASKED_MEDIAN = "cloud-masked median (model's date scores)"
@@ -210,7 +213,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
         for key, value in score_counts(score, mask).items():
             score_totals[part_index][key] += value
         if keep_clear:
-            kc = _keep_clear(net, model_input, dev)
+            kc = _keep_clear(net, model_input, dev, bool(s["display"]))
             part.rows.append(table.add(f"{label} + keep-clear", s["name"], kc, tgt, mask))
         for bname, b in baselines(x.numpy(), bands).items():
             part.rows.append(table.add(bname if bname != "input" else INPUT_METHOD, s["name"], b, tgt, mask))

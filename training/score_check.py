@@ -122,8 +122,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="../shared/data/ukis-csmask", help="folder of ukis-csmask .npz files")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     ap.add_argument("--threshold", type=float, default=SCORE_THRESHOLD,
-                    help=f"score above which a pixel is cloud (default {SCORE_THRESHOLD:g}, keep-clear's; the fill "
-                         "gate's is the card's fill_threshold)")
+                    help=f"score above which a pixel is cloud (default {SCORE_THRESHOLD:g}; the bundled models' fill "
+                         "gates, which keep-clear keeps by too, are the card's fill_threshold and "
+                         "display_fill_threshold)")
     ap.add_argument("--columns", type=float, nargs=2, default=(0.0, 1.0), metavar=("FROM", "TO"),
                     help="check these columns of each image only, as fractions (0.5 1 = the east half)")
     ap.add_argument("--stretch", type=float, nargs=2, default=None, metavar=("LO", "HI"),

@@ -50,7 +50,8 @@ class RemoveCloudsAlgorithm(RemovalAlgorithm):
                "SENSOR 'auto' recognises the sensor from the band count, data type and metadata and says which "
                "preset it took; pick the preset yourself when it cannot tell."),
             bands_help(), model_help(),
-            tr("Keep clear pixels: copy the input where it is clear (by the model's cloud score, or by "
+            tr("Keep clear pixels: copy the input where it is clear (where the model's cloud score is below the "
+               "gate its fill used: 0.35 on reflectance, 0.6 on 8-bit imagery, or CLOUD_THRESHOLD; or by "
                "CLOUD_MASK where given) and only fill the clouds."),
             tr("CLOUD_MASK_TYPE says which values of CLOUD_MASK are cloud: nonzero (0 = clear, anything else "
                "cloud), landsat-qa-pixel (the QA_PIXEL band of Landsat Collection 2: its cloud, dilated cloud, "

@@ -338,6 +338,53 @@ def test_keep_clear_with_score(fake_model, tiny_models_dir, tmp_path):
     np.testing.assert_array_equal(result[:, :, 61:], data[:, :, 61:])
 
 
+class FakeFillModel(FakeModel):
+    """A fill model's interface (gates 0.35 on reflectance, 0.6 on 8-bit) over FakeModel's image and score."""
+
+    residual_base = "fill"
+
+    def __init__(self, out_bands, **kwargs):
+        super().__init__(out_bands, **kwargs)
+        self.fill_threshold, self.display_fill_threshold = 0.35, 0.6
+
+    def use_radiometry(self, display):
+        self.display = display
+
+    def forward(self, x, cloud=None, **options):
+        return super().forward(x)
+
+
+@pytest.mark.parametrize(("dtype", "scale", "middle_kept"), [(np.uint16, 1e-4, False), (np.uint8, None, True)])
+def test_keep_clear_keeps_by_the_models_own_gate(monkeypatch, tiny_models_dir, tmp_path, dtype, scale, middle_kept):
+    """Keep-clear keeps the input where the score is below the gate the fill used (0.35 on reflectance, 0.6 on
+    8-bit imagery), not a fixed 0.5: a band of score 0.42 is the model's on reflectance, the input on 8-bit."""
+    def score(ref):
+        columns = torch.full_like(ref[:, :1], 0.1)
+        columns[..., 32:64], columns[..., 64:] = 0.42, 0.9
+        return columns
+
+    def load(card_or_name, device="cpu", models_dir=None):
+        card = weights.find_model(card_or_name, models_dir)
+        return FakeFillModel(len(card.bands), gain=0.0, shift=0.5, score_fn=score), card
+
+    monkeypatch.setattr(weights, "load_model", load)
+    data = np.random.default_rng(0).integers(10, 200, (4, 96, 96)).astype(dtype)
+    source = write_raster(tmp_path / "in.tif", data)
+    out = tmp_path / "out.tif"
+    remove_clouds(CloudRemovalRequest([source], out, models_dir=tiny_models_dir, keep_clear=True, scale=scale,
+                                      sensor="rgbn8" if dtype == np.uint8 else "auto", bands=[1, 2, 3, 4],
+                                      tile_size=96, overlap=0))  # one tile: the score columns are the raster's
+    result = read(out)[0]
+    np.testing.assert_array_equal(result[:, :, :20], data[:, :, :20])   # clear: the input
+    model = 5000 if dtype == np.uint16 else 128
+    assert (np.abs(result[:, :, 76:].astype(int) - model) <= 1).all()    # cloud: the model
+    middle = result[:, :, 44:52]
+    if middle_kept:
+        np.testing.assert_array_equal(middle, data[:, :, 44:52])
+    else:
+        assert (np.abs(middle.astype(int) - model) <= 1).all()
+
+
 # -------------------------------------------------------------------------------------------- stacks
 
 
