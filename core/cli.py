@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "QA_PIXEL: cloud, dilated cloud, cirrus, shadow bits), sentinel2-scl (L2A SCL classes 3, "
                              "8, 9, 10), fmask (classes 2 and 4)")
     remove.add_argument("--cloud-mask-buffer", type=int, default=0, metavar="PX",
-                        help="grow the mask's clouds by PX pixels (0-100, default 0): 2-4 takes the thin rims a "
+                        help="grow the mask's clouds by PX output pixels (0-100, default 0): 2-4 takes the thin rims a "
                              "tight mask (SCL, hand-drawn) leaves, which the fill would take brightness from")
     add_cloud_options(remove)
     remove.add_argument("--score-out", help="also write the cloud score (float32, 0 clear .. 1 cloud)")

@@ -269,6 +269,26 @@ def test_the_overview_of_a_coded_mask_decodes_values_not_their_average(tmp_path)
     np.testing.assert_array_equal(strip, mask[0] == 22280)
 
 
+def test_a_20_m_scene_classification_band_masks_10_m_bands(fake_model, tiny_models_dir, s2_path, tmp_path):
+    """Sentinel-2 L2A ships SCL at 20 m beside 10 m bands: the mask is warped onto the output grid with
+    nearest-neighbour, so each 20 m class covers its 2 x 2 output pixels, no class is blended with another."""
+    fake_model(gain=0.0, shift=0.5)  # "model output" = 5000 DN everywhere
+    with rasterio.open(s2_path) as src:
+        original = src.read([4, 3, 2, 8])
+        transform = src.transform * src.transform.scale(2, 2)  # same origin, pixels twice as large
+        crs = src.crs
+    scl = np.full((1, 48, 48), 4, np.uint8)
+    scl[0, 15:30, 15:30] = 8                            # output rows and columns 30-59
+    scl[0, 35:45, 35:45] = 11                           # snow, output 70-89: kept
+    mask = write_raster(tmp_path / "scl_20m.tif", scl, crs=crs, transform=transform)
+    out = tmp_path / "out.tif"
+    remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, keep_clear=True, tile_size=48,
+                                      overlap=16, cloud_mask=mask, cloud_mask_type="sentinel2-scl"))
+    data = read(out)[0]
+    assert (data[:, 30:60, 30:60] == 5000).all()
+    np.testing.assert_array_equal(data[:, 74:90, 74:90], original[:, 74:90, 74:90])
+
+
 def test_a_mask_buffer_grows_clouds_across_window_edges(tmp_path):
     """The buffer reads around the window: a cloud just above a strip grows into it as it would in one piece."""
     mask = np.zeros((1, 64, 64), np.uint8)
