@@ -183,6 +183,8 @@ def request_record(request) -> dict:
             value = [_file_identity(p) for p in value]
         elif item.name == "cloud_mask" and value is not None:
             value = _file_identity(value)
+        elif item.name == "cloud_masks" and value is not None:
+            value = [_file_identity(p) for p in value]
         elif isinstance(value, Path):
             value = str(value.resolve())
         elif isinstance(value, tuple):
@@ -664,9 +666,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--keep-clear", action="store_true",
                         help="keep the input where it is clear, the model's output where cloudy")
     parser.add_argument("--cloud-mask-pattern", metavar="PATTERN",
-                        help="with --keep-clear, each scene's cloud mask: a path made from the scene's reference "
-                             "file with {dir} (its folder) and {stem} (its name without extension), e.g. "
-                             "'{dir}/{stem}_QA_PIXEL.TIF'; a scene whose mask is missing fails, the others go on")
+                        help="with --keep-clear, each input file's cloud mask: a path made from the file with {dir} "
+                             "(its folder) and {stem} (its name without extension), e.g. '{dir}/{stem}_QA_PIXEL.TIF'; "
+                             "every date of a stack gets its own; a scene whose mask is missing fails, the others go on")
     parser.add_argument("--cloud-mask-type", default=DEFAULT_ENCODING, choices=list(ENCODINGS),
                         help="which values of the masks are cloud (see remove-clouds --help)")
     parser.add_argument("--cloud-mask-buffer", type=int, default=0, metavar="PX",
@@ -688,7 +690,8 @@ def command(args, make_request: Callable, progress_bar=None) -> int:
     if args.cloud_mask_pattern and not args.keep_clear:
         raise InputError("--cloud-mask-pattern gives each scene a cloud mask for keep-clear mode: add --keep-clear "
                          "(or drop the pattern).")
-    scene_mask(args.cloud_mask_pattern, Path("scene.tif"))  # a pattern that cannot be filled in stops here
+    if args.cloud_mask_pattern:
+        scene_mask(args.cloud_mask_pattern, Path("scene.tif"))  # a pattern that cannot be filled in stops here
     out_dir = Path(args.output).absolute()
     if out_dir.suffix.lower() in (".tif", ".tiff"):
         raise OutputError(f"-o is the output folder of a batch, not a file: got {out_dir}.")
@@ -754,20 +757,17 @@ def _scene_args(args, scene: Scene, out_dir: Path):
     import argparse
 
     paths = product_paths(out_dir, scene.name, args.score, args.uncertainty, args.source_dates)
-    index = getattr(args, "reference", 1) - 1
-    reference = scene.inputs[index] if 0 <= index < len(scene.inputs) else None
+    masks = [scene_mask(args.cloud_mask_pattern, path) for path in scene.inputs] if args.cloud_mask_pattern else None
     return argparse.Namespace(**{**vars(args), "inputs": [str(p) for p in scene.inputs],
                                  "output": str(paths["output"]), "score_out": paths["score"],
                                  "uncertainty_out": paths["uncertainty"], "source_dates_out": paths["source_dates"],
-                                 "cloud_mask": scene_mask(args.cloud_mask_pattern, reference)})
+                                 "cloud_mask": masks})
 
 
-def scene_mask(pattern: str | None, reference: Path | None) -> str | None:
-    """The cloud mask path of a scene from ``--cloud-mask-pattern`` ({dir}, {stem} of its reference file)."""
-    if not pattern or reference is None:
-        return None
+def scene_mask(pattern: str, path: Path) -> str:
+    """The cloud mask of an input file from ``--cloud-mask-pattern`` ({dir}, {stem} of the file)."""
     try:
-        return pattern.format(dir=reference.parent, stem=reference.stem)
+        return pattern.format(dir=path.parent, stem=path.stem)
     except (KeyError, IndexError, ValueError) as error:
         raise InputError(f"--cloud-mask-pattern {pattern!r} cannot be filled in ({error!r}): use {{dir}} and "
                          "{stem} only, e.g. '{dir}/{stem}_QA_PIXEL.TIF'.") from None

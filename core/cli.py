@@ -145,8 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--keep-clear", action="store_true",
                         help="keep the input where it is clear (score below the gate the fill used, or by "
                              "--cloud-mask), the model's output where cloudy")
-    remove.add_argument("--cloud-mask", help="raster marking clouds for --keep-clear (non-zero = cloud, or see "
-                                             "--cloud-mask-type)")
+    remove.add_argument("--cloud-mask", nargs="+", metavar="PATH",
+                        help="raster marking clouds for --keep-clear (non-zero = cloud, or see --cloud-mask-type); "
+                             "for a stack, the reference's mask, or one per INPUT in the same order (each date's "
+                             "mask then decides which of its pixels the fill may take)")
     remove.add_argument("--cloud-mask-type", default=mask_codes.DEFAULT_ENCODING, choices=list(mask_codes.ENCODINGS),
                         help="which values of --cloud-mask are cloud: nonzero (default), landsat-qa-pixel (Collection 2 "
                              "QA_PIXEL: cloud, dilated cloud, cirrus, shadow bits), sentinel2-scl (L2A SCL classes 3, "
@@ -240,8 +242,10 @@ def _request(args, score_only: bool):
     )
     if score_only:
         return CloudRemovalRequest(output=None, score_output=args.output, **common)
+    masks = list(args.cloud_mask or [])
     return CloudRemovalRequest(
-        output=args.output, keep_clear=args.keep_clear, cloud_mask=args.cloud_mask,
+        output=args.output, keep_clear=args.keep_clear,
+        cloud_mask=masks[0] if len(masks) == 1 else None, cloud_masks=masks if len(masks) > 1 else None,
         cloud_mask_type=args.cloud_mask_type, cloud_mask_buffer=args.cloud_mask_buffer, score_output=args.score_out,
         cloud_threshold=args.cloud_threshold, cirrus_correction=args.cirrus_correction,
         cloud_shadows=args.cloud_shadows,

@@ -94,6 +94,7 @@ class CloudRemovalRequest:
     cloud_mask: str | Path | None = None  # raster whose first band marks the clouds (see cloud_mask_type)
     cloud_mask_type: str = mask_codes.DEFAULT_ENCODING  # which values are cloud: core.mask_codes.ENCODINGS
     cloud_mask_buffer: int = 0          # pixels the mask's clouds are grown by (their thin rims)
+    cloud_masks: list[str | Path] | None = None  # stacks: one mask per input, in input order (not with cloud_mask)
     score_output: str | Path | None = None
     uncertainty_output: str | Path | None = None   # implies test-time augmentation
     source_dates_output: str | Path | None = None  # stacks: per pixel, the input number of the date used most
@@ -150,13 +151,15 @@ def _validate_request(request: CloudRemovalRequest) -> None:
         raise InputError(f"batch size must be at least 1, got {request.batch_size}.")
     if request.source_dates_output is not None and request.output is None:
         raise InputError("the source-date raster comes with a cloud-free output: give an output path too.")
-    if request.cloud_mask is not None and not request.keep_clear:
+    if (request.cloud_mask is not None or request.cloud_masks) and not request.keep_clear:
         raise InputError("a cloud mask is used by keep-clear mode: add --keep-clear (or drop the mask).")
+    if request.cloud_masks is not None:
+        _check_date_masks(request)
     mask_codes.encoding(request.cloud_mask_type)
     buffer = mask_codes.check_buffer(request.cloud_mask_buffer)
     for option, given in (("--cloud-mask-type", request.cloud_mask_type != mask_codes.DEFAULT_ENCODING),
                           ("--cloud-mask-buffer", buffer > 0)):
-        if given and request.cloud_mask is None:
+        if given and request.cloud_mask is None and not request.cloud_masks:
             raise InputError(f"{option} says how to read a cloud mask, but no mask was given: add --cloud-mask "
                              f"(with --keep-clear), or drop {option}.")
     if request.cloud_threshold is not None and not 0.0 < _number(request.cloud_threshold) < 1.0:
@@ -164,6 +167,16 @@ def _validate_request(request: CloudRemovalRequest) -> None:
         raise InputError(f"the cloud threshold must be a number between 0 and 1 (exclusive), got {threshold!r}: "
                          "pixels whose cloud score is above it are filled; raise it (e.g. 0.7) to keep more bright "
                          "ground, lower it (e.g. 0.45) to take more thin cloud.")
+
+
+def _check_date_masks(request: CloudRemovalRequest) -> None:
+    inputs, masks = len(request.inputs), len(request.cloud_masks)
+    if request.cloud_mask is not None:
+        raise InputError("give the reference's cloud mask or one mask per date, not both (the reference's is the one "
+                         "at its position among the dates' masks).")
+    if inputs < 2 or masks != inputs:
+        raise InputError(f"{masks} cloud mask(s) for {inputs} input(s): give one mask (the reference date's) or one "
+                         "per input, in the inputs' order.")
 
 
 @dataclass(frozen=True)
@@ -178,7 +191,7 @@ class _OutputPaths:
 
 def _output_paths(request: CloudRemovalRequest) -> _OutputPaths:
     """Checked output paths; none may be an input, the cloud mask or another output."""
-    protected = [*request.inputs] + ([request.cloud_mask] if request.cloud_mask else [])
+    protected = [*request.inputs] + ([request.cloud_mask] if request.cloud_mask else []) + list(request.cloud_masks or [])
     checked: list[Path | None] = []
     for value, what in ((request.output, "output"), (request.score_output, "score output"),
                         (request.uncertainty_output, "uncertainty output"),
@@ -635,7 +648,8 @@ class Predictor:
             raise _NeedSmallerTiles() from None
 
     def predict(self, x: np.ndarray, cloud: np.ndarray | None = None, prior: np.ndarray | None = None) -> Prediction:
-        """``x`` ``(n, L, C, h, w)`` reflectance, ``cloud`` ``(n, h, w)`` a user's mask or None, ``prior``
+        """``x`` ``(n, L, C, h, w)`` reflectance, ``cloud`` ``(n, k, h, w)`` the user's masks (k = 1: the
+        reference's; k = L: every date's, which then replace the model's date scores) or None, ``prior``
         ``(n, C, h, w)`` each tile's wide-view prior (``_Overview``) or None."""
         outputs, start = [], 0
         while start < len(x):
@@ -705,11 +719,15 @@ class Predictor:
             if pad_h or pad_w:
                 x = F.pad(x.reshape(n, frames * channels, h, w), (0, pad_w, 0, pad_h), mode="replicate")
                 x = x.reshape(n, frames, channels, h + pad_h, w + pad_w)
-            cloud = self._cloud_tensor(cloud_np, x.shape[-2:])  # on the device once per batch
+            masks = self._cloud_tensor(cloud_np, x.shape[-2:])  # the user's, on the device once per batch
+            cloud = None if masks is None else masks[:, :1]  # the reference's
+            dates_masked = masks is not None and masks.shape[1] > 1
             prior = self._prior_tensor(prior_np, x.shape[-2:])
             too_long = frames > getattr(self.model, "num_frames", frames)
             date_clouds = order = None
-            if self.source_dates or too_long:
+            if dates_masked:
+                date_clouds = masks[:, :, None]  # every date's cloud from its own mask, not the model's score
+            elif self.source_dates or too_long:
                 date_clouds = self._date_clouds(x)  # every date scored once per batch
             if too_long:
                 x, order = self._choose_dates(x, date_clouds)
@@ -717,7 +735,7 @@ class Predictor:
             if date_clouds is not None:  # the chosen dates' weights, in the stack's order
                 taken = date_clouds if order is None else date_clouds[torch.arange(n, device=x.device)[:, None], order]
             if self.tta:
-                image, score, spread = self._tta(x, cloud, prior)
+                image, score, spread = self._tta(x, cloud, prior, taken if dates_masked else None)
                 spread = spread[:, :h, :w]
             else:
                 image, score = self._forward(x, cloud, taken, prior)
@@ -746,16 +764,17 @@ class Predictor:
             return tensor.cpu().numpy()
         return self.staging.to_host(tensor, key)
 
-    def _tta(self, x, cloud=None, prior=None):
+    def _tta(self, x, cloud=None, prior=None, date_clouds=None):
         """Mean over the 8 flips / rotations (Welford's update: exact for identical outputs), the
-        per-pixel standard deviation averaged over bands as a root mean square. The user's cloud mask and
+        per-pixel standard deviation averaged over bands as a root mean square. The user's cloud masks and
         the wide-view prior turn with the tile."""
         mean = m2 = score = None
         count = 0
         turn = lambda t, k, flip: None if t is None else _dihedral(t, k, flip)  # noqa: E731
         for k in range(4):
             for flip in (False, True):
-                image_t, score_t = self._forward(_dihedral(x, k, flip), turn(cloud, k, flip), prior=turn(prior, k, flip))
+                image_t, score_t = self._forward(_dihedral(x, k, flip), turn(cloud, k, flip),
+                                                 turn(date_clouds, k, flip), turn(prior, k, flip))
                 image_t, score_t = _undo_dihedral(image_t, k, flip), _undo_dihedral(score_t, k, flip)
                 count += 1
                 if mean is None:
@@ -794,13 +813,13 @@ class Predictor:
         return x[torch.arange(n, device=x.device)[:, None], order], order
 
     def _cloud_tensor(self, cloud_np, size):
-        """The user's cloud mask ``(n, 1, H, W)`` padded like the tiles (None without a mask)."""
+        """The user's cloud masks ``(n, k, H, W)`` padded like the tiles (None without a mask)."""
         import torch
         import torch.nn.functional as F
 
         if cloud_np is None:
             return None
-        cloud = torch.from_numpy(np.ascontiguousarray(cloud_np)).to(self.device).float()[:, None]
+        cloud = torch.from_numpy(np.ascontiguousarray(cloud_np)).to(self.device).float()
         pad_h, pad_w = size[0] - cloud.shape[-2], size[1] - cloud.shape[-1]
         return F.pad(cloud, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else cloud
 
@@ -974,10 +993,10 @@ class _Strips:
     of 16-bit data; ``tile`` converts to reflectance.
     """
 
-    def __init__(self, items: list[_Input], sources, mask_source, grid: TileGrid, panel: Panel):
+    def __init__(self, items: list[_Input], sources, masks, grid: TileGrid, panel: Panel):
         self.items = items
         self.sources = sources
-        self.mask_source = mask_source
+        self.masks = masks  # the user's cloud masks: the reference's, or one per date (date order)
         self.grid = grid
         self.panel = panel
         self.left = {row: len(panel.cols) for row in range(len(grid.ys))}
@@ -1000,17 +1019,18 @@ class _Strips:
         x, w = self.panel.read_x0, self.panel.read_x1 - self.panel.read_x0
         dates = [source.read(item.read_indexes, y, h, x, w) for item, source in zip(self.items, self.sources, strict=True)]
         cloud = None
-        if self.mask_source is not None:
-            cloud = self.mask_source.read(y, h, x, w)
+        if self.masks is not None:
+            cloud = np.stack([mask.read(y, h, x, w) for mask in self.masks])
         return dates, cloud
 
     def tile(self, tile: Tile) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Reflectance ``(L, C, h, w)`` of a tile, the reference's validity and the cloud mask."""
+        """Reflectance ``(L, C, h, w)`` of a tile, the reference's validity and the user's cloud masks
+        ``(k, h, w)`` (k = 1: the reference's; k = L: every date's)."""
         dates, cloud = self.get(tile.row)
         cols = slice(tile.x - self.panel.read_x0, tile.x - self.panel.read_x0 + tile.width)
         frames, corrected = _corrected_reflectance(self.items, [(raw[:, :, cols], valid[:, cols]) for raw, valid in dates])
         self.cirrus_tiles += int(corrected)
-        return frames, dates[0][1][:, cols], None if cloud is None else cloud[:, cols]
+        return frames, dates[0][1][:, cols], None if cloud is None else cloud[:, :, cols]
 
 
 def _corrected_reflectance(items: list[_Input], dates) -> tuple[np.ndarray, bool]:
@@ -1109,8 +1129,8 @@ def _overview(job: _Job, tiles: _TilePlan, predictor: Predictor, callbacks: _Cal
     valid = torch.from_numpy(dates[0][1].astype(np.float32))[None, None]
     frames[0] = push_pull_fill(torch.from_numpy(frames[:1]), valid)[0].numpy()
     cloud = None
-    if job.sources.mask is not None:
-        cloud = job.sources.mask.read_overview(height, width)[None]
+    if job.sources.masks is not None:
+        cloud = np.stack([mask.read_overview(height, width) for mask in job.sources.masks])[None]
     date_use = None if predictor.date_use is None else predictor.date_use.copy()
     image = predictor.predict(frames[None], cloud).image[0]
     predictor.date_use = date_use  # the per-tile count of the dates a long stack used leaves this pass out
@@ -1274,7 +1294,7 @@ def _stream(job: _Job, grid: TileGrid, predictor: Predictor, outputs: _OutputFil
     counter = _Progress(sum(len(panel.cols) * len(grid.ys) for panel in panels), callbacks.progress)
     valid_pixels = cloud_pixels = cirrus_tiles = 0
     for panel in panels:
-        strips = _Strips(dates, job.sources.dates, job.sources.mask, grid, panel)
+        strips = _Strips(dates, job.sources.dates, job.sources.masks, grid, panel)
         writer = _Writer(grid, panel, channels, job.encoding, outputs, [date.number for date in dates],
                          predictor.cloud_threshold)
         batches = _read_batches(strips, grid.panel_tiles(panel), max(1, predictor.batch_size), overview)
@@ -1397,7 +1417,7 @@ class _Sources:
 
     grid: raster.Grid
     dates: list[raster.AlignedSource]
-    mask: _CloudMask | None
+    masks: list[_CloudMask] | None      # the reference's cloud mask, or one per date (date order)
 
 
 def _align_sources(request: CloudRemovalRequest, inputs: _Inputs, stack: contextlib.ExitStack,
@@ -1410,13 +1430,23 @@ def _align_sources(request: CloudRemovalRequest, inputs: _Inputs, stack: context
         stack.callback(source.close)
     for note in notes:
         callbacks.say(note)
-    return _Sources(grid, sources, _mask_source(request, grid, stack, inputs.reference.dataset))
+    return _Sources(grid, sources, _mask_sources(request, grid, stack, inputs))
 
 
-def _mask_source(request: CloudRemovalRequest, grid, stack: contextlib.ExitStack, reference):
-    if request.cloud_mask is None:
+def _mask_sources(request: CloudRemovalRequest, grid, stack: contextlib.ExitStack, inputs: _Inputs):
+    """The user's cloud masks on the output grid: the reference's alone, or one per date in the dates'
+    order (the reference first), or None."""
+    if request.cloud_masks:
+        paths = [request.cloud_masks[date.number - 1] for date in inputs.dates]
+    elif request.cloud_mask is not None:
+        paths = [request.cloud_mask]
+    else:
         return None
-    dataset = stack.enter_context(raster.open_raster(request.cloud_mask, "cloud mask"))
+    return [_mask_source(request, path, grid, stack, inputs.reference.dataset) for path in paths]
+
+
+def _mask_source(request: CloudRemovalRequest, path, grid, stack: contextlib.ExitStack, reference):
+    dataset = stack.enter_context(raster.open_raster(path, "cloud mask"))
     direct = (dataset.crs == reference.crs and dataset.transform == reference.transform
               and (dataset.width, dataset.height) == (reference.width, reference.height))
     if not direct and (dataset.crs is None or reference.crs is None):
@@ -1665,7 +1695,7 @@ def _write(job: _Job, tiles: _TilePlan, predictor: Predictor, callbacks: _Callba
         outputs.files.discard()
         raise
     callbacks.say(_throughput(len(tiles.tiles), tiles.grid, time.perf_counter() - started, predictor))
-    if job.sources.mask is None:
+    if job.sources.masks is None:
         callbacks.say(_cloud_share_line(cloud_pixels / valid_pixels, predictor.cloud_threshold,
                                         job.inputs.reference.resolution.radiometry == "display",
                                         getattr(predictor.model, "shadow_test", False)))

@@ -5,12 +5,9 @@ from __future__ import annotations
 from qgis.core import (
     QgsProcessingException,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterEnum,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
 )
 
-from ..core.mask_codes import DEFAULT_ENCODING, ENCODINGS, MAX_BUFFER
 from . import naming
 from .algorithm_base import (
     RemovalAlgorithm,
@@ -18,6 +15,7 @@ from .algorithm_base import (
     bands_help,
     choices_help,
     help_text,
+    mask_help,
     model_help,
     requirements_help,
 )
@@ -27,8 +25,6 @@ from .i18n import tr
 class RemoveCloudsAlgorithm(RemovalAlgorithm):
     KEEP_CLEAR = "KEEP_CLEAR"
     CLOUD_MASK = "CLOUD_MASK"
-    CLOUD_MASK_TYPE = "CLOUD_MASK_TYPE"
-    CLOUD_MASK_BUFFER = "CLOUD_MASK_BUFFER"
     OUTPUT_FIELDS = {"output": RemovalAlgorithm.OUTPUT, "score_output": RemovalAlgorithm.SCORE,
                      "uncertainty_output": RemovalAlgorithm.UNCERTAINTY}
 
@@ -53,13 +49,7 @@ class RemoveCloudsAlgorithm(RemovalAlgorithm):
             tr("Keep clear pixels: copy the input where it is clear (where the model's cloud score is below the "
                "gate its fill used: 0.35 on reflectance, 0.6 on 8-bit imagery, or CLOUD_THRESHOLD; or by "
                "CLOUD_MASK where given) and only fill the clouds."),
-            tr("CLOUD_MASK_TYPE says which values of CLOUD_MASK are cloud: nonzero (0 = clear, anything else "
-               "cloud), landsat-qa-pixel (the QA_PIXEL band of Landsat Collection 2: its cloud, dilated cloud, "
-               "cirrus and cloud-shadow bits), sentinel2-scl (the SCL band of Sentinel-2 L2A: cloud shadows, "
-               "cloud medium and high probability, thin cirrus) or fmask (Fmask's cloud and cloud-shadow "
-               "classes). The product's own quality band then needs no raster calculator first. CLOUD_MASK_BUFFER "
-               "(pixels, default 0) grows the mask's clouds: 2-4 px takes the thin rims a tight mask (SCL, a "
-               "hand-drawn mask) leaves outside, which the fill would otherwise take brightness from."),
+            mask_help("CLOUD_MASK"),
             advanced_help(), choices_help(),
             tr("Outputs: OUTPUT, the cloud-free raster with the model's bands (band descriptions name them), "
                "in the input's data type and scale; optionally SCORE, the cloud score (0 = clear, 1 = "
@@ -80,23 +70,7 @@ class RemoveCloudsAlgorithm(RemovalAlgorithm):
                 optional=True,
             )
         )
-        self.addParameter(
-            QgsProcessingParameterEnum(
-                self.CLOUD_MASK_TYPE,
-                tr("Cloud mask values (which values of the cloud mask are cloud)"),
-                options=list(ENCODINGS),
-                allowMultiple=False,
-                defaultValue=DEFAULT_ENCODING,
-                usesStaticStrings=True,
-                optional=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.CLOUD_MASK_BUFFER, tr("Cloud mask buffer (pixels the mask's clouds grow by)"),
-                QgsProcessingParameterNumber.Integer, 0, True, 0, MAX_BUFFER,
-            )
-        )
+        self.add_mask_value_parameters()
         self.add_run_parameters()
         self.add_output_options()
         self.addParameter(self.raster_destination(self.OUTPUT, tr("Cloud-free raster")))
@@ -114,8 +88,7 @@ class RemoveCloudsAlgorithm(RemovalAlgorithm):
             inputs=[self.layer_path(layer, self.INPUT)],
             keep_clear=self.parameterAsBoolean(parameters, self.KEEP_CLEAR, context),
             cloud_mask=self.raster_path(parameters, self.CLOUD_MASK, context, optional=True),
-            cloud_mask_type=self.choice(parameters, self.CLOUD_MASK_TYPE, context) or DEFAULT_ENCODING,
-            cloud_mask_buffer=self.optional_int(parameters, self.CLOUD_MASK_BUFFER, context) or 0,
+            **self.mask_value_fields(parameters, context),
         )
         if fields["cloud_mask"] and not fields["keep_clear"]:
             raise QgsProcessingException(tr(

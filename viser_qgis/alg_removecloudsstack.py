@@ -21,6 +21,7 @@ from .algorithm_base import (
     bands_help,
     choices_help,
     help_text,
+    mask_help,
     model_help,
     requirements_help,
 )
@@ -32,6 +33,7 @@ class RemoveCloudsStackAlgorithm(RemovalAlgorithm):
     REFERENCE = "REFERENCE"
     RESAMPLING = "RESAMPLING"
     KEEP_CLEAR = "KEEP_CLEAR"
+    CLOUD_MASKS = "CLOUD_MASKS"
     OUTPUT_FIELDS = {"output": RemovalAlgorithm.OUTPUT, "score_output": RemovalAlgorithm.SCORE,
                      "uncertainty_output": RemovalAlgorithm.UNCERTAINTY,
                      "source_dates_output": RemovalAlgorithm.SOURCE_DATES}
@@ -57,7 +59,11 @@ class RemoveCloudsStackAlgorithm(RemovalAlgorithm):
                "onto the reference grid with RESAMPLING; they must overlap it. With qgis_process give each "
                "date with its own INPUTS=path."),
             bands_help(stack=True), model_help(),
-            tr("Keep clear pixels: copy the reference where it is clear and only fill the clouds."),
+            tr("Keep clear pixels: copy the reference where it is clear and only fill the clouds. CLOUD_MASKS "
+               "(optional, with Keep clear pixels): one cloud mask per date, in the order of INPUTS (each date's "
+               "quality band: every date's mask then decides which of its pixels the fill may take, instead of "
+               "the model's score of that date), or one mask, the reference's."),
+            mask_help("CLOUD_MASKS"),
             advanced_help(), choices_help(),
             tr("Outputs: OUTPUT, the cloud-free reference date on its own grid; optionally SCORE (cloud score "
                "of the reference date), UNCERTAINTY and SOURCE_DATES (per pixel, the number of the input date the "
@@ -88,6 +94,14 @@ class RemoveCloudsStackAlgorithm(RemovalAlgorithm):
         self.addParameter(
             QgsProcessingParameterBoolean(self.KEEP_CLEAR, tr("Keep clear pixels (fill only the clouds)"), False)
         )
+        self.addParameter(
+            QgsProcessingParameterMultipleLayers(
+                self.CLOUD_MASKS, tr("Cloud masks (one per date in the order of the inputs, or the reference's; "
+                                     "optional, used by 'Keep clear pixels')"),
+                QgsProcessing.TypeRaster, optional=True,
+            )
+        )
+        self.add_mask_value_parameters()
         self.add_run_parameters()
         self.add_output_options()
         self.addParameter(self.raster_destination(self.OUTPUT, tr("Cloud-free reference date")))
@@ -124,7 +138,18 @@ class RemoveCloudsStackAlgorithm(RemovalAlgorithm):
             reference=reference,
             resampling=self.choice(parameters, self.RESAMPLING, context) or "bilinear",
             keep_clear=self.parameterAsBoolean(parameters, self.KEEP_CLEAR, context),
+            **self.mask_value_fields(parameters, context),
         )
+        masks = [self.layer_path(layer, self.CLOUD_MASKS)
+                 for layer in self.parameterAsLayerList(parameters, self.CLOUD_MASKS, context) or []]
+        if masks and not fields["keep_clear"]:
+            raise QgsProcessingException(tr(
+                "CLOUD_MASKS are used only when keeping clear pixels: tick 'Keep clear pixels' (KEEP_CLEAR) or leave "
+                "CLOUD_MASKS empty."))
+        if len(masks) == 1:
+            fields["cloud_mask"] = masks[0]
+        elif masks:
+            fields["cloud_masks"] = masks
         fields.update(self.common_request_fields(parameters, context, reference_layer))
         self.date_labels = [layer.name() for layer in layers]
         order = [reference] + [i for i in range(len(layers)) if i != reference]

@@ -40,6 +40,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..core.device import check_device_name
 from ..core.errors import ViserError
+from ..core.mask_codes import DEFAULT_ENCODING, ENCODINGS, MAX_BUFFER
 from ..core.sensors import SENSOR_CHOICES
 from . import engine, gdal_options, style
 from .i18n import tr
@@ -77,6 +78,18 @@ def model_help() -> str:
         "takes a model of your own (a .safetensors file with its .json model card beside it, or the card "
         "itself) and overrides MODEL."
     )
+
+
+def mask_help(masks: str) -> str:
+    return tr(
+        "CLOUD_MASK_TYPE says which values of {masks} are cloud: nonzero (0 = clear, anything else cloud), "
+        "landsat-qa-pixel (the QA_PIXEL band of Landsat Collection 2: its cloud, dilated cloud, cirrus and "
+        "cloud-shadow bits), sentinel2-scl (the SCL band of Sentinel-2 L2A: cloud shadows, cloud medium and high "
+        "probability, thin cirrus) or fmask (Fmask's cloud and cloud-shadow classes). The product's own quality band "
+        "then needs no raster calculator first. CLOUD_MASK_BUFFER (pixels, default 0) grows the mask's clouds: "
+        "2-4 px takes the thin rims a tight mask (SCL, a hand-drawn mask) leaves outside, which the fill would "
+        "otherwise take brightness from."
+    ).format(masks=masks)
 
 
 def choices_help() -> str:
@@ -311,6 +324,8 @@ class RemovalAlgorithm(ViserAlgorithm):
     CLOUD_THRESHOLD = "CLOUD_THRESHOLD"
     CIRRUS_CORRECTION = "CIRRUS_CORRECTION"
     CLOUD_SHADOWS = "CLOUD_SHADOWS"
+    CLOUD_MASK_TYPE = "CLOUD_MASK_TYPE"
+    CLOUD_MASK_BUFFER = "CLOUD_MASK_BUFFER"
     EXTENT = "EXTENT"
     CREATION_OPTIONS = "CREATION_OPTIONS"
     COG = "COG"
@@ -367,6 +382,30 @@ class RemovalAlgorithm(ViserAlgorithm):
                     advanced=True,
                 )
             )
+
+    def add_mask_value_parameters(self) -> None:
+        """CLOUD_MASK_TYPE and CLOUD_MASK_BUFFER: how the user's cloud masks are read."""
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.CLOUD_MASK_TYPE,
+                tr("Cloud mask values (which values of the cloud mask are cloud)"),
+                options=list(ENCODINGS),
+                allowMultiple=False,
+                defaultValue=DEFAULT_ENCODING,
+                usesStaticStrings=True,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.CLOUD_MASK_BUFFER, tr("Cloud mask buffer (pixels the mask's clouds grow by)"),
+                QgsProcessingParameterNumber.Integer, 0, True, 0, MAX_BUFFER,
+            )
+        )
+
+    def mask_value_fields(self, parameters, context) -> dict:
+        return dict(cloud_mask_type=self.choice(parameters, self.CLOUD_MASK_TYPE, context) or DEFAULT_ENCODING,
+                    cloud_mask_buffer=self.optional_int(parameters, self.CLOUD_MASK_BUFFER, context) or 0)
 
     def add_model_parameters(self) -> None:
         self.addParameter(

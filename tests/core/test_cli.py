@@ -54,6 +54,25 @@ def test_cloud_mask_type_reaches_the_run(s2, tmp_path, tiny_models_dir, capsys):
     assert "invalid choice: 'scl' (choose from 'nonzero', 'landsat-qa-pixel'" in capsys.readouterr().err
 
 
+def test_a_stack_takes_one_cloud_mask_per_date(fixtures_dir, tmp_path, tiny_models_dir, capsys):
+    import numpy as np
+    from rasters import write_raster
+
+    dates = [str(fixtures_dir / n) for n in ("ts_s2_ImgNo_5_2018-03-07_64.tif", "ts_s2_ImgNo_7_2018-04-01_64.tif",
+                                            "ts_s2_ImgNo_9_2018-04-26_64.tif")]
+    masks = []
+    for i, date in enumerate(dates):
+        with rasterio.open(date) as src:
+            scl = np.full((1, src.height, src.width), 4, np.uint8)
+            masks.append(str(write_raster(tmp_path / f"scl{i}.tif", scl, crs=src.crs, transform=src.transform)))
+    args = ["remove-clouds", *dates, "-o", str(tmp_path / "out.tif"), "--models-dir", str(tiny_models_dir),
+            "--keep-clear", "--cloud-mask-type", "sentinel2-scl", "-q", "--cloud-mask"]
+    assert main([*args, *masks]) == 0
+    assert main([*args, *masks[:2]]) == 2
+    assert "2 cloud mask(s) for 3 input(s): give one mask (the reference date's) or one per input" in \
+        capsys.readouterr().err
+
+
 def test_quiet_float32_cog_and_bands(s2, tmp_path, tiny_models_dir, capsys):
     out = tmp_path / "out.tif"
     code = main(["remove-clouds", s2, "-o", str(out), "--models-dir", str(tiny_models_dir), "--bands", "4,3,2",

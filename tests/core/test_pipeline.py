@@ -669,6 +669,60 @@ def test_a_landsat_qa_pixel_band_drives_the_fill_over_a_raster_larger_than_a_til
     np.testing.assert_array_equal(data[:, 14:26, 114:146], image[:, 14:26, 114:146])   # snow kept
 
 
+def _fill_stack_model_without_correction(folder):
+    """A tiny 3-date fill model (no flow) whose output is its temporal prior, saved in ``folder``."""
+    from viser_cr.core.model import ViserCR
+
+    torch.manual_seed(0)
+    model = ViserCR(in_bands=4, out_bands=4, width=8, blocks=[1, 1, 1], heads=[1, 2, 4], refine_blocks=1,
+                    sr_iterations=1, num_frames=3, residual_base="fill", upsample="bilinear", use_flow=False).eval()
+    with torch.no_grad():
+        model.output.weight.zero_()
+    folder.mkdir(exist_ok=True)
+    weights.save_model(model, folder / "fill-rgbn-l3", name="fill-rgbn-l3", bands=["red", "green", "blue", "nir"],
+                       num_frames=3, tile_size=64, overlap=16, description="tiny stack fill model, no correction")
+    return folder
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_each_dates_quality_band_decides_what_the_stack_takes(tmp_path, tta):
+    """One mask per date (Fmask classes): under the reference's cloud the stack takes the date whose own mask
+    says clear there, and swapping the two context dates' masks swaps what it takes, whatever the
+    (untrained) model's own date scores would say; test-time augmentation turns the masks with the tiles."""
+    models = _fill_stack_model_without_correction(tmp_path / "models")
+    reference = np.full((4, 64, 64), 2000, np.uint16)
+    reference[:, 20:44, 16:40] = 9000
+    second, third = reference.copy(), reference.copy()
+    second[:, 20:44, 16:40], third[:, 20:44, 16:40] = 3000, 4000
+    paths = [write_raster(tmp_path / f"date{i}.tif", d) for i, d in enumerate((reference, second, third))]
+    outputs = {}
+    for clear_one in (1, 2):
+        masks = []
+        for i in range(3):
+            fmask = np.zeros((1, 64, 64), np.uint8)                 # clear land
+            if i != clear_one:
+                fmask[0, 20:44, 16:40] = 4                          # cloud
+            masks.append(write_raster(tmp_path / f"fmask{clear_one}_{i}.tif", fmask))
+        out = tmp_path / f"out{clear_one}.tif"
+        remove_clouds(CloudRemovalRequest(paths, out, models_dir=models, model="fill-rgbn-l3", scale=1e-4,
+                                          keep_clear=True, cloud_masks=masks, cloud_mask_type="fmask", tta=tta))
+        outputs[clear_one] = read(out)[0].astype(float)[:, 24:40, 20:36]
+    assert np.abs(outputs[1] - 3000).max() <= 30 and np.abs(outputs[2] - 4000).max() <= 30
+
+
+def test_date_masks_must_be_one_per_input(tmp_path, tiny_models_dir, fixtures_dir):
+    dates = [str(fixtures_dir / n) for n in S2_STACK]
+    mask = write_raster(tmp_path / "m.tif", np.zeros((1, 64, 64), np.uint8))
+    out = tmp_path / "out.tif"
+    with pytest.raises(ViserError, match=r"2 cloud mask\(s\) for 3 input\(s\): give one mask"):
+        remove_clouds(CloudRemovalRequest(dates, out, models_dir=tiny_models_dir, keep_clear=True,
+                                          cloud_masks=[mask, mask]))
+    with pytest.raises(ViserError, match="not both"):
+        remove_clouds(CloudRemovalRequest(dates, out, models_dir=tiny_models_dir, keep_clear=True, cloud_mask=mask,
+                                          cloud_masks=[mask, mask, mask]))
+    assert not out.exists()
+
+
 def test_tta_fills_from_the_users_cloud_mask(tmp_path):
     """With test-time augmentation every flip and rotation completes from the user's mask (turned with the tile),
     as the plain run does, not from the model's own score."""

@@ -100,6 +100,34 @@ def test_removecloudsstack(fixtures_dir, tiny_stack, tmp_path):
     assert facts["descriptions"] == ["red", "green", "blue", "nir"]
 
 
+def test_removecloudsstack_takes_one_quality_band_per_date(fixtures_dir, tiny_stack, tmp_path):
+    """CLOUD_MASKS: one Fmask raster per date in the order of INPUTS (the reference second here), read with
+    CLOUD_MASK_TYPE; the reference's clear pixels are kept exactly; a count that fits neither one mask nor one
+    per date, or masks without KEEP_CLEAR, are refused."""
+    import numpy as np
+    import rasterio
+    from rasters import write_raster
+
+    dates = [fixtures_dir / n for n in ("ts_s2_ImgNo_5_2018-03-07_64.tif", "ts_s2_ImgNo_7_2018-04-01_64.tif",
+                                       "ts_s2_ImgNo_9_2018-04-26_64.tif")]
+    masks = []
+    for i, date in enumerate(dates):
+        with rasterio.open(date) as src:
+            fmask = np.zeros((1, src.height, src.width), np.uint8)
+            fmask[0, 10:30, 10:30] = 4 if i != 2 else 0  # cloud on the first two dates
+            masks.append(str(write_raster(tmp_path / f"fmask{i}.tif", fmask, crs=src.crs, transform=src.transform)))
+            if i == 1:
+                reference = src.read([4, 3, 2, 8])
+    out = tmp_path / "stack.tif"
+    params = {"INPUTS": [str(d) for d in dates], "REFERENCE": str(dates[1]), "MODEL_FILE": tiny_stack,
+              "KEEP_CLEAR": True, "CLOUD_MASKS": masks, "CLOUD_MASK_TYPE": "fmask", "OUTPUT": str(out)}
+    run("viser:removecloudsstack", params)
+    with rasterio.open(out) as dst:
+        np.testing.assert_array_equal(dst.read()[:, 44:, 44:], reference[:, 44:, 44:])
+    _bad("viser:removecloudsstack", {**params, "CLOUD_MASKS": masks[:2]}, r"2 cloud mask\(s\) for 3 input\(s\)")
+    _bad("viser:removecloudsstack", {**params, "KEEP_CLEAR": False}, "KEEP_CLEAR")
+
+
 def test_cloudscore(fixtures_dir, tiny_rgbn, tmp_path):
     source = fixtures_dir / "s2l1c_cloudy_96.tif"
     out = tmp_path / "score.tif"
