@@ -268,6 +268,18 @@ def test_cli_batch_reads_each_scenes_quality_band_as_its_cloud_mask(scenes_dir, 
     assert "use {dir} and {stem} only" in capsys.readouterr().err
 
 
+def test_every_date_of_a_stack_gets_its_own_mask_from_the_pattern(tmp_path):
+    import argparse
+
+    args = argparse.Namespace(cloud_mask_pattern="{dir}/{stem}_SCL.tif", score=False, uncertainty=False,
+                              source_dates=False)
+    dates = [tmp_path / f"S2A_2020050{day}_T31TBG.tif" for day in (1, 2, 3)]
+    scene_args = batch._scene_args(args, Scene("T31TBG", dates), tmp_path / "out")
+    assert scene_args.cloud_mask == [str(tmp_path / f"S2A_2020050{day}_T31TBG_SCL.tif") for day in (1, 2, 3)]
+    assert batch._scene_args(argparse.Namespace(**{**vars(args), "cloud_mask_pattern": None}),
+                             Scene("T31TBG", dates), tmp_path / "out").cloud_mask is None
+
+
 def test_cli_batch_errors_are_one_line(tmp_path, capsys):
     assert main(["batch", str(tmp_path / "none-*.tif"), "-o", str(tmp_path / "out")]) == 2
     assert "no file matches" in capsys.readouterr().err
