@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Cancelled, DependencyError, InputError, OutputError, ViserError
-from .mask_codes import DEFAULT_ENCODING, ENCODINGS
+from .mask_codes import DEFAULT_ENCODING, ENCODINGS, MASK_MODES
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 STACK_KEYS = {
@@ -673,6 +673,8 @@ def add_arguments(parser) -> None:
                         help="which values of the masks are cloud (see remove-clouds --help)")
     parser.add_argument("--cloud-mask-buffer", type=int, default=0, metavar="PX",
                         help="grow the masks' clouds by PX pixels (0-100)")
+    parser.add_argument("--cloud-mask-mode", default=MASK_MODES[0], choices=list(MASK_MODES),
+                        help="replace: the masks alone say what is cloud; add: also what the model finds")
     parser.add_argument("--score", action="store_true", help="also write <scene>_score.tif")
     parser.add_argument("--uncertainty", action="store_true",
                         help="also write <scene>_uncertainty.tif (implies --tta)")

@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--cloud-mask-buffer", type=int, default=0, metavar="PX",
                         help="grow the mask's clouds by PX output pixels (0-100, default 0): 2-4 takes the thin rims a "
                              "tight mask (SCL, hand-drawn) leaves, which the fill would take brightness from")
+    remove.add_argument("--cloud-mask-mode", default=mask_codes.MASK_MODES[0], choices=list(mask_codes.MASK_MODES),
+                        help="replace (default): the mask alone says what is cloud; add: the mask's clouds are added "
+                             "to those the model finds (each date's too)")
     add_cloud_options(remove)
     remove.add_argument("--score-out", help="also write the cloud score (float32, 0 clear .. 1 cloud)")
     remove.add_argument("--uncertainty-out", help="also write the per-pixel uncertainty (implies --tta)")
@@ -246,7 +249,8 @@ def _request(args, score_only: bool):
     return CloudRemovalRequest(
         output=args.output, keep_clear=args.keep_clear,
         cloud_mask=masks[0] if len(masks) == 1 else None, cloud_masks=masks if len(masks) > 1 else None,
-        cloud_mask_type=args.cloud_mask_type, cloud_mask_buffer=args.cloud_mask_buffer, score_output=args.score_out,
+        cloud_mask_type=args.cloud_mask_type, cloud_mask_buffer=args.cloud_mask_buffer,
+        cloud_mask_mode=args.cloud_mask_mode, score_output=args.score_out,
         cloud_threshold=args.cloud_threshold, cirrus_correction=args.cirrus_correction,
         cloud_shadows=args.cloud_shadows,
         uncertainty_output=args.uncertainty_out, source_dates_output=args.source_dates_out, tta=args.tta,

@@ -17,6 +17,7 @@ from .errors import InputError
 
 DEFAULT_ENCODING = "nonzero"
 MAX_BUFFER = 100  # pixels: a wider buffer is a different mask, not a margin around this one
+MASK_MODES = ("replace", "add")  # the mask alone decides what is cloud, or it adds to the model's own clouds
 
 
 @dataclass(frozen=True)

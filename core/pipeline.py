@@ -95,6 +95,7 @@ class CloudRemovalRequest:
     cloud_mask_type: str = mask_codes.DEFAULT_ENCODING  # which values are cloud: core.mask_codes.ENCODINGS
     cloud_mask_buffer: int = 0          # pixels the mask's clouds are grown by (their thin rims)
     cloud_masks: list[str | Path] | None = None  # stacks: one mask per input, in input order (not with cloud_mask)
+    cloud_mask_mode: str = "replace"    # replace: the mask alone decides; add: the model's own clouds too
     score_output: str | Path | None = None
     uncertainty_output: str | Path | None = None   # implies test-time augmentation
     source_dates_output: str | Path | None = None  # stacks: per pixel, the input number of the date used most
@@ -156,9 +157,14 @@ def _validate_request(request: CloudRemovalRequest) -> None:
     if request.cloud_masks is not None:
         _check_date_masks(request)
     mask_codes.encoding(request.cloud_mask_type)
+    if request.cloud_mask_mode not in mask_codes.MASK_MODES:
+        raise InputError(f"the cloud mask mode must be one of {', '.join(mask_codes.MASK_MODES)}, got "
+                         f"{request.cloud_mask_mode!r}: replace fills what the mask calls cloud, add also what the "
+                         "model finds.")
     buffer = mask_codes.check_buffer(request.cloud_mask_buffer)
     for option, given in (("--cloud-mask-type", request.cloud_mask_type != mask_codes.DEFAULT_ENCODING),
-                          ("--cloud-mask-buffer", buffer > 0)):
+                          ("--cloud-mask-buffer", buffer > 0),
+                          ("--cloud-mask-mode", request.cloud_mask_mode != mask_codes.MASK_MODES[0])):
         if given and request.cloud_mask is None and not request.cloud_masks:
             raise InputError(f"{option} says how to read a cloud mask, but no mask was given: add --cloud-mask "
                              f"(with --keep-clear), or drop {option}.")
@@ -580,8 +586,10 @@ class Predictor:
     def __init__(self, model, device, batch_size: int | None, tta: bool = False, keep_clear: bool = False,
                  say: Callable[[str], None] | None = None, precision: str = "fp32",
                  staging: HostStaging | None = None, source_dates: bool = False, date_days=None,
-                 score_threshold: float = SCORE_THRESHOLD, cloud_threshold: float = SCORE_THRESHOLD):
+                 score_threshold: float = SCORE_THRESHOLD, cloud_threshold: float = SCORE_THRESHOLD,
+                 mask_adds: bool = False):
         self.model = model
+        self.mask_adds = mask_adds  # the user's cloud masks add to the model's own clouds (keep-clear, dates)
         self.score_threshold = float(score_threshold)  # keep-clear: a score above it is cloud
         self.cloud_threshold = float(cloud_threshold)  # the fill: a score above it is filled (the run's cloud share)
         self.source_dates = source_dates
@@ -727,6 +735,8 @@ class Predictor:
             date_clouds = order = None
             if dates_masked:
                 date_clouds = masks[:, :, None]  # every date's cloud from its own mask, not the model's score
+                if self.mask_adds:
+                    date_clouds = torch.maximum(date_clouds, self._date_clouds(x))
             elif self.source_dates or too_long:
                 date_clouds = self._date_clouds(x)  # every date scored once per batch
             if too_long:
@@ -840,8 +850,8 @@ class Predictor:
         import torch
         import torch.nn.functional as F
 
-        if cloud is None:
-            cloud = (score > self.score_threshold).float()[:, None]
+        own = (score > self.score_threshold).float()[:, None]
+        cloud = own if cloud is None else (torch.maximum(cloud, own) if self.mask_adds else cloud)
         size = 2 * FEATHER_RADIUS + 1
         grown = F.max_pool2d(cloud, size, stride=1, padding=FEATHER_RADIUS)
         padded = F.pad(grown, (FEATHER_RADIUS,) * 4, mode="replicate")
@@ -1577,7 +1587,10 @@ def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks:
                           source_dates=request.source_dates_output is not None,
                           date_days=inputs.days,
                           score_threshold=threshold,
-                          cloud_threshold=threshold)
+                          cloud_threshold=threshold,
+                          mask_adds=request.cloud_mask_mode == "add")
+    if hasattr(model, "use_mask_mode"):
+        model.use_mask_mode(request.cloud_mask_mode == "add")
     if request.precision != "fp32" and device.type != "cuda":
         callbacks.say(f"Precision {request.precision} applies to CUDA GPUs: running float32 on the CPU.")
     return predictor

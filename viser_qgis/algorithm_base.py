@@ -40,7 +40,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..core.device import check_device_name
 from ..core.errors import ViserError
-from ..core.mask_codes import DEFAULT_ENCODING, ENCODINGS, MAX_BUFFER
+from ..core.mask_codes import DEFAULT_ENCODING, ENCODINGS, MASK_MODES, MAX_BUFFER
 from ..core.sensors import SENSOR_CHOICES
 from . import engine, gdal_options, style
 from .i18n import tr
@@ -88,7 +88,8 @@ def mask_help(masks: str) -> str:
         "probability, thin cirrus) or fmask (Fmask's cloud and cloud-shadow classes). The product's own quality band "
         "then needs no raster calculator first. CLOUD_MASK_BUFFER (pixels, default 0) grows the mask's clouds: "
         "2-4 px takes the thin rims a tight mask (SCL, a hand-drawn mask) leaves outside, which the fill would "
-        "otherwise take brightness from."
+        "otherwise take brightness from (4-8 px for s2cloudless-like masks). CLOUD_MASK_MODE: replace (default), "
+        "the mask alone says what is cloud; add, the mask's clouds are added to those the model finds."
     ).format(masks=masks)
 
 
@@ -326,6 +327,7 @@ class RemovalAlgorithm(ViserAlgorithm):
     CLOUD_SHADOWS = "CLOUD_SHADOWS"
     CLOUD_MASK_TYPE = "CLOUD_MASK_TYPE"
     CLOUD_MASK_BUFFER = "CLOUD_MASK_BUFFER"
+    CLOUD_MASK_MODE = "CLOUD_MASK_MODE"
     EXTENT = "EXTENT"
     CREATION_OPTIONS = "CREATION_OPTIONS"
     COG = "COG"
@@ -402,10 +404,19 @@ class RemovalAlgorithm(ViserAlgorithm):
                 QgsProcessingParameterNumber.Integer, 0, True, 0, MAX_BUFFER,
             )
         )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.CLOUD_MASK_MODE,
+                tr("Cloud mask mode (replace: the mask alone says what is cloud; add: the model's clouds too)"),
+                options=list(MASK_MODES), allowMultiple=False, defaultValue=MASK_MODES[0], usesStaticStrings=True,
+                optional=True,
+            )
+        )
 
     def mask_value_fields(self, parameters, context) -> dict:
         return dict(cloud_mask_type=self.choice(parameters, self.CLOUD_MASK_TYPE, context) or DEFAULT_ENCODING,
-                    cloud_mask_buffer=self.optional_int(parameters, self.CLOUD_MASK_BUFFER, context) or 0)
+                    cloud_mask_buffer=self.optional_int(parameters, self.CLOUD_MASK_BUFFER, context) or 0,
+                    cloud_mask_mode=self.choice(parameters, self.CLOUD_MASK_MODE, context) or MASK_MODES[0])
 
     def add_model_parameters(self) -> None:
         self.addParameter(

@@ -272,6 +272,10 @@ class ViserDockWidget(QDockWidget):
                                             "tight mask (SCL, a hand-drawn mask) leaves outside its clouds."))
         self.mask_buffer_label = QLabel(tr("Mask buffer"), box)
         form.addRow(self.mask_buffer_label, self.mask_buffer_spin)
+        self.mask_add_check = QCheckBox(tr("Add the model's clouds"), box)
+        self.mask_add_check.setToolTip(tr("Fill what the mask or the model's cloud score calls cloud (the mask's "
+                                          "clouds are added to the model's), instead of the mask alone."))
+        form.addRow(self.mask_add_check)
         self.keep_clear_check.toggled.connect(self._mask_enabled)
         self._mask_enabled()
         return box
@@ -280,7 +284,7 @@ class ViserDockWidget(QDockWidget):
         """A cloud mask is what keep-clear keeps by, for one date: usable with keep-clear outside stack mode."""
         usable = self.keep_clear_check.isChecked() and not self.stack_check.isChecked()
         for widget in (self.mask_combo, self.mask_label, self.mask_type_combo, self.mask_type_label,
-                       self.mask_buffer_spin, self.mask_buffer_label):
+                       self.mask_buffer_spin, self.mask_buffer_label, self.mask_add_check):
             widget.setEnabled(usable)
 
     def _build_advanced_box(self, body) -> QgsCollapsibleGroupBox:
@@ -575,6 +579,7 @@ class ViserDockWidget(QDockWidget):
         self.keep_clear_check.setChecked(str(s.value(SETTINGS_PREFIX + "keep_clear", "false")).lower() == "true")
         self._set_combo(self.mask_type_combo, s.value(SETTINGS_PREFIX + "cloud_mask_type", mask_codes.DEFAULT_ENCODING))
         self.mask_buffer_spin.setValue(int(s.value(SETTINGS_PREFIX + "cloud_mask_buffer", 0) or 0))
+        self.mask_add_check.setChecked(str(s.value(SETTINGS_PREFIX + "cloud_mask_add", "false")).lower() == "true")
         self._saved_device = s.value(SETTINGS_PREFIX + "device", "auto") or "auto"
 
     def save_settings(self):
@@ -588,6 +593,7 @@ class ViserDockWidget(QDockWidget):
         s.setValue(SETTINGS_PREFIX + "keep_clear", "true" if self.keep_clear_check.isChecked() else "false")
         s.setValue(SETTINGS_PREFIX + "cloud_mask_type", self.mask_type_combo.currentText())
         s.setValue(SETTINGS_PREFIX + "cloud_mask_buffer", self.mask_buffer_spin.value())
+        s.setValue(SETTINGS_PREFIX + "cloud_mask_add", "true" if self.mask_add_check.isChecked() else "false")
         s.setValue(SETTINGS_PREFIX + "device", self.device_combo.currentData() or "auto")
 
     @staticmethod
@@ -651,6 +657,8 @@ class ViserDockWidget(QDockWidget):
                 params["CLOUD_MASK_TYPE"] = self.mask_type_combo.currentData()
                 if self.mask_buffer_spin.value():
                     params["CLOUD_MASK_BUFFER"] = self.mask_buffer_spin.value()
+                if self.mask_add_check.isChecked():
+                    params["CLOUD_MASK_MODE"] = "add"
             name = naming.result_name(layer.name())
             algorithm_id = "viser:removeclouds"
             self._dropped = []
@@ -880,7 +888,8 @@ def dock_field_names() -> dict[str, str]:
             "OFFSET": tr("Offset (Advanced)"), "MODEL_FILE": tr("Model file"), "TILE_SIZE": tr("Tile size (Advanced)"),
             "KEEP_CLEAR": tr("Keep clear pixels"), "DEVICE": tr("Device (Advanced)"),
             "CLOUD_THRESHOLD": tr("Cloud threshold (Advanced)"), "CLOUD_MASK": tr("Cloud mask"),
-            "CLOUD_MASK_TYPE": tr("Mask values"), "CLOUD_MASK_BUFFER": tr("Mask buffer")}
+            "CLOUD_MASK_TYPE": tr("Mask values"), "CLOUD_MASK_BUFFER": tr("Mask buffer"),
+            "CLOUD_MASK_MODE": tr("Add the model's clouds")}
 
 
 def dock_message(text: str) -> str:

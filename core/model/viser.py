@@ -196,6 +196,7 @@ class ViserCR(nn.Module):
             self._arch["display_fill_threshold"] = float(display_fill_threshold)
         self.display_fill_threshold = None if display_fill_threshold is None else float(display_fill_threshold)
         self._display: bool | torch.Tensor = False  # use_radiometry()
+        self.mask_adds = False  # use_mask_mode(): a user's cloud mask adds to the own score instead of replacing it
         self.residual_base = residual_base
         # The AM score is a mean of three maps and stays soft where they disagree; a soft weight keeps part
         # of every cloud in the base. A fixed steep gate makes it nearly binary (0.45 -> 0.12, 0.55 -> 0.88).
@@ -305,15 +306,22 @@ class ViserCR(nn.Module):
         reference's own score through the gate, raised where the temporal haze test finds haze
         (``haze_test``, reflectance only, as ``_residual``). The dates are taken unaligned (flow residues are
         pixels): this tells which date a pixel came from (the source-date raster), not the pixel itself."""
-        if cloud is not None:
+        if cloud is not None and not self.mask_adds:
             return cloud.to(frames.dtype)
         own = date_clouds[:, 0].to(frames.dtype)
-        if not (self.haze_test and self.residual_base == "fill" and frames.shape[1] > 1):
-            return own
-        n = min(self.in_bands, self.out_bands)
-        context = [(frames[:, index, :n], 1.0 - date_clouds[:, index].to(frames.dtype))
-                   for index in range(1, frames.shape[1])]
-        return self._with_haze(frames[:, 0, :n], own, context)
+        if self.haze_test and self.residual_base == "fill" and frames.shape[1] > 1:
+            n = min(self.in_bands, self.out_bands)
+            context = [(frames[:, index, :n], 1.0 - date_clouds[:, index].to(frames.dtype))
+                       for index in range(1, frames.shape[1])]
+            own = self._with_haze(frames[:, 0, :n], own, context)
+        return own if cloud is None else torch.maximum(cloud.to(frames.dtype), own)
+
+    def _users_cloud(self, cloud: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """A user's cloud mask as the fill base takes it: as it is, or with the network's own gated score
+        added (``use_mask_mode``)."""
+        if not self.mask_adds:
+            return cloud
+        return torch.maximum(cloud.to(score.dtype), self.cloud_weight(score))
 
     def _with_haze(self, ref: torch.Tensor, cloud: torch.Tensor, context) -> torch.Tensor:
         """The reference's cloud weight raised by the temporal haze test, on reflectance samples only."""
@@ -418,12 +426,12 @@ class ViserCR(nn.Module):
 
         correction = F.conv2d(dec.permute(0, 3, 1, 2), self.output.weight, self.output.bias, padding=1)
         score = self._with_shadows(ref, self._with_saturation(ref, self._score_map(scores, ref.shape[-2:])))
-        weight = self.cloud_weight(score) if cloud is None else cloud
+        weight = self.cloud_weight(score) if cloud is None else self._users_cloud(cloud, score)
         if prior is None:
-            base = self._residual(ref, weight, context, own_score=cloud is None)
+            base = self._residual(ref, weight, context, own_score=cloud is None or self.mask_adds)
         else:
             support = _own_support(weight)
-            base = self._residual(ref, weight, context, own_score=cloud is None,
+            base = self._residual(ref, weight, context, own_score=cloud is None or self.mask_adds,
                                   prior=(prior, PRIOR_WEIGHT * (1.0 - support)))
             correction = correction * support
         return correction, base, score, (height, width)
@@ -488,6 +496,11 @@ class ViserCR(nn.Module):
         stretch makes bright clear ground look like cloud to the score (docs/model.md). ``display`` is a
         bool for every sample, or a ``(B,)`` bool tensor, one per sample (training batches mix both)."""
         self._display = display if isinstance(display, torch.Tensor) else bool(display)
+
+    def use_mask_mode(self, add: bool) -> None:
+        """How a user's cloud mask (``forward(x, cloud)``) is taken from now on: ``add`` fills what the mask
+        or the network's own gated score calls cloud (their maximum), else the mask alone decides."""
+        self.mask_adds = bool(add)
 
     def use_fill_threshold(self, threshold: float) -> None:
         """One gate for both radiometries from now on (a user's threshold, a threshold sweep): the fill takes

@@ -469,3 +469,20 @@ def test_source_date_follows_the_reference_weight_the_fill_base_takes():
     assert (own == 1).all()  # its own score alone: the reference everywhere
     assert (hazed[:, 20:] == 2).all() and (hazed[:, :12] == 1).all()  # the haze from the clear date
     assert (masked[:8] == 2).all() and (masked[8:] == 1).all() and (display == 1).all()
+
+
+def test_a_users_mask_replaces_the_score_or_adds_to_it():
+    """use_mask_mode: replace, an empty mask fills nothing whatever the score says; add, the network's own
+    clouds (here every pixel: its score heads pushed to 1) are filled as well."""
+    torch.manual_seed(0)
+    model = ViserCR(**TINY, residual_base="fill", upsample="bilinear").eval()
+    for head in model.mask:
+        torch.nn.init.constant_(head.score.fc2.bias, 20.0)
+    x = torch.rand(1, 4, 32, 32) * 0.2
+    empty = torch.zeros(1, 1, 32, 32)
+    with torch.no_grad():
+        replaced, _ = model.completion_base(x, empty)
+        model.use_mask_mode(True)
+        added, _ = model.completion_base(x, empty)
+    assert torch.equal(replaced, x)
+    assert torch.allclose(added, x.mean(dim=(2, 3), keepdim=True).expand_as(x), atol=1e-5)  # all cloud: the mean

@@ -339,6 +339,11 @@ def test_a_product_mask_of_the_wrong_kind_is_refused_before_any_output(fake_mode
         remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, cloud_mask_type="fmask"))
     with pytest.raises(ViserError, match="--cloud-mask-buffer says how to read a cloud mask, but no mask"):
         remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, cloud_mask_buffer=3))
+    with pytest.raises(ViserError, match="--cloud-mask-mode says how to read a cloud mask, but no mask"):
+        remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, cloud_mask_mode="add"))
+    with pytest.raises(ViserError, match="mode must be one of replace, add, got 'union'"):
+        remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, keep_clear=True,
+                                          cloud_mask=qa, cloud_mask_mode="union"))
     with pytest.raises(ViserError, match="whole number of pixels from 0 to 100, got -2"):
         remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, keep_clear=True,
                                           cloud_mask=qa, cloud_mask_buffer=-2))
@@ -403,6 +408,34 @@ def test_keep_clear_keeps_by_the_models_own_gate(monkeypatch, tiny_models_dir, t
         np.testing.assert_array_equal(middle, data[:, :, 44:52])
     else:
         assert (np.abs(middle.astype(int) - model) <= 1).all()
+
+
+@pytest.mark.parametrize("mode", ["replace", "add"])
+def test_keep_clear_with_a_mask_that_adds_to_the_models_clouds(monkeypatch, tiny_models_dir, tmp_path, mode):
+    """--cloud-mask-mode add: keep-clear takes the model's output where the mask or the score says cloud."""
+    def score(ref):
+        columns = torch.full_like(ref[:, :1], 0.1)
+        columns[..., 64:] = 0.9
+        return columns
+
+    def load(card_or_name, device="cpu", models_dir=None):
+        card = weights.find_model(card_or_name, models_dir)
+        return FakeFillModel(len(card.bands), gain=0.0, shift=0.5, score_fn=score), card
+
+    monkeypatch.setattr(weights, "load_model", load)
+    data = np.random.default_rng(0).integers(10, 200, (4, 96, 96)).astype(np.uint16)
+    mask = np.zeros((1, 96, 96), np.uint8)
+    mask[0, :, :20] = 1
+    source, mask_path = write_raster(tmp_path / "in.tif", data), write_raster(tmp_path / "mask.tif", mask)
+    out = tmp_path / "out.tif"
+    remove_clouds(CloudRemovalRequest([source], out, models_dir=tiny_models_dir, keep_clear=True, scale=1e-4,
+                                      bands=[1, 2, 3, 4], tile_size=96, overlap=0, cloud_mask=mask_path,
+                                      cloud_mask_mode=mode))
+    result = read(out)[0]
+    assert (result[:, :, :20] == 5000).all()                              # the mask's cloud: the model
+    np.testing.assert_array_equal(result[:, :, 34:50], data[:, :, 34:50])  # clear by both: the input
+    model_right = (result[:, :, 78:] == 5000).all()
+    assert model_right == (mode == "add")                                # the score's cloud: only when added
 
 
 # -------------------------------------------------------------------------------------------- stacks

@@ -84,7 +84,9 @@ def test_dock_keeps_clear_pixels_by_a_quality_band(dock, cloudy_layer, tiny_rgbn
     assert params["CLOUD_MASK"] == mask_layer.id() and params["CLOUD_MASK_TYPE"] == "sentinel2-scl"
     assert "CLOUD_MASK_BUFFER" not in params
     dock.mask_buffer_spin.setValue(2)
-    assert dock.parameters()[1]["CLOUD_MASK_BUFFER"] == 2
+    assert dock.parameters()[1]["CLOUD_MASK_BUFFER"] == 2 and "CLOUD_MASK_MODE" not in dock.parameters()[1]
+    dock.mask_add_check.setChecked(True)
+    assert dock.parameters()[1]["CLOUD_MASK_MODE"] == "add"
     out = tmp_path / "clear.tif"
     dock.output_file.setFilePath(str(out))
     finished = []
@@ -99,6 +101,7 @@ def test_dock_keeps_clear_pixels_by_a_quality_band(dock, cloudy_layer, tiny_rgbn
     dock.save_settings()
     again = ViserDockWidget(dock.iface)
     assert again.mask_type_combo.currentText() == "sentinel2-scl" and again.mask_buffer_spin.value() == 2
+    assert again.mask_add_check.isChecked()
     again.shutdown()
     again.deleteLater()
 
