@@ -281,11 +281,12 @@ class ViserDockWidget(QDockWidget):
         return box
 
     def _mask_enabled(self, *args):
-        """A cloud mask is what keep-clear keeps by, for one date: usable with keep-clear outside stack mode."""
+        """A cloud mask is what keep-clear keeps by, for one date: shown with keep-clear outside stack mode
+        (hidden otherwise, which keeps the panel short)."""
         usable = self.keep_clear_check.isChecked() and not self.stack_check.isChecked()
         for widget in (self.mask_combo, self.mask_label, self.mask_type_combo, self.mask_type_label,
                        self.mask_buffer_spin, self.mask_buffer_label, self.mask_add_check):
-            widget.setEnabled(usable)
+            widget.setHidden(not usable)
 
     def _build_advanced_box(self, body) -> QgsCollapsibleGroupBox:
         box = QgsCollapsibleGroupBox(tr("Advanced"), body)
