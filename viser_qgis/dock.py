@@ -247,15 +247,19 @@ class ViserDockWidget(QDockWidget):
         self.keep_clear_check = QCheckBox(tr("Keep clear pixels"), box)
         self.keep_clear_check.setToolTip(tr("Copy the input where it is clear and fill only the clouds."))
         form.addRow(self.keep_clear_check)
-        self.mask_combo = self._narrow(QgsMapLayerComboBox(box))
+        # the cloud mask rows, in a panel of their own so that hiding it leaves no gap in the form
+        self.mask_panel = QWidget(box)
+        mask_form = self._form(self.mask_panel)
+        mask_form.setContentsMargins(0, 0, 0, 0)
+        self.mask_combo = self._narrow(QgsMapLayerComboBox(self.mask_panel))
         self.mask_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.mask_combo.setAllowEmptyLayer(True)
         self.mask_combo.setLayer(None)
         self.mask_combo.setToolTip(tr("Keep clear pixels by this raster instead of the model's cloud score: your "
                                       "own mask, or the quality band the image came with (see Mask values)."))
-        self.mask_label = QLabel(tr("Cloud mask"), box)
-        form.addRow(self.mask_label, self.mask_combo)
-        self.mask_type_combo = self._narrow(QComboBox(box))
+        self.mask_label = QLabel(tr("Cloud mask"), self.mask_panel)
+        mask_form.addRow(self.mask_label, self.mask_combo)
+        self.mask_type_combo = self._narrow(QComboBox(self.mask_panel))
         for name, encoding in mask_codes.ENCODINGS.items():
             self.mask_type_combo.addItem(name, name)
             self.mask_type_combo.setItemData(self.mask_type_combo.count() - 1, encoding.title, Qt.ToolTipRole)
@@ -263,19 +267,20 @@ class ViserDockWidget(QDockWidget):
             "Which values of the cloud mask are cloud: nonzero (0 clear), landsat-qa-pixel (Landsat Collection 2 "
             "QA_PIXEL: cloud, dilated cloud, cirrus and shadow bits), sentinel2-scl (Sentinel-2 L2A SCL: classes "
             "3, 8, 9, 10), fmask (classes 2 and 4)."))
-        self.mask_type_label = QLabel(tr("Mask values"), box)
-        form.addRow(self.mask_type_label, self.mask_type_combo)
-        self.mask_buffer_spin = QSpinBox(box)
+        self.mask_type_label = QLabel(tr("Mask values"), self.mask_panel)
+        mask_form.addRow(self.mask_type_label, self.mask_type_combo)
+        self.mask_buffer_spin = QSpinBox(self.mask_panel)
         self.mask_buffer_spin.setRange(0, mask_codes.MAX_BUFFER)
         self.mask_buffer_spin.setSuffix(" px")
         self.mask_buffer_spin.setToolTip(tr("Grow the mask's clouds by this many pixels: 2-4 takes the thin rims a "
                                             "tight mask (SCL, a hand-drawn mask) leaves outside its clouds."))
-        self.mask_buffer_label = QLabel(tr("Mask buffer"), box)
-        form.addRow(self.mask_buffer_label, self.mask_buffer_spin)
-        self.mask_add_check = QCheckBox(tr("Add the model's clouds"), box)
+        self.mask_buffer_label = QLabel(tr("Mask buffer"), self.mask_panel)
+        mask_form.addRow(self.mask_buffer_label, self.mask_buffer_spin)
+        self.mask_add_check = QCheckBox(tr("Add the model's clouds"), self.mask_panel)
         self.mask_add_check.setToolTip(tr("Fill what the mask or the model's cloud score calls cloud (the mask's "
                                           "clouds are added to the model's), instead of the mask alone."))
-        form.addRow(self.mask_add_check)
+        mask_form.addRow(self.mask_add_check)
+        form.addRow(self.mask_panel)
         self.keep_clear_check.toggled.connect(self._mask_enabled)
         self._mask_enabled()
         return box
@@ -284,9 +289,7 @@ class ViserDockWidget(QDockWidget):
         """A cloud mask is what keep-clear keeps by, for one date: shown with keep-clear outside stack mode
         (hidden otherwise, which keeps the panel short)."""
         usable = self.keep_clear_check.isChecked() and not self.stack_check.isChecked()
-        for widget in (self.mask_combo, self.mask_label, self.mask_type_combo, self.mask_type_label,
-                       self.mask_buffer_spin, self.mask_buffer_label, self.mask_add_check):
-            widget.setHidden(not usable)
+        self.mask_panel.setHidden(not usable)
 
     def _build_advanced_box(self, body) -> QgsCollapsibleGroupBox:
         box = QgsCollapsibleGroupBox(tr("Advanced"), body)

@@ -77,9 +77,9 @@ def test_dock_keeps_clear_pixels_by_a_quality_band(dock, cloudy_layer, tiny_rgbn
     dock.model_file.setFilePath(tiny_rgbn)
     dock.mask_combo.setLayer(mask_layer)
     dock.mask_type_combo.setCurrentIndex(dock.mask_type_combo.findText("sentinel2-scl"))
-    assert dock.mask_combo.isHidden() and "CLOUD_MASK" not in dock.parameters()[1]  # keep-clear off
+    assert dock.mask_panel.isHidden() and "CLOUD_MASK" not in dock.parameters()[1]  # keep-clear off
     dock.keep_clear_check.setChecked(True)
-    assert not dock.mask_combo.isHidden() and not dock.mask_type_combo.isHidden()
+    assert not dock.mask_panel.isHidden()
     params = dock.parameters()[1]
     assert params["CLOUD_MASK"] == mask_layer.id() and params["CLOUD_MASK_TYPE"] == "sentinel2-scl"
     assert "CLOUD_MASK_BUFFER" not in params
@@ -97,7 +97,7 @@ def test_dock_keeps_clear_pixels_by_a_quality_band(dock, cloudy_layer, tiny_rgbn
     with rasterio.open(out) as dst:
         np.testing.assert_array_equal(dst.read()[:, 64:76, 64:76], original[:, 64:76, 64:76])
     dock.stack_check.setChecked(True)
-    assert dock.mask_combo.isHidden()
+    assert dock.mask_panel.isHidden()
     dock.save_settings()
     again = ViserDockWidget(dock.iface)
     assert again.mask_type_combo.currentText() == "sentinel2-scl" and again.mask_buffer_spin.value() == 2
