@@ -281,9 +281,19 @@ class ViserDockWidget(QDockWidget):
                                           "clouds are added to the model's), instead of the mask alone."))
         mask_form.addRow(self.mask_add_check)
         form.addRow(self.mask_panel)
+        self._align_labels([form, mask_form])
         self.keep_clear_check.toggled.connect(self._mask_enabled)
         self._mask_enabled()
         return box
+
+    @staticmethod
+    def _align_labels(forms: list[QFormLayout]) -> None:
+        """One label width for nested forms, so that their fields start in one column."""
+        labels = [form.itemAt(row, QFormLayout.LabelRole).widget() for form in forms for row in range(form.rowCount())
+                  if form.itemAt(row, QFormLayout.LabelRole) is not None]
+        width = max((label.sizeHint().width() for label in labels), default=0)
+        for label in labels:
+            label.setMinimumWidth(width)
 
     def _mask_enabled(self, *args):
         """A cloud mask is what keep-clear keeps by, for one date: shown with keep-clear outside stack mode
