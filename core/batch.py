@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Cancelled, DependencyError, InputError, OutputError, ViserError
-from .mask_codes import DEFAULT_ENCODING, ENCODINGS, MASK_MODES
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 STACK_KEYS = {
@@ -669,12 +668,6 @@ def add_arguments(parser) -> None:
                         help="with --keep-clear, each input file's cloud mask: a path made from the file with {dir} "
                              "(its folder) and {stem} (its name without extension), e.g. '{dir}/{stem}_QA_PIXEL.TIF'; "
                              "every date of a stack gets its own; a scene whose mask is missing fails, the others go on")
-    parser.add_argument("--cloud-mask-type", default=DEFAULT_ENCODING, choices=list(ENCODINGS),
-                        help="which values of the masks are cloud (see remove-clouds --help)")
-    parser.add_argument("--cloud-mask-buffer", type=int, default=0, metavar="PX",
-                        help="grow the masks' clouds by PX pixels (0-100)")
-    parser.add_argument("--cloud-mask-mode", default=MASK_MODES[0], choices=list(MASK_MODES),
-                        help="replace: the masks alone say what is cloud; add: also what the model finds")
     parser.add_argument("--score", action="store_true", help="also write <scene>_score.tif")
     parser.add_argument("--uncertainty", action="store_true",
                         help="also write <scene>_uncertainty.tif (implies --tta)")

@@ -136,6 +136,20 @@ def add_cloud_options(parser: argparse.ArgumentParser) -> None:
                         help="leave cloud shadows as they are (models with the shadow test fill them by default)")
 
 
+def add_mask_value_options(parser: argparse.ArgumentParser) -> None:
+    """How the user's cloud masks are read (remove-clouds' --cloud-mask, batch's --cloud-mask-pattern)."""
+    parser.add_argument("--cloud-mask-type", default=mask_codes.DEFAULT_ENCODING, choices=list(mask_codes.ENCODINGS),
+                        help="which values of the cloud masks are cloud: nonzero (default), landsat-qa-pixel "
+                             "(Collection 2 QA_PIXEL: cloud, dilated cloud, cirrus, shadow bits), sentinel2-scl (L2A "
+                             "SCL classes 3, 8, 9, 10), fmask (classes 2 and 4)")
+    parser.add_argument("--cloud-mask-buffer", type=int, default=0, metavar="PX",
+                        help="grow the masks' clouds by PX output pixels (0-100, default 0): 2-4 takes the thin rims "
+                             "a tight mask (SCL, hand-drawn) leaves, which the fill would take brightness from")
+    parser.add_argument("--cloud-mask-mode", default=mask_codes.MASK_MODES[0], choices=list(mask_codes.MASK_MODES),
+                        help="replace (default): the masks alone say what is cloud; add: the masks' clouds are added "
+                             "to those the model finds (each date's too)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="viser-cr", description="VISER-CR cloud removal for satellite rasters.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -149,16 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="raster marking clouds for --keep-clear (non-zero = cloud, or see --cloud-mask-type); "
                              "for a stack, the reference's mask, or one per INPUT in the same order (each date's "
                              "mask then decides which of its pixels the fill may take)")
-    remove.add_argument("--cloud-mask-type", default=mask_codes.DEFAULT_ENCODING, choices=list(mask_codes.ENCODINGS),
-                        help="which values of --cloud-mask are cloud: nonzero (default), landsat-qa-pixel (Collection 2 "
-                             "QA_PIXEL: cloud, dilated cloud, cirrus, shadow bits), sentinel2-scl (L2A SCL classes 3, "
-                             "8, 9, 10), fmask (classes 2 and 4)")
-    remove.add_argument("--cloud-mask-buffer", type=int, default=0, metavar="PX",
-                        help="grow the mask's clouds by PX output pixels (0-100, default 0): 2-4 takes the thin rims a "
-                             "tight mask (SCL, hand-drawn) leaves, which the fill would take brightness from")
-    remove.add_argument("--cloud-mask-mode", default=mask_codes.MASK_MODES[0], choices=list(mask_codes.MASK_MODES),
-                        help="replace (default): the mask alone says what is cloud; add: the mask's clouds are added "
-                             "to those the model finds (each date's too)")
+    add_mask_value_options(remove)
     add_cloud_options(remove)
     remove.add_argument("--score-out", help="also write the cloud score (float32, 0 clear .. 1 cloud)")
     remove.add_argument("--uncertainty-out", help="also write the per-pixel uncertainty (implies --tta)")
@@ -192,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(or stacks with --stack-by)")
     add_batch_arguments(batch)
     add_cloud_options(batch)
+    add_mask_value_options(batch)
     _common(batch)
     return parser
 

@@ -850,8 +850,9 @@ class Predictor:
         import torch
         import torch.nn.functional as F
 
-        own = (score > self.score_threshold).float()[:, None]
-        cloud = own if cloud is None else (torch.maximum(cloud, own) if self.mask_adds else cloud)
+        if cloud is None or self.mask_adds:
+            own = (score > self.score_threshold).float()[:, None]
+            cloud = own if cloud is None else torch.maximum(cloud, own)
         size = 2 * FEATHER_RADIUS + 1
         grown = F.max_pool2d(cloud, size, stride=1, padding=FEATHER_RADIUS)
         padded = F.pad(grown, (FEATHER_RADIUS,) * 4, mode="replicate")

@@ -363,6 +363,22 @@ def test_keep_clear_with_score(fake_model, tiny_models_dir, tmp_path):
     np.testing.assert_array_equal(result[:, :, 61:], data[:, :, 61:])
 
 
+def _use_fake_fill_model(monkeypatch, score_columns):
+    """Runs load a FakeFillModel whose image is 0.5 everywhere and whose score is ``score_columns`` ``[(from
+    column, score), ...]`` (0.1 before the first) across each tile."""
+    def score(ref):
+        columns = torch.full_like(ref[:, :1], 0.1)
+        for start, value in score_columns:
+            columns[..., start:] = value
+        return columns
+
+    def load(card_or_name, device="cpu", models_dir=None):
+        card = weights.find_model(card_or_name, models_dir)
+        return FakeFillModel(len(card.bands), gain=0.0, shift=0.5, score_fn=score), card
+
+    monkeypatch.setattr(weights, "load_model", load)
+
+
 class FakeFillModel(FakeModel):
     """A fill model's interface (gates 0.35 on reflectance, 0.6 on 8-bit) over FakeModel's image and score."""
 
@@ -383,16 +399,7 @@ class FakeFillModel(FakeModel):
 def test_keep_clear_keeps_by_the_models_own_gate(monkeypatch, tiny_models_dir, tmp_path, dtype, scale, middle_kept):
     """Keep-clear keeps the input where the score is below the gate the fill used (0.35 on reflectance, 0.6 on
     8-bit imagery), not a fixed 0.5: a band of score 0.42 is the model's on reflectance, the input on 8-bit."""
-    def score(ref):
-        columns = torch.full_like(ref[:, :1], 0.1)
-        columns[..., 32:64], columns[..., 64:] = 0.42, 0.9
-        return columns
-
-    def load(card_or_name, device="cpu", models_dir=None):
-        card = weights.find_model(card_or_name, models_dir)
-        return FakeFillModel(len(card.bands), gain=0.0, shift=0.5, score_fn=score), card
-
-    monkeypatch.setattr(weights, "load_model", load)
+    _use_fake_fill_model(monkeypatch, [(32, 0.42), (64, 0.9)])
     data = np.random.default_rng(0).integers(10, 200, (4, 96, 96)).astype(dtype)
     source = write_raster(tmp_path / "in.tif", data)
     out = tmp_path / "out.tif"
@@ -413,16 +420,7 @@ def test_keep_clear_keeps_by_the_models_own_gate(monkeypatch, tiny_models_dir, t
 @pytest.mark.parametrize("mode", ["replace", "add"])
 def test_keep_clear_with_a_mask_that_adds_to_the_models_clouds(monkeypatch, tiny_models_dir, tmp_path, mode):
     """--cloud-mask-mode add: keep-clear takes the model's output where the mask or the score says cloud."""
-    def score(ref):
-        columns = torch.full_like(ref[:, :1], 0.1)
-        columns[..., 64:] = 0.9
-        return columns
-
-    def load(card_or_name, device="cpu", models_dir=None):
-        card = weights.find_model(card_or_name, models_dir)
-        return FakeFillModel(len(card.bands), gain=0.0, shift=0.5, score_fn=score), card
-
-    monkeypatch.setattr(weights, "load_model", load)
+    _use_fake_fill_model(monkeypatch, [(64, 0.9)])
     data = np.random.default_rng(0).integers(10, 200, (4, 96, 96)).astype(np.uint16)
     mask = np.zeros((1, 96, 96), np.uint8)
     mask[0, :, :20] = 1
@@ -664,18 +662,21 @@ def test_plan_says_model_bands_and_dropped_bands_without_running(tiny_models_dir
         plan(CloudRemovalRequest([s2_path], None, bands=[1], models_dir=tiny_models_dir))
 
 
-def _fill_model_without_correction(folder):
-    """A tiny fill model whose output is its fill base (the learned correction zeroed), saved in ``folder``."""
+def _fill_model_without_correction(folder, num_frames: int = 1):
+    """A tiny fill model whose output is its fill base (the learned correction zeroed), saved in ``folder`` as
+    ``fill-rgbn`` (one date) or ``fill-rgbn-l3`` (a stack model without flow: its output is its temporal prior)."""
     from viser_cr.core.model import ViserCR
 
     torch.manual_seed(0)
+    stack = {"num_frames": num_frames, "use_flow": False} if num_frames > 1 else {}
     model = ViserCR(in_bands=4, out_bands=4, width=8, blocks=[1, 1, 1], heads=[1, 2, 4], refine_blocks=1,
-                    sr_iterations=1, residual_base="fill", upsample="bilinear").eval()
+                    sr_iterations=1, residual_base="fill", upsample="bilinear", **stack).eval()
     with torch.no_grad():
         model.output.weight.zero_()
     folder.mkdir(exist_ok=True)
-    weights.save_model(model, folder / "fill-rgbn", name="fill-rgbn", bands=["red", "green", "blue", "nir"],
-                       num_frames=1, tile_size=64, overlap=16, description="tiny fill model, no correction")
+    name = "fill-rgbn" if num_frames == 1 else f"fill-rgbn-l{num_frames}"
+    weights.save_model(model, folder / name, name=name, bands=["red", "green", "blue", "nir"],
+                       num_frames=num_frames, tile_size=64, overlap=16, description="tiny fill model, no correction")
     return folder
 
 
@@ -702,27 +703,12 @@ def test_a_landsat_qa_pixel_band_drives_the_fill_over_a_raster_larger_than_a_til
     np.testing.assert_array_equal(data[:, 14:26, 114:146], image[:, 14:26, 114:146])   # snow kept
 
 
-def _fill_stack_model_without_correction(folder):
-    """A tiny 3-date fill model (no flow) whose output is its temporal prior, saved in ``folder``."""
-    from viser_cr.core.model import ViserCR
-
-    torch.manual_seed(0)
-    model = ViserCR(in_bands=4, out_bands=4, width=8, blocks=[1, 1, 1], heads=[1, 2, 4], refine_blocks=1,
-                    sr_iterations=1, num_frames=3, residual_base="fill", upsample="bilinear", use_flow=False).eval()
-    with torch.no_grad():
-        model.output.weight.zero_()
-    folder.mkdir(exist_ok=True)
-    weights.save_model(model, folder / "fill-rgbn-l3", name="fill-rgbn-l3", bands=["red", "green", "blue", "nir"],
-                       num_frames=3, tile_size=64, overlap=16, description="tiny stack fill model, no correction")
-    return folder
-
-
 @pytest.mark.parametrize("tta", [False, True])
 def test_each_dates_quality_band_decides_what_the_stack_takes(tmp_path, tta):
     """One mask per date (Fmask classes): under the reference's cloud the stack takes the date whose own mask
     says clear there, and swapping the two context dates' masks swaps what it takes, whatever the
     (untrained) model's own date scores would say; test-time augmentation turns the masks with the tiles."""
-    models = _fill_stack_model_without_correction(tmp_path / "models")
+    models = _fill_model_without_correction(tmp_path / "models", num_frames=3)
     reference = np.full((4, 64, 64), 2000, np.uint16)
     reference[:, 20:44, 16:40] = 9000
     second, third = reference.copy(), reference.copy()
