@@ -62,6 +62,7 @@ from .i18n import tr
 SETTINGS_PREFIX = "viser_cr/dock/"
 _ORPHANS: list = []  # runs cancelled by unload, kept alive until their task has ended
 TEMPORARY_OUTPUT = "TEMPORARY_OUTPUT"
+DATE_NAME_WIDTH = 240  # px: a date's name above its cloud mask, elided to fit the default dock width
 
 
 class DockFeedback(QgsProcessingFeedback):
@@ -259,6 +260,13 @@ class ViserDockWidget(QDockWidget):
                                       "own mask, or the quality band the image came with (see Mask values)."))
         self.mask_label = QLabel(tr("Cloud mask"), self.mask_panel)
         mask_form.addRow(self.mask_label, self.mask_combo)
+        # stacks: one mask per ticked date, rebuilt as dates are ticked and reordered (_refresh_date_masks)
+        self.date_masks_panel = QWidget(self.mask_panel)
+        self.date_masks_layout = QVBoxLayout(self.date_masks_panel)
+        self.date_masks_layout.setContentsMargins(0, 0, 0, 0)
+        self.date_mask_combos: dict[str, QgsMapLayerComboBox] = {}  # date layer id -> its mask's combo
+        self._date_masks: dict[str, str] = {}  # date layer id -> mask layer id, kept across rebuilds
+        mask_form.addRow(self.date_masks_panel)
         self.mask_type_combo = self._narrow(QComboBox(self.mask_panel))
         for name, encoding in mask_codes.ENCODINGS.items():
             self.mask_type_combo.addItem(name, name)
@@ -296,10 +304,74 @@ class ViserDockWidget(QDockWidget):
             label.setMinimumWidth(width)
 
     def _mask_enabled(self, *args):
-        """A cloud mask is what keep-clear keeps by, for one date: shown with keep-clear outside stack mode
-        (hidden otherwise, which keeps the panel short)."""
-        usable = self.keep_clear_check.isChecked() and not self.stack_check.isChecked()
-        self.mask_panel.setHidden(not usable)
+        """A cloud mask is what keep-clear keeps by: the mask rows are shown with keep-clear only (hidden
+        otherwise, which keeps the panel short); one mask for one date, one per ticked date for a stack."""
+        stack = self.stack_check.isChecked()
+        self.mask_panel.setHidden(not self.keep_clear_check.isChecked())
+        for widget in (self.mask_label, self.mask_combo):
+            widget.setHidden(stack)
+        self.date_masks_panel.setHidden(not stack)
+
+    def _refresh_date_masks(self, *args):
+        """One cloud mask row per ticked date, in the stack's order, each keeping the mask chosen for its date."""
+        self._remember_date_masks()
+        while self.date_masks_layout.count():
+            widget = self.date_masks_layout.takeAt(0).widget()
+            widget.setParent(None)
+            widget.deleteLater()
+        self.date_mask_combos = {}
+        dates = self.stack_layers()
+        if not dates:
+            return
+        title = QLabel(tr("Cloud mask of each date"), self.date_masks_panel)
+        title.setToolTip(tr("Choose a mask for every date, or for the reference (the first) only. Each date's "
+                            "mask replaces its cloud score: it decides which dates fill the reference's clouds."))
+        self.date_masks_layout.addWidget(title)
+        project = QgsProject.instance()
+        for number, date in enumerate(dates, start=1):
+            # the date's name, shortened in the middle: a long product name must not widen the dock
+            name = QLabel(self.date_masks_panel)
+            name.setText(name.fontMetrics().elidedText(f"{number}. {date.name()}", Qt.ElideMiddle, DATE_NAME_WIDTH))
+            name.setToolTip(date.name())
+            combo = self._narrow(QgsMapLayerComboBox(self.date_masks_panel))
+            combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+            combo.setExceptedLayerList(dates)  # a date is not a mask
+            combo.setAllowEmptyLayer(True)
+            combo.setLayer(project.mapLayer(self._date_masks.get(date.id(), "")))
+            combo.setToolTip(tr("The cloud mask (or quality band) of {name}").format(name=date.name()))
+            self.date_masks_layout.addWidget(name)
+            self.date_masks_layout.addWidget(combo)
+            self.date_mask_combos[date.id()] = combo
+
+    def _remember_date_masks(self) -> None:
+        """Read the rows' choices (read, not followed by a signal: a Python slot on these combos outlived the
+        dock in QGIS 3.22 and crashed a later removal of layers)."""
+        for date_id, combo in self.date_mask_combos.items():
+            mask = combo.currentLayer()
+            if mask is None:
+                self._date_masks.pop(date_id, None)
+            else:
+                self._date_masks[date_id] = mask.id()
+
+    def set_date_masks(self, masks: dict[QgsRasterLayer, QgsRasterLayer | None]) -> None:
+        """Choose the cloud mask of ticked dates (date layer -> mask layer or None); for scripts and tests."""
+        for date, mask in masks.items():
+            self.date_mask_combos[date.id()].setLayer(mask)
+
+    def date_mask_ids(self, dates: list[QgsRasterLayer]) -> list[str]:
+        """CLOUD_MASKS for these dates: one mask per date, the reference's alone, or none."""
+        self._remember_date_masks()
+        project = QgsProject.instance()
+        masks = [project.mapLayer(self._date_masks.get(date.id(), "")) for date in dates]
+        if all(mask is None for mask in masks):
+            return []
+        if all(mask is not None for mask in masks):
+            return [mask.id() for mask in masks]
+        if masks[0] is not None and all(mask is None for mask in masks[1:]):
+            return [masks[0].id()]
+        missing = ", ".join(date.name() for date, mask in zip(dates, masks, strict=True) if mask is None)
+        raise ValueError(tr("Choose a cloud mask for every ticked date, or for the reference (the first) only: "
+                            "none for {names}.").format(names=missing))
 
     def _build_advanced_box(self, body) -> QgsCollapsibleGroupBox:
         box = QgsCollapsibleGroupBox(tr("Advanced"), body)
@@ -363,7 +435,7 @@ class ViserDockWidget(QDockWidget):
         self.uncertainty_check = QCheckBox(tr("Add the uncertainty"), box)
         self.uncertainty_check.setToolTip(tr("A third layer: the per-pixel spread of test-time augmentation "
                                              "passes (implies them: slower)."))
-        self.sources_check = QCheckBox(tr("Add the source date of each pixel"), box)
+        self.sources_check = QCheckBox(tr("Add the source dates"), box)
         self.sources_check.setToolTip(tr("Stacks: a layer with one colour per date, showing which date the fill "
                                          "took each pixel from (grey: no date sees it, filled from around it)."))
         self.sources_check.setVisible(False)  # stacks only
@@ -454,6 +526,7 @@ class ViserDockWidget(QDockWidget):
             item.setCheckState(Qt.Checked if layer.id() in checked else Qt.Unchecked)
             self.stack_list.addItem(item)
         self.stack_list.blockSignals(False)
+        self._refresh_date_masks()
         self.update_summary()
 
     def _stack_items(self) -> list[QListWidgetItem]:
@@ -473,6 +546,7 @@ class ViserDockWidget(QDockWidget):
         for item in self._stack_items():
             item.setCheckState(Qt.Checked if item.data(Qt.UserRole) in ids else Qt.Unchecked)
         self.stack_list.blockSignals(False)
+        self._refresh_date_masks()
         self.update_summary()
 
     def ticked_stack(self) -> tuple[list[QgsRasterLayer], list[str]]:
@@ -506,6 +580,8 @@ class ViserDockWidget(QDockWidget):
         self.layer_combo.layerChanged.connect(self._layer_kind_changed)
         self.stack_list.itemChanged.connect(self._layer_kind_changed)
         self.stack_list.model().rowsMoved.connect(self._layer_kind_changed)
+        self.stack_list.itemChanged.connect(self._refresh_date_masks)
+        self.stack_list.model().rowsMoved.connect(self._refresh_date_masks)
         self._layer_kind_changed()
 
     def input_layers(self) -> list[QgsRasterLayer]:
@@ -654,6 +730,10 @@ class ViserDockWidget(QDockWidget):
             if not layers:
                 raise ValueError(tr("Tick the dates of the stack (the first ticked one is the reference)."))
             params["INPUTS"] = [layer.id() for layer in layers]
+            masks = self.date_mask_ids(layers) if self.keep_clear_check.isChecked() else []
+            if masks:
+                params["CLOUD_MASKS"] = masks
+                self._mask_value_parameters(params)
             if self.sources_check.isChecked():
                 params["SOURCE_DATES"] = sibling_path(params["OUTPUT"], "source_dates")
             self._date_labels = [layer.name() for layer in layers]
@@ -668,11 +748,7 @@ class ViserDockWidget(QDockWidget):
             mask = self.mask_combo.currentLayer()
             if mask is not None and self.keep_clear_check.isChecked():
                 params["CLOUD_MASK"] = mask.id()
-                params["CLOUD_MASK_TYPE"] = self.mask_type_combo.currentData()
-                if self.mask_buffer_spin.value():
-                    params["CLOUD_MASK_BUFFER"] = self.mask_buffer_spin.value()
-                if self.mask_add_check.isChecked():
-                    params["CLOUD_MASK_MODE"] = "add"
+                self._mask_value_parameters(params)
             name = naming.result_name(layer.name())
             algorithm_id = "viser:removeclouds"
             self._dropped = []
@@ -682,6 +758,14 @@ class ViserDockWidget(QDockWidget):
         if preview:
             name += tr(" (preview)")
         return algorithm_id, params, name
+
+    def _mask_value_parameters(self, params: dict) -> None:
+        """How the cloud masks are read: their values, buffer and mode."""
+        params["CLOUD_MASK_TYPE"] = self.mask_type_combo.currentData()
+        if self.mask_buffer_spin.value():
+            params["CLOUD_MASK_BUFFER"] = self.mask_buffer_spin.value()
+        if self.mask_add_check.isChecked():
+            params["CLOUD_MASK_MODE"] = "add"
 
     def extent_parameter(self, preview: bool) -> str | None:
         """The EXTENT value: the map canvas for a preview, else the Advanced extent (none = whole layer)."""

@@ -60,7 +60,7 @@ def test_dock_runs_algorithm_in_background(dock, cloudy_layer, tiny_rgbn, tmp_pa
 
 
 def test_dock_keeps_clear_pixels_by_a_quality_band(dock, cloudy_layer, tiny_rgbn, tmp_path):
-    """The Cloud mask and Mask values fields: shown with Keep clear pixels for one date, passed as
+    """The Cloud mask and Mask values fields: shown with Keep clear pixels, passed as
     CLOUD_MASK / CLOUD_MASK_TYPE, and the run (Run pressed) keeps what the SCL band calls snow exactly."""
     import numpy as np
     import rasterio
@@ -96,8 +96,8 @@ def test_dock_keeps_clear_pixels_by_a_quality_band(dock, cloudy_layer, tiny_rgbn
     assert finished == [True], dock.status_label.text()
     with rasterio.open(out) as dst:
         np.testing.assert_array_equal(dst.read()[:, 64:76, 64:76], original[:, 64:76, 64:76])
-    dock.stack_check.setChecked(True)
-    assert dock.mask_panel.isHidden()
+    dock.stack_check.setChecked(True)  # a stack takes one mask per date instead
+    assert dock.mask_combo.isHidden() and not dock.date_masks_panel.isHidden()
     dock.save_settings()
     again = ViserDockWidget(dock.iface)
     assert again.mask_type_combo.currentText() == "sentinel2-scl" and again.mask_buffer_spin.value() == 2
@@ -181,6 +181,62 @@ def test_dock_stack_and_errors(dock, fixtures_dir, tiny_stack, tmp_path):
     assert dock.run()
     wait_for(lambda: dock.current is None)
     assert "needs 4" in dock.status_label.text()
+
+
+def test_dock_stack_takes_one_cloud_mask_per_date(dock, fixtures_dir, tiny_stack, tmp_path):
+    """Stack mode with Keep clear pixels: one Cloud mask row per ticked date, which follows its date when the
+    dates are reordered; all masks or the reference's alone are passed as CLOUD_MASKS, a partial set is refused
+    in the dock; the run (Run pressed) fills the reference's masked cloud from the date whose mask says clear."""
+    import numpy as np
+    import rasterio
+    from rasters import write_raster
+
+    names = ("ts_s2_ImgNo_7_2018-04-01_64.tif", "ts_s2_ImgNo_5_2018-03-07_64.tif", "ts_s2_ImgNo_9_2018-04-26_64.tif")
+    dates = [QgsRasterLayer(str(fixtures_dir / n), n[:13]) for n in names]
+    masks = []
+    for i, name in enumerate(names):
+        with rasterio.open(fixtures_dir / name) as src:
+            fmask = np.zeros((1, src.height, src.width), np.uint8)
+            fmask[0, 10:30, 10:30] = 4 if i != 2 else 0  # cloud on the reference and the second date
+            path = write_raster(tmp_path / f"fmask{i}.tif", fmask, crs=src.crs, transform=src.transform)
+            if i == 0:
+                reference = src.read([4, 3, 2, 8])
+        masks.append(QgsRasterLayer(str(path), f"fmask {i}"))
+    QgsProject.instance().addMapLayers(dates + masks)
+    dock.stack_check.setChecked(True)
+    dock.set_stack_layers(dates)
+    dock.model_file.setFilePath(tiny_stack)
+    assert dock.mask_panel.isHidden()  # keep-clear off
+    dock.keep_clear_check.setChecked(True)
+    assert not dock.mask_panel.isHidden() and dock.mask_combo.isHidden() and not dock.date_masks_panel.isHidden()
+    assert list(dock.date_mask_combos) == [date.id() for date in dates]
+    assert "CLOUD_MASKS" not in dock.parameters()[1]  # no mask chosen: the model's own score
+    dock.set_date_masks({dates[1]: masks[1]})
+    assert not dock.run() and dates[0].name() in dock.status_label.text()  # a partial set is refused, naming
+    dock.set_date_masks({dates[1]: None, dates[0]: masks[0]})            # the dates without a mask
+    assert dock.parameters()[1]["CLOUD_MASKS"] == [masks[0].id()]  # the reference's alone
+    dock.set_date_masks({dates[1]: masks[1], dates[2]: masks[2]})
+    dock.mask_type_combo.setCurrentIndex(dock.mask_type_combo.findText("fmask"))
+    params = dock.parameters()[1]
+    assert params["CLOUD_MASKS"] == [mask.id() for mask in masks] and params["CLOUD_MASK_TYPE"] == "fmask"
+    dock.set_stack_layers([dates[2], dates[0], dates[1]])  # the masks follow their dates
+    assert dock.parameters()[1]["CLOUD_MASKS"] == [masks[2].id(), masks[0].id(), masks[1].id()]
+    assert [dock.date_mask_combos[d.id()].currentLayer() for d in dates] == masks
+    dock.set_stack_layers(dates)
+    dock.sources_check.setChecked(True)
+    out = tmp_path / "stack.tif"
+    dock.output_file.setFilePath(str(out))
+    finished = []
+    dock.run_finished.connect(finished.append)
+    dock.run_button.click()
+    wait_for(lambda: dock.current is None)
+    assert finished == [True], dock.status_label.text()
+    with rasterio.open(out) as dst:
+        np.testing.assert_array_equal(dst.read()[:, 40:, 40:], reference[:, 40:, 40:])  # clear: kept
+    with rasterio.open(tmp_path / "stack_source_dates.tif") as src:
+        assert (src.read(1)[14:26, 14:26] == 3).all()  # the only date whose mask says clear there
+    dock.stack_check.setChecked(False)
+    assert not dock.mask_combo.isHidden() and dock.date_masks_panel.isHidden()
 
 
 def test_dock_dependency_panel(dock):

@@ -53,8 +53,16 @@ def summary(dock) -> str:
 
 
 # ------------------------------------------------------------------------------------------- width
-def test_dock_fits_the_default_dock_width(dock, fixtures_dir):
+@pytest.mark.parametrize("stack", [False, True], ids=["one date", "a stack with a cloud mask per date"])
+def test_dock_fits_the_default_dock_width(dock, fixtures_dir, stack):
     dock.layer_combo.setLayer(add(fixtures_dir / "s2l1c_cloudy_96.tif", "Sentinel-2 L1C, cloudy"))
+    if stack:  # the per-date mask rows name each date: a long product name must not widen the dock
+        dates = [add(fixtures_dir / "ts_s2_ImgNo_7_2018-04-01_64.tif", "S2B_MSIL1C_20180401T103619_N0509_R008_"
+                     "T32UMU_20180401T124040"), add(fixtures_dir / "ts_s2_ImgNo_5_2018-03-07_64.tif", "march")]
+        dock.stack_check.setChecked(True)
+        dock.set_stack_layers(dates)
+        dock.keep_clear_check.setChecked(True)
+        assert len(dock.date_mask_combos) == 2
     advanced = dock.findChild(QgsCollapsibleGroupBox, "viserAdvanced")
     advanced.setCollapsed(False)  # the Advanced fields must fit as well
     dock.resize(DEFAULT_DOCK_WIDTH, 1000)
