@@ -313,6 +313,50 @@ def test_gate_sweep_reports_each_threshold_per_part(data_root, tmp_path):
     assert label in table and "| 0 | 0.5 | 1 |" in table
 
 
+def test_context_lows_replace_the_references_low_frequencies_where_both_see_the_ground():
+    """``stack_gap.with_context_lows``: a smooth veil on the reference is taken away where it and a context
+    date see clear, its fine detail stays, the bands left out and the context dates are untouched."""
+    from viser_cr.training.stack_gap import with_context_lows
+
+    generator = torch.Generator().manual_seed(0)
+    ground = torch.rand(1, 4, 96, 96, generator=generator) * 0.3
+    detail = (torch.rand(1, 4, 96, 96, generator=generator) - 0.5) * 0.04  # fine, zero-mean texture
+    rows = torch.linspace(0, 1, 96)[None, None, :, None]
+    veil = 0.05 + 0.05 * rows  # low frequencies only
+    stack = torch.stack([ground + veil + detail, ground, ground], dim=1)  # reference, two context dates
+    clouds = torch.zeros(1, 3, 1, 96, 96)
+    out = with_context_lows(stack, clouds, clouds[:, 0], bands=3, radius=8)
+    inner = (slice(None), slice(None), slice(16, 80), slice(16, 80))
+    residue = (out[:, 0, :3] - ground[:, :3] - detail[:, :3])[inner]
+    assert residue.abs().mean() < 0.005 < veil.mean()  # the veil is gone, the reference's detail kept
+    assert torch.equal(out[:, 0, 3], stack[:, 0, 3]) and torch.equal(out[:, 1:], stack[:, 1:])
+    clouds[:, 0] = 1.0  # where the reference sees no ground there is nothing to compare: left as it is
+    assert torch.equal(with_context_lows(stack, clouds, clouds[:, 0], bands=3, radius=8), stack)
+
+
+def test_stack_gap_splits_the_reference_into_its_clear_and_cloudy_pixels(tmp_path, tiny_models_dir):
+    """``stack_gap``: per part, model and least-cloudy overall, on the reference's clear and cloudy pixels, and
+    the model with the context's low frequencies; a mono model is refused."""
+    from conftest import _save_tiny
+    from datagen import make_series
+
+    from viser_cr.training.stack_gap import COLUMNS, gap, markdown
+
+    make_series(tmp_path / "series", n=8, cloudy=(1, 4, 6), size=48)
+    (tmp_path / "models").mkdir()
+    _save_tiny(tmp_path / "models", "tiny-fill-l3", ["red", "green", "blue", "nir"], num_frames=3, residual_base="fill")
+    cfg = {"data": {"root": str(tmp_path), "bands": ["red", "green", "blue", "nir"], "num_frames": 3,
+                    "test": [{"type": "series", "root": "series", "mode": "real", "window": 3, "label": "series"}]}}
+    result = gap(cfg, model="tiny-fill-l3", models_dir=tmp_path / "models", max_images=1)
+    assert list(result) == ["series"] and result["series"]["images"] >= 1
+    columns = result["series"]["columns"]
+    assert len(columns) == len(COLUMNS) and all(np.isfinite(v) or np.isnan(v) for v in columns)
+    assert np.isfinite(columns[0]) and np.isfinite(columns[1])
+    assert "| series |" in markdown(result)
+    with pytest.raises(ViserError, match="stack fill model"):
+        gap(cfg, model="tiny-rgbn", models_dir=tiny_models_dir)
+
+
 def test_oracle_masks_runs_the_fill_base_over_the_samples_mask(data_root, tmp_path):
     """``oracle_masks``: per part, the model as it runs and with its fill base over the mask (its score
     times the mask, the larger of the two, the mask alone); a model without a fill base is refused."""
