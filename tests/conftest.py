@@ -73,6 +73,14 @@ def tiny_models_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_fill_models_dir(tmp_path_factory) -> Path:
+    """A models folder holding an untrained tiny 3-date RGBN model with a fill base, as the bundled stack models."""
+    directory = tmp_path_factory.mktemp("fill-models")
+    _save_tiny(directory, "tiny-fill-l3", ["red", "green", "blue", "nir"], num_frames=3, residual_base="fill")
+    return directory
+
+
+@pytest.fixture(scope="session")
 def tiny_model_card(tiny_models_dir):
     from viser_cr.core.weights import find_model
 

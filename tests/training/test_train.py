@@ -334,20 +334,18 @@ def test_context_lows_replace_the_references_low_frequencies_where_both_see_the_
     assert torch.equal(with_context_lows(stack, clouds, clouds[:, 0], bands=3, radius=8), stack)
 
 
-def test_stack_gap_splits_the_reference_into_its_clear_and_cloudy_pixels(tmp_path, tiny_models_dir):
+def test_stack_gap_splits_the_reference_into_its_clear_and_cloudy_pixels(tmp_path, tiny_models_dir,
+                                                                          tiny_fill_models_dir):
     """``stack_gap``: per part, model and least-cloudy overall, on the reference's clear and cloudy pixels, and
     the model with the context's low frequencies; a mono model is refused."""
-    from conftest import _save_tiny
     from datagen import make_series
 
     from viser_cr.training.stack_gap import COLUMNS, gap, markdown
 
     make_series(tmp_path / "series", n=8, cloudy=(1, 4, 6), size=48)
-    (tmp_path / "models").mkdir()
-    _save_tiny(tmp_path / "models", "tiny-fill-l3", ["red", "green", "blue", "nir"], num_frames=3, residual_base="fill")
     cfg = {"data": {"root": str(tmp_path), "bands": ["red", "green", "blue", "nir"], "num_frames": 3,
                     "test": [{"type": "series", "root": "series", "mode": "real", "window": 3, "label": "series"}]}}
-    result = gap(cfg, model="tiny-fill-l3", models_dir=tmp_path / "models", max_images=1)
+    result = gap(cfg, model="tiny-fill-l3", models_dir=tiny_fill_models_dir, max_images=1)
     assert list(result) == ["series"] and result["series"]["images"] >= 1
     columns = result["series"]["columns"]
     assert len(columns) == len(COLUMNS) and all(np.isfinite(v) or np.isnan(v) for v in columns)
