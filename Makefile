@@ -98,9 +98,10 @@ qgis: setup
 package: setup
 	$(PY) viser_qgis/tools/package_plugin.py --output dist
 
-# docs/screenshot-dock.png: real QGIS under Xvfb with the dock open.
+# docs/screenshot-dock.png: real QGIS under Xvfb with the dock open; docs/screenshot-stack-masks.png: its stack mode.
 screenshot: setup
 	$(PY) tests/qgis/screenshot.py docs/screenshot-dock.png
+	$(PY) tests/qgis/screenshot.py docs/screenshot-stack-masks.png --stack-masks
 
 # Cloud removal of the real cloudy sample in resources/samples through headless qgis_process (default bundled
 # model), then a before/after PNG; both land in demo-output/ (viser_qgis/tools/demo.py).

@@ -24,12 +24,12 @@ SIZE = (1400, 860)
 
 
 def take(output: Path, layer: Path | None = None, model_file: str | None = None, timeout: float = 150,
-         keep: bool = False, run: bool = False, code: Path = CODE) -> dict:
+         keep: bool = False, run: bool = False, code: Path = CODE, stack_masks: bool = False) -> dict:
     """Write the screenshot to ``output``; returns what the in-QGIS script reported.
 
     ``run``: press the dock's Run (with ``model_file``) and grab once the background task is done.
     ``code``: the script QGIS runs (default data/screenshot_code.py; data/toolbox_dialog_code.py runs
-    the Processing Toolbox dialog instead).
+    the Processing Toolbox dialog instead). ``stack_masks``: the dock in stack mode with a cloud mask per date.
     """
     if shutil.which("xvfb-run") is None or not Path("/usr/bin/qgis").exists():
         raise RuntimeError("needs xvfb-run and /usr/bin/qgis (make apt)")
@@ -60,6 +60,7 @@ def take(output: Path, layer: Path | None = None, model_file: str | None = None,
             VISER_SCREENSHOT_LAYER=str(layer or REPO / "tests" / "fixtures" / "s2l1c_cloudy_96.tif"),
             VISER_SCREENSHOT_MODEL=model_file or "",
             VISER_SCREENSHOT_RUN="1" if run else "",
+            VISER_SCREENSHOT_STACK_MASKS="1" if stack_masks else "",
             XDG_RUNTIME_DIR=str(root),
             HOME=str(root),
         )
@@ -84,6 +85,8 @@ def take(output: Path, layer: Path | None = None, model_file: str | None = None,
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else REPO / "docs" / "screenshot-dock.png")
-    print(take(target))
+    # screenshot.py [OUTPUT] [--stack-masks]
+    arguments = [a for a in sys.argv[1:] if a != "--stack-masks"]
+    target = Path(arguments[0] if arguments else REPO / "docs" / "screenshot-dock.png")
+    print(take(target, stack_masks="--stack-masks" in sys.argv[1:]))
     print("wrote", target)

@@ -85,6 +85,18 @@ def test_real_qgis_desktop_dock_runs(tmp_path, tiny_rgbn):
 
 
 @pytest.mark.slow
+def test_real_qgis_desktop_dock_in_stack_mode_with_a_mask_per_date(tmp_path):
+    """Real QGIS desktop under Xvfb: the dock in stack mode with Keep clear pixels shows one cloud mask row per
+    ticked date and passes the three masks (what make screenshot shows in docs/screenshot-stack-masks.png)."""
+    import screenshot
+
+    facts = screenshot.take(tmp_path / "stack.png", stack_masks=True)
+    assert facts.get("plugin") == "True" and facts.get("dock_visible") == "True", facts
+    assert facts.get("date_mask_rows") == "3" and facts.get("cloud_masks") == "3", facts
+    assert (REPO / "docs" / "screenshot-stack-masks.png").exists(), "run make screenshot and commit it"
+
+
+@pytest.mark.slow
 def test_real_qgis_desktop_toolbox_dialog_loads_the_result(tmp_path, tiny_rgbn):
     """Real QGIS desktop under Xvfb: the Processing dialog of viser:removeclouds, Run pressed, adds the
     result to the project (named and styled) as "Open output file after running algorithm" asks."""
