@@ -69,6 +69,44 @@ ENCODINGS: dict[str, MaskEncoding] = {encoding.name: encoding for encoding in (
 )}
 
 
+# a plain mask read as nonzero that calls at least this share of its pixels cloud, with several nonzero values,
+# is a product band read the wrong way (a QA_PIXEL's clear land is 21824, an SCL's vegetation 4)
+EVERYTHING_CLOUD = 0.99
+
+
+def check_nonzero(raw: np.ndarray, what: str) -> None:
+    """Refuse a mask read as ``nonzero`` that calls (nearly) every pixel cloud through several distinct values,
+    or through values no plain mask uses (above 255): a coded product band (QA_PIXEL, SCL, Fmask) given without
+    its --cloud-mask-type, or a cloud probability, which would fill the whole image. A 0/1 (0/255) mask that
+    is all cloud is taken as it is."""
+    if raw.size == 0 or np.count_nonzero(raw) < EVERYTHING_CLOUD * raw.size:
+        return
+    values = np.unique(raw)
+    if np.count_nonzero(values) < 2 and values.max() <= 255:
+        return
+    shown = ", ".join(f"{value:g}" for value in values[:5]) + (", ..." if len(values) > 5 else "")
+    likely = likely_encodings(raw)
+    hint = (f"they look like {' or '.join(ENCODINGS[name].title for name in likely)}: add --cloud-mask-type "
+            f"{' or '.join(likely)}" if likely else "give a 0/1 mask (a cloud probability thresholded first, e.g. "
+            f"with QGIS's raster calculator) or the encoding its values have (--cloud-mask-type "
+            f"{' | '.join(ENCODINGS)})")
+    raise InputError(f"{what}, read as nonzero (0 = clear, anything else cloud), calls "
+                     f"{np.count_nonzero(raw) / raw.size:.0%} of its pixels cloud ({shown}): {hint}.")
+
+
+def likely_encodings(raw: np.ndarray) -> list[str]:
+    """The product encodings that define every value of ``raw`` and leave some of it clear."""
+    names = []
+    for name, coded in ENCODINGS.items():
+        if not coded.coded or coded.known is None:
+            continue
+        values = np.unique(raw)
+        if all(float(v).is_integer() and int(v) in coded.known for v in values) and \
+                np.count_nonzero(coded.cloud(raw)) < EVERYTHING_CLOUD * raw.size:
+            names.append(name)
+    return names
+
+
 def encoding(name: str) -> MaskEncoding:
     """The encoding called ``name``, or an error listing them."""
     try:

@@ -1508,13 +1508,14 @@ class _CloudMask:
         if self.encoding.coded and not np.issubdtype(np.dtype(dtype), np.integer):
             raise InputError(f"{what} is {dtype}, but a {self.encoding.title} layer is an integer band: give that "
                              "band itself, or read the mask as --cloud-mask-type nonzero.")
-        if self.encoding.known is None:
-            return
         grid = self.source.grid
         scale = max(1.0, max(grid.width, grid.height) / self.CHECK_SIDE)
         raw, valid = self.source.read_overview([1], max(1, round(grid.height / scale)),
                                                max(1, round(grid.width / scale)), "nearest")
-        self.encoding.check_values(raw[0][valid], what)
+        if self.encoding.coded:
+            self.encoding.check_values(raw[0][valid], what)
+        else:  # a product band given without its type would fill the whole image
+            mask_codes.check_nonzero(raw[0][valid], what)
 
 
 @dataclass(frozen=True)

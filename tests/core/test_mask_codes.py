@@ -47,6 +47,25 @@ def test_values_a_layer_never_holds_are_refused_with_the_choices():
         mask_codes.encoding("fmask").check_values(np.array([2, 7]), "the mask")
 
 
+def test_a_product_band_read_as_nonzero_is_refused_naming_its_encoding():
+    """Read as nonzero, a QA_PIXEL or SCL band calls every pixel cloud (its clear land is 21824, its vegetation
+    4): refused with the encoding its values fit; a probability, with the advice to threshold it. A plain 0/1
+    mask, even one that is all cloud, is taken."""
+    qa = np.array([QA_CLEAR_LAND] * 90 + [QA_WATER] * 5 + [QA_CLOUD] * 5, dtype=np.float32)
+    with pytest.raises(InputError, match=r"calls 100% of its pixels cloud.*21824.*Landsat Collection 2 "
+                                         r"QA_PIXEL: add --cloud-mask-type landsat-qa-pixel"):
+        mask_codes.check_nonzero(qa, "the mask")
+    scl = np.array([4] * 80 + [5] * 10 + [9] * 10, dtype=np.float32)  # vegetation, bare soil, cloud
+    with pytest.raises(InputError, match=r"\(4, 5, 9\).*--cloud-mask-type sentinel2-scl"):
+        mask_codes.check_nonzero(scl, "the mask")
+    with pytest.raises(InputError, match=r"21824\).*landsat-qa-pixel"):  # a clear crop's QA_PIXEL: one value
+        mask_codes.check_nonzero(np.full(100, QA_CLEAR_LAND), "the mask")
+    with pytest.raises(InputError, match=r"give a 0/1 mask \(a cloud probability thresholded first"):
+        mask_codes.check_nonzero(np.array([0.05, 0.3, 0.8] * 40), "the mask")  # s2cloudless-like probability
+    for plain in (np.array([0, 1] * 50), np.full(100, 255), np.ones(100), np.array([0.0] * 5 + [1.0] * 95)):
+        mask_codes.check_nonzero(plain, "the mask")  # a 0/1 mask, or one that is all (or nearly all) cloud
+
+
 def test_an_unknown_encoding_lists_the_known_ones():
     with pytest.raises(InputError, match="nonzero, landsat-qa-pixel, sentinel2-scl, fmask"):
         mask_codes.encoding("qa")

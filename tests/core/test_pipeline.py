@@ -332,6 +332,9 @@ def test_a_product_mask_of_the_wrong_kind_is_refused_before_any_output(fake_mode
     with pytest.raises(ViserError, match=r"qa.tif has values \(21824\).*scene classification"):
         remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, keep_clear=True,
                                           cloud_mask=qa, cloud_mask_type="sentinel2-scl"))
+    with pytest.raises(ViserError, match=r"qa.tif, read as nonzero .* calls 100% of its pixels cloud .*"
+                                         r"--cloud-mask-type landsat-qa-pixel"):  # QA_PIXEL given without its type
+        remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, keep_clear=True, cloud_mask=qa))
     with pytest.raises(ViserError, match="p.tif is float32, but a Fmask layer is an integer band"):
         remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, keep_clear=True,
                                           cloud_mask=probability, cloud_mask_type="fmask"))
