@@ -69,8 +69,9 @@ ENCODINGS: dict[str, MaskEncoding] = {encoding.name: encoding for encoding in (
 )}
 
 
-# a plain mask read as nonzero that calls at least this share of its pixels cloud, with several nonzero values,
-# is a product band read the wrong way (a QA_PIXEL's clear land is 21824, an SCL's vegetation 4)
+# a mask read as nonzero that calls at least this share of its pixels cloud, through several values or values
+# above 255, is a product band or a probability read the wrong way (a QA_PIXEL's clear land is 21824, an SCL's
+# vegetation 4)
 EVERYTHING_CLOUD = 0.99
 
 
@@ -96,15 +97,11 @@ def check_nonzero(raw: np.ndarray, what: str) -> None:
 
 def likely_encodings(raw: np.ndarray) -> list[str]:
     """The product encodings that define every value of ``raw`` and leave some of it clear."""
-    names = []
-    for name, coded in ENCODINGS.items():
-        if not coded.coded or coded.known is None:
-            continue
-        values = np.unique(raw)
-        if all(float(v).is_integer() and int(v) in coded.known for v in values) and \
-                np.count_nonzero(coded.cloud(raw)) < EVERYTHING_CLOUD * raw.size:
-            names.append(name)
-    return names
+    values = np.unique(raw)
+    return [name for name, coded in ENCODINGS.items()
+            if coded.coded and coded.known is not None
+            and all(float(v).is_integer() and int(v) in coded.known for v in values)
+            and np.count_nonzero(coded.cloud(raw)) < EVERYTHING_CLOUD * raw.size]
 
 
 def encoding(name: str) -> MaskEncoding:
