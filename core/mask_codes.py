@@ -8,6 +8,7 @@ shadow. Keep-clear fills exactly those pixels, as the model's shadow test would 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -102,6 +103,17 @@ def likely_encodings(raw: np.ndarray) -> list[str]:
             if coded.coded and coded.known is not None
             and all(float(v).is_integer() and int(v) in coded.known for v in values)
             and np.count_nonzero(coded.cloud(raw)) < EVERYTHING_CLOUD * raw.size]
+
+
+# how the products name their quality bands: LC08_..._QA_PIXEL.TIF, T32UMU_..._SCL_20m.jp2, ..._Fmask4.tif
+_PRODUCT_NAMES = ((re.compile(r"qa_pixel", re.IGNORECASE), "landsat-qa-pixel"),
+                  (re.compile(r"(?<![a-z])scl(?![a-z])", re.IGNORECASE), "sentinel2-scl"),
+                  (re.compile(r"fmask", re.IGNORECASE), "fmask"))
+
+
+def encoding_from_name(name: str) -> str | None:
+    """The encoding a quality band's product name says it has (a file or layer name), or None."""
+    return next((encoding for pattern, encoding in _PRODUCT_NAMES if pattern.search(name)), None)
 
 
 def encoding(name: str) -> MaskEncoding:

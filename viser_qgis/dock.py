@@ -291,8 +291,17 @@ class ViserDockWidget(QDockWidget):
         form.addRow(self.mask_panel)
         self._align_labels([form, mask_form])
         self.keep_clear_check.toggled.connect(self._mask_enabled)
+        self.mask_combo.layerChanged.connect(self._mask_values_from_name)
         self._mask_enabled()
         return box
+
+    def _mask_values_from_name(self, layer) -> None:
+        """A quality band named as its product names it (…_QA_PIXEL, …_SCL_20m, …_Fmask) sets Mask values."""
+        if layer is None:
+            return
+        name = mask_codes.encoding_from_name(f"{layer.name()} {Path(layer.source().split('|')[0]).name}")
+        if name is not None:
+            self.mask_type_combo.setCurrentIndex(self.mask_type_combo.findData(name))
 
     @staticmethod
     def _align_labels(forms: list[QFormLayout]) -> None:

@@ -66,6 +66,13 @@ def test_a_product_band_read_as_nonzero_is_refused_naming_its_encoding():
         mask_codes.check_nonzero(plain, "the mask")  # a 0/1 mask, or one that is all (or nearly all) cloud
 
 
+def test_product_names_say_their_encoding():
+    named = {"LC08_L2SP_044034_20230415_20230420_02_T1_QA_PIXEL.TIF": "landsat-qa-pixel",
+             "T32UMU_20230415T103619_SCL_20m.jp2": "sentinel2-scl", "scl.tif": "sentinel2-scl",
+             "LC08_044034_20230415_Fmask4.tif": "fmask", "clouds.tif": None, "disclosure.tif": None}
+    assert {name: mask_codes.encoding_from_name(name) for name in named} == named
+
+
 def test_an_unknown_encoding_lists_the_known_ones():
     with pytest.raises(InputError, match="nonzero, landsat-qa-pixel, sentinel2-scl, fmask"):
         mask_codes.encoding("qa")

@@ -71,12 +71,13 @@ def test_dock_keeps_clear_pixels_by_a_quality_band(dock, cloudy_layer, tiny_rgbn
         scl[0, 20:50, 20:50], scl[0, 60:80, 60:80] = 9, 11  # cloud high probability, snow
         mask_path = write_raster(tmp_path / "scl.tif", scl, crs=src.crs, transform=src.transform)
         original = src.read([4, 3, 2, 8])
-    mask_layer = QgsRasterLayer(str(mask_path), "SCL")
+    mask_layer = QgsRasterLayer(str(mask_path), "T32UMU_20180401_SCL_20m")
     QgsProject.instance().addMapLayer(mask_layer)
     dock.layer_combo.setLayer(cloudy_layer)
     dock.model_file.setFilePath(tiny_rgbn)
-    dock.mask_combo.setLayer(mask_layer)
-    dock.mask_type_combo.setCurrentIndex(dock.mask_type_combo.findText("sentinel2-scl"))
+    assert dock.mask_type_combo.currentText() == "nonzero"
+    dock.mask_combo.setLayer(mask_layer)  # its product name sets Mask values
+    assert dock.mask_type_combo.currentText() == "sentinel2-scl"
     assert dock.mask_panel.isHidden() and "CLOUD_MASK" not in dock.parameters()[1]  # keep-clear off
     dock.keep_clear_check.setChecked(True)
     assert not dock.mask_panel.isHidden()
