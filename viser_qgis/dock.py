@@ -348,13 +348,14 @@ class ViserDockWidget(QDockWidget):
             combo.setAllowEmptyLayer(True)
             combo.setLayer(project.mapLayer(self._date_masks.get(date.id(), "")))
             combo.setToolTip(tr("The cloud mask (or quality band) of {name}").format(name=date.name()))
+            combo.layerChanged.connect(self._mask_values_from_name)
             self.date_masks_layout.addWidget(name)
             self.date_masks_layout.addWidget(combo)
             self.date_mask_combos[date.id()] = combo
 
     def _remember_date_masks(self) -> None:
-        """Read the rows' choices (read, not followed by a signal: a Python slot on these combos outlived the
-        dock in QGIS 3.22 and crashed a later removal of layers)."""
+        """Read the rows' choices when needed (a closure connected to each row's layerChanged outlived the dock
+        in QGIS 3.22 and crashed a later removal of layers; only bound methods of the dock are connected)."""
         for date_id, combo in self.date_mask_combos.items():
             mask = combo.currentLayer()
             if mask is None:

@@ -213,11 +213,11 @@ def test_dock_stack_takes_one_cloud_mask_per_date(dock, fixtures_dir, tiny_stack
     assert list(dock.date_mask_combos) == [date.id() for date in dates]
     assert "CLOUD_MASKS" not in dock.parameters()[1]  # no mask chosen: the model's own score
     dock.set_date_masks({dates[1]: masks[1]})
+    assert dock.mask_type_combo.currentText() == "fmask"  # set by the mask's name
     assert not dock.run() and dates[0].name() in dock.status_label.text()  # a partial set is refused, naming
     dock.set_date_masks({dates[1]: None, dates[0]: masks[0]})            # the dates without a mask
     assert dock.parameters()[1]["CLOUD_MASKS"] == [masks[0].id()]  # the reference's alone
     dock.set_date_masks({dates[1]: masks[1], dates[2]: masks[2]})
-    dock.mask_type_combo.setCurrentIndex(dock.mask_type_combo.findText("fmask"))
     params = dock.parameters()[1]
     assert params["CLOUD_MASKS"] == [mask.id() for mask in masks] and params["CLOUD_MASK_TYPE"] == "fmask"
     dock.set_stack_layers([dates[2], dates[0], dates[1]])  # the masks follow their dates
