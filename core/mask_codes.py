@@ -81,7 +81,8 @@ def check_nonzero(raw: np.ndarray, what: str) -> None:
     or through values no plain mask uses (above 255): a coded product band (QA_PIXEL, SCL, Fmask) given without
     its --cloud-mask-type, or a cloud probability, which would fill the whole image. A 0/1 (0/255) mask that
     is all cloud is taken as it is."""
-    if raw.size == 0 or np.count_nonzero(raw) < EVERYTHING_CLOUD * raw.size:
+    cloudy = np.count_nonzero(raw)
+    if raw.size == 0 or cloudy < EVERYTHING_CLOUD * raw.size:
         return
     values = np.unique(raw)
     if np.count_nonzero(values) < 2 and values.max() <= 255:
@@ -93,7 +94,7 @@ def check_nonzero(raw: np.ndarray, what: str) -> None:
             f"with QGIS's raster calculator) or the encoding its values have (--cloud-mask-type "
             f"{' | '.join(ENCODINGS)})")
     raise InputError(f"{what}, read as nonzero (0 = clear, anything else cloud), calls "
-                     f"{np.count_nonzero(raw) / raw.size:.0%} of its pixels cloud ({shown}): {hint}.")
+                     f"{cloudy / raw.size:.0%} of its pixels cloud ({shown}): {hint}.")
 
 
 def likely_encodings(raw: np.ndarray) -> list[str]:

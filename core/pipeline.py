@@ -586,12 +586,13 @@ class Predictor:
     def __init__(self, model, device, batch_size: int | None, tta: bool = False, keep_clear: bool = False,
                  say: Callable[[str], None] | None = None, precision: str = "fp32",
                  staging: HostStaging | None = None, source_dates: bool = False, date_days=None,
-                 score_threshold: float = SCORE_THRESHOLD, cloud_threshold: float = SCORE_THRESHOLD,
-                 mask_adds: bool = False):
+                 cloud_threshold: float = SCORE_THRESHOLD, mask_adds: bool = False):
         self.model = model
-        self.mask_adds = mask_adds  # the user's cloud masks add to the model's own clouds (keep-clear, dates)
-        self.score_threshold = float(score_threshold)  # keep-clear: a score above it is cloud
-        self.cloud_threshold = float(cloud_threshold)  # the fill: a score above it is filled (the run's cloud share)
+        self.mask_adds = mask_adds  # the user's cloud masks add to the model's own clouds (base, keep-clear, dates)
+        if hasattr(model, "use_mask_mode"):
+            model.use_mask_mode(mask_adds)
+        # a score above it is cloud: the fill replaces the pixel, keep-clear does not keep it (the run's cloud share)
+        self.cloud_threshold = float(cloud_threshold)
         self.source_dates = source_dates
         # acquisition day of each stack position (NaN: unknown), for choosing dates nearest the reference
         self.date_days = None if date_days is None else np.asarray(date_days, dtype=np.float64)
@@ -851,7 +852,7 @@ class Predictor:
         import torch.nn.functional as F
 
         if cloud is None or self.mask_adds:
-            own = (score > self.score_threshold).float()[:, None]
+            own = (score > self.cloud_threshold).float()[:, None]
             cloud = own if cloud is None else torch.maximum(cloud, own)
         size = 2 * FEATHER_RADIUS + 1
         grown = F.max_pool2d(cloud, size, stride=1, padding=FEATHER_RADIUS)
@@ -1588,11 +1589,7 @@ def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks:
                           keep_clear=request.keep_clear, say=callbacks.say, precision=request.precision,
                           source_dates=request.source_dates_output is not None,
                           date_days=inputs.days,
-                          score_threshold=threshold,
-                          cloud_threshold=threshold,
-                          mask_adds=request.cloud_mask_mode == "add")
-    if hasattr(model, "use_mask_mode"):
-        model.use_mask_mode(request.cloud_mask_mode == "add")
+                          cloud_threshold=threshold, mask_adds=request.cloud_mask_mode == "add")
     if request.precision != "fp32" and device.type != "cuda":
         callbacks.say(f"Precision {request.precision} applies to CUDA GPUs: running float32 on the CPU.")
     return predictor

@@ -67,7 +67,7 @@ def _keep_clear(net, x: torch.Tensor, device, display: bool) -> np.ndarray:
 
     xx = x if x.dim() == 4 else x[None]
     predictor = Predictor(net, device, batch_size=1, keep_clear=True,
-                          score_threshold=own_cloud_threshold(net, display))
+                          cloud_threshold=own_cloud_threshold(net, display))
     return predictor.predict(xx[None].numpy()).image[0]
 
 

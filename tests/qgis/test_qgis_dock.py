@@ -17,6 +17,17 @@ def cloudy_layer(fixtures_dir):
     return layer
 
 
+def press_run(dock, out):
+    """Press the dock's Run button with ``out`` as the output, wait for the task; the run must succeed."""
+    dock.output_file.setFilePath(str(out))
+    finished = []
+    dock.run_finished.connect(finished.append)
+    dock.run_button.click()
+    wait_for(lambda: dock.current is None)
+    assert finished == [True], dock.status_label.text()
+    return out
+
+
 def test_dock_runs_algorithm_in_background(dock, cloudy_layer, tiny_rgbn, tmp_path):
     dock.layer_combo.setLayer(cloudy_layer)
     dock.model_file.setFilePath(tiny_rgbn)
@@ -88,13 +99,7 @@ def test_dock_keeps_clear_pixels_by_a_quality_band(dock, cloudy_layer, tiny_rgbn
     assert dock.parameters()[1]["CLOUD_MASK_BUFFER"] == 2 and "CLOUD_MASK_MODE" not in dock.parameters()[1]
     dock.mask_add_check.setChecked(True)
     assert dock.parameters()[1]["CLOUD_MASK_MODE"] == "add"
-    out = tmp_path / "clear.tif"
-    dock.output_file.setFilePath(str(out))
-    finished = []
-    dock.run_finished.connect(finished.append)
-    dock.run_button.click()
-    wait_for(lambda: dock.current is None)
-    assert finished == [True], dock.status_label.text()
+    out = press_run(dock, tmp_path / "clear.tif")
     with rasterio.open(out) as dst:
         np.testing.assert_array_equal(dst.read()[:, 64:76, 64:76], original[:, 64:76, 64:76])
     dock.stack_check.setChecked(True)  # a stack takes one mask per date instead
@@ -225,13 +230,7 @@ def test_dock_stack_takes_one_cloud_mask_per_date(dock, fixtures_dir, tiny_stack
     assert [dock.date_mask_combos[d.id()].currentLayer() for d in dates] == masks
     dock.set_stack_layers(dates)
     dock.sources_check.setChecked(True)
-    out = tmp_path / "stack.tif"
-    dock.output_file.setFilePath(str(out))
-    finished = []
-    dock.run_finished.connect(finished.append)
-    dock.run_button.click()
-    wait_for(lambda: dock.current is None)
-    assert finished == [True], dock.status_label.text()
+    out = press_run(dock, tmp_path / "stack.tif")
     with rasterio.open(out) as dst:
         np.testing.assert_array_equal(dst.read()[:, 40:, 40:], reference[:, 40:, 40:])  # clear: kept
     with rasterio.open(tmp_path / "stack_source_dates.tif") as src:
