@@ -35,13 +35,6 @@ def read(path: Path, indexes=None):
         return source.read(indexes).astype("float32")
 
 
-def psnr(prediction, target) -> float:
-    import numpy as np
-
-    error = ((np.clip(prediction, 0, 1) - np.clip(target, 0, 1)) ** 2).mean()
-    return float(-10 * np.log10(max(error, 1e-10)))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -51,6 +44,7 @@ def main() -> int:
 
     from viser_cr.core.mask_codes import buffer_clouds
     from viser_cr.training.evaluate import load_trained
+    from viser_cr.training.gate_sweep import psnr  # the clean protocol: reflectance clipped to [0, 1]
 
     torch.set_num_threads(args.threads)
     net, bands, _, _ = load_trained(None, "viser-cr-s-rgbn")

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import ViserError
+from ..core.metrics import psnr_from_mse
 from .cli import run_cli
 from .config import load_config
 from .evaluate import load_trained
@@ -58,8 +59,9 @@ def with_context_lows(x: torch.Tensor, date_clouds: torch.Tensor, ref_cloud: tor
 
 
 def _pooled_psnr(errors: list[tuple[float, int]]) -> float:
+    """PSNR of the squared errors pooled over images: ``[(sum of squared errors, values), ...]``."""
     squared, count = sum(e for e, _ in errors), sum(n for _, n in errors)
-    return float("nan") if not count else float(10 * np.log10(1.0 / max(squared / count, 1e-12)))
+    return psnr_from_mse(squared / count if count else float("nan"), 1.0)
 
 
 def gap(cfg: dict, checkpoint=None, model=None, models_dir=None, max_images=200) -> dict:

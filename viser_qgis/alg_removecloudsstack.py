@@ -142,10 +142,6 @@ class RemoveCloudsStackAlgorithm(RemovalAlgorithm):
         )
         masks = [self.layer_path(layer, self.CLOUD_MASKS)
                  for layer in self.parameterAsLayerList(parameters, self.CLOUD_MASKS, context) or []]
-        if masks and not fields["keep_clear"]:
-            raise QgsProcessingException(tr(
-                "CLOUD_MASKS are used only when keeping clear pixels: tick 'Keep clear pixels' (KEEP_CLEAR) or leave "
-                "CLOUD_MASKS empty."))
         if len(masks) == 1:
             fields["cloud_mask"] = masks[0]
         elif masks:
