@@ -71,6 +71,10 @@ VARIANTS = {"viser-cr-s-v1": ("viser-cr-s", {"residual_base": "input", "upsample
             "viser-cr-s-t3-h": ("viser-cr-s-t3", {"harmonise_dates": True}),
             "viser-cr-s-t3-hz": ("viser-cr-s-t3", {"harmonise_dates": "display", "haze_test": True,
                                                    "display_fill_threshold": 0.6})}
+# the ground prior (docs/model.md): the fill's last resort and the correction's fading, as the bundled models have it
+_GROUND = {"ground_prior": [0.086, 0.102, 0.125, 0.151], "display_ground_prior": [0.341, 0.365, 0.315, 0.439]}
+VARIANTS.update({"viser-cr-s-g": ("viser-cr-s", _GROUND),
+                 "viser-cr-s-t3-hzg": ("viser-cr-s-t3", dict(VARIANTS["viser-cr-s-t3-hz"][1], **_GROUND))})
 
 
 def bench_config(name: str, batch: int, tile: int, repeats: int, threads: int) -> dict:

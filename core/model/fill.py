@@ -31,36 +31,64 @@ def _down(t: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(t, 2)
 
 
-def push_pull_fill(x: torch.Tensor, clear: torch.Tensor, min_size: int = 2) -> torch.Tensor:
+# The ground prior's weight at the coarsest level of the pyramid, as a share of trusted pixels: a cell there
+# takes the tile's estimate in proportion GROUND_CELL_WEIGHT against its own trusted share, and the tile's
+# estimate takes the typical ground in proportion GROUND_TILE_WEIGHT against the whole tile's trusted share.
+# Chosen on validation data (docs/model.md, "A ground prior").
+GROUND_CELL_WEIGHT, GROUND_TILE_WEIGHT = 0.003, 0.03
+
+
+def _coarsest_with_ground(num: torch.Tensor, den: torch.Tensor, ground: torch.Tensor) -> torch.Tensor:
+    """The coarsest level's estimate with a typical ground as the last resort. A soft cloud weight never
+    reaches 1, so a tile that is all cloud still "trusts" its pixels by 1e-5 or so, and the plain
+    normalisation then fills it with the cloud itself. Here every cell leans on the tile's estimate and
+    the tile's estimate on ``ground`` by small pseudo-weights: near the ground a tile sees they change
+    nothing that matters; far from it (a sixth of the tile clear) the fill moves a sixth of the way towards
+    the typical ground; where the tile sees none, the fill is that ground."""
+    ground = ground.reshape(-1, num.shape[1], 1, 1)
+    cells = num.shape[-2] * num.shape[-1]
+    tile = ((num.sum(dim=(-2, -1), keepdim=True) + GROUND_TILE_WEIGHT * cells * ground)
+            / (den.sum(dim=(-2, -1), keepdim=True) + GROUND_TILE_WEIGHT * cells))
+    return (num + GROUND_CELL_WEIGHT * tile) / (den + GROUND_CELL_WEIGHT)
+
+
+def push_pull_fill(x: torch.Tensor, clear: torch.Tensor, min_size: int = 2,
+                   ground: torch.Tensor | None = None) -> torch.Tensor:
     """``clear·x + (1 − clear)·fill(x)``, the fill coming from the clear pixels at every scale.
 
     ``x`` (B, C, H, W); ``clear`` (B, 1, H, W) in [0, 1] (1 = trust this pixel). Where no pixel of the
-    image is clear the result is the unweighted image mean (nothing better is known).
+    image is clear the result is the unweighted image mean, or ``ground`` where given (see
+    ``push_pull_composite``).
     """
-    return push_pull_composite(x[:, None], clear[:, None], min_size)
+    return push_pull_composite(x[:, None], clear[:, None], min_size, ground)
 
 
-def push_pull_composite(values: torch.Tensor, weights: torch.Tensor, min_size: int = 2) -> torch.Tensor:
+def push_pull_composite(values: torch.Tensor, weights: torch.Tensor, min_size: int = 2,
+                        ground: torch.Tensor | None = None) -> torch.Tensor:
     """Push-pull over several sources: ``Σ w_l·x_l + (1 − Σ w_l)·fill``, the fill coming from every
     source's trusted pixels at every scale (the temporal prior of a stack: the reference's clear
     pixels, then what the context dates see, then the spatial completion).
 
     ``values`` (B, L, C, H, W); ``weights`` (B, L, 1, H, W), each in [0, 1] with ``Σ_l w_l <= 1`` per
     pixel. Where nothing is trusted nearby, the mean of the trusted pixels; where nothing is trusted
-    at all, the mean of source 0.
+    at all, the mean of source 0 — or, with ``ground`` ((B or 1, C) typical clear ground, the mean
+    ground under the clouds of the training data), that ground: see ``_coarsest_with_ground``.
     """
     weights = weights.to(values.dtype).clamp(0.0, 1.0)
     nums, dens = [(values * weights).sum(dim=1)], [weights.sum(dim=1).clamp(max=1.0)]
     while min(nums[-1].shape[-2:]) > min_size:
         nums.append(_down(nums[-1]))
         dens.append(_down(dens[-1]))
-    # coarsest level: normalised value where anything was trusted; elsewhere the trusted pixels' mean
-    # over the whole image, or source 0's plain mean where nothing at all was trusted
     num, den = nums[-1], dens[-1]
-    total_num, total_den = num.sum(dim=(-2, -1), keepdim=True), den.sum(dim=(-2, -1), keepdim=True)
-    fallback = torch.where(total_den > _EPS, total_num / total_den.clamp_min(_EPS),
-                           values[:, 0].mean(dim=(-2, -1), keepdim=True))
-    est = torch.where(den > _EPS, num / den.clamp_min(_EPS), fallback.expand_as(num))
+    if ground is not None:
+        est = _coarsest_with_ground(num, den, ground.to(num.dtype))
+    else:
+        # coarsest level: normalised value where anything was trusted; elsewhere the trusted pixels' mean
+        # over the whole image, or source 0's plain mean where nothing at all was trusted
+        total_num, total_den = num.sum(dim=(-2, -1), keepdim=True), den.sum(dim=(-2, -1), keepdim=True)
+        fallback = torch.where(total_den > _EPS, total_num / total_den.clamp_min(_EPS),
+                               values[:, 0].mean(dim=(-2, -1), keepdim=True))
+        est = torch.where(den > _EPS, num / den.clamp_min(_EPS), fallback.expand_as(num))
     for num, den in zip(reversed(nums[:-1]), reversed(dens[:-1]), strict=True):
         up = F.interpolate(est, size=num.shape[-2:], mode="bilinear", align_corners=False)
         est = num + (1.0 - den) * up  # = den·(num/den) + (1 − den)·up, without dividing by a small den

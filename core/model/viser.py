@@ -124,6 +124,8 @@ class ViserCR(nn.Module):
         display_saturation: bool = False,
         shadow_test: bool = False,
         shadow_nir_band: int | None = None,
+        ground_prior=None,
+        display_ground_prior=None,
     ):
         super().__init__()
         if residual_base not in RESIDUAL_BASES:
@@ -192,6 +194,7 @@ class ViserCR(nn.Module):
                 raise ValueError(f"shadow_nir_band must index a band after red, green and blue, got {shadow_nir_band}")
             self._arch["shadow_nir_band"] = int(shadow_nir_band)
         self.shadow_nir_band = None if shadow_nir_band is None else int(shadow_nir_band)
+        self._set_ground_priors(ground_prior, display_ground_prior, min(int(in_bands), int(out_bands)))
         if display_fill_threshold is not None:  # recorded only when set, as harmonise_dates
             self._arch["display_fill_threshold"] = float(display_fill_threshold)
         self.display_fill_threshold = None if display_fill_threshold is None else float(display_fill_threshold)
@@ -377,7 +380,8 @@ class ViserCR(nn.Module):
         when the caller has it already (the context dates are then not scored again). ``prior`` (B, C, H,
         W), optional (fill models): a cloud-free estimate of the tile from a wider view (the pipeline's
         overview of the whole raster), a weak source of the fill under the clouds (``PRIOR_WEIGHT``): a
-        cloud larger than the tile is filled from the ground around it instead of the tile's own mean."""
+        cloud larger than the tile is filled from the ground around it instead of the tile's own mean (or the
+        typical ground of a model with a ground prior)."""
         correction, base, score, (height, width) = self._correction_and_base(x, cloud, date_clouds, prior)
         out = correction + base
         return out[:, :, :height, :width].contiguous(), score[:, :, :height, :width].contiguous()
@@ -427,13 +431,16 @@ class ViserCR(nn.Module):
         correction = F.conv2d(dec.permute(0, 3, 1, 2), self.output.weight, self.output.bias, padding=1)
         score = self._with_shadows(ref, self._with_saturation(ref, self._score_map(scores, ref.shape[-2:])))
         weight = self.cloud_weight(score) if cloud is None else self._users_cloud(cloud, score)
-        if prior is None:
-            base = self._residual(ref, weight, context, own_score=cloud is None or self.mask_adds)
-        else:
-            support = _own_support(weight)
-            base = self._residual(ref, weight, context, own_score=cloud is None or self.mask_adds,
-                                  prior=(prior, PRIOR_WEIGHT * (1.0 - support)))
-            correction = correction * support
+        own_score = cloud is None or self.mask_adds
+        if prior is None and not self.has_ground_prior:
+            return correction, self._residual(ref, weight, context, own_score=own_score), score, (height, width)
+        support = _own_support(weight)
+        if prior is not None:
+            prior = (prior, PRIOR_WEIGHT * (1.0 - support))
+        base = self._residual(ref, weight, context, own_score=own_score, prior=prior)
+        # the correction was learned against a fill that fell back on the tile's own (bright) mean, which it
+        # darkens; over a wide-view prior or the ground prior it would darken good ground, so it fades there
+        correction = correction * support
         return correction, base, score, (height, width)
 
     def _residual(self, ref: torch.Tensor, cloud: torch.Tensor, context=(), own_score: bool = True,
@@ -463,19 +470,22 @@ class ViserCR(nn.Module):
                     display = self._display_of(base.shape[0])
                     harmonised = [_per_sample(display, h, img) for h, (img, _) in zip(harmonised, context, strict=True)]
                 context = [(h, c) for h, (_, c) in zip(harmonised, context, strict=True)]
-            base = self._completion(base, cloud, context, None if prior is None else (prior[0][:, :n], prior[1]))
+            base = self._completion(base, cloud, context, None if prior is None else (prior[0][:, :n], prior[1]),
+                                    self._ground(base.shape[0]))
         if n == self.out_bands:
             return base
         return F.pad(base, (0, 0, 0, 0, 0, self.out_bands - n))
 
     @staticmethod
-    def _completion(ref: torch.Tensor, cloud: torch.Tensor, context, prior: tuple | None = None) -> torch.Tensor:
+    def _completion(ref: torch.Tensor, cloud: torch.Tensor, context, prior: tuple | None = None,
+                    ground: torch.Tensor | None = None) -> torch.Tensor:
         """The fill base: the reference where clear; under its clouds the context dates in proportion
         to how clear each is (shares normalised so they never exceed the cloud weight), a wide-view prior
         ``(image, weight)`` (where given) with that weight of what the dates leave, and the spatial
-        push-pull completion for whatever no source sees (the temporal prior of a stack)."""
+        push-pull completion for whatever no source sees (the temporal prior of a stack), falling back on the
+        typical ``ground`` where given and nothing is seen at all."""
         if not context and prior is None:
-            return push_pull_fill(ref, 1.0 - cloud)
+            return push_pull_fill(ref, 1.0 - cloud, ground=ground)
         values, weights = [ref], [(1.0 - cloud)[:, None]]
         left = cloud[:, None]  # (B, 1, 1, H, W): the cloud weight the dates have not taken
         if context:
@@ -488,7 +498,7 @@ class ViserCR(nn.Module):
             image, weight = prior
             values.append(image)
             weights.append(left * (weight[:, None] if isinstance(weight, torch.Tensor) else weight))
-        return push_pull_composite(torch.stack(values, dim=1), torch.cat(weights, dim=1))
+        return push_pull_composite(torch.stack(values, dim=1), torch.cat(weights, dim=1), ground=ground)
 
     def use_radiometry(self, display: bool | torch.Tensor) -> None:
         """Which gate the fill base uses from now on: ``fill_threshold`` for reflectance input, or
@@ -508,6 +518,36 @@ class ViserCR(nn.Module):
         self.fill_threshold = float(threshold)
         if self.display_fill_threshold is not None:
             self.display_fill_threshold = float(threshold)
+
+    def _set_ground_priors(self, reflectance, display, bands: int) -> None:
+        """``ground_prior`` / ``display_ground_prior``: the typical clear ground (one value per filled band, for
+        reflectance and for 8-bit display imagery) that the fill falls back on where a tile sees no ground at
+        all (``fill.push_pull_composite``); with it the learned correction fades where the tile sees little
+        of its own ground, as with a wide-view prior. Recorded in the architecture only when set."""
+        priors = {}
+        for name, value in (("ground_prior", reflectance), ("display_ground_prior", display)):
+            if value is None:
+                continue
+            values = [float(v) for v in value]
+            if len(values) != bands or not all(0.0 <= v <= 1.0 for v in values):
+                raise ValueError(f"{name} needs {bands} values in [0, 1] (one per filled band), got {value!r}")
+            self._arch[name] = values
+            priors[name] = torch.tensor(values)
+        if len(priors) == 1:
+            raise ValueError("give ground_prior and display_ground_prior together (one for each radiometry)")
+        self.has_ground_prior = bool(priors)
+        for name, value in priors.items():  # buffers, so they follow the model's device; not in the state dict
+            self.register_buffer(name, value, persistent=False)
+
+    def _ground(self, batch: int) -> torch.Tensor | None:
+        """The ground prior for a batch, ``(1 or batch, bands)`` by each sample's radiometry, or None."""
+        if not self.has_ground_prior:
+            return None
+        display = self._display_of(batch)
+        if not isinstance(display, torch.Tensor):
+            return (self.display_ground_prior if display else self.ground_prior)[None]
+        return torch.where(display.reshape(batch, 1).to(self.ground_prior.device),
+                           self.display_ground_prior[None], self.ground_prior[None])
 
     def _display_of(self, batch: int) -> bool | torch.Tensor:
         """``use_radiometry``'s choice for a batch: a bool, or ``(batch, 1, 1, 1)`` per sample (a batch of

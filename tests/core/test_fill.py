@@ -127,6 +127,60 @@ def test_a_wide_view_prior_fills_a_tile_with_no_clear_pixel():
     assert torch.allclose(near[..., :, 40:], prior[..., :, 40:], atol=1e-3)  # beyond what the tile sees: the prior
 
 
+def test_with_a_ground_prior_a_tile_that_sees_no_ground_is_filled_with_that_ground():
+    """A soft cloud weight never reaches 1: a tile all cloud "trusts" its pixels by a hair, and the plain fill
+    then is the cloud itself. The ground prior takes over there and changes nothing where ground is seen."""
+    x = torch.full((1, 4, 64, 80), 0.9)
+    ground = torch.tensor([[0.08, 0.1, 0.12, 0.2]])
+    hair = torch.full((1, 1, 64, 80), 1e-5)
+    assert torch.allclose(push_pull_fill(x, hair), x)  # without: the cloud
+    filled = push_pull_fill(x, hair, ground=ground)
+    assert torch.allclose(filled, ground.view(1, 4, 1, 1).expand_as(x), atol=5e-3)
+    x[..., 20:44, 25:60] = 0.3  # now the tile sees ground: a sixth of it, in the middle
+    clear = 1.0 - _hole()
+    with_ground, without = push_pull_fill(x, clear, ground=ground), push_pull_fill(x, clear)
+    assert torch.equal(with_ground * clear, x * clear)
+    assert torch.allclose(without, torch.full_like(x, 0.3), atol=1e-5)
+    assert float((with_ground[..., 16:48, 21:64] - 0.3).abs().max()) < 0.03  # beside the ground: that ground
+    far = with_ground[..., 0, -1]  # far from it the typical ground counts a little (0.03 against 1/6 clear)
+    assert (far < 0.3).all() and (0.3 - far < 0.25 * (0.3 - ground[0])).all()
+
+
+def test_a_ground_prior_per_radiometry_fills_and_fades_the_correction():
+    """``ground_prior`` / ``display_ground_prior``: the fill's last resort, by each sample's radiometry, and the
+    learned correction fades where the tile sees little of its own ground (it learned to darken the old, cloudy
+    fallback). Recorded in the architecture only when set; the state dict is the same."""
+    priors = dict(ground_prior=[0.08, 0.1, 0.12, 0.2], display_ground_prior=[0.3, 0.35, 0.3, 0.45])
+    torch.manual_seed(0)
+    model = ViserCR(**TINY, residual_base="fill", upsample="bilinear", **priors).eval()
+    plain = ViserCR(**TINY, residual_base="fill", upsample="bilinear").eval()
+    plain.load_state_dict(model.state_dict(), strict=True)
+    assert model.arch["ground_prior"] == priors["ground_prior"] and "ground_prior" not in plain.arch
+    torch.nn.init.normal_(model.output.weight, std=0.05)  # a trained correction
+    plain.output.weight.data.copy_(model.output.weight.data)
+    x = torch.full((2, 4, 32, 48), 0.9)
+    everywhere = torch.ones(2, 1, 32, 48)
+    model.use_radiometry(torch.tensor([False, True]))
+    with torch.no_grad():
+        image, _ = model(x, everywhere)
+        plain_image, _ = plain(x, everywhere)
+    for i, name in enumerate(priors):
+        expected = torch.tensor(priors[name]).view(4, 1, 1).expand(4, 32, 48)
+        assert torch.allclose(image[i], expected, atol=2e-3)  # the ground, the correction faded out
+    assert float((plain_image - 0.9).abs().max()) > 0.01  # without: the cloud's own mean, corrected
+    x[..., :, :24] = 0.2  # half the tile clear: the correction stays where the tile sees its ground
+    cloud = torch.zeros(2, 1, 32, 48)
+    cloud[..., :, 24:] = 1
+    with torch.no_grad():
+        image, _ = model(x, cloud)
+        plain_image, _ = plain(x, cloud)
+    assert torch.allclose(image[..., :, :20], plain_image[..., :, :20], atol=1e-4)
+    with pytest.raises(ValueError, match="ground_prior needs 4 values"):
+        ViserCR(**TINY, residual_base="fill", ground_prior=[0.1] * 3, display_ground_prior=[0.3] * 4)
+    with pytest.raises(ValueError, match="together"):
+        ViserCR(**TINY, residual_base="fill", ground_prior=[0.1] * 4)
+
+
 def test_composite_takes_the_reference_where_clear_then_the_context():
     from viser_cr.core.model.fill import push_pull_composite
 

@@ -313,6 +313,24 @@ def test_gate_sweep_reports_each_threshold_per_part(data_root, tmp_path):
     assert label in table and "| 0 | 0.5 | 1 |" in table
 
 
+def test_ground_prior_is_the_clear_ground_under_the_training_clouds_per_radiometry(data_root, tmp_path, capsys):
+    """``ground_prior``: per radiometry, the mean clear target under the training samples' clouds, in the
+    config's band order; the cloudy input's brightness does not enter, and the same draw gives the same values."""
+    from viser_cr.training.ground_prior import ground_under_clouds, main
+
+    cfg = load_config(tiny_config(data_root, tmp_path / "run"))
+    result = ground_under_clouds(cfg, samples=24)
+    assert result["bands"] == ["red", "green", "blue", "nir"]
+    assert result["samples"]["reflectance"] > 0 and result["samples"]["display"] > 0
+    reflectance, display = np.array(result["reflectance"]), np.array(result["display"])
+    assert reflectance.shape == display.shape == (4,)
+    assert (reflectance > 0).all() and (reflectance < 0.4).all()  # ground, not the (near-white) synthetic clouds
+    assert display.mean() > reflectance.mean()  # an 8-bit stretch makes the same ground brighter
+    assert ground_under_clouds(cfg, samples=24) == result
+    assert main(["--config", str(tmp_path / "run.yaml"), "--samples", "24"]) == 0
+    assert '"display"' in capsys.readouterr().out
+
+
 def test_context_lows_replace_the_references_low_frequencies_where_both_see_the_ground():
     """``stack_gap.with_context_lows``: a smooth veil on the reference is taken away where it and a context
     date see clear, its fine detail stays, the bands left out and the context dates are untouched."""
