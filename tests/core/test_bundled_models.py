@@ -88,6 +88,31 @@ def _assert_clear_date_taken(image, score, clear, under):
     assert float(image[0][:, under].std(dim=1).mean()) > 0.5 * float(clear[:, under].std(dim=1).mean())  # not flat
 
 
+@pytest.mark.parametrize("card", BUNDLED, ids=lambda card: card.name)
+def test_a_tile_opaque_from_edge_to_edge_comes_back_as_ground_not_as_the_cloud(card, fixtures_dir):
+    """A real Sentinel-2 crop under one thick cloud that covers every pixel (and, for a stack, every date):
+    nothing in the tile sees the ground, so the fill falls back on the card's typical clear ground and the
+    learned correction fades. Before the ground prior the output was the cloud's own colour, darkened by a
+    guess of the correction (a grey veil about 0.4 reflectance)."""
+    import rasterio
+
+    with rasterio.open(fixtures_dir / "s2l1c_clear_96.tif") as src:
+        clear = torch.from_numpy(src.read([4, 3, 2, 8]).astype("float32") * 1e-4)[: len(card.bands)]
+    yy, xx = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    cloud = 0.6 + 0.05 * torch.sin(yy / 7.0) * torch.cos(xx / 5.0)  # an opaque cloud with some texture
+    x = (0.1 * clear + 0.9 * cloud)[None]
+    if card.num_frames > 1:
+        x = x[:, None].expand(1, card.num_frames, *x.shape[1:])
+    model, _ = load_model(card)
+    with torch.inference_mode():
+        image, score = model(x)
+    assert float(score.min()) > 0.5  # all of it is cloud to the model
+    ground = torch.tensor(card.architecture["ground_prior"]).view(-1, 1, 1)
+    assert float((image[0] - ground).abs().max()) < 0.02  # the typical ground, flat: nothing else is known
+    reference = x[0, 0] if card.num_frames > 1 else x[0]
+    assert float((image[0] - clear).abs().mean()) < 0.25 * float((reference - clear).abs().mean())
+
+
 def test_8bit_imagery_gets_the_bundled_models_display_gate(fixtures_dir, tmp_path):
     """The mono and stack cards carry a stricter cloud gate and the saturation test for 8-bit display imagery;
     a run on an 8-bit raster uses them and says so, a run on reflectance does not."""
