@@ -32,6 +32,7 @@ if str(ROOT.parent) not in sys.path:  # make `viser_cr` importable from a plain 
 
 from viser_cr.core.model import CONFIGS, ViserCR, fused  # noqa: E402
 from viser_cr.core.model.perf import tune_cpu_allocator  # noqa: E402
+from viser_cr.core.weights import find_model  # noqa: E402
 
 SGEMM_N = 2048
 
@@ -71,8 +72,9 @@ VARIANTS = {"viser-cr-s-v1": ("viser-cr-s", {"residual_base": "input", "upsample
             "viser-cr-s-t3-h": ("viser-cr-s-t3", {"harmonise_dates": True}),
             "viser-cr-s-t3-hz": ("viser-cr-s-t3", {"harmonise_dates": "display", "haze_test": True,
                                                    "display_fill_threshold": 0.6})}
-# the ground prior (docs/model.md): the fill's last resort and the correction's fading, as the bundled models have it
-_GROUND = {"ground_prior": [0.086, 0.102, 0.125, 0.151], "display_ground_prior": [0.341, 0.365, 0.315, 0.439]}
+# the ground prior (docs/model.md): the fill's last resort and the correction's fading, as the bundled RGBN model
+# has it (its card holds the values)
+_GROUND = {key: find_model("viser-cr-s-rgbn").architecture[key] for key in ("ground_prior", "display_ground_prior")}
 VARIANTS.update({"viser-cr-s-g": ("viser-cr-s", _GROUND),
                  "viser-cr-s-t3-hzg": ("viser-cr-s-t3", dict(VARIANTS["viser-cr-s-t3-hz"][1], **_GROUND))})
 
