@@ -13,6 +13,11 @@ oneDNN kernels of core/model/fused.py, which do the same arithmetic). Two measur
   thread spends descheduled does not count, so this figure holds on a machine shared with other work,
   where the wall figure swings with the load (the cores here are shared with other engineers' jobs).
 
+A config is an architecture (random weights; those left at their zero initialisation made small and
+random, so every layer runs as in a trained network) or a bundled model's name (its shipped weights: an
+inference forward skips the layers whose result its exact zeros cancel, as the product does; the bundled
+stack models run the temporal prior and the score without the alignment and the decoder).
+
 Prints figures; asserts nothing.
 """
 
@@ -32,7 +37,7 @@ if str(ROOT.parent) not in sys.path:  # make `viser_cr` importable from a plain 
 
 from viser_cr.core.model import CONFIGS, ViserCR, fused  # noqa: E402
 from viser_cr.core.model.perf import tune_cpu_allocator  # noqa: E402
-from viser_cr.core.weights import find_model  # noqa: E402
+from viser_cr.core.weights import find_model, list_models, load_model  # noqa: E402
 
 SGEMM_N = 2048
 
@@ -77,15 +82,36 @@ VARIANTS = {"viser-cr-s-v1": ("viser-cr-s", {"residual_base": "input", "upsample
 _GROUND = {key: find_model("viser-cr-s-rgbn").architecture[key] for key in ("ground_prior", "display_ground_prior")}
 VARIANTS.update({"viser-cr-s-g": ("viser-cr-s", _GROUND),
                  "viser-cr-s-t3-hzg": ("viser-cr-s-t3", dict(VARIANTS["viser-cr-s-t3-hz"][1], **_GROUND))})
+# the bundled models as shipped (--configs viser-cr-s-rgbn-l3 ...): their own weights and bands
+BUNDLED = [card.name for card in list_models()]
+
+
+def as_trained(model: ViserCR) -> ViserCR:
+    """Give every weight left at its zero initialisation (the output conv, the date fusion's merge, SpyNet's
+    last convs) small random values: an inference forward skips the layers whose result such zeros cancel
+    exactly (docs/model.md), and an architecture is timed as a trained network runs it, every layer included."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1 and not torch.any(parameter):
+                parameter.normal_(std=1e-3)
+    return model
+
+
+def build(name: str) -> tuple[ViserCR, int, int]:
+    """``(model, bands, dates)``: an architecture config or variant with trained-like weights, or a bundled
+    model as shipped (its weights, so the layers its zeros cancel are skipped as in the product)."""
+    torch.manual_seed(0)
+    if name in BUNDLED:
+        model, _ = load_model(name)
+        return model, model.in_bands, model.num_frames
+    base, overrides = VARIANTS.get(name, (name, {}))
+    arch = dict(CONFIGS[base], in_bands=4, out_bands=4, **overrides)
+    return as_trained(ViserCR(**arch).eval()), 4, arch.get("num_frames", 1)
 
 
 def bench_config(name: str, batch: int, tile: int, repeats: int, threads: int) -> dict:
-    torch.manual_seed(0)
-    base, overrides = VARIANTS.get(name, (name, {}))
-    arch = dict(CONFIGS[base], in_bands=4, out_bands=4, **overrides)
-    model = ViserCR(**arch).eval()
-    frames = arch.get("num_frames", 1)
-    shape = (batch, frames, 4, tile, tile) if frames > 1 else (batch, 4, tile, tile)
+    model, bands, frames = build(name)
+    shape = (batch, frames, bands, tile, tile) if frames > 1 else (batch, bands, tile, tile)
     x = torch.rand(shape)
     with torch.inference_mode():
         # Count on the reference ops: FlopCounterMode does not see the fused oneDNN kernels (same maths).
@@ -122,7 +148,7 @@ def main(argv=None) -> None:
     )
     parser.add_argument(
         "--configs", nargs="*", default=["viser-cr-s", "viser-cr-s-v1", "viser-cr-s-t3", "viser-cr-xs", "viser-cr-m"],
-        choices=sorted([*CONFIGS, *VARIANTS]),
+        choices=sorted([*CONFIGS, *VARIANTS, *BUNDLED]),
     )
     parser.add_argument("--no-tune-allocator", action="store_true", help="leave glibc malloc at its defaults")
     args = parser.parse_args(argv)
@@ -130,7 +156,8 @@ def main(argv=None) -> None:
 
     print(
         f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-        f"allocator tuned: {tuned}; batch {args.batch} x {args.tile}^2 tiles, 4 bands, inference_mode, "
+        f"allocator tuned: {tuned}; batch {args.batch} x {args.tile}^2 tiles, 4 bands (a bundled model: its own), "
+        "inference_mode, "
         f"best of {args.repeats}"
     )
     print(f"{'':<24}{'':>9}{'':>9}{'':>11}|{f'wall, {args.threads} threads':^33}|{'1 thread, CPU time':^33}")

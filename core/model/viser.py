@@ -75,6 +75,11 @@ def _own_support(cloud: torch.Tensor) -> torch.Tensor:
     return (clear / PRIOR_DAMP_CLEAR).clamp(0.0, 1.0).to(cloud.dtype)
 
 
+def _all_zero(*tensors: torch.Tensor) -> bool:
+    """True when every tensor is exactly zero (a layer left at its zero initialisation)."""
+    return not any(bool(torch.any(t)) for t in tensors)
+
+
 def _pad(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
     """Pad the bottom/right of a 4-D tensor: reflect where the image is large enough, else replicate."""
     if not (pad_h or pad_w):
@@ -356,19 +361,39 @@ class ViserCR(nn.Module):
         ref_feat = self._embed(ref)
         if self.fusion is None:
             return ref_feat, []
+        skip_alignment = self._skips_alignment()
         aligned, sims, context = [ref_feat], [torch.ones_like(ref_feat[..., :1])], []
         if frames is not None:
             for index in range(1, frames.shape[1]):
                 img = frames[:, index]
-                embedded = self._embed(img)
-                feat, sim, flow = self.align(ref, img, ref_feat, embedded, self.flow_downsample)
-                aligned.append(feat)
-                sims.append(sim)
+                flow = None
+                if not skip_alignment:
+                    feat, sim, flow = self.align(ref, img, ref_feat, self._embed(img), self.flow_downsample)
+                    aligned.append(feat)
+                    sims.append(sim)
                 if self.residual_base == "fill":
                     cloud = self._date_cloud(img) if date_clouds is None else date_clouds[:, index].to(img.dtype)
                     img, cloud = (img, cloud) if flow is None else (flow_warp(img, flow), flow_warp(cloud, flow))
                     context.append((img, 1.0 - cloud))
+        if skip_alignment:
+            return ref_feat, context
         return self.fusion(ref_feat, aligned, sims), context
+
+    def _skips_alignment(self) -> bool:
+        """Inference with a date fusion that returns the reference's features as they are (its merge exactly
+        zero, no bias) and a flow that is exactly zero (SpyNet's last convs zero, or no SpyNet): the context
+        dates' features, similarity and flow change nothing, so they are not computed. The bundled stack
+        models are such networks (the temporal prior without a learned correction); training runs it all."""
+        if torch.is_grad_enabled() or self.fusion is None or self.fusion.merge.bias is not None:
+            return False
+        spynet = self.align.spynet
+        last_convs = [] if spynet is None else [level.basic_module[-1] for level in spynet.basic_module]
+        return _all_zero(self.fusion.merge.weight, *(t for conv in last_convs for t in (conv.weight, conv.bias)))
+
+    def _skips_correction(self) -> bool:
+        """Inference with an output conv exactly zero (no bias): the correction is zero whatever the features,
+        so the layers after the score (refinement, score injection, decoder) are not run."""
+        return not torch.is_grad_enabled() and self.output.bias is None and _all_zero(self.output.weight)
 
     # -- network -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, cloud: torch.Tensor | None = None,
@@ -420,15 +445,10 @@ class ViserCR(nn.Module):
                 feat = self.pse[j](feat, score)
             skips.append(feat)
             scores.append(score)
-        if self.refine is not None:
-            skips = self.refine(skips)
-
-        dec = self.inject[-1](skips[-1], scores[-1])
-        for j in reversed(range(SCALES - 1)):
-            dec = self.reduce[j](self.up[j](dec), self.inject[j](skips[j], scores[j]))
-            dec = self.decoder[j](dec)
-
-        correction = F.conv2d(dec.permute(0, 3, 1, 2), self.output.weight, self.output.bias, padding=1)
+        if self._skips_correction():
+            correction = ref.new_zeros(b, self.out_bands, *ref.shape[-2:])
+        else:
+            correction = self._decode(skips, scores)
         score = self._with_shadows(ref, self._with_saturation(ref, self._score_map(scores, ref.shape[-2:])))
         weight = self.cloud_weight(score) if cloud is None else self._users_cloud(cloud, score)
         own_score = cloud is None or self.mask_adds
@@ -442,6 +462,17 @@ class ViserCR(nn.Module):
         # darkens; over a wide-view prior or the ground prior it would darken good ground, so it fades there
         correction = correction * support
         return correction, base, score, (height, width)
+
+    def _decode(self, skips: list[torch.Tensor], scores: list[torch.Tensor]) -> torch.Tensor:
+        """The learned correction ``(B, out_bands, H, W)`` from the encoder's features and scores per scale:
+        semantic refinement, score injection, decoder and the output conv."""
+        if self.refine is not None:
+            skips = self.refine(skips)
+        dec = self.inject[-1](skips[-1], scores[-1])
+        for j in reversed(range(SCALES - 1)):
+            dec = self.reduce[j](self.up[j](dec), self.inject[j](skips[j], scores[j]))
+            dec = self.decoder[j](dec)
+        return F.conv2d(dec.permute(0, 3, 1, 2), self.output.weight, self.output.bias, padding=1)
 
     def _residual(self, ref: torch.Tensor, cloud: torch.Tensor, context=(), own_score: bool = True,
                   prior: tuple | None = None) -> torch.Tensor:

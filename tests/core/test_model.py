@@ -250,3 +250,60 @@ def test_fused_blocks_equal_the_plain_restormer_reference(batch, bias):
         got = fast(x.permute(0, 2, 3, 1).contiguous()).permute(0, 3, 1, 2)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     assert not fused._broken, "the oneDNN fused kernels failed and were switched off"
+
+
+def _calls(module: torch.nn.Module) -> list:
+    """A list that grows by one at every forward of ``module``."""
+    seen = []
+    module.register_forward_hook(lambda *_: seen.append(1))
+    return seen
+
+
+def _temporal_prior_only(**overrides):
+    """A stack model as the bundled ones are: the date merge, the flow and the output conv exactly zero (the
+    temporal prior over the score, no learned correction; a fresh model starts with a random merge)."""
+    model = tiny(num_frames=3, residual_base="fill", **overrides).eval()
+    torch.nn.init.zeros_(model.fusion.merge.weight)
+    return model
+
+
+def _stack_and_clouds():
+    torch.manual_seed(1)
+    x = torch.rand(1, 3, 4, 24, 32) * 0.3
+    x[:, 0, :, 4:20, 6:26] += 0.6  # a cloud on the reference that the context dates see under
+    return x
+
+
+@pytest.mark.parametrize("use_flow", [True, False])
+def test_inference_skips_the_layers_exact_zeros_cancel_and_gives_the_same_output(use_flow):
+    # the bundled stack models are the temporal prior with a zero output conv, a zero date merge and zero flow:
+    # inference must not pay for alignment and decoder whose results those zeros cancel, and lose nothing
+    model = _temporal_prior_only(use_flow=use_flow)
+    x = _stack_and_clouds()
+    aligned, decoded = _calls(model.align), _calls(model.decoder[0])
+    with torch.no_grad():
+        fast, fast_score = model(x)
+        assert model._skips_alignment() and model._skips_correction()
+    assert not aligned and not decoded
+    with torch.enable_grad():  # what training runs: every layer
+        full, full_score = model(x)
+        assert not model._skips_alignment() and not model._skips_correction()
+    assert aligned and decoded
+    assert torch.allclose(fast, full.detach(), atol=1e-5) and torch.allclose(fast_score, full_score.detach(), atol=1e-6)
+    assert not torch.allclose(fast, x[:, 0], atol=1e-2)  # the context dates filled the cloud: not a no-op
+
+
+@pytest.mark.parametrize("perturbed", ["output", "merge", "flow"])
+def test_inference_runs_every_layer_whose_weights_are_not_zero(perturbed):
+    model = _temporal_prior_only()
+    layer = {"output": model.output, "merge": model.fusion.merge,
+             "flow": model.align.spynet.basic_module[-1].basic_module[-1]}[perturbed]
+    torch.nn.init.normal_(layer.weight, std=0.01)
+    x = _stack_and_clouds()
+    aligned, decoded = _calls(model.align), _calls(model.decoder[0])
+    with torch.no_grad():
+        fast, _ = model(x)
+    assert bool(aligned) == (perturbed != "output") and bool(decoded) == (perturbed == "output")
+    with torch.enable_grad():
+        full, _ = model(x)
+    assert torch.allclose(fast, full.detach(), atol=1e-5)
