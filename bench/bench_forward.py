@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT.parent) not in sys.path:  # make `viser_cr` importable from a plain checkout
     sys.path.insert(0, str(ROOT.parent))
 
+from trained_like import as_trained  # noqa: E402  (bench/, the script's folder)
+
 from viser_cr.core.model import CONFIGS, ViserCR, fused  # noqa: E402
 from viser_cr.core.model.perf import tune_cpu_allocator  # noqa: E402
 from viser_cr.core.weights import find_model, list_models, load_model  # noqa: E402
@@ -84,17 +86,6 @@ VARIANTS.update({"viser-cr-s-g": ("viser-cr-s", _GROUND),
                  "viser-cr-s-t3-hzg": ("viser-cr-s-t3", dict(VARIANTS["viser-cr-s-t3-hz"][1], **_GROUND))})
 # the bundled models as shipped (--configs viser-cr-s-rgbn-l3 ...): their own weights and bands
 BUNDLED = [card.name for card in list_models()]
-
-
-def as_trained(model: ViserCR) -> ViserCR:
-    """Give every weight left at its zero initialisation (the output conv, the date fusion's merge, SpyNet's
-    last convs) small random values: an inference forward skips the layers whose result such zeros cancel
-    exactly (docs/model.md), and an architecture is timed as a trained network runs it, every layer included."""
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() > 1 and not torch.any(parameter):
-                parameter.normal_(std=1e-3)
-    return model
 
 
 def build(name: str) -> tuple[ViserCR, int, int]:

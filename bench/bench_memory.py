@@ -94,12 +94,13 @@ def model_dir(config_name: str, workdir: Path) -> tuple[Path | None, str]:
     except WeightsError:
         pass
     import torch
+    from trained_like import as_trained
 
     from viser_cr.core.model import ViserCR, config
     from viser_cr.core.weights import save_model
 
     torch.manual_seed(0)
-    model = ViserCR(**config(config_name, in_bands=4, out_bands=4)).eval()
+    model = as_trained(ViserCR(**config(config_name, in_bands=4, out_bands=4)).eval())
     name = f"untrained-{config_name}"
     save_model(model, workdir / name, name=name, bands=["red", "green", "blue", "nir"], tile_size=256,
                overlap=32, description="untrained, for benchmarks")

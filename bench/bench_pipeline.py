@@ -28,8 +28,10 @@ SCALE, OFFSET = 2e-5, -0.1   # Landsat Level-1 top-of-atmosphere reflectance
 
 
 def model_card(config_name: str, workdir: Path):
-    """The bundled RGB model, or an untrained one of ``config_name`` saved in ``workdir``."""
+    """The bundled RGB model, or an untrained one of ``config_name`` saved in ``workdir`` (its zero-initialised
+    weights made random, so that it runs every layer as a trained model does)."""
     import torch
+    from trained_like import as_trained
 
     from viser_cr.core.errors import WeightsError
     from viser_cr.core.model import ViserCR, config
@@ -40,7 +42,7 @@ def model_card(config_name: str, workdir: Path):
     except WeightsError:
         pass
     torch.manual_seed(0)
-    model = ViserCR(**config(config_name, in_bands=3, out_bands=3)).eval()
+    model = as_trained(ViserCR(**config(config_name, in_bands=3, out_bands=3)).eval())
     return save_model(model, workdir / f"untrained-{config_name}", name=f"untrained-{config_name}",
                       bands=["red", "green", "blue"], tile_size=256, overlap=32,
                       description="untrained, for benchmarks")
