@@ -260,10 +260,11 @@ def _resolve_inputs(request: CloudRemovalRequest, stack: contextlib.ExitStack) -
     opened = _open_inputs(request, stack)
     card, reference_resolution = _choose_model(request, opened[0])
     date_choice = _check_frames(opened, card)
-    days = _acquisition_days(opened) if date_choice else None
+    picks_dates = date_choice is not None and not card.architecture.get("all_dates")
+    days = _acquisition_days(opened) if picks_dates else None
     dates = [_bind_bands(item, request, card, reference_resolution if position == 0 else None)
              for position, item in enumerate(opened)]
-    if date_choice:
+    if picks_dates:
         date_choice += " " + _ties_line(days)
     return _Inputs(card, dates, date_choice, days)
 
@@ -337,6 +338,9 @@ def _check_frames(items: list[_Opened], card) -> str | None:
                          "choose a multi-temporal model or give one date.")
     if len(items) <= frames:
         return None
+    if card.architecture.get("all_dates"):
+        return (f"{len(items)} dates, model {card.name} takes them all in each tile: under the reference's clouds, "
+                "every date where its own cloud score sees clear ground.")
     return (f"{len(items)} dates, model {card.name} takes {frames}: for each tile, the reference and the "
             f"{frames - 1} date(s) that see most of what it cannot (each date's own cloud score);")
 
@@ -732,7 +736,8 @@ class Predictor:
             cloud = None if masks is None else masks[:, :1]  # the reference's
             dates_masked = masks is not None and masks.shape[1] > 1
             prior = self._prior_tensor(prior_np, x.shape[-2:])
-            too_long = frames > getattr(self.model, "num_frames", frames)
+            limit = getattr(self.model, "dates_per_tile", getattr(self.model, "num_frames", frames))
+            too_long = limit is not None and frames > limit
             date_clouds = order = None
             if dates_masked:
                 date_clouds = masks[:, :, None]  # every date's cloud from its own mask, not the model's score
@@ -1733,7 +1738,8 @@ def plan(request: CloudRemovalRequest) -> dict:
             "dtype": reference.facts.dtype,
             "dropped": [index for index in range(1, reference.facts.count + 1) if index not in used],
             "dates": len(inputs.dates),
-            "dates_taken": min(len(inputs.dates), int(card.num_frames)),
+            "dates_taken": len(inputs.dates) if card.architecture.get("all_dates")
+            else min(len(inputs.dates), int(card.num_frames)),
             "date_choice": inputs.date_choice,
             "cirrus_band": reference.cirrus,  # read to remove thin cirrus first (None: not read)
         }

@@ -81,6 +81,16 @@ def tiny_fill_models_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_all_dates_models_dir(tmp_path_factory) -> Path:
+    """A models folder holding an untrained tiny 3-date RGBN fill model that takes every date of a longer stack
+    in each tile (``all_dates``, as the bundled stack models)."""
+    directory = tmp_path_factory.mktemp("all-dates-models")
+    _save_tiny(directory, "tiny-all-l3", ["red", "green", "blue", "nir"], num_frames=3, residual_base="fill",
+               all_dates=True)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def tiny_model_card(tiny_models_dir):
     from viser_cr.core.weights import find_model
 

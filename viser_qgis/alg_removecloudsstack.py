@@ -50,11 +50,13 @@ class RemoveCloudsStackAlgorithm(RemovalAlgorithm):
     def shortHelpString(self):  # noqa: N802
         return help_text(
             tr("Removes clouds from one date of a time series with the multi-temporal VISER-CR network, which "
-               "borrows what is hidden under the clouds from the other dates (aligned to the reference by "
-               "optical flow inside the network)."),
+               "borrows what is hidden under the clouds from the other dates (resampled onto the reference "
+               "grid; the bundled models take them as co-registered, a model trained with optical flow aligns "
+               "them inside the network)."),
             tr("Inputs: INPUTS, two or more rasters of the same place and sensor at different dates (one also "
-               "works; any number: when there are more than the model takes, each tile uses the reference and "
-               "the dates that see most of what it cannot, and the log says which), in any order; REFERENCE, the date to clear and the grid (CRS, extent, pixel size) of "
+               "works; any number: the bundled stack models take them all in each tile; a model that takes fewer "
+               "uses in each tile the reference and the dates that see most of what it cannot, and the log says "
+               "which), in any order; REFERENCE, the date to clear and the grid (CRS, extent, pixel size) of "
                "the output, which must be one of INPUTS (default: the first). The other dates are resampled "
                "onto the reference grid with RESAMPLING; they must overlap it. With qgis_process give each "
                "date with its own INPUTS=path."),

@@ -131,6 +131,7 @@ class ViserCR(nn.Module):
         shadow_nir_band: int | None = None,
         ground_prior=None,
         display_ground_prior=None,
+        all_dates: bool = False,
     ):
         super().__init__()
         if residual_base not in RESIDUAL_BASES:
@@ -152,6 +153,8 @@ class ViserCR(nn.Module):
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         if date_score_downsample < 1:
             raise ValueError(f"date_score_downsample must be >= 1, got {date_score_downsample}")
+        if all_dates and num_frames < 2:
+            raise ValueError("all_dates is for stack models (num_frames >= 2)")
         if harmonise_dates not in HARMONISE_CHOICES:
             raise ValueError(f"harmonise_dates must be true, false or 'display', got {harmonise_dates!r}")
         if display_fill_threshold is not None and not 0.0 < display_fill_threshold < 1.0:
@@ -200,6 +203,9 @@ class ViserCR(nn.Module):
             self._arch["shadow_nir_band"] = int(shadow_nir_band)
         self.shadow_nir_band = None if shadow_nir_band is None else int(shadow_nir_band)
         self._set_ground_priors(ground_prior, display_ground_prior, min(int(in_bands), int(out_bands)))
+        if all_dates:  # recorded only when set: cards written before it still match
+            self._arch["all_dates"] = True
+        self.all_dates = bool(all_dates)
         if display_fill_threshold is not None:  # recorded only when set, as harmonise_dates
             self._arch["display_fill_threshold"] = float(display_fill_threshold)
         self.display_fill_threshold = None if display_fill_threshold is None else float(display_fill_threshold)
@@ -258,6 +264,13 @@ class ViserCR(nn.Module):
         """The constructor keyword arguments (JSON-serialisable) that rebuild this network."""
         return {k: (list(v) if isinstance(v, list) else v) for k, v in self._arch.items()}
 
+    @property
+    def dates_per_tile(self) -> int | None:
+        """How many dates one forward takes: ``num_frames`` (the pipeline picks that many of a longer stack
+        per tile), or any number (None) with ``all_dates``: every date the user gives fills the reference's
+        clouds where its own score sees clear (the temporal prior weighs them; date fusion takes any count)."""
+        return None if self.all_dates else self.num_frames
+
     def aux_losses(self) -> dict[str, torch.Tensor]:
         """Auxiliary losses of the last forward (none mandatory; see ``score_loss`` for the optional one)."""
         return {}
@@ -266,10 +279,10 @@ class ViserCR(nn.Module):
     def _split_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return the reference ``(B, C, H, W)`` and, for a temporal input, all dates ``(B, L, C, H, W)``."""
         if x.dim() == 5:
-            frames = x.shape[1]
-            if not 1 <= frames <= self.num_frames:
+            frames, limit = x.shape[1], self.dates_per_tile
+            if frames < 1 or (limit is not None and frames > limit):
                 raise InputError(
-                    f"this model takes 1 to {self.num_frames} date(s), got {frames}; "
+                    f"this model takes 1 to {limit} date(s), got {frames}; "
                     "pass fewer dates or use a model trained for more"
                 )
             if x.shape[2] != self.in_bands:

@@ -307,3 +307,24 @@ def test_inference_runs_every_layer_whose_weights_are_not_zero(perturbed):
     with torch.enable_grad():
         full, _ = model(x)
     assert torch.allclose(fast, full.detach(), atol=1e-5)
+
+
+def test_a_stack_model_with_all_dates_takes_any_number_and_each_date_counts():
+    model = _temporal_prior_only(all_dates=True)
+    assert model.dates_per_tile is None and model.arch["all_dates"] is True
+    assert "all_dates" not in tiny(num_frames=3).arch  # cards written before it still match
+    torch.manual_seed(2)
+    ground = torch.rand(1, 4, 24, 32) * 0.2
+    x = ground[:, None].repeat(1, 6, 1, 1, 1)
+    x[:, :5, :, :, :16] = 0.9  # the reference's left half is cloud, seen clear only by the sixth date
+    clouds = torch.zeros(1, 6, 1, 24, 32)  # every date's cloud weight, as the pipeline passes it
+    clouds[:, :5, :, :, :16] = 1.0
+    with torch.no_grad():
+        six, _ = model(x, clouds[:, 0], date_clouds=clouds)
+        three, _ = model(x[:, :3], clouds[:, 0], date_clouds=clouds[:, :3])
+    assert torch.allclose(six, ground, atol=5e-3)  # the sixth date filled the cloud
+    assert not torch.allclose(three, ground, atol=1e-2)  # the first three dates could only fill it spatially
+    with pytest.raises(InputError, match="takes 1 to 3"):
+        tiny(num_frames=3)(x)
+    with pytest.raises(ValueError, match="stack models"):
+        tiny(all_dates=True)

@@ -481,6 +481,28 @@ def test_a_stack_longer_than_the_model_takes_chooses_dates_per_tile(tiny_models_
     assert plan(CloudRemovalRequest(inputs, out, models_dir=tiny_models_dir))["dates_taken"] == 3
 
 
+def test_a_model_that_takes_all_dates_fills_from_every_date_of_a_long_stack(tiny_all_dates_models_dir, fixtures_dir,
+                                                                           tmp_path):
+    """Five dates for a 3-date model with all_dates: no date is left out of any tile, the run says so, and the
+    source-date raster may name any of them."""
+    import shutil
+
+    inputs = [fixtures_dir / name for name in S2_STACK]
+    for k in (1, 2):
+        inputs.append(shutil.copy(inputs[k], tmp_path / f"extra{k}.tif"))
+    out, sources = tmp_path / "out.tif", tmp_path / "sources.tif"
+    result = remove_clouds(CloudRemovalRequest(inputs, out, models_dir=tiny_all_dates_models_dir, tile_size=32,
+                                               overlap=8, source_dates_output=sources))
+    assert result.model == "tiny-all-l3"
+    assert any("5 dates, model tiny-all-l3 takes them all in each tile" in m for m in result.messages)
+    assert not any(m.startswith("Dates used") for m in result.messages)  # nothing chosen, nothing to count
+    with rasterio.open(out) as dst, rasterio.open(inputs[0]) as ref, rasterio.open(sources) as src:
+        assert (dst.crs, dst.transform, dst.shape, dst.count) == (ref.crs, ref.transform, ref.shape, 4)
+        assert np.isfinite(dst.read().astype(float)).all()
+        assert set(np.unique(src.read(1)).tolist()) <= {0, 1, 2, 3, 4, 5}
+    assert plan(CloudRemovalRequest(inputs, out, models_dir=tiny_all_dates_models_dir))["dates_taken"] == 5
+
+
 def test_stack_with_mixed_crs_and_resolution(fake_model, tiny_models_dir, fixtures_dir, tmp_path):
     """Date 2 reprojected to UTM at another resolution: aligned back onto the reference grid."""
     fake_model()
