@@ -297,8 +297,9 @@ def _models(args) -> int:
         print("No models found" + (f" in {args.models_dir}" if args.models_dir else "") + ".")
         return 0
     for card in cards:
-        print(f"{card.name}: bands {','.join(card.bands)}, {card.num_frames} date(s), tile {card.tile_size} "
-              f"overlap {card.overlap}")
+        dates = ("any number of dates" if card.architecture.get("all_dates")
+                 else f"{card.num_frames} date(s)")
+        print(f"{card.name}: bands {','.join(card.bands)}, {dates}, tile {card.tile_size} overlap {card.overlap}")
         if card.description:
             print(f"    {card.description}")
         if card.metrics:

@@ -340,7 +340,7 @@ def _check_frames(items: list[_Opened], card) -> str | None:
         return None
     if card.architecture.get("all_dates"):
         return (f"{len(items)} dates, model {card.name} takes them all in each tile: under the reference's clouds, "
-                "every date where its own cloud score sees clear ground.")
+                "every date where its own cloud score (or its cloud mask) sees clear ground.")
     return (f"{len(items)} dates, model {card.name} takes {frames}: for each tile, the reference and the "
             f"{frames - 1} date(s) that see most of what it cannot (each date's own cloud score);")
 

@@ -76,8 +76,9 @@ def _own_support(cloud: torch.Tensor) -> torch.Tensor:
 
 
 def _all_zero(*tensors: torch.Tensor) -> bool:
-    """True when every tensor is exactly zero (a layer left at its zero initialisation)."""
-    return not any(bool(torch.any(t)) for t in tensors)
+    """True when every tensor is exactly zero (a layer left at its zero initialisation); one device sync."""
+    largest = torch.stack([t.detach().abs().amax().float() for t in tensors]).amax()
+    return not bool(largest)  # a NaN weight is not zero
 
 
 def _pad(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
@@ -280,7 +281,9 @@ class ViserCR(nn.Module):
         """Return the reference ``(B, C, H, W)`` and, for a temporal input, all dates ``(B, L, C, H, W)``."""
         if x.dim() == 5:
             frames, limit = x.shape[1], self.dates_per_tile
-            if frames < 1 or (limit is not None and frames > limit):
+            if frames < 1:
+                raise InputError("the stack has no date: pass the reference date at least")
+            if limit is not None and frames > limit:
                 raise InputError(
                     f"this model takes 1 to {limit} date(s), got {frames}; "
                     "pass fewer dates or use a model trained for more"

@@ -133,6 +133,11 @@ def test_models(tiny_models_dir, capsys):
     assert {c["name"] for c in json.loads(capsys.readouterr().out)} == {"tiny-rgbn", "tiny-rgb", "tiny-rgbn-l3"}
 
 
+def test_models_says_a_stack_model_takes_any_number_of_dates(tiny_all_dates_models_dir, capsys):
+    assert main(["models", "--models-dir", str(tiny_all_dates_models_dir)]) == 0
+    assert "tiny-all-l3: bands red,green,blue,nir, any number of dates, tile 64" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "args, code, message",
     [(["remove-clouds", "missing.tif", "-o", "{tmp}/o.tif"], 2, "input raster not found"),

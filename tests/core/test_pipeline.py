@@ -687,19 +687,22 @@ def test_plan_says_model_bands_and_dropped_bands_without_running(tiny_models_dir
         plan(CloudRemovalRequest([s2_path], None, bands=[1], models_dir=tiny_models_dir))
 
 
-def _fill_model_without_correction(folder, num_frames: int = 1):
+def _fill_model_without_correction(folder, num_frames: int = 1, all_dates: bool = False):
     """A tiny fill model whose output is its fill base (the learned correction zeroed), saved in ``folder`` as
-    ``fill-rgbn`` (one date) or ``fill-rgbn-l3`` (a stack model without flow: its output is its temporal prior)."""
+    ``fill-rgbn`` (one date) or ``fill-rgbn-l3`` (a stack model without flow: its output is its temporal prior);
+    ``all_dates``: ``fill-rgbn-l3-all``, its date merge zeroed too, as the bundled stack models."""
     from viser_cr.core.model import ViserCR
 
     torch.manual_seed(0)
-    stack = {"num_frames": num_frames, "use_flow": False} if num_frames > 1 else {}
+    stack = {"num_frames": num_frames, "use_flow": False, "all_dates": all_dates} if num_frames > 1 else {}
     model = ViserCR(in_bands=4, out_bands=4, width=8, blocks=[1, 1, 1], heads=[1, 2, 4], refine_blocks=1,
                     sr_iterations=1, residual_base="fill", upsample="bilinear", **stack).eval()
     with torch.no_grad():
         model.output.weight.zero_()
+        if all_dates:
+            model.fusion.merge.weight.zero_()
     folder.mkdir(exist_ok=True)
-    name = "fill-rgbn" if num_frames == 1 else f"fill-rgbn-l{num_frames}"
+    name = "fill-rgbn" if num_frames == 1 else f"fill-rgbn-l{num_frames}" + ("-all" if all_dates else "")
     weights.save_model(model, folder / name, name=name, bands=["red", "green", "blue", "nir"],
                        num_frames=num_frames, tile_size=64, overlap=16, description="tiny fill model, no correction")
     return folder
@@ -752,6 +755,36 @@ def test_each_dates_quality_band_decides_what_the_stack_takes(tmp_path, tta):
                                           keep_clear=True, cloud_masks=masks, cloud_mask_type="fmask", tta=tta))
         outputs[clear_one] = read(out)[0].astype(float)[:, 24:40, 20:36]
     assert np.abs(outputs[1] - 3000).max() <= 30 and np.abs(outputs[2] - 4000).max() <= 30
+
+
+def test_a_model_that_takes_all_dates_fills_each_part_of_a_cloud_from_the_date_that_sees_it(tmp_path):
+    """Four context dates for a 3-date model with all_dates, each date's quality band saying what it sees: a
+    cloud whose thirds three different dates see comes back as those three dates, and the source-date raster
+    names each (picking 2 context dates per tile would leave a third to the spatial fill)."""
+    models = _fill_model_without_correction(tmp_path / "models", num_frames=3, all_dates=True)
+    cloud = (slice(20, 44), slice(8, 56))
+    thirds = [slice(8, 24), slice(24, 40), slice(40, 56)]
+    rasters, masks = [], []
+    for i, value in enumerate((9000, 3000, 4000, 5000, 9000)):  # the reference, three partial views, a cloudy date
+        image = np.full((4, 64, 64), 2000, np.uint16)
+        image[(slice(None), *cloud)] = 9000
+        fmask = np.zeros((1, 64, 64), np.uint8)
+        fmask[(0, *cloud)] = 4
+        if 1 <= i <= 3:
+            image[:, cloud[0], thirds[i - 1]] = value
+            fmask[0, cloud[0], thirds[i - 1]] = 0
+        rasters.append(write_raster(tmp_path / f"date{i}.tif", image))
+        masks.append(write_raster(tmp_path / f"fmask{i}.tif", fmask))
+    out, sources = tmp_path / "out.tif", tmp_path / "sources.tif"
+    result = remove_clouds(CloudRemovalRequest(rasters, out, models_dir=models, model="fill-rgbn-l3-all", scale=1e-4,
+                                               keep_clear=True, cloud_masks=masks, cloud_mask_type="fmask",
+                                               source_dates_output=sources))
+    assert any("5 dates, model fill-rgbn-l3-all takes them all in each tile" in m for m in result.messages)
+    image, source = read(out)[0].astype(float), read(sources)[0][0]
+    for k, (third, value) in enumerate(zip(thirds, (3000, 4000, 5000), strict=True)):
+        inner = (slice(None), slice(24, 40), slice(third.start + 4, third.stop - 4))
+        assert np.abs(image[inner] - value).max() <= 30
+        assert (source[inner[1:]] == k + 2).all()  # input numbers: the reference is 1
 
 
 def test_date_masks_must_be_one_per_input(tmp_path, tiny_models_dir, fixtures_dir):
