@@ -74,6 +74,7 @@ def main(argv=None) -> None:
 
     import torch
 
+    from viser_cr.core.metrics import psnr_from_mse
     from viser_cr.training.datasets.sen12ms import SeriesDataset
     from viser_cr.training.evaluate import load_trained
     from viser_cr.training.gate_sweep import psnr  # the evaluation's: clipped to [0, 1], capped
@@ -98,8 +99,7 @@ def main(argv=None) -> None:
                 scores[method].append(psnr(image, target))
                 image, truth = np.clip(image[:, cloudy], 0.0, 1.0), np.clip(target[:, cloudy], 0.0, 1.0)
                 errors[method] += float(((image - truth) ** 2).sum())
-        cells = [f"{np.mean(scores[m]):.2f} ({10 * np.log10(cloudy_values / max(errors[m], 1e-12)):.2f})"
-                 for m in METHODS]
+        cells = [f"{np.mean(scores[m]):.2f} ({psnr_from_mse(errors[m] / max(cloudy_values, 1), 1.0):.2f})" for m in METHODS]
         print(f"| {length} | {len(data)} | " + " | ".join(cells) + " |", flush=True)
     print("PSNR dB averaged over stacks (pooled over the reference's cloudy pixels); "
           "'pick 2' is what the pipeline did per tile before all_dates")

@@ -297,8 +297,7 @@ def _models(args) -> int:
         print("No models found" + (f" in {args.models_dir}" if args.models_dir else "") + ".")
         return 0
     for card in cards:
-        dates = ("any number of dates" if card.architecture.get("all_dates")
-                 else f"{card.num_frames} date(s)")
+        dates = "any number of dates" if card.dates_per_tile is None else f"{card.num_frames} date(s)"
         print(f"{card.name}: bands {','.join(card.bands)}, {dates}, tile {card.tile_size} overlap {card.overlap}")
         if card.description:
             print(f"    {card.description}")

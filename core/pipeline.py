@@ -260,7 +260,7 @@ def _resolve_inputs(request: CloudRemovalRequest, stack: contextlib.ExitStack) -
     opened = _open_inputs(request, stack)
     card, reference_resolution = _choose_model(request, opened[0])
     date_choice = _check_frames(opened, card)
-    picks_dates = date_choice is not None and not card.architecture.get("all_dates")
+    picks_dates = date_choice is not None and card.dates_per_tile is not None
     days = _acquisition_days(opened) if picks_dates else None
     dates = [_bind_bands(item, request, card, reference_resolution if position == 0 else None)
              for position, item in enumerate(opened)]
@@ -338,7 +338,7 @@ def _check_frames(items: list[_Opened], card) -> str | None:
                          "choose a multi-temporal model or give one date.")
     if len(items) <= frames:
         return None
-    if card.architecture.get("all_dates"):
+    if card.dates_per_tile is None:
         return (f"{len(items)} dates, model {card.name} takes them all in each tile: under the reference's clouds, "
                 "every date where its own cloud score (or its cloud mask) sees clear ground.")
     return (f"{len(items)} dates, model {card.name} takes {frames}: for each tile, the reference and the "
@@ -1738,8 +1738,7 @@ def plan(request: CloudRemovalRequest) -> dict:
             "dtype": reference.facts.dtype,
             "dropped": [index for index in range(1, reference.facts.count + 1) if index not in used],
             "dates": len(inputs.dates),
-            "dates_taken": len(inputs.dates) if card.architecture.get("all_dates")
-            else min(len(inputs.dates), int(card.num_frames)),
+            "dates_taken": min(len(inputs.dates), card.dates_per_tile or len(inputs.dates)),
             "date_choice": inputs.date_choice,
             "cirrus_band": reference.cirrus,  # read to remove thin cirrus first (None: not read)
         }

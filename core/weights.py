@@ -60,6 +60,12 @@ class ModelCard:
     extra: dict = field(default_factory=dict)  # unknown card keys, kept for round-trips
     card_path: Path | None = field(default=None, compare=False, repr=False)  # where it was read from
 
+    @property
+    def dates_per_tile(self) -> int | None:
+        """How many dates the model takes per tile: ``num_frames``, or any number (None) for a stack model with
+        ``all_dates`` (``ViserCR.dates_per_tile``)."""
+        return None if self.architecture.get("all_dates") else int(self.num_frames)
+
     # -- JSON ------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         data = {
