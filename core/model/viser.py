@@ -62,6 +62,51 @@ def _per_sample(display: bool | torch.Tensor, for_display, otherwise):
     return torch.where(display.to(for_display.device), for_display, otherwise)
 
 
+# how far (px) a clear area at least ``fill_holes`` wide reaches into narrower clear ground around it (close_holes)
+HOLE_REACH = 16
+
+
+def _dilate(mask: torch.Tensor) -> torch.Tensor:
+    """A boolean mask ``(..., H, W)`` grown by one pixel in the 8 directions (a 3x3 square; nothing comes in from
+    beyond the edge). Shifted ORs: some 20 times faster than a float max-pool on the CPU."""
+    rows = mask.clone()
+    rows[..., 1:, :] |= mask[..., :-1, :]
+    rows[..., :-1, :] |= mask[..., 1:, :]
+    grown = rows.clone()
+    grown[..., :, 1:] |= rows[..., :, :-1]
+    grown[..., :, :-1] |= rows[..., :, 1:]
+    return grown
+
+
+def close_holes(weight: torch.Tensor, width: int, reach: int = HOLE_REACH) -> torch.Tensor:
+    """The cloud weight ``(B, 1, H, W)`` with its small clear holes called cloud: clear pixels (weight below
+    0.5) that no clear area at least ``width`` px across (what survives an opening of that size) and no tile
+    edge (the ground may go on beyond it) reaches within ``reach`` px through clear pixels. Such holes are the
+    colour fringes of a cloud's edges seen through the bands' parallax and the hazy gaps between small cumulus;
+    kept as ground they come out as specks in the fill and feed it cloud. Unlike a closing (or a buffer), a
+    cloud's outer edge and clear channels that reach open ground stay as they are."""
+    clear = weight < 0.5
+    opened = clear
+    for _ in range(width // 2):  # the opening by a width x width square: erode, then dilate as often
+        opened = ~_dilate(~opened)
+    for _ in range(width // 2):
+        opened = _dilate(opened)
+    reached = opened & clear
+    # the tile's edge counts as open ground: the clear ground may go on beyond it
+    reached[..., 0, :] |= clear[..., 0, :]
+    reached[..., -1, :] |= clear[..., -1, :]
+    reached[..., :, 0] |= clear[..., :, 0]
+    reached[..., :, -1] |= clear[..., :, -1]
+    if torch.equal(reached, clear):  # no narrow clear ground at all (most tiles): nothing can be a hole
+        return weight
+    for step in range(reach):
+        grown = _dilate(reached) & clear
+        if step % 4 == 3 and torch.equal(grown, reached):  # every clear pixel reachable is reached
+            break
+        reached = grown
+    return torch.where(clear & ~reached, torch.ones_like(weight), weight)
+
+
 def _own_support(cloud: torch.Tensor) -> torch.Tensor:
     """``(B, 1, H, W)`` in [0, 1]: how much of a pixel's neighbourhood (``PRIOR_DAMP_RADIUS``) the tile itself
     sees clear, saturating at ``PRIOR_DAMP_CLEAR``. The learned correction was trained on tiles whose fill
@@ -133,6 +178,7 @@ class ViserCR(nn.Module):
         ground_prior=None,
         display_ground_prior=None,
         all_dates: bool = False,
+        fill_holes: int | None = None,
     ):
         super().__init__()
         if residual_base not in RESIDUAL_BASES:
@@ -160,6 +206,8 @@ class ViserCR(nn.Module):
             raise ValueError(f"harmonise_dates must be true, false or 'display', got {harmonise_dates!r}")
         if display_fill_threshold is not None and not 0.0 < display_fill_threshold < 1.0:
             raise ValueError(f"display_fill_threshold must be in (0, 1), got {display_fill_threshold}")
+        if fill_holes is not None and (fill_holes < 3 or fill_holes % 2 == 0):
+            raise ValueError(f"fill_holes must be an odd width of at least 3 px, got {fill_holes}")
         self._arch = dict(
             in_bands=int(in_bands),
             out_bands=int(out_bands),
@@ -207,6 +255,9 @@ class ViserCR(nn.Module):
         if all_dates:  # recorded only when set: cards written before it still match
             self._arch["all_dates"] = True
         self.all_dates = bool(all_dates)
+        if fill_holes is not None:  # recorded only when set, as all_dates
+            self._arch["fill_holes"] = int(fill_holes)
+        self.fill_holes = None if fill_holes is None else int(fill_holes)
         if display_fill_threshold is not None:  # recorded only when set, as harmonise_dates
             self._arch["display_fill_threshold"] = float(display_fill_threshold)
         self.display_fill_threshold = None if display_fill_threshold is None else float(display_fill_threshold)
@@ -633,13 +684,15 @@ class ViserCR(nn.Module):
         return _per_sample(self._display_of(batch), self.display_fill_threshold, self.fill_threshold)
 
     def cloud_weight(self, score: torch.Tensor) -> torch.Tensor:
-        """The weight of the fill in the base: the score through a steep gate (fill models)."""
+        """The weight of the fill in the base: the score through a steep gate (fill models), with the clear
+        holes inside clouds closed (``fill_holes``)."""
         if self.residual_base != "fill":
             return score
         threshold = self._gate_threshold(score.shape[0])
         if isinstance(threshold, torch.Tensor):
             threshold = threshold.to(score.device, score.dtype)
-        return torch.sigmoid(self.fill_gain * (score - threshold))
+        weight = torch.sigmoid(self.fill_gain * (score - threshold))
+        return weight if self.fill_holes is None else close_holes(weight, self.fill_holes)
 
     @staticmethod
     def _score_map(scores: list[torch.Tensor], size) -> torch.Tensor:

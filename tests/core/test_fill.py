@@ -540,3 +540,57 @@ def test_a_users_mask_replaces_the_score_or_adds_to_it():
         added, _ = model.completion_base(x, empty)
     assert torch.equal(replaced, x)
     assert torch.allclose(added, x.mean(dim=(2, 3), keepdim=True).expand_as(x), atol=1e-5)  # all cloud: the mean
+
+
+def test_small_clear_holes_inside_a_cloud_are_filled_and_the_clouds_edges_kept():
+    """``fill_holes``: a clear speck of a few px inside a cloud (a parallax fringe, a hazy gap between cumulus)
+    becomes cloud; a clear channel reaching open ground, the clear ground itself, a clear gap on the tile's
+    edge and the cloud's outer edge stay as they are."""
+    from viser_cr.core.model.viser import close_holes
+
+    cloud = torch.zeros(1, 1, 64, 64)
+    cloud[..., 10:50, 10:50] = 1.0
+    cloud[..., 20:22, 20:23] = 0.0      # a 2 x 3 px clear speck inside the cloud
+    cloud[..., 30:33, 40:50] = 0.0      # a 3 px wide clear channel from open ground 10 px into the cloud
+    cloud[..., 0:3, 55:64] = 1.0
+    cloud[..., 0:1, 58:60] = 0.0        # a clear gap on the tile's edge: the ground may go on beyond it
+    closed = close_holes(cloud, 5)
+    assert (closed[..., 20:22, 20:23] == 1).all()
+    assert (closed[..., 30:33, 40:50] == 0).all()
+    assert (closed[..., 0:1, 58:60] == 0).all()
+    changed = (closed != cloud).squeeze()
+    assert changed.sum() == 6  # the speck and nothing else: the cloud's edge and the clear ground as they were
+
+    model = ViserCR(**TINY, residual_base="fill", upsample="bilinear", fill_holes=5).eval()
+    plain = ViserCR(**TINY, residual_base="fill", upsample="bilinear").eval()
+    assert model.arch["fill_holes"] == 5 and "fill_holes" not in plain.arch  # old cards still match
+    score = cloud * 0.9 + 0.05
+    assert torch.allclose(model.cloud_weight(score), close_holes(plain.cloud_weight(score), 5))
+    assert (model.cloud_weight(score)[..., 20:22, 20:23] > 0.99).all()
+    assert (plain.cloud_weight(score)[..., 20:22, 20:23] < 0.01).all()
+    for width in (2, 4, 1):
+        with pytest.raises(ValueError, match="fill_holes"):
+            ViserCR(**TINY, residual_base="fill", fill_holes=width)
+
+
+def test_a_filled_hole_takes_the_ground_around_the_cloud_not_its_own_fringe():
+    """The network's fill base with ``fill_holes``: a bright-green fringe pixel inside a cloud (its own score
+    low) no longer survives as a speck in the output; the ground outside the cloud is kept exactly. A user's
+    cloud mask is taken as it is."""
+    torch.manual_seed(0)
+    model = ViserCR(**TINY, residual_base="fill", upsample="bilinear", fill_holes=5).eval()
+    plain = ViserCR(**TINY, residual_base="fill", upsample="bilinear").eval()
+    plain.load_state_dict(model.state_dict())
+    x = torch.full((1, 4, 64, 64), 0.1)
+    cloud = torch.zeros(1, 1, 64, 64)
+    cloud[..., 16:48, 16:48] = 1.0
+    cloud[..., 30:32, 30:32] = 0.0
+    x[:, 1, 30:32, 30:32] = 0.6  # the fringe: green where the cloud's edge moved between bands
+    for net in (model, plain):  # the score such a cloud gets, whatever the untrained heads say
+        net._score_map = lambda scores, size: cloud * 0.9 + 0.05
+    with torch.no_grad():
+        (out, _), (kept, _), (as_given, _) = model(x), plain(x), model(x, cloud)
+    assert (kept[:, 1, 30:32, 30:32] > 0.5).all()  # without: the speck stays
+    assert (as_given[:, 1, 30:32, 30:32] > 0.5).all()
+    assert torch.allclose(out[:, 1, 30:32, 30:32], torch.full((1, 2, 2), 0.1), atol=1e-3)
+    assert torch.allclose(out[..., :12, :], x[..., :12, :], atol=1e-6)
