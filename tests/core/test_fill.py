@@ -546,7 +546,7 @@ def test_small_clear_holes_inside_a_cloud_are_filled_and_the_clouds_edges_kept()
     """``fill_holes``: a clear speck of a few px inside a cloud (a parallax fringe, a hazy gap between cumulus)
     becomes cloud; a clear channel reaching open ground, the clear ground itself, a clear gap on the tile's
     edge and the cloud's outer edge stay as they are."""
-    from viser_cr.core.model.viser import close_holes
+    from viser_cr.core.model.morphology import close_holes
 
     cloud = torch.zeros(1, 1, 64, 64)
     cloud[..., 10:50, 10:50] = 1.0
