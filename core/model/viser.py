@@ -43,6 +43,15 @@ SATURATED_DISPLAY = 254 / 255 - 1e-6
 # elsewhere the tile is completed (all but) as without a prior
 PRIOR_WEIGHT = 0.1
 PRIOR_DAMP_RADIUS, PRIOR_DAMP_CLEAR = 32, 0.1
+# display_dark_ground: how bright a tile's clear ground is, the brightness (mean of red, green, blue) below which
+# DARK_GROUND_QUANTILE of the pixels the reflectance gate calls clear lie (an upper quantile, not the median: a
+# dark sea beside bright land is ground that set the stretch), where they are at least DARK_GROUND_MIN_CLEAR of
+# the tile (fewer: too little ground to tell)
+DARK_GROUND_QUANTILE, DARK_GROUND_MIN_CLEAR = 0.9, 0.01
+# ... and a pixel is raised only as far as it is brighter than that: not at all up to DARK_GROUND_BRIGHTER[0]
+# above it, fully from DARK_GROUND_BRIGHTER[1] (a cloud's thin part is brighter than the dark ground it veils;
+# dark ground the score calls half cloud, as on Landsat 5 exports, is not)
+DARK_GROUND_BRIGHTER = (0.03, 0.08)
 
 
 def _per_scale(value, name: str, count: int = SCALES) -> list[int]:
@@ -135,6 +144,7 @@ class ViserCR(nn.Module):
         display_ground_prior=None,
         all_dates: bool = False,
         fill_holes: int | None = None,
+        display_dark_ground=None,
     ):
         super().__init__()
         if residual_base not in RESIDUAL_BASES:
@@ -164,6 +174,13 @@ class ViserCR(nn.Module):
             raise ValueError(f"display_fill_threshold must be in (0, 1), got {display_fill_threshold}")
         if fill_holes is not None and (fill_holes < 3 or fill_holes % 2 == 0):
             raise ValueError(f"fill_holes must be an odd width of at least 3 px, got {fill_holes}")
+        if display_dark_ground is not None:
+            display_dark_ground = tuple(float(v) for v in display_dark_ground)
+            if len(display_dark_ground) != 2 or not 0.0 < display_dark_ground[1] < display_dark_ground[0] < 1.0:
+                raise ValueError("display_dark_ground needs two brightnesses, start > full, in (0, 1), "
+                                 f"got {display_dark_ground!r}")
+            if display_fill_threshold is None:
+                raise ValueError("display_dark_ground moves the display gate: give display_fill_threshold too")
         self._arch = dict(
             in_bands=int(in_bands),
             out_bands=int(out_bands),
@@ -217,6 +234,9 @@ class ViserCR(nn.Module):
         if display_fill_threshold is not None:  # recorded only when set, as harmonise_dates
             self._arch["display_fill_threshold"] = float(display_fill_threshold)
         self.display_fill_threshold = None if display_fill_threshold is None else float(display_fill_threshold)
+        if display_dark_ground is not None:  # recorded only when set, as fill_holes
+            self._arch["display_dark_ground"] = list(display_dark_ground)
+        self.display_dark_ground = display_dark_ground
         self._display: bool | torch.Tensor = False  # use_radiometry()
         self.mask_adds = False  # use_mask_mode(): a user's cloud mask adds to the own score instead of replacing it
         self.residual_base = residual_base
@@ -371,7 +391,7 @@ class ViserCR(nn.Module):
         score = self._date_score(self._embed(_pad(images, pad_h, pad_w)))[..., : images.shape[-2], : images.shape[-1]]
         if step > 1:
             score = F.interpolate(score, size=(height, width), mode="bilinear", align_corners=False)
-        return self.cloud_weight(self._with_saturation(full, score.clamp(0.0, 1.0)))
+        return self.cloud_weight(self._display_score(full, score.clamp(0.0, 1.0)))
 
     def _temporal_features(self, ref: torch.Tensor, frames: torch.Tensor | None, date_clouds=None):
         """Fused features ``(B, H, W, width)`` and, per context date, ``(aligned image, clear weight)``.
@@ -472,7 +492,7 @@ class ViserCR(nn.Module):
             correction = ref.new_zeros(b, self.out_bands, *ref.shape[-2:])
         else:
             correction = self._decode(skips, scores)
-        score = self._with_shadows(ref, self._with_saturation(ref, self._score_map(scores, ref.shape[-2:])))
+        score = self._with_shadows(ref, self._display_score(ref, self._score_map(scores, ref.shape[-2:])))
         weight = self.cloud_weight(score) if cloud is None else self._users_cloud(cloud, score)
         own_score = cloud is None or self.mask_adds
         if prior is None and not self.has_ground_prior:
@@ -613,6 +633,42 @@ class ViserCR(nn.Module):
         if batch != display.numel():
             display = display.repeat_interleave(batch // display.numel())
         return display.reshape(batch, 1, 1, 1)
+
+    def _display_score(self, images: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """The score ``(B, 1, H, W)`` as the gate takes it on 8-bit display imagery ``images`` (B, C, H, W): the
+        saturation test, then the dark-ground test. Reflectance samples are left as they are."""
+        return self._with_dark_ground(images, self._with_saturation(images, score))
+
+    def _with_dark_ground(self, images: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """``display_dark_ground`` ``(start, full)``: the display gate is stricter than the reflectance gate
+        because a stretch makes bright clear ground look like cloud. Where the clouds set the stretch (a
+        real export of a cloudy scene), the ground is pushed down and a cloud's thinner parts sit mid-grey,
+        below the display gate. So on a display tile whose clear ground is dark (nine tenths of the pixels the
+        reflectance gate calls clear below a brightness that is below ``start``, fully at ``full``) the score
+        is raised by up to the two gates' difference, and the display gate takes what the reflectance gate
+        would — where the pixel is brighter than that ground (``DARK_GROUND_BRIGHTER``): the score also calls
+        some dark ground half cloud. The raise eases in over the gate's width below the reflectance gate, so
+        clear ground keeps its score (the score raster, keep-clear and the cloud share follow the gate)."""
+        if self.display_dark_ground is None or score.shape[0] == 0:
+            return score
+        display = self._display_of(images.shape[0])
+        lift = self.display_fill_threshold - self.fill_threshold
+        if display is False or lift <= 0.0:  # reflectance, or one gate for both (a user's threshold)
+            return score
+        start, full = self.display_dark_ground
+        clear = score < self.fill_threshold
+        brightness = images[:, :3].float().mean(dim=1, keepdim=True)
+        ground = torch.where(clear, brightness, torch.nan).flatten(1).nanquantile(DARK_GROUND_QUANTILE, dim=1)
+        dark = ((start - ground) / (start - full)).clamp(0.0, 1.0)
+        enough = clear.flatten(1).float().mean(dim=1) >= DARK_GROUND_MIN_CLEAR
+        dark = torch.where(enough, dark, torch.zeros_like(dark)).to(score.dtype).reshape(-1, 1, 1, 1)
+        width = 4.0 / self.fill_gain  # the gate's half width: sigmoid(4) = 0.98
+        ease = ((score - (self.fill_threshold - 2.0 * width)) / width).clamp(0.0, 1.0)
+        low, high = DARK_GROUND_BRIGHTER
+        above = brightness - torch.nan_to_num(ground, nan=1.0).reshape(-1, 1, 1, 1)
+        ease = ease * ((above - low) / (high - low)).clamp(0.0, 1.0).to(score.dtype)
+        raised = (score + dark * lift * ease).clamp(max=1.0)
+        return _per_sample(display, raised, score)
 
     def _with_saturation(self, images: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
         """``score`` (B, 1, H, W) raised to 1 where 8-bit display imagery ``images`` (B, C, H, W) is saturated in

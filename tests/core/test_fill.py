@@ -314,6 +314,55 @@ def test_saturated_display_pixels_are_cloud_for_every_date():
     assert torch.all(weights[:, 2, :, 4:12, 4:12] > 0.99)  # a context date's saturated pixels are no ground
 
 
+def _dark_ground_tile(ground: float, cloud_score: float = 0.45):
+    """An 8-bit tile of flat ground with a mid-grey cloud patch, and a score: 0.05 on the ground, ``cloud_score``
+    on the patch (a cloud's thinner part, between the reflectance gate 0.35 and the display gate 0.6)."""
+    x = torch.full((1, 4, 32, 32), ground)
+    x[..., 8:24, 8:24] = 0.5
+    score = torch.full((1, 1, 32, 32), 0.05)
+    score[..., 8:24, 8:24] = cloud_score
+    return x, score
+
+
+def test_on_display_imagery_with_dark_ground_the_display_gate_takes_what_the_reflectance_gate_would():
+    """``display_dark_ground``: where a tile's clear ground is dark (the clouds set the 8-bit stretch), a
+    cloud's mid-grey part scoring between the two gates is raised above the display gate; bright ground
+    (the stretch set by the ground), reflectance input, one gate for both (a user's threshold) and a tile
+    with too little clear ground to tell are left as they are; clear ground keeps its score."""
+    model = ViserCR(**TINY, residual_base="fill", upsample="bilinear", fill_threshold=0.35,
+                    display_fill_threshold=0.6, display_dark_ground=(0.15, 0.10)).eval()
+    assert model.arch["display_dark_ground"] == [0.15, 0.10]
+    assert "display_dark_ground" not in ViserCR(**TINY, residual_base="fill").arch  # old cards still match
+    model.use_radiometry(True)
+    x, score = _dark_ground_tile(ground=0.03)
+    raised = model._display_score(x, score)
+    assert torch.allclose(raised[..., 8:24, 8:24], torch.tensor(0.70))  # 0.45 + (0.6 - 0.35)
+    assert torch.equal(raised[..., :8, :], score[..., :8, :])  # the ground's score is untouched
+    assert (model.cloud_weight(raised)[..., 12:20, 12:20] > 0.95).all()
+    assert (model.cloud_weight(score)[..., 12:20, 12:20] < 0.05).all()  # without the test: kept as ground
+    half = model._display_score(*_dark_ground_tile(ground=0.125))  # half way from start to full
+    assert torch.allclose(half[..., 8:24, 8:24], torch.tensor(0.575))
+    bright = _dark_ground_tile(ground=0.3)
+    assert torch.equal(model._display_score(*bright), bright[1])
+    hardly_any_ground = torch.full_like(score, 0.45)
+    hardly_any_ground[..., :2, :2] = 0.05  # 4 clear pixels of 1024: too few to tell the ground's brightness
+    assert torch.equal(model._display_score(x, hardly_any_ground), hardly_any_ground)
+    batch = torch.cat([_dark_ground_tile(0.03)[0], _dark_ground_tile(0.3)[0]])
+    scores = torch.cat([_dark_ground_tile(0.03)[1], _dark_ground_tile(0.3)[1]])
+    model.use_radiometry(torch.tensor([True, True]))
+    per_tile = model._display_score(batch, scores)
+    assert float(per_tile[0, 0, 16, 16]) > 0.6 and float(per_tile[1, 0, 16, 16]) == pytest.approx(0.45)
+    model.use_radiometry(False)
+    assert torch.equal(model._display_score(x, score), score)
+    model.use_radiometry(True)
+    model.use_fill_threshold(0.5)
+    assert torch.equal(model._display_score(x, score), score)
+    with pytest.raises(ValueError, match="display_dark_ground"):
+        ViserCR(**TINY, residual_base="fill", display_fill_threshold=0.6, display_dark_ground=(0.10, 0.15))
+    with pytest.raises(ValueError, match="display_fill_threshold"):
+        ViserCR(**TINY, residual_base="fill", display_dark_ground=(0.15, 0.10))
+
+
 def test_every_dates_cloud_weight_is_its_own_score_through_the_gate():
     torch.manual_seed(0)
     dates = torch.rand(2, 5, 4, 32, 40)
