@@ -656,7 +656,9 @@ class ViserCR(nn.Module):
         if display is False or lift <= 0.0:  # reflectance, or one gate for both (a user's threshold)
             return score
         start, full = self.display_dark_ground
-        clear = score < self.fill_threshold
+        # a pixel black in R, G and B is no ground to measure: the pipeline's nodata (a scene's collar) reaches
+        # the network as 0, and would make bright ground beside it look like a dark-ground tile
+        clear = (score < self.fill_threshold) & (images[:, :3].amax(dim=1, keepdim=True) > 0)
         brightness = images[:, :3].float().mean(dim=1, keepdim=True)
         ground = torch.where(clear, brightness, torch.nan).flatten(1).nanquantile(DARK_GROUND_QUANTILE, dim=1)
         dark = ((start - ground) / (start - full)).clamp(0.0, 1.0)

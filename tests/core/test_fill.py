@@ -344,6 +344,12 @@ def test_on_display_imagery_with_dark_ground_the_display_gate_takes_what_the_ref
     assert torch.allclose(half[..., 8:24, 8:24], torch.tensor(0.575))
     bright = _dark_ground_tile(ground=0.3)
     assert torch.equal(model._display_score(*bright), bright[1])
+    collar = torch.zeros(1, 4, 32, 32)  # nodata reaches the network as 0: a black collar is no dark ground
+    collar[..., 28:] = 0.3  # the ground beside it is bright...
+    collar[..., 8:24, 28:30] = 0.5  # ... with a bright roof the score calls half cloud
+    collar_score = torch.full((1, 1, 32, 32), 0.05)
+    collar_score[..., 8:24, 28:30] = 0.45
+    assert torch.equal(model._display_score(collar, collar_score), collar_score)
     hardly_any_ground = torch.full_like(score, 0.45)
     hardly_any_ground[..., :2, :2] = 0.05  # 4 clear pixels of 1024: too few to tell the ground's brightness
     assert torch.equal(model._display_score(x, hardly_any_ground), hardly_any_ground)
