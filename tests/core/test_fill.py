@@ -340,6 +340,9 @@ def test_on_display_imagery_with_dark_ground_the_display_gate_takes_what_the_ref
     assert torch.equal(raised[..., :8, :], score[..., :8, :])  # the ground's score is untouched
     assert (model.cloud_weight(raised)[..., 12:20, 12:20] > 0.95).all()
     assert (model.cloud_weight(score)[..., 12:20, 12:20] < 0.05).all()  # without the test: kept as ground
+    dim_x = x.clone()
+    dim_x[..., 8:24, 8:24] = 0.05  # dark ground the score calls half cloud: not brighter than the ground, not raised
+    assert torch.equal(model._display_score(dim_x, score), score)
     half = model._display_score(*_dark_ground_tile(ground=0.125))  # half way from start to full
     assert torch.allclose(half[..., 8:24, 8:24], torch.tensor(0.575))
     bright = _dark_ground_tile(ground=0.3)
