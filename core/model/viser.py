@@ -661,15 +661,14 @@ class ViserCR(nn.Module):
         clear = (score < self.fill_threshold) & (images[:, :3].amax(dim=1, keepdim=True) > 0)
         brightness = images[:, :3].float().mean(dim=1, keepdim=True)
         ground = torch.where(clear, brightness, torch.nan).flatten(1).nanquantile(DARK_GROUND_QUANTILE, dim=1)
-        dark = ((start - ground) / (start - full)).clamp(0.0, 1.0)
-        enough = clear.flatten(1).float().mean(dim=1) >= DARK_GROUND_MIN_CLEAR
-        dark = torch.where(enough, dark, torch.zeros_like(dark)).to(score.dtype).reshape(-1, 1, 1, 1)
+        ground = ground.nan_to_num(nan=1.0).reshape(-1, 1, 1, 1)  # no clear pixel: no dark ground
+        enough = clear.flatten(1).float().mean(dim=1).reshape(-1, 1, 1, 1) >= DARK_GROUND_MIN_CLEAR
+        dark = ((start - ground) / (start - full)).clamp(0.0, 1.0) * enough
         width = 4.0 / self.fill_gain  # the gate's half width: sigmoid(4) = 0.98
-        ease = ((score - (self.fill_threshold - 2.0 * width)) / width).clamp(0.0, 1.0)
+        in_gate = ((score - (self.fill_threshold - 2.0 * width)) / width).clamp(0.0, 1.0)
         low, high = DARK_GROUND_BRIGHTER
-        above = brightness - torch.nan_to_num(ground, nan=1.0).reshape(-1, 1, 1, 1)
-        ease = ease * ((above - low) / (high - low)).clamp(0.0, 1.0).to(score.dtype)
-        raised = (score + dark * lift * ease).clamp(max=1.0)
+        brighter = ((brightness - ground - low) / (high - low)).clamp(0.0, 1.0)
+        raised = (score + (dark * lift * brighter).to(score.dtype) * in_gate).clamp(max=1.0)
         return _per_sample(display, raised, score)
 
     def _with_saturation(self, images: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
