@@ -658,8 +658,9 @@ class ViserCR(nn.Module):
         start, full = self.display_dark_ground
         # a pixel black in R, G and B is no ground to measure: the pipeline's nodata (a scene's collar) reaches
         # the network as 0, and would make bright ground beside it look like a dark-ground tile
-        clear = (score < self.fill_threshold) & (images[:, :3].amax(dim=1, keepdim=True) > 0)
-        brightness = images[:, :3].float().mean(dim=1, keepdim=True)
+        rgb = images[:, :3]
+        clear = (score < self.fill_threshold) & (rgb.amax(dim=1, keepdim=True) > 0)
+        brightness = rgb.float().mean(dim=1, keepdim=True)
         ground = torch.where(clear, brightness, torch.nan).flatten(1).nanquantile(DARK_GROUND_QUANTILE, dim=1)
         ground = ground.nan_to_num(nan=1.0).reshape(-1, 1, 1, 1)  # no clear pixel: no dark ground
         enough = clear.flatten(1).float().mean(dim=1).reshape(-1, 1, 1, 1) >= DARK_GROUND_MIN_CLEAR
