@@ -209,24 +209,28 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
         mask = s["mask"][0].numpy() if float(s["mask_weight"]) > 0 else None
         part_index = part_of_sample(ds, i)
         part = part_tables[part_index]
-        part.rows.append(table.add(label, s["name"], pred, tgt, mask))
+
+        def record(method, output, part=part, name=s["name"], tgt=tgt, mask=mask, sample=i):
+            part.rows.append(table.add(method, name, output, tgt, mask, sample=sample))
+
+        record(label, pred)
         for key, value in score_counts(score, mask).items():
             score_totals[part_index][key] += value
         if keep_clear:
             kc = _keep_clear(net, model_input, dev, bool(s["display"]))
-            part.rows.append(table.add(f"{label} + keep-clear", s["name"], kc, tgt, mask))
+            record(f"{label} + keep-clear", kc)
         for bname, b in baselines(x.numpy(), bands).items():
-            part.rows.append(table.add(bname if bname != "input" else INPUT_METHOD, s["name"], b, tgt, mask))
+            record(bname if bname != "input" else INPUT_METHOD, b)
         for bname, b in fill_baselines(x.numpy(), score).items():
-            part.rows.append(table.add(bname, s["name"], b, tgt, mask))
+            record(bname, b)
         s2c_fill = s2cloudless_fill(ds, i, x.numpy()) if with_s2cloudless else None
         if s2c_fill is not None:
-            part.rows.append(table.add(S2CLOUDLESS_FILL, s["name"], s2c_fill, tgt, mask))
+            record(S2CLOUDLESS_FILL, s2c_fill)
         if x.dim() == 4 and x.shape[0] > 1:
             with torch.no_grad():
                 date_clouds = net.date_cloud_weights(x[None].to(dev))[0, :, 0].float().cpu().numpy()
-            part.rows.append(table.add(MASKED_MEDIAN, s["name"], masked_median(x.numpy(), date_clouds), tgt, mask))
-            part.rows.append(table.add(BEST_DATE, s["name"], best_date(x.numpy(), tgt), tgt, mask))
+            record(MASKED_MEDIAN, masked_median(x.numpy(), date_clouds))
+            record(BEST_DATE, best_date(x.numpy(), tgt))
             check = context_check(net, x, tgt, mask, dev)
             if check is not None:
                 context_checks.setdefault(part_index, []).append(check)
@@ -264,7 +268,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
         for meth, v in summary.items():
             w.writerow({"method": meth, **v})
     with (out_dir / f"{stem}_images.csv").open("w", newline="") as f:
-        keys = ["method", "image"] + [k for k in table.columns() if k != "images"]
+        keys = ["method", "sample", "image"] + [k for k in table.columns() if k != "images"]
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         w.writerows(table.rows)

@@ -166,14 +166,17 @@ class MetricTable:
         with torch.no_grad():
             return float(self.lpips(pt.to(dev), tt.to(dev))[0])
 
-    def add(self, method: str, name: str, pred, target, mask=None) -> dict:
+    def add(self, method: str, name: str, pred, target, mask=None, sample=None) -> dict:
+        """One method's row on one image. ``sample`` tells apart images that share a ``name`` (the same
+        crop in several parts of a split, e.g. as reflectance and as an 8-bit export): rows of different
+        methods are compared with the input's row of the same sample."""
         pred = np.asarray(pred, dtype=np.float64)
         target = np.asarray(target, dtype=np.float64)
         m = protocol_metrics(pred, target, self.protocol, mask=mask, rgb=self.rgb)
         m["psnr"] = min(m["psnr"], PSNR_CAP)
         if self.lpips is not None:
             m["lpips"] = self._lpips(pred, target)
-        row = {"method": method, "image": name, **m}
+        row = {"method": method, "image": name, "sample": name if sample is None else sample, **m}
         cloud = (np.asarray(mask).reshape(pred.shape[-2:]) > 0.5) if mask is not None else None
         if cloud is not None:
             row["grid_cloudy"] = grid_ratio(pred, target, cloud)
@@ -202,8 +205,8 @@ class MetricTable:
 
     def _worse_than_input(self, rows: list[dict]) -> float | None:
         """Fraction of ``rows`` whose PSNR is below the cloudy input's on the same image."""
-        base = {r["image"]: r["psnr"] for r in self.rows if r["method"] == INPUT_METHOD}
-        pairs = [(r["psnr"], base[r["image"]]) for r in rows if r["image"] in base]
+        base = {r["sample"]: r["psnr"] for r in self.rows if r["method"] == INPUT_METHOD}
+        pairs = [(r["psnr"], base[r["sample"]]) for r in rows if r["sample"] in base]
         return float(np.mean([p < b - 1e-9 for p, b in pairs])) if pairs else None
 
     def summary(self) -> dict[str, dict]:

@@ -213,6 +213,21 @@ def test_table_reports_grid_and_the_fraction_worse_than_the_input():
     assert "worse than input %" in table.markdown("t")
 
 
+def test_worse_than_input_pairs_each_sample_with_its_own_input_when_names_repeat():
+    """The same crop in two parts of a split (as reflectance and as an 8-bit export) shares a name:
+    each row is compared with the input of its own sample, not with the last one of that name."""
+    import numpy as np
+
+    from viser_cr.training.metrics import INPUT_METHOD, MetricTable
+
+    target = np.full((3, 16, 16), 0.2, np.float32)
+    table = MetricTable("clean", ["red", "green", "blue"])
+    for sample, (input_error, model_error) in enumerate([(0.3, 0.1), (0.01, 0.05)]):
+        table.add(INPUT_METHOD, "crop", target + input_error, target, sample=sample)
+        table.add("model", "crop", target + model_error, target, sample=sample)
+    assert table.summary()["model"]["worse"] == 0.5  # better on the first, worse on the second
+
+
 def test_fill_baselines_use_the_score():
     import numpy as np
 
