@@ -1653,8 +1653,10 @@ def _use_radiometry(model, radiometry: str, callbacks: _Callbacks, cloud_thresho
                      if getattr(model, "display_saturation", False) else "")
         dark = (f" Where a tile's clear ground is dark (the clouds set the stretch), cloud scores are raised so that "
                 f"it takes what {model.fill_threshold:g} would." if getattr(model, "display_dark_ground", None) else "")
+        black = (" Where it is black and a tile sees almost no ground, the fill falls back on dark ground, not "
+                 "mid-grey." if getattr(model, "display_black_ground", None) else "")
         callbacks.say(f"8-bit display imagery: the fill takes pixels of cloud score above {display_threshold:g} "
-                      f"(reflectance input: {model.fill_threshold:g}), so bright clear ground is kept.{saturated}{dark}")
+                      f"(reflectance input: {model.fill_threshold:g}), so bright clear ground is kept.{saturated}{dark}{black}")
     return default
 
 

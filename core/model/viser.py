@@ -52,6 +52,10 @@ DARK_GROUND_QUANTILE, DARK_GROUND_MIN_CLEAR = 0.9, 0.01
 # above it, fully from DARK_GROUND_BRIGHTER[1] (a cloud's thin part is brighter than the dark ground it veils;
 # dark ground the score calls half cloud, as on Landsat 5 exports, is not)
 DARK_GROUND_BRIGHTER = (0.03, 0.08)
+# display_black_ground: where that ground is darker still (an export whose stretch the clouds set, its ground in
+# the lowest tenth of the range), the fill's last resort is the reflectance ground prior, not the display one:
+# mid-grey ground is what a stretch makes of clear ground, not what such an export leaves of it. The score is
+# not touched (raising dark pixels there as well called half the clear ground of a real Landsat 5 export cloud)
 
 
 def _per_scale(value, name: str, count: int = SCALES) -> list[int]:
@@ -70,6 +74,12 @@ def _per_sample(display: bool | torch.Tensor, for_display, otherwise):
     if not isinstance(for_display, torch.Tensor):
         for_display = torch.tensor(for_display, dtype=torch.float32, device=display.device)
     return torch.where(display.to(for_display.device), for_display, otherwise)
+
+
+def _ramp_down(value: torch.Tensor, start_full: tuple[float, float]) -> torch.Tensor:
+    """0 at and above ``start``, 1 at and below ``full`` (< start), linear between."""
+    start, full = start_full
+    return ((start - value) / (start - full)).clamp(0.0, 1.0)
 
 
 def _own_support(cloud: torch.Tensor) -> torch.Tensor:
@@ -145,6 +155,7 @@ class ViserCR(nn.Module):
         all_dates: bool = False,
         fill_holes: int | None = None,
         display_dark_ground=None,
+        display_black_ground=None,
     ):
         super().__init__()
         if residual_base not in RESIDUAL_BASES:
@@ -181,6 +192,14 @@ class ViserCR(nn.Module):
                                  f"got {display_dark_ground!r}")
             if display_fill_threshold is None:
                 raise ValueError("display_dark_ground moves the display gate: give display_fill_threshold too")
+        if display_black_ground is not None:
+            display_black_ground = tuple(float(v) for v in display_black_ground)
+            if len(display_black_ground) != 2 or not 0.0 < display_black_ground[1] < display_black_ground[0] < 1.0:
+                raise ValueError("display_black_ground needs two brightnesses, start > full, in (0, 1), "
+                                 f"got {display_black_ground!r}")
+            if ground_prior is None:
+                raise ValueError("display_black_ground chooses between the ground priors: give ground_prior and "
+                                 "display_ground_prior too")
         self._arch = dict(
             in_bands=int(in_bands),
             out_bands=int(out_bands),
@@ -237,6 +256,9 @@ class ViserCR(nn.Module):
         if display_dark_ground is not None:  # recorded only when set, as fill_holes
             self._arch["display_dark_ground"] = list(display_dark_ground)
         self.display_dark_ground = display_dark_ground
+        if display_black_ground is not None:  # recorded only when set, as display_dark_ground
+            self._arch["display_black_ground"] = list(display_black_ground)
+        self.display_black_ground = display_black_ground
         self._display: bool | torch.Tensor = False  # use_radiometry()
         self.mask_adds = False  # use_mask_mode(): a user's cloud mask adds to the own score instead of replacing it
         self.residual_base = residual_base
@@ -492,7 +514,8 @@ class ViserCR(nn.Module):
             correction = ref.new_zeros(b, self.out_bands, *ref.shape[-2:])
         else:
             correction = self._decode(skips, scores)
-        score = self._with_shadows(ref, self._display_score(ref, self._score_map(scores, ref.shape[-2:])))
+        measured = self._with_saturation(ref, self._score_map(scores, ref.shape[-2:]))
+        score = self._with_shadows(ref, self._with_dark_ground(ref, measured))
         weight = self.cloud_weight(score) if cloud is None else self._users_cloud(cloud, score)
         own_score = cloud is None or self.mask_adds
         if prior is None and not self.has_ground_prior:
@@ -500,7 +523,8 @@ class ViserCR(nn.Module):
         support = _own_support(weight)
         if prior is not None:
             prior = (prior, PRIOR_WEIGHT * (1.0 - support))
-        base = self._residual(ref, weight, context, own_score=own_score, prior=prior)
+        ground = self._ground(b, self._black_ground(ref, measured))
+        base = self._residual(ref, weight, context, own_score=own_score, prior=prior, ground=ground)
         # the correction was learned against a fill that fell back on the tile's own (bright) mean, which it
         # darkens; over a wide-view prior or the ground prior it would darken good ground, so it fades there
         correction = correction * support
@@ -518,7 +542,7 @@ class ViserCR(nn.Module):
         return F.conv2d(dec.permute(0, 3, 1, 2), self.output.weight, self.output.bias, padding=1)
 
     def _residual(self, ref: torch.Tensor, cloud: torch.Tensor, context=(), own_score: bool = True,
-                  prior: tuple | None = None) -> torch.Tensor:
+                  prior: tuple | None = None, ground: torch.Tensor | None = None) -> torch.Tensor:
         """Global residual base (zeros for any output band beyond the input's).
 
         ``input``: the input's first ``out_bands`` bands, so the network must learn to subtract a cloud.
@@ -528,7 +552,8 @@ class ViserCR(nn.Module):
         reference also loses what the temporal haze test finds (``haze_test``, the network's own score
         only: a user's mask is taken as it is), and its context dates are harmonised to it
         (``harmonise_dates``) before they fill it. ``prior``: ``(image, weight)``, a wide-view prior and its
-        weight (float or ``(B, 1, H, W)``) as a further source under the clouds (``_completion``).
+        weight (float or ``(B, 1, H, W)``) as a further source under the clouds (``_completion``). ``ground``:
+        the typical ground where nothing is seen (``_ground``: by default each sample's radiometry's).
         """
         n = min(self.in_bands, self.out_bands)
         base = ref[:, :n]
@@ -545,7 +570,7 @@ class ViserCR(nn.Module):
                     harmonised = [_per_sample(display, h, img) for h, (img, _) in zip(harmonised, context, strict=True)]
                 context = [(h, c) for h, (_, c) in zip(harmonised, context, strict=True)]
             base = self._completion(base, cloud, context, None if prior is None else (prior[0][:, :n], prior[1]),
-                                    self._ground(base.shape[0]))
+                                    self._ground(base.shape[0]) if ground is None else ground)
         if n == self.out_bands:
             return base
         return F.pad(base, (0, 0, 0, 0, 0, self.out_bands - n))
@@ -613,15 +638,20 @@ class ViserCR(nn.Module):
         for name, value in priors.items():  # buffers, so they follow the model's device; not in the state dict
             self.register_buffer(name, value, persistent=False)
 
-    def _ground(self, batch: int) -> torch.Tensor | None:
-        """The ground prior for a batch, ``(1 or batch, bands)`` by each sample's radiometry, or None."""
+    def _ground(self, batch: int, black: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The ground prior for a batch, ``(1 or batch, bands)`` by each sample's radiometry, or None. ``black``
+        ``(batch, 1, 1, 1)`` in [0, 1] (``_black_ground``): how far a display sample takes the reflectance prior."""
         if not self.has_ground_prior:
             return None
         display = self._display_of(batch)
         if not isinstance(display, torch.Tensor):
-            return (self.display_ground_prior if display else self.ground_prior)[None]
-        return torch.where(display.reshape(batch, 1).to(self.ground_prior.device),
-                           self.display_ground_prior[None], self.ground_prior[None])
+            ground = (self.display_ground_prior if display else self.ground_prior)[None]
+        else:
+            ground = torch.where(display.reshape(batch, 1).to(self.ground_prior.device),
+                                 self.display_ground_prior[None], self.ground_prior[None])
+        if black is None:
+            return ground
+        return ground + black.reshape(batch, 1).to(ground.dtype) * (self.ground_prior[None] - ground)
 
     def _display_of(self, batch: int) -> bool | torch.Tensor:
         """``use_radiometry``'s choice for a batch: a bool, or ``(batch, 1, 1, 1)`` per sample (a batch of
@@ -655,7 +685,20 @@ class ViserCR(nn.Module):
         lift = self.display_fill_threshold - self.fill_threshold
         if display is False or lift <= 0.0:  # reflectance, or one gate for both (a user's threshold)
             return score
-        start, full = self.display_dark_ground
+        ground, brightness = self._clear_ground(images, score)
+        dark = _ramp_down(ground, self.display_dark_ground)
+        width = 4.0 / self.fill_gain  # the gate's half width: sigmoid(4) = 0.98
+        in_gate = ((score - (self.fill_threshold - 2.0 * width)) / width).clamp(0.0, 1.0)
+        low, high = DARK_GROUND_BRIGHTER
+        brighter = ((brightness - ground - low) / (high - low)).clamp(0.0, 1.0)
+        raised = (score + (dark * lift * brighter).to(score.dtype) * in_gate).clamp(max=1.0)
+        return _per_sample(display, raised, score)
+
+    def _clear_ground(self, images: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ground, brightness)``: how bright each tile's clear ground is (``(B, 1, 1, 1)``, the brightness below
+        DARK_GROUND_QUANTILE of the pixels the reflectance gate calls clear; 1 where fewer than
+        DARK_GROUND_MIN_CLEAR of the tile are, too little ground to tell) and each pixel's brightness (the mean
+        of red, green and blue)."""
         # a pixel black in R, G and B is no ground to measure: the pipeline's nodata (a scene's collar) reaches
         # the network as 0, and would make bright ground beside it look like a dark-ground tile
         rgb = images[:, :3]
@@ -664,13 +707,18 @@ class ViserCR(nn.Module):
         ground = torch.where(clear, brightness, torch.nan).flatten(1).nanquantile(DARK_GROUND_QUANTILE, dim=1)
         ground = ground.nan_to_num(nan=1.0).reshape(-1, 1, 1, 1)  # no clear pixel: no dark ground
         enough = clear.flatten(1).float().mean(dim=1).reshape(-1, 1, 1, 1) >= DARK_GROUND_MIN_CLEAR
-        dark = ((start - ground) / (start - full)).clamp(0.0, 1.0) * enough
-        width = 4.0 / self.fill_gain  # the gate's half width: sigmoid(4) = 0.98
-        in_gate = ((score - (self.fill_threshold - 2.0 * width)) / width).clamp(0.0, 1.0)
-        low, high = DARK_GROUND_BRIGHTER
-        brighter = ((brightness - ground - low) / (high - low)).clamp(0.0, 1.0)
-        raised = (score + (dark * lift * brighter).to(score.dtype) * in_gate).clamp(max=1.0)
-        return _per_sample(display, raised, score)
+        return torch.where(enough, ground, torch.ones_like(ground)), brightness
+
+    def _black_ground(self, images: torch.Tensor, score: torch.Tensor) -> torch.Tensor | None:
+        """``(B, 1, 1, 1)`` in [0, 1]: how black each display tile's clear ground is (``display_black_ground``;
+        0 on reflectance samples), or None where the model has no such test or the batch is all reflectance."""
+        if self.display_black_ground is None or not self.has_ground_prior or score.shape[0] == 0:
+            return None
+        display = self._display_of(images.shape[0])
+        if display is False:
+            return None
+        black = _ramp_down(self._clear_ground(images, score)[0], self.display_black_ground)
+        return black if display is True else black * display.to(black.dtype)
 
     def _with_saturation(self, images: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
         """``score`` (B, 1, H, W) raised to 1 where 8-bit display imagery ``images`` (B, C, H, W) is saturated in

@@ -372,6 +372,48 @@ def test_on_display_imagery_with_dark_ground_the_display_gate_takes_what_the_ref
         ViserCR(**TINY, residual_base="fill", display_dark_ground=(0.15, 0.10))
 
 
+def test_on_display_imagery_with_black_ground_the_fill_falls_back_on_the_reflectance_ground_prior():
+    """``display_black_ground``: where a display tile's clear ground is black (the clouds set the export's
+    stretch so far that its values behave like reflectance), the fill's last resort is the reflectance ground
+    prior, not the display one's mid-grey. The score is not touched; bright ground and reflectance input are
+    left as they are."""
+    priors = dict(ground_prior=[0.08, 0.1, 0.12, 0.2], display_ground_prior=[0.3, 0.35, 0.3, 0.45])
+    gates = dict(residual_base="fill", upsample="bilinear", fill_threshold=0.35, display_fill_threshold=0.6,
+                 display_dark_ground=(0.15, 0.10), **priors)
+    model = ViserCR(**TINY, **gates, display_black_ground=(0.09, 0.07)).eval()
+    dark_only = ViserCR(**TINY, **gates).eval()
+    dark_only.load_state_dict(model.state_dict(), strict=True)  # an argument of the architecture, no weights
+    assert model.arch["display_black_ground"] == [0.09, 0.07] and "display_black_ground" not in dark_only.arch
+    for net in (model, dark_only):
+        net.use_radiometry(True)
+    x, score = _dark_ground_tile(ground=0.03)
+    assert torch.equal(model._display_score(x, score), dark_only._display_score(x, score))
+    assert float(model._black_ground(x, score)) == 1.0
+    assert float(model._black_ground(*_dark_ground_tile(ground=0.08))) == pytest.approx(0.5)
+    assert float(model._black_ground(*_dark_ground_tile(ground=0.3))) == 0.0
+    assert torch.allclose(model._ground(1, model._black_ground(x, score)), torch.tensor([priors["ground_prior"]]))
+
+    cloudy = torch.full((1, 4, 32, 32), 0.9)  # all cloud but a strip of black ground: 3 % of the tile
+    cloudy[..., :1, :] = 0.03
+    own = torch.full((1, 1, 32, 32), 0.95)
+    own[..., :1, :] = 0.05
+    for net in (model, dark_only):
+        net._score_map = lambda scores, size: own  # the score this test needs, whatever the tiny network says
+    with torch.no_grad():
+        black_base, black_score = model.completion_base(cloudy)
+        dark_base, dark_score = dark_only.completion_base(cloudy)
+    assert torch.equal(black_score, dark_score)
+    far = (slice(None), slice(None), slice(24, None), slice(None))  # far from the strip the prior counts most
+    assert (black_base[far] < dark_base[far]).all()  # not the display prior's mid-grey...
+    assert float((black_base[far] - 0.03).abs().mean()) < 0.5 * float((dark_base[far] - 0.03).abs().mean())  # ...nearer
+    model.use_radiometry(False)
+    assert model._black_ground(x, score) is None
+    with pytest.raises(ValueError, match="display_black_ground needs"):
+        ViserCR(**TINY, **gates, display_black_ground=(0.07, 0.09))
+    with pytest.raises(ValueError, match="give ground_prior"):
+        ViserCR(**TINY, residual_base="fill", display_black_ground=(0.09, 0.07))
+
+
 def test_every_dates_cloud_weight_is_its_own_score_through_the_gate():
     torch.manual_seed(0)
     dates = torch.rand(2, 5, 4, 32, 40)
