@@ -54,8 +54,9 @@ DARK_GROUND_QUANTILE, DARK_GROUND_MIN_CLEAR = 0.9, 0.01
 DARK_GROUND_BRIGHTER = (0.03, 0.08)
 # display_black_ground: where that ground is darker still (an export whose stretch the clouds set, its ground in
 # the lowest tenth of the range), the fill's last resort is the reflectance ground prior, not the display one:
-# mid-grey ground is what a stretch makes of clear ground, not what such an export leaves of it. The score is
-# not touched (raising dark pixels there as well called half the clear ground of a real Landsat 5 export cloud)
+# mid-grey ground is what a stretch makes of clear ground, not what such an export leaves of it. The learned
+# correction fades there: no such export is in its training data. The score is not touched (raising dark pixels
+# there as well called half the clear ground of a real Landsat 5 export cloud)
 
 
 def _per_scale(value, name: str, count: int = SCALES) -> list[int]:
@@ -523,8 +524,11 @@ class ViserCR(nn.Module):
         support = _own_support(weight)
         if prior is not None:
             prior = (prior, PRIOR_WEIGHT * (1.0 - support))
-        ground = self._ground(b, self._black_ground(ref, measured))
+        black = self._black_ground(ref, measured)
+        ground = self._ground(b, black)
         base = self._residual(ref, weight, context, own_score=own_score, prior=prior, ground=ground)
+        if black is not None:  # such exports are not in the training data: the classical completion alone
+            correction = correction * (1.0 - black.to(correction.dtype))
         # the correction was learned against a fill that fell back on the tile's own (bright) mean, which it
         # darkens; over a wide-view prior or the ground prior it would darken good ground, so it fades there
         correction = correction * support
@@ -711,7 +715,8 @@ class ViserCR(nn.Module):
 
     def _black_ground(self, images: torch.Tensor, score: torch.Tensor) -> torch.Tensor | None:
         """``(B, 1, 1, 1)`` in [0, 1]: how black each display tile's clear ground is (``display_black_ground``;
-        0 on reflectance samples), or None where the model has no such test or the batch is all reflectance."""
+        0 on reflectance samples), or None where the model has no such test or the batch is all reflectance. As
+        far as it is, the fill falls back on the reflectance ground prior and the learned correction fades."""
         if self.display_black_ground is None or not self.has_ground_prior or score.shape[0] == 0:
             return None
         display = self._display_of(images.shape[0])

@@ -375,13 +375,14 @@ def test_on_display_imagery_with_dark_ground_the_display_gate_takes_what_the_ref
 def test_on_display_imagery_with_black_ground_the_fill_falls_back_on_the_reflectance_ground_prior():
     """``display_black_ground``: where a display tile's clear ground is black (the clouds set the export's
     stretch so far that its values behave like reflectance), the fill's last resort is the reflectance ground
-    prior, not the display one's mid-grey. The score is not touched; bright ground and reflectance input are
-    left as they are."""
+    prior, not the display one's mid-grey, and the learned correction (never trained on such exports) fades.
+    The score is not touched; bright ground and reflectance input are left as they are."""
     priors = dict(ground_prior=[0.08, 0.1, 0.12, 0.2], display_ground_prior=[0.3, 0.35, 0.3, 0.45])
     gates = dict(residual_base="fill", upsample="bilinear", fill_threshold=0.35, display_fill_threshold=0.6,
                  display_dark_ground=(0.15, 0.10), **priors)
     model = ViserCR(**TINY, **gates, display_black_ground=(0.09, 0.07)).eval()
     dark_only = ViserCR(**TINY, **gates).eval()
+    torch.nn.init.normal_(model.output.weight, std=0.05)  # a trained correction
     dark_only.load_state_dict(model.state_dict(), strict=True)  # an argument of the architecture, no weights
     assert model.arch["display_black_ground"] == [0.09, 0.07] and "display_black_ground" not in dark_only.arch
     for net in (model, dark_only):
@@ -403,6 +404,13 @@ def test_on_display_imagery_with_black_ground_the_fill_falls_back_on_the_reflect
         black_base, black_score = model.completion_base(cloudy)
         dark_base, dark_score = dark_only.completion_base(cloudy)
     assert torch.equal(black_score, dark_score)
+    cloudy[..., 1:2, :] = 0.03  # a second row of ground: the correction acts where the tile sees it...
+    own[..., 1:2, :] = 0.05
+    with torch.no_grad():
+        (black_out, _), (black_base2, _) = model(cloudy), model.completion_base(cloudy)
+        (dark_out, _), (dark_base2, _) = dark_only(cloudy), dark_only.completion_base(cloudy)
+    assert float((dark_out - dark_base2)[..., :4, :].abs().max()) > 1e-3
+    assert torch.allclose(black_out, black_base2, atol=1e-6)  # ...but not on black ground
     far = (slice(None), slice(None), slice(24, None), slice(None))  # far from the strip the prior counts most
     assert (black_base[far] < dark_base[far]).all()  # not the display prior's mid-grey...
     assert float((black_base[far] - 0.03).abs().mean()) < 0.5 * float((dark_base[far] - 0.03).abs().mean())  # ...nearer
