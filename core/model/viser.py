@@ -77,6 +77,16 @@ def _per_sample(display: bool | torch.Tensor, for_display, otherwise):
     return torch.where(display.to(for_display.device), for_display, otherwise)
 
 
+def _brightness_ramp(name: str, value) -> tuple[float, float] | None:
+    """``(start, full)`` brightnesses of a ``_ramp_down`` argument, checked (start > full, both in (0, 1))."""
+    if value is None:
+        return None
+    ramp = tuple(float(v) for v in value)
+    if len(ramp) != 2 or not 0.0 < ramp[1] < ramp[0] < 1.0:
+        raise ValueError(f"{name} needs two brightnesses, start > full, in (0, 1), got {value!r}")
+    return ramp
+
+
 def _ramp_down(value: torch.Tensor, start_full: tuple[float, float]) -> torch.Tensor:
     """0 at and above ``start``, 1 at and below ``full`` (< start), linear between."""
     start, full = start_full
@@ -186,18 +196,11 @@ class ViserCR(nn.Module):
             raise ValueError(f"display_fill_threshold must be in (0, 1), got {display_fill_threshold}")
         if fill_holes is not None and (fill_holes < 3 or fill_holes % 2 == 0):
             raise ValueError(f"fill_holes must be an odd width of at least 3 px, got {fill_holes}")
-        if display_dark_ground is not None:
-            display_dark_ground = tuple(float(v) for v in display_dark_ground)
-            if len(display_dark_ground) != 2 or not 0.0 < display_dark_ground[1] < display_dark_ground[0] < 1.0:
-                raise ValueError("display_dark_ground needs two brightnesses, start > full, in (0, 1), "
-                                 f"got {display_dark_ground!r}")
-            if display_fill_threshold is None:
-                raise ValueError("display_dark_ground moves the display gate: give display_fill_threshold too")
+        display_dark_ground = _brightness_ramp("display_dark_ground", display_dark_ground)
+        if display_dark_ground is not None and display_fill_threshold is None:
+            raise ValueError("display_dark_ground moves the display gate: give display_fill_threshold too")
+        display_black_ground = _brightness_ramp("display_black_ground", display_black_ground)
         if display_black_ground is not None:
-            display_black_ground = tuple(float(v) for v in display_black_ground)
-            if len(display_black_ground) != 2 or not 0.0 < display_black_ground[1] < display_black_ground[0] < 1.0:
-                raise ValueError("display_black_ground needs two brightnesses, start > full, in (0, 1), "
-                                 f"got {display_black_ground!r}")
             if ground_prior is None:
                 raise ValueError("display_black_ground chooses between the ground priors: give ground_prior and "
                                  "display_ground_prior too")
