@@ -1655,6 +1655,8 @@ def _use_radiometry(model, radiometry: str, callbacks: _Callbacks, cloud_thresho
                 f"it takes what {model.fill_threshold:g} would." if getattr(model, "display_dark_ground", None) else "")
         black = (" Where it is black and a tile sees almost no ground, the fill falls back on dark ground, not "
                  "mid-grey." if getattr(model, "display_black_ground", None) else "")
+        if getattr(model, "display_black_cloud", None):
+            black += " On black ground, what is far brighter than the ground counts as cloud from a low score."
         callbacks.say(f"8-bit display imagery: the fill takes pixels of cloud score above {display_threshold:g} "
                       f"(reflectance input: {model.fill_threshold:g}), so bright clear ground is kept.{saturated}{dark}{black}")
     return default

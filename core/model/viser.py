@@ -57,6 +57,11 @@ DARK_GROUND_BRIGHTER = (0.03, 0.08)
 # mid-grey ground is what a stretch makes of clear ground, not what such an export leaves of it. The learned
 # correction fades there: no such export is in its training data. The score is not touched (raising dark pixels
 # there as well called half the clear ground of a real Landsat 5 export cloud)
+# display_black_cloud: on such a tile a pixel far brighter than that ground (by display_black_cloud[0], fully by
+# [1]) is raised by the two gates' difference once more, so the display gate takes it from about a tenth of the
+# score: the clouds set the stretch, and ground that much brighter than nine tenths of the tile's is rare, while
+# a cloud's inner parts that the score calls half cloud would otherwise feed the fill as ground. Dark ground the
+# score calls half cloud (a real Landsat 5 export) is not that much brighter, so it keeps its score
 
 
 def _per_scale(value, name: str, count: int = SCALES) -> list[int]:
@@ -84,6 +89,16 @@ def _brightness_ramp(name: str, value) -> tuple[float, float] | None:
     ramp = tuple(float(v) for v in value)
     if len(ramp) != 2 or not 0.0 < ramp[1] < ramp[0] < 1.0:
         raise ValueError(f"{name} needs two brightnesses, start > full, in (0, 1), got {value!r}")
+    return ramp
+
+
+def _brighter_ramp(name: str, value) -> tuple[float, float] | None:
+    """``(start, full)`` brightness differences of a rising ramp, checked (0 < start < full < 1)."""
+    if value is None:
+        return None
+    ramp = tuple(float(v) for v in value)
+    if len(ramp) != 2 or not 0.0 < ramp[0] < ramp[1] < 1.0:
+        raise ValueError(f"{name} needs two brightness differences, start < full, in (0, 1), got {value!r}")
     return ramp
 
 
@@ -167,6 +182,7 @@ class ViserCR(nn.Module):
         fill_holes: int | None = None,
         display_dark_ground=None,
         display_black_ground=None,
+        display_black_cloud=None,
     ):
         super().__init__()
         if residual_base not in RESIDUAL_BASES:
@@ -204,6 +220,10 @@ class ViserCR(nn.Module):
             if ground_prior is None:
                 raise ValueError("display_black_ground chooses between the ground priors: give ground_prior and "
                                  "display_ground_prior too")
+        display_black_cloud = _brighter_ramp("display_black_cloud", display_black_cloud)
+        if display_black_cloud is not None and (display_black_ground is None or display_dark_ground is None):
+            raise ValueError("display_black_cloud raises the score on black-ground tiles: give display_black_ground "
+                             "and display_dark_ground too")
         self._arch = dict(
             in_bands=int(in_bands),
             out_bands=int(out_bands),
@@ -263,6 +283,9 @@ class ViserCR(nn.Module):
         if display_black_ground is not None:  # recorded only when set, as display_dark_ground
             self._arch["display_black_ground"] = list(display_black_ground)
         self.display_black_ground = display_black_ground
+        if display_black_cloud is not None:  # recorded only when set, as display_black_ground
+            self._arch["display_black_cloud"] = list(display_black_cloud)
+        self.display_black_cloud = display_black_cloud
         self._display: bool | torch.Tensor = False  # use_radiometry()
         self.mask_adds = False  # use_mask_mode(): a user's cloud mask adds to the own score instead of replacing it
         self.residual_base = residual_base
@@ -519,7 +542,8 @@ class ViserCR(nn.Module):
         else:
             correction = self._decode(skips, scores)
         measured = self._with_saturation(ref, self._score_map(scores, ref.shape[-2:]))
-        score = self._with_shadows(ref, self._with_dark_ground(ref, measured))
+        raised, black = self._display_raises(ref, measured)
+        score = self._with_shadows(ref, raised)
         weight = self.cloud_weight(score) if cloud is None else self._users_cloud(cloud, score)
         own_score = cloud is None or self.mask_adds
         if prior is None and not self.has_ground_prior:
@@ -527,7 +551,6 @@ class ViserCR(nn.Module):
         support = _own_support(weight)
         if prior is not None:
             prior = (prior, PRIOR_WEIGHT * (1.0 - support))
-        black = self._black_ground(ref, measured)
         ground = self._ground(b, black)
         base = self._residual(ref, weight, context, own_score=own_score, prior=prior, ground=ground)
         if black is not None:  # such exports are not in the training data: the classical completion alone
@@ -673,10 +696,33 @@ class ViserCR(nn.Module):
 
     def _display_score(self, images: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
         """The score ``(B, 1, H, W)`` as the gate takes it on 8-bit display imagery ``images`` (B, C, H, W): the
-        saturation test, then the dark-ground test. Reflectance samples are left as they are."""
-        return self._with_dark_ground(images, self._with_saturation(images, score))
+        saturation test, then the dark-ground and black-cloud tests. Reflectance samples are left as they are."""
+        return self._display_raises(images, self._with_saturation(images, score))[0]
 
-    def _with_dark_ground(self, images: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    def _display_raises(self, images: torch.Tensor, measured: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(score, black)``: ``measured`` raised by the dark-ground and black-cloud tests, and how black each
+        tile's clear ground is (``_black_ground``). The tile's clear ground is measured once for both."""
+        clear_ground = None
+        if (self.display_dark_ground is not None or self.display_black_ground is not None) and measured.shape[0]:
+            if self._display_of(images.shape[0]) is not False:
+                clear_ground = self._clear_ground(images, measured)
+        score = self._with_dark_ground(images, measured, clear_ground)
+        black = self._black_ground(images, measured, clear_ground)
+        return self._with_black_cloud(score, black, clear_ground), black
+
+    def _with_black_cloud(self, score: torch.Tensor, black: torch.Tensor | None, clear_ground) -> torch.Tensor:
+        """``display_black_cloud`` ``(start, full)``: on a black-ground display tile (``black``), the score of a
+        pixel brighter than the tile's clear ground by more than ``start`` (fully by ``full``) is raised by the
+        two gates' difference once more (the dark-ground test has raised it once)."""
+        if self.display_black_cloud is None or black is None or clear_ground is None:
+            return score
+        ground, brightness = clear_ground
+        start, full = self.display_black_cloud
+        brighter = ((brightness - ground - start) / (full - start)).clamp(0.0, 1.0)
+        lift = self.display_fill_threshold - self.fill_threshold
+        return (score + (black * lift * brighter).to(score.dtype)).clamp(max=1.0)
+
+    def _with_dark_ground(self, images: torch.Tensor, score: torch.Tensor, clear_ground=None) -> torch.Tensor:
         """``display_dark_ground`` ``(start, full)``: the display gate is stricter than the reflectance gate
         because a stretch makes bright clear ground look like cloud. Where the clouds set the stretch (a
         real export of a cloudy scene), the ground is pushed down and a cloud's thinner parts sit mid-grey,
@@ -692,7 +738,7 @@ class ViserCR(nn.Module):
         lift = self.display_fill_threshold - self.fill_threshold
         if display is False or lift <= 0.0:  # reflectance, or one gate for both (a user's threshold)
             return score
-        ground, brightness = self._clear_ground(images, score)
+        ground, brightness = clear_ground or self._clear_ground(images, score)
         dark = _ramp_down(ground, self.display_dark_ground)
         width = 4.0 / self.fill_gain  # the gate's half width: sigmoid(4) = 0.98
         in_gate = ((score - (self.fill_threshold - 2.0 * width)) / width).clamp(0.0, 1.0)
@@ -716,7 +762,7 @@ class ViserCR(nn.Module):
         enough = clear.flatten(1).float().mean(dim=1).reshape(-1, 1, 1, 1) >= DARK_GROUND_MIN_CLEAR
         return torch.where(enough, ground, torch.ones_like(ground)), brightness
 
-    def _black_ground(self, images: torch.Tensor, score: torch.Tensor) -> torch.Tensor | None:
+    def _black_ground(self, images: torch.Tensor, score: torch.Tensor, clear_ground=None) -> torch.Tensor | None:
         """``(B, 1, 1, 1)`` in [0, 1]: how black each display tile's clear ground is (``display_black_ground``;
         0 on reflectance samples), or None where the model has no such test or the batch is all reflectance. As
         far as it is, the fill falls back on the reflectance ground prior and the learned correction fades."""
@@ -725,7 +771,7 @@ class ViserCR(nn.Module):
         display = self._display_of(images.shape[0])
         if display is False:
             return None
-        black = _ramp_down(self._clear_ground(images, score)[0], self.display_black_ground)
+        black = _ramp_down((clear_ground or self._clear_ground(images, score))[0], self.display_black_ground)
         return black if display is True else black * display.to(black.dtype)
 
     def _with_saturation(self, images: torch.Tensor, score: torch.Tensor) -> torch.Tensor:

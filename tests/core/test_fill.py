@@ -422,6 +422,51 @@ def test_on_display_imagery_with_black_ground_the_fill_falls_back_on_the_reflect
         ViserCR(**TINY, residual_base="fill", display_black_ground=(0.09, 0.07))
 
 
+def _black_ground_tile(ground: float, inner: float = 0.5, inner_score: float = 0.25):
+    """An 8-bit tile of flat ground with a small bright patch (6 % of it: a cloud's inner part) that the score
+    calls hardly cloud (``inner_score``, below both gates), so the patch is not enough of the tile's clear ground
+    to set its brightness."""
+    x = torch.full((1, 4, 32, 32), ground)
+    x[..., 12:20, 12:20] = inner
+    score = torch.full((1, 1, 32, 32), 0.05)
+    score[..., 12:20, 12:20] = inner_score
+    return x, score
+
+
+def test_on_black_ground_a_pixel_far_brighter_than_the_ground_is_cloud_from_a_low_score():
+    """``display_black_cloud``: on a display tile whose clear ground is black (the clouds set the stretch), a
+    cloud's inner part that the score calls hardly cloud (0.25, below both gates) but that is far brighter than
+    the ground is raised above the display gate, so it is filled instead of feeding the fill as ground. Dark
+    ground a little brighter than the rest, bright ground (a tile whose stretch the ground set) and reflectance
+    input keep their scores."""
+    priors = dict(ground_prior=[0.08, 0.1, 0.12, 0.2], display_ground_prior=[0.3, 0.35, 0.3, 0.45])
+    gates = dict(residual_base="fill", upsample="bilinear", fill_threshold=0.35, display_fill_threshold=0.6,
+                 display_dark_ground=(0.15, 0.10), display_black_ground=(0.09, 0.07), **priors)
+    model = ViserCR(**TINY, **gates, display_black_cloud=(0.10, 0.20)).eval()
+    black_only = ViserCR(**TINY, **gates).eval()
+    assert model.arch["display_black_cloud"] == [0.10, 0.20] and "display_black_cloud" not in black_only.arch
+    for net in (model, black_only):
+        net.use_radiometry(True)
+    x, score = _black_ground_tile(ground=0.03)  # the patch is 0.47 brighter than the ground
+    raised = model._display_score(x, score)
+    patch = (..., slice(12, 20), slice(12, 20))
+    assert torch.allclose(black_only._display_score(x, score)[patch], torch.tensor(0.50))  # the dark-ground raise
+    assert torch.allclose(raised[patch], torch.tensor(0.75))  # 0.25 + 0.25 + 0.25: above the display gate
+    assert torch.equal(raised[..., :8, :], score[..., :8, :])  # the clear ground keeps its score
+    assert bool((model.cloud_weight(raised)[patch] > 0.98).all())
+    dim = _black_ground_tile(ground=0.03, inner=0.03 + 0.09)  # hardly brighter than the ground: dark-ground raise only
+    assert torch.equal(model._display_score(*dim), black_only._display_score(*dim))
+    bright = _black_ground_tile(ground=0.3, inner=0.9)  # ground that set the stretch: not black
+    assert torch.equal(model._display_score(*bright), bright[1])
+    model.use_radiometry(False)
+    assert torch.equal(model._display_score(x, score), score)
+    with pytest.raises(ValueError, match="display_black_cloud needs"):
+        ViserCR(**TINY, **gates, display_black_cloud=(0.2, 0.1))
+    no_black = {k: v for k, v in gates.items() if k != "display_black_ground"}
+    with pytest.raises(ValueError, match="give display_black_ground"):
+        ViserCR(**TINY, **no_black, display_black_cloud=(0.10, 0.20))
+
+
 def test_every_dates_cloud_weight_is_its_own_score_through_the_gate():
     torch.manual_seed(0)
     dates = torch.rand(2, 5, 4, 32, 40)
