@@ -82,23 +82,16 @@ def _per_sample(display: bool | torch.Tensor, for_display, otherwise):
     return torch.where(display.to(for_display.device), for_display, otherwise)
 
 
-def _brightness_ramp(name: str, value) -> tuple[float, float] | None:
-    """``(start, full)`` brightnesses of a ``_ramp_down`` argument, checked (start > full, both in (0, 1))."""
+def _brightness_ramp(name: str, value, rising: bool = False) -> tuple[float, float] | None:
+    """``(start, full)`` brightnesses of a ``_ramp_down`` argument (start > full), or of a ``_ramp_up`` one
+    (``rising``: start < full), both in (0, 1), checked."""
     if value is None:
         return None
     ramp = tuple(float(v) for v in value)
-    if len(ramp) != 2 or not 0.0 < ramp[1] < ramp[0] < 1.0:
-        raise ValueError(f"{name} needs two brightnesses, start > full, in (0, 1), got {value!r}")
-    return ramp
-
-
-def _brighter_ramp(name: str, value) -> tuple[float, float] | None:
-    """``(start, full)`` brightness differences of a rising ramp, checked (0 < start < full < 1)."""
-    if value is None:
-        return None
-    ramp = tuple(float(v) for v in value)
-    if len(ramp) != 2 or not 0.0 < ramp[0] < ramp[1] < 1.0:
-        raise ValueError(f"{name} needs two brightness differences, start < full, in (0, 1), got {value!r}")
+    low, high = (ramp[0], ramp[1]) if rising else (ramp[-1], ramp[0])
+    if len(ramp) != 2 or not 0.0 < low < high < 1.0:
+        order = "start < full" if rising else "start > full"
+        raise ValueError(f"{name} needs two brightnesses, {order}, in (0, 1), got {value!r}")
     return ramp
 
 
@@ -106,6 +99,12 @@ def _ramp_down(value: torch.Tensor, start_full: tuple[float, float]) -> torch.Te
     """0 at and above ``start``, 1 at and below ``full`` (< start), linear between."""
     start, full = start_full
     return ((start - value) / (start - full)).clamp(0.0, 1.0)
+
+
+def _ramp_up(value: torch.Tensor, start_full: tuple[float, float]) -> torch.Tensor:
+    """0 at and below ``start``, 1 at and above ``full`` (> start), linear between."""
+    start, full = start_full
+    return ((value - start) / (full - start)).clamp(0.0, 1.0)
 
 
 def _own_support(cloud: torch.Tensor) -> torch.Tensor:
@@ -220,7 +219,7 @@ class ViserCR(nn.Module):
             if ground_prior is None:
                 raise ValueError("display_black_ground chooses between the ground priors: give ground_prior and "
                                  "display_ground_prior too")
-        display_black_cloud = _brighter_ramp("display_black_cloud", display_black_cloud)
+        display_black_cloud = _brightness_ramp("display_black_cloud", display_black_cloud, rising=True)
         if display_black_cloud is not None and (display_black_ground is None or display_dark_ground is None):
             raise ValueError("display_black_cloud raises the score on black-ground tiles: give display_black_ground "
                              "and display_dark_ground too")
@@ -717,8 +716,7 @@ class ViserCR(nn.Module):
         if self.display_black_cloud is None or black is None or clear_ground is None:
             return score
         ground, brightness = clear_ground
-        start, full = self.display_black_cloud
-        brighter = ((brightness - ground - start) / (full - start)).clamp(0.0, 1.0)
+        brighter = _ramp_up(brightness - ground, self.display_black_cloud)
         lift = self.display_fill_threshold - self.fill_threshold
         return (score + (black * lift * brighter).to(score.dtype)).clamp(max=1.0)
 
@@ -742,8 +740,7 @@ class ViserCR(nn.Module):
         dark = _ramp_down(ground, self.display_dark_ground)
         width = 4.0 / self.fill_gain  # the gate's half width: sigmoid(4) = 0.98
         in_gate = ((score - (self.fill_threshold - 2.0 * width)) / width).clamp(0.0, 1.0)
-        low, high = DARK_GROUND_BRIGHTER
-        brighter = ((brightness - ground - low) / (high - low)).clamp(0.0, 1.0)
+        brighter = _ramp_up(brightness - ground, DARK_GROUND_BRIGHTER)
         raised = (score + (dark * lift * brighter).to(score.dtype) * in_gate).clamp(max=1.0)
         return _per_sample(display, raised, score)
 
