@@ -156,11 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     remove = commands.add_parser("remove-clouds", help="fill clouds in a raster (or a stack of dates)")
     _engine_options(remove)
-    remove.add_argument("--keep-clear", action="store_true",
+    remove.add_argument("--keep-clear", action=argparse.BooleanOptionalAction, default=True,
                         help="keep the input where it is clear (score below the gate the fill used, or by "
-                             "--cloud-mask), the model's output where cloudy")
+                             "--cloud-mask), the model's output where cloudy (default; --no-keep-clear lets the "
+                             "model's correction change clear pixels too)")
     remove.add_argument("--cloud-mask", nargs="+", metavar="PATH",
-                        help="raster marking clouds for --keep-clear (non-zero = cloud, or see --cloud-mask-type); "
+                        help="raster marking clouds for keep-clear (non-zero = cloud, or see --cloud-mask-type); "
                              "for a stack, the reference's mask, or one per INPUT in the same order (each date's "
                              "mask then decides which of its pixels the fill may take)")
     add_mask_value_options(remove)

@@ -90,7 +90,8 @@ class CloudRemovalRequest:
     precision: str = "fp32"             # fp32 | bf16 | fp16 | auto: autocast on CUDA (the CPU runs fp32)
     overlap_io: bool | None = None      # read / write in their own threads; None: on a GPU only
     threads: int | None = None          # torch CPU threads
-    keep_clear: bool = False            # keep input pixels where clear (score or cloud_mask)
+    keep_clear: bool = True             # keep input pixels where clear (score or cloud_mask); level on validation,
+                                        # and a model that repaints unfamiliar clear ground cannot touch it
     cloud_mask: str | Path | None = None  # raster whose first band marks the clouds (see cloud_mask_type)
     cloud_mask_type: str = mask_codes.DEFAULT_ENCODING  # which values are cloud: core.mask_codes.ENCODINGS
     cloud_mask_buffer: int = 0          # pixels the mask's clouds are grown by (their thin rims)
@@ -153,7 +154,7 @@ def _validate_request(request: CloudRemovalRequest) -> None:
     if request.source_dates_output is not None and request.output is None:
         raise InputError("the source-date raster comes with a cloud-free output: give an output path too.")
     if (request.cloud_mask is not None or request.cloud_masks) and not request.keep_clear:
-        raise InputError("a cloud mask is used by keep-clear mode: add --keep-clear (or drop the mask).")
+        raise InputError("a cloud mask is used by keep-clear mode: leave keep-clear on (drop --no-keep-clear), or drop the mask.")
     if request.cloud_masks is not None:
         _check_date_masks(request)
     mask_codes.encoding(request.cloud_mask_type)

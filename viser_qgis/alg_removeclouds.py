@@ -46,8 +46,8 @@ class RemoveCloudsAlgorithm(RemovalAlgorithm):
                "SENSOR 'auto' recognises the sensor from the band count, data type and metadata and says which "
                "preset it took; pick the preset yourself when it cannot tell."),
             bands_help(), model_help(),
-            tr("Keep clear pixels: copy the input where it is clear (where the model's cloud score is below the "
-               "gate its fill used: 0.35 on reflectance, 0.6 on 8-bit imagery, or CLOUD_THRESHOLD; or by "
+            tr("Keep clear pixels (on by default): copy the input where it is clear (where the model's cloud score "
+               "is below the gate its fill used: 0.35 on reflectance, 0.6 on 8-bit imagery, or CLOUD_THRESHOLD; or by "
                "CLOUD_MASK where given) and only fill the clouds."),
             mask_help("CLOUD_MASK"),
             advanced_help(), choices_help(),
@@ -62,7 +62,7 @@ class RemoveCloudsAlgorithm(RemovalAlgorithm):
         self.add_sensor_parameters(self.INPUT)
         self.add_model_parameters()
         self.addParameter(
-            QgsProcessingParameterBoolean(self.KEEP_CLEAR, tr("Keep clear pixels (fill only the clouds)"), False)
+            QgsProcessingParameterBoolean(self.KEEP_CLEAR, tr("Keep clear pixels (fill only the clouds)"), True)
         )
         self.addParameter(
             QgsProcessingParameterRasterLayer(

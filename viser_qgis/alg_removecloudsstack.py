@@ -61,8 +61,8 @@ class RemoveCloudsStackAlgorithm(RemovalAlgorithm):
                "onto the reference grid with RESAMPLING; they must overlap it. With qgis_process give each "
                "date with its own INPUTS=path."),
             bands_help(stack=True), model_help(),
-            tr("Keep clear pixels: copy the reference where it is clear and only fill the clouds. CLOUD_MASKS "
-               "(optional, with Keep clear pixels): one cloud mask per date, in the order of INPUTS (each date's "
+            tr("Keep clear pixels (on by default): copy the reference where it is clear and only fill the clouds. "
+               "CLOUD_MASKS (optional, with Keep clear pixels): one cloud mask per date, in the order of INPUTS (each date's "
                "quality band: every date's mask then decides which of its pixels the fill may take, instead of "
                "the model's score of that date), or one mask, the reference's."),
             mask_help("CLOUD_MASKS"),
@@ -94,7 +94,7 @@ class RemoveCloudsStackAlgorithm(RemovalAlgorithm):
         self.add_sensor_parameters(self.REFERENCE)
         self.add_model_parameters()
         self.addParameter(
-            QgsProcessingParameterBoolean(self.KEEP_CLEAR, tr("Keep clear pixels (fill only the clouds)"), False)
+            QgsProcessingParameterBoolean(self.KEEP_CLEAR, tr("Keep clear pixels (fill only the clouds)"), True)
         )
         self.addParameter(
             QgsProcessingParameterMultipleLayers(

@@ -676,7 +676,7 @@ class ViserDockWidget(QDockWidget):
         self._set_combo(self.model_combo, s.value(SETTINGS_PREFIX + "model", AUTO_MODEL))
         self.model_file.setFilePath(s.value(SETTINGS_PREFIX + "model_file", "") or "")
         self.tile_spin.setValue(int(s.value(SETTINGS_PREFIX + "tile_size", 0) or 0))
-        self.keep_clear_check.setChecked(str(s.value(SETTINGS_PREFIX + "keep_clear", "false")).lower() == "true")
+        self.keep_clear_check.setChecked(str(s.value(SETTINGS_PREFIX + "keep_clear", "true")).lower() == "true")
         self._set_combo(self.mask_type_combo, s.value(SETTINGS_PREFIX + "cloud_mask_type", mask_codes.DEFAULT_ENCODING))
         self.mask_buffer_spin.setValue(int(s.value(SETTINGS_PREFIX + "cloud_mask_buffer", 0) or 0))
         self.mask_add_check.setChecked(str(s.value(SETTINGS_PREFIX + "cloud_mask_add", "false")).lower() == "true")

@@ -78,7 +78,7 @@ def messages_to_feedback(feedback: QgsProcessingFeedback) -> Iterator[None]:
 # The engine words its advice for the command line; in QGIS the same options are parameters.
 _CLI_OPTIONS = {
     "sensor": "SENSOR", "bands": "BANDS", "scale": "SCALE", "offset": "OFFSET", "device": "DEVICE",
-    "keep-clear": "KEEP_CLEAR", "cloud-mask": "CLOUD_MASK", "cloud-mask-type": "CLOUD_MASK_TYPE",
+    "keep-clear": "KEEP_CLEAR", "no-keep-clear": "KEEP_CLEAR=false", "cloud-mask": "CLOUD_MASK", "cloud-mask-type": "CLOUD_MASK_TYPE",
     "cloud-mask-buffer": "CLOUD_MASK_BUFFER", "cloud-mask-mode": "CLOUD_MASK_MODE", "tile-size": "TILE_SIZE", "overlap": "OVERLAP",
     "model": "MODEL_FILE", "tta": "TTA", "reference": "REFERENCE", "resampling": "RESAMPLING",
     "cog": "COG", "score": "SCORE", "score-out": "SCORE", "uncertainty": "UNCERTAINTY",

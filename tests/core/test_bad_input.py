@@ -287,7 +287,7 @@ def test_bad_tile_size(work, tiny_models_dir):
 
 
 def test_cloud_mask_without_keep_clear(work, tiny_models_dir):
-    expect(work, InputError, "--keep-clear", ["rgbn8_96.tif"], models_dir=tiny_models_dir,
+    expect(work, InputError, "--no-keep-clear", ["rgbn8_96.tif"], models_dir=tiny_models_dir, keep_clear=False,
            cloud_mask=work.folder / "rgbn8_96.tif")
 
 

@@ -167,7 +167,7 @@ def test_resume_redoes_truncated_outputs_and_changed_requests(scenes_dir, tmp_pa
         assert dst.read().shape == (4, SIZE, SIZE)
 
     jobs = make_jobs(plan_scenes([scenes_dir / "c_T32ULC.tif"]),
-                     scene_request(tiny_models_dir, out_dir, keep_clear=True))
+                     scene_request(tiny_models_dir, out_dir, keep_clear=False))
     report = run_batch(jobs, client)
     assert [r.status for r in report.results] == ["done"]  # another request: processed again
 
@@ -262,8 +262,8 @@ def test_cli_batch_reads_each_scenes_quality_band_as_its_cloud_mask(scenes_dir, 
     with rasterio.open(scenes_dir / "a_T31TBG.tif") as src, rasterio.open(out_dir / "a_T31TBG.tif") as out:
         assert json.loads(out.tags()["VISER_CR_REQUEST"])["cloud_mask"]["path"].endswith("a_T31TBG_SCL.tif")
         assert json.loads(out.tags()["VISER_CR_REQUEST"])["cloud_mask_type"] == "sentinel2-scl"
-    assert main([a for a in args if a != "--keep-clear"]) == 2
-    assert "add --keep-clear" in capsys.readouterr().err
+    assert main(["--no-keep-clear" if a == "--keep-clear" else a for a in args]) == 2
+    assert "drop --no-keep-clear" in capsys.readouterr().err
     assert main([*args[:-6], "--cloud-mask-pattern", "{folder}/{stem}.tif"]) == 2
     assert "use {dir} and {stem} only" in capsys.readouterr().err
 

@@ -35,6 +35,17 @@ def test_remove_clouds(s2, tmp_path, tiny_models_dir, capsys):
     assert "Thin cirrus" not in capsys.readouterr().err
 
 
+def test_keep_clear_is_the_default(s2, tmp_path, tiny_models_dir, monkeypatch):
+    """Keep-clear is on unless --no-keep-clear (level on validation; unfamiliar clear ground stays as it is)."""
+    requests = []
+    monkeypatch.setattr(pipeline, "remove_clouds", lambda request, progress=None: requests.append(request))
+    args = ["remove-clouds", s2, "-o", str(tmp_path / "out.tif"), "--models-dir", str(tiny_models_dir), "-q"]
+    main(args)
+    main([*args, "--no-keep-clear"])
+    main([*args, "--keep-clear"])
+    assert [r.keep_clear for r in requests] == [True, False, True]
+
+
 def test_cloud_mask_type_reaches_the_run(s2, tmp_path, tiny_models_dir, capsys):
     """--cloud-mask-type reads the mask as a product's quality band: a QA_PIXEL band given as an SCL band is
     refused naming both; an unknown type is a usage error listing the types."""

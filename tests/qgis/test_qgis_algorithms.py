@@ -246,8 +246,8 @@ def test_bad_device_and_options(fixtures_dir, tiny_rgbn, tmp_path):
          "DEVICE")
     _bad("viser:removeclouds", {"INPUT": source, "MODEL_FILE": tiny_rgbn, "CREATION_OPTIONS": "DEFLATE",
                                 "OUTPUT": out}, "KEY=VALUE")
-    _bad("viser:removeclouds", {"INPUT": source, "MODEL_FILE": tiny_rgbn, "CLOUD_MASK": source, "OUTPUT": out},
-         "KEEP_CLEAR")
+    _bad("viser:removeclouds", {"INPUT": source, "MODEL_FILE": tiny_rgbn, "CLOUD_MASK": source, "KEEP_CLEAR": False,
+                                "OUTPUT": out}, "KEEP_CLEAR")
 
 
 def test_evaluate_grid_mismatch(fixtures_dir):
@@ -343,6 +343,15 @@ def test_removeclouds_takes_the_users_cloud_threshold_and_says_what_it_called_cl
     with pytest.raises(QgsProcessingException):
         run("viser:removeclouds", dict(params, CLOUD_THRESHOLD=1.5, OUTPUT=str(tmp_path / "never.tif")))
     assert not (tmp_path / "never.tif").exists()
+
+
+@pytest.mark.parametrize("algorithm_id", ["viser:removeclouds", "viser:removecloudsstack"])
+def test_keep_clear_is_on_by_default(provider, algorithm_id):
+    from qgis.core import QgsApplication
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)
+    assert alg.parameterDefinition("KEEP_CLEAR").defaultValue() is True
+    assert "on by default" in alg.shortHelpString()
 
 
 @pytest.mark.parametrize("fill", [True, False, None])

@@ -201,6 +201,6 @@ def test_a_plugin_error_is_logged_once(provider, fixtures_dir, tiny_rgbn, tmp_pa
     with message_log() as messages:
         with pytest.raises(QgsProcessingException, match="CLOUD_MASK"):
             run("viser:removeclouds", {"INPUT": str(fixtures_dir / "s2l1c_cloudy_96.tif"), "MODEL_FILE": tiny_rgbn,
-                                       "CLOUD_MASK": str(fixtures_dir / "s2l1c_cloudy_96.tif"),
+                                       "CLOUD_MASK": str(fixtures_dir / "s2l1c_cloudy_96.tif"), "KEEP_CLEAR": False,
                                        "OUTPUT": str(tmp_path / "o.tif")})
     assert len([m for m in messages if m[1] == 2 and "CLOUD_MASK" in m[2]]) == 1, messages

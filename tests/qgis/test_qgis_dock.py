@@ -89,7 +89,9 @@ def test_dock_keeps_clear_pixels_by_a_quality_band(dock, cloudy_layer, tiny_rgbn
     assert dock.mask_type_combo.currentText() == "nonzero"
     dock.mask_combo.setLayer(mask_layer)  # its product name sets Mask values
     assert dock.mask_type_combo.currentText() == "sentinel2-scl"
-    assert dock.mask_panel.isHidden() and "CLOUD_MASK" not in dock.parameters()[1]  # keep-clear off
+    assert dock.keep_clear_check.isChecked() and not dock.mask_panel.isHidden()  # keep-clear on by default
+    dock.keep_clear_check.setChecked(False)
+    assert dock.mask_panel.isHidden() and "CLOUD_MASK" not in dock.parameters()[1]  # keep-clear off: no mask
     dock.keep_clear_check.setChecked(True)
     assert not dock.mask_panel.isHidden()
     params = dock.parameters()[1]
@@ -212,6 +214,7 @@ def test_dock_stack_takes_one_cloud_mask_per_date(dock, fixtures_dir, tiny_stack
     dock.stack_check.setChecked(True)
     dock.set_stack_layers(dates)
     dock.model_file.setFilePath(tiny_stack)
+    dock.keep_clear_check.setChecked(False)
     assert dock.mask_panel.isHidden()  # keep-clear off
     dock.keep_clear_check.setChecked(True)
     assert not dock.mask_panel.isHidden() and dock.mask_combo.isHidden() and not dock.date_masks_panel.isHidden()

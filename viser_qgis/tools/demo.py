@@ -12,7 +12,7 @@ to this checkout, with the venv's site-packages (torch) on QGIS's ``PYTHONPATH``
 (default bundled model: the sensor preset and ``select_model`` pick it), then writes
 ``demo-output/<name>-before-after.png`` (cloudy | output | cloud score) and prints where both are.
 
-    python viser_qgis/tools/demo.py [--input TIF] [--output-dir demo-output] [--keep-clear]
+    python viser_qgis/tools/demo.py [--input TIF] [--output-dir demo-output] [--no-keep-clear]
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="demo", description=__doc__.splitlines()[0])
     ap.add_argument("--input", default=str(SAMPLE))
     ap.add_argument("--output-dir", default=str(REPO / "demo-output"))
-    ap.add_argument("--keep-clear", action="store_true", help="fill only the clouds (KEEP_CLEAR=true)")
+    ap.add_argument("--keep-clear", action=argparse.BooleanOptionalAction, default=True,
+                    help="fill only the clouds (KEEP_CLEAR, the default; --no-keep-clear lets the model change clear pixels)")
     args = ap.parse_args(argv)
     if not Path(QGIS_PROCESS).exists():
         raise SystemExit(f"demo: {QGIS_PROCESS} not found: run make setup (it installs QGIS)")
@@ -139,9 +140,8 @@ def main(argv=None) -> int:
         # QGIS/GDAL write statistics beside a raster they read (.aux.xml): keep the shipped sample clean
         work = root / src.name
         shutil.copyfile(src, work)
-        params = [f"INPUT={work}", f"OUTPUT={output}", f"SCORE={score}"]
-        if args.keep_clear:
-            params.append("KEEP_CLEAR=true")
+        params = [f"INPUT={work}", f"OUTPUT={output}", f"SCORE={score}",
+                  f"KEEP_CLEAR={'true' if args.keep_clear else 'false'}"]
         t0 = time.time()
         proc = run(["--json", "run", "viser:removeclouds", "--", *params], env, root)
         seconds = time.time() - t0
