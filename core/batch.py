@@ -17,7 +17,6 @@ by the QGIS plugin.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import glob
@@ -663,9 +662,6 @@ def add_arguments(parser) -> None:
                         help="local workers (default: one per GPU, or one per 2 CPU cores)")
     parser.add_argument("--manifest", type=Path, help=f"JSON manifest (default: OUT_DIR/{MANIFEST})")
     parser.add_argument("--force", action="store_true", help="process scenes again even if complete")
-    parser.add_argument("--keep-clear", action=argparse.BooleanOptionalAction, default=True,
-                        help="keep the input where it is clear, the model's output where cloudy (default; "
-                             "--no-keep-clear lets the model change clear pixels too)")
     parser.add_argument("--cloud-mask-pattern", metavar="PATTERN",
                         help="each input file's cloud mask for keep-clear: a path made from the file with {dir} "
                              "(its folder) and {stem} (its name without extension), e.g. '{dir}/{stem}_QA_PIXEL.TIF'; "
@@ -751,6 +747,8 @@ def _fit_requests_to_workers(jobs: list[Job], plans: list[WorkerPlan], threads: 
 
 def _scene_args(args, scene: Scene, out_dir: Path):
     """The remove-clouds namespace of one scene: its inputs, its output paths and its cloud mask."""
+    import argparse
+
     paths = product_paths(out_dir, scene.name, args.score, args.uncertainty, args.source_dates)
     masks = [scene_mask(args.cloud_mask_pattern, path) for path in scene.inputs] if args.cloud_mask_pattern else None
     return argparse.Namespace(**{**vars(args), "inputs": [str(p) for p in scene.inputs],

@@ -136,6 +136,14 @@ def add_cloud_options(parser: argparse.ArgumentParser) -> None:
                         help="leave cloud shadows as they are (models with the shadow test fill them by default)")
 
 
+def add_keep_clear_option(parser: argparse.ArgumentParser) -> None:
+    """remove-clouds' and batch's --keep-clear / --no-keep-clear (on by default)."""
+    parser.add_argument("--keep-clear", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep the input where it is clear (score below the gate the fill used, or by the "
+                             "cloud mask), the model's output where cloudy (default; --no-keep-clear lets the "
+                             "model's correction change clear pixels too)")
+
+
 def add_mask_value_options(parser: argparse.ArgumentParser) -> None:
     """How the user's cloud masks are read (remove-clouds' --cloud-mask, batch's --cloud-mask-pattern)."""
     parser.add_argument("--cloud-mask-type", default=mask_codes.DEFAULT_ENCODING, choices=list(mask_codes.ENCODINGS),
@@ -156,10 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     remove = commands.add_parser("remove-clouds", help="fill clouds in a raster (or a stack of dates)")
     _engine_options(remove)
-    remove.add_argument("--keep-clear", action=argparse.BooleanOptionalAction, default=True,
-                        help="keep the input where it is clear (score below the gate the fill used, or by "
-                             "--cloud-mask), the model's output where cloudy (default; --no-keep-clear lets the "
-                             "model's correction change clear pixels too)")
+    add_keep_clear_option(remove)
     remove.add_argument("--cloud-mask", nargs="+", metavar="PATH",
                         help="raster marking clouds for keep-clear (non-zero = cloud, or see --cloud-mask-type); "
                              "for a stack, the reference's mask, or one per INPUT in the same order (each date's "
@@ -197,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                     inputs_help="raster files, glob patterns or .txt files listing them; one scene each "
                                 "(or stacks with --stack-by)")
     add_batch_arguments(batch)
+    add_keep_clear_option(batch)
     add_cloud_options(batch)
     add_mask_value_options(batch)
     _common(batch)
