@@ -9,7 +9,9 @@ would give. Per part: the mean PSNR (clean protocol: reflectance clipped to [0, 
 model's output at each threshold and the share of images worse than the cloudy input. Every sample is
 run at the swept threshold whatever its radiometry (8-bit or reflectance), and otherwise as the pipeline
 runs it (``use_radiometry`` from the sample's ``display`` flag): sweep each kind of data on its own, as
-``val-8bit-*.yaml`` does, to choose ``fill_threshold`` and ``display_fill_threshold``.
+``val-8bit-*.yaml`` does, to choose ``fill_threshold`` and ``display_fill_threshold``. As a user's threshold
+does, a swept one moves the gate only: the 8-bit raises of the score stay as the card made them, so the column
+at the card's own gate is the shipped output.
 """
 
 from __future__ import annotations

@@ -164,3 +164,29 @@ def test_the_users_cloud_threshold_moves_the_fill_and_the_run_reports_what_it_ca
         with pytest.raises(InputError, match="cloud threshold must be a number between 0 and 1"):
             remove_clouds(CloudRemovalRequest([source], tmp_path / "never.tif", cloud_threshold=wrong))
     assert not (tmp_path / "never.tif").exists()
+
+
+def test_the_models_own_display_gate_as_a_threshold_changes_nothing_where_the_clouds_set_the_stretch(
+        fixtures_dir, tmp_path):
+    """A threshold moves the gate only: on an 8-bit export whose stretch a bright cloud set (the ground pushed
+    dark, where the score's dark-ground raises apply), the model's own display gate given as a threshold gives
+    the default output and score, pixel for pixel (until 2026-12-03 it turned the raises off: a quarter of
+    this raster's pixels changed, by up to 24 levels)."""
+    import numpy as np
+    import rasterio
+
+    from viser_cr.core.pipeline import CloudRemovalRequest, remove_clouds
+
+    with rasterio.open(fixtures_dir / "s2l1c_cloudy_96.tif") as src:
+        red_green_blue = src.read([4, 3, 2]).astype(float)
+        profile = src.profile
+    profile.update(count=3, dtype="uint8", nodata=None)
+    export = tmp_path / "dark_export.tif"  # stretched 400-6400 DN: a scene's bright cloud set it, the ground is dark
+    with rasterio.open(export, "w", **profile) as dst:
+        dst.write(np.clip((red_green_blue - 400) / 6000 * 255, 0, 255).round().astype("uint8"))
+    for name, threshold in (("default", None), ("own", 0.6)):
+        remove_clouds(CloudRemovalRequest([export], tmp_path / f"{name}.tif", cloud_threshold=threshold,
+                                          score_output=tmp_path / f"{name}-score.tif"))
+    for name in ("{}.tif", "{}-score.tif"):
+        with rasterio.open(tmp_path / name.format("default")) as a, rasterio.open(tmp_path / name.format("own")) as b:
+            np.testing.assert_array_equal(a.read(), b.read())

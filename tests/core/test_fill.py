@@ -327,8 +327,9 @@ def _dark_ground_tile(ground: float, cloud_score: float = 0.45):
 def test_on_display_imagery_with_dark_ground_the_display_gate_takes_what_the_reflectance_gate_would():
     """``display_dark_ground``: where a tile's clear ground is dark (the clouds set the 8-bit stretch), a
     cloud's mid-grey part scoring between the two gates is raised above the display gate; bright ground
-    (the stretch set by the ground), reflectance input, one gate for both (a user's threshold) and a tile
-    with too little clear ground to tell are left as they are; clear ground keeps its score."""
+    (the stretch set by the ground), reflectance input and a tile with too little clear ground to tell are
+    left as they are; clear ground keeps its score. A user's threshold (one gate for both) gates the same raised
+    score: the card's display gate given as a threshold changes nothing."""
     model = ViserCR(**TINY, residual_base="fill", upsample="bilinear", fill_threshold=0.35,
                     display_fill_threshold=0.6, display_dark_ground=(0.15, 0.10)).eval()
     assert model.arch["display_dark_ground"] == [0.15, 0.10]
@@ -364,8 +365,11 @@ def test_on_display_imagery_with_dark_ground_the_display_gate_takes_what_the_ref
     model.use_radiometry(False)
     assert torch.equal(model._display_score(x, score), score)
     model.use_radiometry(True)
-    model.use_fill_threshold(0.5)
-    assert torch.equal(model._display_score(x, score), score)
+    model.use_fill_threshold(0.6)  # a user's threshold equal to the display gate: the same raise
+    assert torch.equal(model._display_score(x, score), raised)
+    model.use_fill_threshold(0.5)  # a lower one gates the same raised score
+    assert torch.equal(model._display_score(x, score), raised)
+    assert torch.equal(model._display_score(*bright), bright[1])
     with pytest.raises(ValueError, match="display_dark_ground"):
         ViserCR(**TINY, residual_base="fill", display_fill_threshold=0.6, display_dark_ground=(0.10, 0.15))
     with pytest.raises(ValueError, match="display_fill_threshold"):
@@ -465,6 +469,30 @@ def test_on_black_ground_a_pixel_far_brighter_than_the_ground_is_cloud_from_a_lo
     no_black = {k: v for k, v in gates.items() if k != "display_black_ground"}
     with pytest.raises(ValueError, match="give display_black_ground"):
         ViserCR(**TINY, **no_black, display_black_cloud=(0.10, 0.20))
+
+
+def test_a_users_threshold_equal_to_the_display_gate_gives_the_default_output_on_8bit_imagery():
+    """A user's cloud threshold sets one gate for both radiometries; on 8-bit display imagery the dark-ground and
+    black-cloud raises keep their lift, so the card's own display gate given as a threshold changes nothing
+    (before, it switched the raises off: the same number gave another output), while a lower one fills more."""
+    priors = dict(ground_prior=[0.08, 0.1, 0.12, 0.2], display_ground_prior=[0.3, 0.35, 0.3, 0.45])
+    model = ViserCR(**TINY, residual_base="fill", upsample="bilinear", fill_threshold=0.35,
+                    display_fill_threshold=0.6, display_dark_ground=(0.15, 0.10), display_black_ground=(0.09, 0.07),
+                    display_black_cloud=(0.10, 0.20), **priors).eval()
+    model.use_radiometry(True)
+    x, score = _black_ground_tile(ground=0.03)
+    with torch.no_grad():
+        default_out, _ = model(x)
+        default_score = model._display_score(x, score)
+        model.use_fill_threshold(0.6)
+        users_out, _ = model(x)
+        assert torch.equal(users_out, default_out)
+        assert torch.equal(model._display_score(x, score), default_score)
+        default_weight = model.cloud_weight(default_score)
+        model.use_fill_threshold(0.3)
+        assert torch.equal(model._display_score(x, score), default_score)  # the score does not follow the gate
+        lower_weight = model.cloud_weight(default_score)
+    assert bool((lower_weight >= default_weight).all()) and float(lower_weight.sum()) > float(default_weight.sum())
 
 
 def test_every_dates_cloud_weight_is_its_own_score_through_the_gate():
