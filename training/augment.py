@@ -5,6 +5,9 @@
   a clip to [0, 1] (an 8-bit display stretch saturates bright clouds the same way).
 * ``train.random_frames``: each batch of a stack uses the first L dates, L uniform in 1..num_frames
   (the reference date is always first), so fewer dates work too.
+* ``train.channel_shuffle``: ``{p, bands: 3}``: the first ``bands`` bands (red, green, blue) of a sample's
+  input(s) and target put in one random order, so that the cloud score cannot lean on a palette: a cloud is
+  near-neutral in every order, ground is not (a false-colour or oddly balanced 8-bit raster is another order).
 """
 
 from __future__ import annotations
@@ -44,6 +47,21 @@ def radiometric(x: torch.Tensor, y: torch.Tensor, cfg: dict) -> tuple[torch.Tens
         v = v.clamp(0, 1)
         keep = shape(on.float(), t)
         return keep * v + (1 - keep) * t
+
+    return apply(x), apply(y)
+
+
+def channel_shuffle(x: torch.Tensor, y: torch.Tensor, cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random order of the first ``cfg["bands"]`` (default 3) bands per sample, the same for input ``x``
+    ((B,C,H,W) or (B,L,C,H,W)) and target ``y`` (B,C,H,W); samples keep their order with probability ``1 - p``."""
+    b, bands = y.shape[0], int(cfg.get("bands", 3))
+    order = torch.stack([torch.randperm(bands) for _ in range(b)])  # (B, bands)
+    on = torch.rand(b) < float(cfg.get("p", 1.0))
+    order = torch.where(on[:, None], order, torch.arange(bands).expand(b, bands))
+
+    def apply(t):
+        index = order.to(t.device).view(b, *([1] * (t.dim() - 4)), bands, 1, 1).expand(*t.shape[:-3], bands, *t.shape[-2:])
+        return torch.cat([t[..., :bands, :, :].gather(-3, index), t[..., bands:, :, :]], dim=-3)
 
     return apply(x), apply(y)
 

@@ -17,7 +17,7 @@ A config is a YAML mapping with these blocks (every key optional; ``DEFAULTS`` s
     loss: {l1, fft, perceptual, score, aux, perceptual_layers, perceptual_gain, perceptual_views}
     optim: {lr, lr_min, schedule, warmup_steps, betas, weight_decay, grad_clip}
     train: {steps, batch_size, num_workers, amp, device, threads, log_every, val_every, ckpt_every,
-            init_from, init_reset, freeze, radiometric, random_frames, ...}
+            init_from, init_reset, freeze, radiometric, channel_shuffle, random_frames, ...}
     eval: {protocol, max_images, sheet_images, lpips}
     distributed: {backend, find_unused_parameters, check_sync}
     export: {name, half, tile_size, overlap, description, training_data, license}
@@ -83,6 +83,7 @@ DEFAULTS: dict = {
         "init_reset": [],       # name prefixes that keep their fresh initialisation on a warm start
         "freeze": [],           # name prefixes the optimizer leaves alone (no gradient)
         "radiometric": None,    # {p, gain, gamma, contrast}: random stretch of input and target alike
+        "channel_shuffle": None,  # {p, bands}: the first bands of input and target in one random order per sample
         "random_frames": False, # stacks: each batch uses the first L dates, L uniform in 1..num_frames
     },
     "eval": {

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..core.cli import ProgressBar
 from ..core.device import resolve_device
 from ..core.errors import ViserError
-from .augment import radiometric, random_frames
+from .augment import channel_shuffle, radiometric, random_frames
 from .checkpoint import FORMAT, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state, weights_digest
 from .cli import run_cli
 from .config import load_config, model_arch
@@ -485,6 +485,8 @@ class Run:
             x = random_frames(x)
         if self.tcfg.get("radiometric"):
             x, y = radiometric(x, y, self.tcfg["radiometric"])
+        if self.tcfg.get("channel_shuffle"):
+            x, y = channel_shuffle(x, y, self.tcfg["channel_shuffle"])
         self.raw.use_radiometry(batch["display"].to(device))  # each sample's cloud gate
         with torch.autocast(device_type=device.type, dtype=opt.amp[1], enabled=opt.amp[0]):
             pred, score = self.model(x)

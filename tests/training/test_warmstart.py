@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from viser_cr.core.model import ViserCR
-from viser_cr.training.augment import radiometric, random_frames
+from viser_cr.training.augment import channel_shuffle, radiometric, random_frames
 from viser_cr.training.warmstart import adapt_state, init_from
 
 TINY = dict(width=8, blocks=[1, 1, 1], heads=[1, 2, 4], refine_blocks=1, sr_iterations=1)
@@ -79,6 +79,24 @@ def test_radiometric_same_for_input_and_target():
     assert ya.min() >= 0 and ya.max() <= 1 and not torch.allclose(ya, y)
     xb, yb = radiometric(x, y, dict(cfg, p=0.0))
     assert torch.equal(yb, y) and torch.equal(xb, x)
+
+
+def test_channel_shuffle_puts_rgb_of_input_and_target_in_one_order_and_leaves_nir():
+    torch.manual_seed(0)
+    y = torch.arange(4.0).view(1, 4, 1, 1).expand(64, 4, 2, 2).clone()  # band k holds k
+    x = torch.stack([y, y + 10], 1)  # two dates
+    xa, ya = channel_shuffle(x, y, {"p": 1.0})
+    assert xa.shape == x.shape and ya.shape == y.shape
+    assert torch.equal(xa[:, 0], ya) and torch.equal(xa[:, 1], ya + 10)  # one order for every date and the target
+    assert torch.equal(ya[:, 3], y[:, 3])  # NIR stays
+    assert torch.equal(ya[:, :3].sort(dim=1).values, y[:, :3])  # a permutation of R, G, B
+    orders = {tuple(int(v) for v in ya[i, :3, 0, 0]) for i in range(64)}
+    assert len(orders) > 3  # the orders vary by sample
+    four = x[:, 0]
+    xf, _ = channel_shuffle(four, y, {"p": 1.0})
+    assert xf.shape == four.shape
+    xb, yb = channel_shuffle(x, y, {"p": 0.0})
+    assert torch.equal(xb, x) and torch.equal(yb, y)
 
 
 def test_random_frames_keeps_reference_first():
