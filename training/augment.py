@@ -8,6 +8,8 @@
 * ``train.channel_shuffle``: ``{p, bands: 3}``: the first ``bands`` bands (red, green, blue) of a sample's
   input(s) and target put in one random order, so that the cloud score cannot lean on a palette: a cloud is
   near-neutral in every order, ground is not (a false-colour or oddly balanced 8-bit raster is another order).
+  Off in every shipped recipe: tried once (the RGB card, tried 17), the score became more conservative on every
+  palette but the training scenes' (it does use a cloud's colour in true-colour imagery).
 """
 
 from __future__ import annotations
