@@ -291,13 +291,9 @@ class ViserCR(nn.Module):
         # The AM score is a mean of three maps and stays soft where they disagree; a soft weight keeps part
         # of every cloud in the base. A fixed steep gate makes it nearly binary (0.45 -> 0.12, 0.55 -> 0.88).
         self.fill_gain, self.fill_threshold = float(fill_gain), float(fill_threshold)
-        # The 8-bit raises adjust the score, not the gate: the score below which they take a pixel for clear
-        # ground and how far they lift a score (the card's two gates' difference) are fixed at construction, so a
-        # user's threshold (use_fill_threshold: one gate for both) gates the same raised score instead of ending
-        # the raises, and a lower threshold fills more, never less
-        self.display_ground_below = self.fill_threshold
-        self.display_lift = (0.0 if self.display_fill_threshold is None
-                             else max(0.0, self.display_fill_threshold - self.fill_threshold))
+        # use_fill_threshold: a user's gate for both radiometries. The card's two gates stay as they are, so the
+        # 8-bit raises of the score (sized by their difference) do too: a threshold moves the gate only
+        self.user_threshold: float | None = None
         self.in_bands, self.out_bands, self.num_frames = in_bands, out_bands, num_frames
         self.flow_downsample = int(flow_downsample)
         self.date_score_downsample = int(date_score_downsample)
@@ -649,12 +645,9 @@ class ViserCR(nn.Module):
 
     def use_fill_threshold(self, threshold: float) -> None:
         """One gate for both radiometries from now on (a user's threshold, a threshold sweep): the fill takes
-        the pixels whose score is above ``threshold``. The 8-bit raises of the score stay as the card made them
-        (``display_ground_below``, ``display_lift``), so the card's own display gate given as a threshold changes
-        nothing on 8-bit imagery."""
-        self.fill_threshold = float(threshold)
-        if self.display_fill_threshold is not None:
-            self.display_fill_threshold = float(threshold)
+        the pixels whose score is above ``threshold``. The score is not touched: the 8-bit raises keep the card's
+        gates, so the card's own display gate given as a threshold changes nothing on 8-bit imagery."""
+        self.user_threshold = float(threshold)
 
     def _set_ground_priors(self, reflectance, display, bands: int) -> None:
         """``ground_prior`` / ``display_ground_prior``: the typical clear ground (one value per filled band, for
@@ -726,7 +719,8 @@ class ViserCR(nn.Module):
             return score
         ground, brightness = clear_ground
         brighter = _ramp_up(brightness - ground, self.display_black_cloud)
-        return (score + (black * self.display_lift * brighter).to(score.dtype)).clamp(max=1.0)
+        lift = self.display_fill_threshold - self.fill_threshold
+        return (score + (black * lift * brighter).to(score.dtype)).clamp(max=1.0)
 
     def _with_dark_ground(self, images: torch.Tensor, score: torch.Tensor, clear_ground=None) -> torch.Tensor:
         """``display_dark_ground`` ``(start, full)``: the display gate is stricter than the reflectance gate
@@ -734,33 +728,33 @@ class ViserCR(nn.Module):
         real export of a cloudy scene), the ground is pushed down and a cloud's thinner parts sit mid-grey,
         below the display gate. So on a display tile whose clear ground is dark (nine tenths of the pixels the
         reflectance gate calls clear below a brightness that is below ``start``, fully at ``full``) the score
-        is raised by up to the two gates' difference (``display_lift``), and the display gate takes what the
-        reflectance gate would — where the pixel is brighter than that ground (``DARK_GROUND_BRIGHTER``): the
-        score also calls some dark ground half cloud. The raise eases in over the gate's width below the
-        reflectance gate, so clear ground keeps its score (the score raster, keep-clear and the cloud share follow
-        the gate). "The reflectance gate" is the card's (``display_ground_below``), whatever a user's threshold."""
+        is raised by up to the two gates' difference, and the display gate takes what the reflectance gate
+        would — where the pixel is brighter than that ground (``DARK_GROUND_BRIGHTER``): the score also calls
+        some dark ground half cloud. The raise eases in over the gate's width below the reflectance gate, so
+        clear ground keeps its score (the score raster, keep-clear and the cloud share follow the gate)."""
         if self.display_dark_ground is None or score.shape[0] == 0:
             return score
         display = self._display_of(images.shape[0])
-        if display is False or self.display_lift <= 0.0:
+        lift = self.display_fill_threshold - self.fill_threshold
+        if display is False or lift <= 0.0:  # reflectance, or a card without a stricter display gate
             return score
         ground, brightness = clear_ground or self._clear_ground(images, score)
         dark = _ramp_down(ground, self.display_dark_ground)
         width = 4.0 / self.fill_gain  # the gate's half width: sigmoid(4) = 0.98
-        in_gate = ((score - (self.display_ground_below - 2.0 * width)) / width).clamp(0.0, 1.0)
+        in_gate = ((score - (self.fill_threshold - 2.0 * width)) / width).clamp(0.0, 1.0)
         brighter = _ramp_up(brightness - ground, DARK_GROUND_BRIGHTER)
-        raised = (score + (dark * self.display_lift * brighter).to(score.dtype) * in_gate).clamp(max=1.0)
+        raised = (score + (dark * lift * brighter).to(score.dtype) * in_gate).clamp(max=1.0)
         return _per_sample(display, raised, score)
 
     def _clear_ground(self, images: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(ground, brightness)``: how bright each tile's clear ground is (``(B, 1, 1, 1)``, the brightness below
-        DARK_GROUND_QUANTILE of the pixels scoring below ``display_ground_below``; 1 where fewer than
+        DARK_GROUND_QUANTILE of the pixels the reflectance gate calls clear; 1 where fewer than
         DARK_GROUND_MIN_CLEAR of the tile are, too little ground to tell) and each pixel's brightness (the mean
         of red, green and blue)."""
         # a pixel black in R, G and B is no ground to measure: the pipeline's nodata (a scene's collar) reaches
         # the network as 0, and would make bright ground beside it look like a dark-ground tile
         rgb = images[:, :3]
-        clear = (score < self.display_ground_below) & (rgb.amax(dim=1, keepdim=True) > 0)
+        clear = (score < self.fill_threshold) & (rgb.amax(dim=1, keepdim=True) > 0)
         brightness = rgb.float().mean(dim=1, keepdim=True)
         ground = torch.where(clear, brightness, torch.nan).flatten(1).nanquantile(DARK_GROUND_QUANTILE, dim=1)
         ground = ground.nan_to_num(nan=1.0).reshape(-1, 1, 1, 1)  # no clear pixel: no dark ground
@@ -800,6 +794,8 @@ class ViserCR(nn.Module):
 
     def _gate_threshold(self, batch: int) -> float | torch.Tensor:
         """The gate's threshold for a batch: a float, or ``(batch, 1, 1, 1)`` per sample."""
+        if self.user_threshold is not None:
+            return self.user_threshold
         if self.display_fill_threshold is None:
             return self.fill_threshold
         return _per_sample(self._display_of(batch), self.display_fill_threshold, self.fill_threshold)
