@@ -10,6 +10,11 @@ cloud), the false-cloud rate on clear pixels (what keep-clear would needlessly r
 shadow called cloud, IoU and accuracy on cloud vs clear (shadow left out). There is no clear target in
 these files, so this checks the score map only, which is what keep-clear relies on.
 
+``--raster IMAGE --labels LABELS --layout L --cloud V [--unknown V]`` checks a labelled raster instead, read as a
+``type: labels`` training part reads it (training/datasets/labels.py): e.g. the real Landsat 8 cumulus field of
+``landsat8-cloudy`` against its QA band's cloud confidence (``--cloud 3 --unknown 2``: high is cloud, medium is left
+out). ``--rows`` and ``--columns`` keep a part of each image (the part a training run held out).
+
 ``--stretch 2 98`` checks the same real clouds in 8-bit display imagery: each image exported as an 8-bit
 true-colour GIS export would be (each band's 2 / 98 % percentiles of the cloudy image to 0 / 255, as a
 GIS's automatic stretch renders a cloudy layer) and run as the pipeline runs 8-bit rasters
@@ -30,9 +35,10 @@ from ..core.errors import ViserError
 from ..core.pipeline import SCORE_THRESHOLD
 from .cli import run_cli
 from .datasets.common import read_npz, stretch_to_8bit, window_slices
-from .datasets.labels import UKIS_BANDS, UKIS_CLOUD
+from .datasets.labels import UKIS_BANDS, UKIS_CLOUD, load_labelled_images
 
 CLOUD, SHADOW = UKIS_CLOUD, 0
+UNKNOWN = 255  # a label class left out of every figure (a labelled raster's ``unknown`` values)
 
 
 def score_map(model, bands, image: np.ndarray, stretch=None) -> np.ndarray:
@@ -41,9 +47,16 @@ def score_map(model, bands, image: np.ndarray, stretch=None) -> np.ndarray:
     missing = [b for b in bands if b not in UKIS_BANDS]
     if missing:
         raise ViserError(f"the model needs bands {missing}, which ukis-csmask files do not have")
-    picked = np.clip(np.nan_to_num(np.stack([image[..., UKIS_BANDS.index(b)] for b in bands])), 0.0, 1.0)
+    return score_of(model, np.stack([image[..., UKIS_BANDS.index(b)] for b in bands]), stretch)
+
+
+def score_of(model, picked: np.ndarray, stretch=None, valid=None) -> np.ndarray:
+    """The model's cloud score ``(H, W)`` for ``(C, H, W)`` reflectance in the model's bands (``valid``: the pixels
+    an 8-bit export's stretch is measured on; all by default)."""
+    picked = np.clip(np.nan_to_num(picked), 0.0, 1.0)
     if stretch is not None:
-        picked = stretch_to_8bit(picked, np.ones(picked.shape[1:], dtype=bool), stretch)
+        valid = np.ones(picked.shape[1:], dtype=bool) if valid is None else valid
+        picked = stretch_to_8bit(picked, valid, stretch)
     model.use_radiometry(stretch is not None)
     x = torch.from_numpy(picked.astype(np.float32))[None]
     with torch.inference_mode():
@@ -55,7 +68,7 @@ def agreement(score: np.ndarray, labels: np.ndarray, threshold: float = SCORE_TH
     """Cloud-vs-label figures for one image (see the module docstring)."""
     called = score > threshold
     cloud, shadow = labels == CLOUD, labels == SHADOW
-    clear = ~cloud & ~shadow
+    clear = ~cloud & ~shadow & (labels != UNKNOWN)
     judged = cloud | clear
     both = called & cloud
     return {
@@ -70,31 +83,48 @@ def agreement(score: np.ndarray, labels: np.ndarray, threshold: float = SCORE_TH
 
 
 def check(model_name=None, data_dir="../shared/data/ukis-csmask", models_dir=None, checkpoint=None,
-          columns=(0.0, 1.0), threshold: float = SCORE_THRESHOLD, stretch=None) -> dict:
+          columns=(0.0, 1.0), threshold: float = SCORE_THRESHOLD, stretch=None, rows=(0.0, 1.0),
+          labelled_raster: dict | None = None) -> dict:
     """Figures per file of a bundled model (``model_name``) or a training ``checkpoint``, on the columns
-    ``columns`` (fractions: ``(0.5, 1.0)`` is the east half, held out of training.datasets.labels parts
-    that train on the west half)."""
+    ``columns`` and rows ``rows`` (fractions: columns ``(0.5, 1.0)`` is the east half, held out of
+    training.datasets.labels parts that train on the west half). ``labelled_raster``: a ``type: labels`` source
+    (``files``, ``layout``, ``labels``, ``cloud``, ``unknown``) checked instead of the ukis-csmask files."""
     from .evaluate import load_trained
 
     model, bands, label, _ = load_trained(checkpoint, model_name, models_dir, torch.device("cpu"))
-    files = sorted(Path(data_dir).glob("*.npz"))
-    if not files:
-        raise ViserError(f"no .npz file in {data_dir}; point --data at the ukis-csmask folder")
-    window = (columns[0], 0.0, columns[1], 1.0)
-    results = {}
-    for path in files:
-        arrays = read_npz(path, ("img", "msk"))
-        rows, cols = window_slices(window, *arrays["msk"].shape[:2])
-        image, labels = arrays["img"][rows, cols], arrays["msk"][rows, cols, 0]
-        results[path.stem] = agreement(score_map(model, bands, image, stretch), labels, threshold)
-    return {"model": label, "threshold": threshold, "columns": list(columns), "files": results,
-            "stretch": None if stretch is None else list(stretch)}
+    window = (columns[0], rows[0], columns[1], rows[1])
+    if labelled_raster is not None:
+        images = load_labelled_images([{**labelled_raster, "window": window}], bands)
+        results = {im.name: agreement(score_of(model, im.image, stretch, im.valid), _label_classes(im), threshold)
+                   for im in images}
+    else:
+        files = sorted(Path(data_dir).glob("*.npz"))
+        if not files:
+            raise ViserError(f"no .npz file in {data_dir}; point --data at the ukis-csmask folder")
+        results = {}
+        for path in files:
+            arrays = read_npz(path, ("img", "msk"))
+            row_slice, col_slice = window_slices(window, *arrays["msk"].shape[:2])
+            image, labels = arrays["img"][row_slice, col_slice], arrays["msk"][row_slice, col_slice, 0]
+            results[path.stem] = agreement(score_map(model, bands, image, stretch), labels, threshold)
+    return {"model": label, "threshold": threshold, "columns": list(columns), "rows": list(rows), "files": results,
+            "stretch": None if stretch is None else list(stretch),
+            "labels": "ukis-csmask" if labelled_raster is None else str(labelled_raster["labels"])}
+
+
+def _label_classes(image) -> np.ndarray:
+    """A labelled image's cloud / clear / left-out pixels as the classes ``agreement`` reads."""
+    classes = np.where(image.cloud, CLOUD, 1).astype(np.uint8)
+    classes[~image.known] = UNKNOWN
+    return classes
 
 
 def markdown(result: dict) -> str:
     lines = [
-        f"Cloud score of {result['model']} vs ukis-csmask labels (cloud = score > {result['threshold']}; "
-        f"columns {result['columns'][0]:g}-{result['columns'][1]:g} of each image"
+        f"Cloud score of {result['model']} vs {result.get('labels', 'ukis-csmask')} labels (cloud = score > "
+        f"{result['threshold']}; columns {result['columns'][0]:g}-{result['columns'][1]:g}"
+        + (" and rows {:g}-{:g}".format(*result["rows"]) if list(result.get("rows", (0, 1))) != [0, 1] else "")
+        + " of each image"
         + (", each as an 8-bit export, stretch {:g}-{:g} %".format(*result["stretch"]) if result.get("stretch") else "")
         + "):",
         "",
@@ -127,14 +157,32 @@ def main(argv=None) -> int:
                          "display_fill_threshold)")
     ap.add_argument("--columns", type=float, nargs=2, default=(0.0, 1.0), metavar=("FROM", "TO"),
                     help="check these columns of each image only, as fractions (0.5 1 = the east half)")
+    ap.add_argument("--rows", type=float, nargs=2, default=(0.0, 1.0), metavar=("FROM", "TO"),
+                    help="check these rows of each image only, as fractions (0 0.5 = the north half)")
+    raster = ap.add_argument_group("a labelled raster instead of the ukis-csmask files")
+    raster.add_argument("--raster", default=None, help="the cloudy image (e.g. "
+                        "../shared/data/landsat8-cloudy/L8_L1_gulf_coast_cloudy_30m.tif)")
+    raster.add_argument("--labels", default=None, help="its label raster (e.g. ..._cloud_confidence.tif, band 1)")
+    raster.add_argument("--layout", default=None, help="the image's layout (training.datasets.common.LAYOUTS, e.g. "
+                        "landsat8-l1-10)")
+    raster.add_argument("--cloud", type=float, nargs="+", default=None, help="label values meaning cloud (e.g. 3)")
+    raster.add_argument("--unknown", type=float, nargs="*", default=(), help="label values left out (e.g. 2)")
     ap.add_argument("--stretch", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                     help="check each image as an 8-bit export stretched between these percentiles (2 98: a GIS's "
                          "automatic stretch), run as 8-bit imagery")
     args = ap.parse_args(argv)
+    given = [args.raster, args.labels, args.layout, args.cloud]
+    if any(v is not None for v in given) and not all(v is not None for v in given):
+        ap.error("a labelled raster needs --raster, --labels, --layout and --cloud together")
+    labelled_raster = None if args.raster is None else {
+        "files": str(Path(args.raster).resolve()), "labels": Path(args.labels).name, "layout": args.layout,
+        "cloud": args.cloud, "unknown": list(args.unknown)}
+    if labelled_raster is not None and Path(args.labels).resolve().parent != Path(args.raster).resolve().parent:
+        ap.error("--labels must lie beside --raster (the label raster is found by name in the image's folder)")
 
     def run():
         result = check(args.model, args.data, args.models_dir, args.checkpoint, tuple(args.columns), args.threshold,
-                       None if args.stretch is None else tuple(args.stretch))
+                       None if args.stretch is None else tuple(args.stretch), tuple(args.rows), labelled_raster)
         print(markdown(result))
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))

@@ -145,3 +145,27 @@ def test_labels_trusted_for_cloud_only_leave_the_rest_out_of_the_score_loss(tmp_
     assert float(score_bce(score, s["mask"][None], torch.ones(1))) > 1.0
     trusted = build_dataset(_cfg(root, [dict(source, clear_known=True)]), "test")[0]
     assert float(trusted["mask_known"].min()) == 1.0
+
+
+def test_unknown_label_values_are_left_out_of_the_score_loss(tmp_path):
+    """``unknown``: a QA band's medium cloud confidence is neither cloud nor clear (mask_known 0 there), read from
+    a pre-collection Landsat 8 L1 stack of ten bands (landsat8-l1-10: blue is its second band, NIR its fifth)."""
+    root = tmp_path / "shared"
+    dn = np.zeros((10, 40, 40), np.uint16)
+    for band, value in enumerate(range(6000, 16000, 1000)):
+        dn[band] = value  # each band its own level, so the picked bands can be told apart
+    confidence = np.ones((2, 40, 40), np.uint8)  # band 1 cloud confidence 1 low, 2 medium, 3 high
+    confidence[0, :10] = 3
+    confidence[0, 10:15] = 2
+    write_raster(root / "l8" / "cloudy_30m.tif", dn)
+    write_raster(root / "l8" / "confidence.tif", confidence)
+    source = {"files": "l8/cloudy_30m.tif", "layout": "landsat8-l1-10", "labels": "confidence.tif", "cloud": [3],
+              "unknown": [2]}
+    s = build_dataset(_cfg(root, [source]), "test")[0]
+    # red, green, blue, NIR = bands 4, 3, 2, 5 (DN 9000, 8000, 7000, 10000), reflectance 2e-5 * DN - 0.1
+    assert torch.allclose(s["input"][:, 0, 0], torch.tensor([0.08, 0.06, 0.04, 0.10]), atol=1e-6)
+    assert float(s["mask"][0, :10].min()) == 1.0 and float(s["mask"][0, 10:].max()) == 0.0
+    assert float(s["mask_known"][0, 10:15].max()) == 0.0   # medium: left out
+    assert float(s["mask_known"][0, :10].min()) == 1.0 and float(s["mask_known"][0, 15:].min()) == 1.0
+    plain = build_dataset(_cfg(root, [{k: v for k, v in source.items() if k != "unknown"}]), "test")[0]
+    assert float(plain["mask_known"].min()) == 1.0           # without it every label is trusted

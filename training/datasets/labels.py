@@ -4,11 +4,14 @@ A part ``type: labels`` lists ``sources``, each one of::
 
     - {files: ukis-csmask/*.npz, format: ukis, window: [0.0, 0.0, 0.5, 1.0]}
     - {files: cloud-masks/38cloud_*_patch192.tif, layout: landsat8-rgbn-dn, labels: "{stem}_gt.tif", cloud: [1]}
+    - {files: landsat8-cloudy/*_30m.tif, layout: landsat8-l1-10, labels: L8_L1_gulf_coast_cloud_confidence.tif,
+       cloud: [3], unknown: [2]}
 
 * ``format: ukis``: dlr-eoc/ukis-csmask ``.npz`` files, ``img`` (H, W, 6) reflectance in the order blue,
   green, red, NIR, SWIR1, SWIR2 and ``msk`` (H, W, 1) classes, 4 = cloud.
 * otherwise a raster in ``layout`` with its label raster beside it (``labels``: a file name, ``{stem}``
-  is the image's stem); ``cloud``: the label values that mean cloud (thick and thin alike).
+  is the image's stem); ``cloud``: the label values that mean cloud (thick and thin alike); ``unknown``: label
+  values the score loss leaves out (a QA band's medium confidence: neither cloud nor clear).
 * ``window`` ``[col0, row0, col1, row1]`` (fractions) keeps part of each image, so that one labelled
   scene can give training and test halves; ``weight`` draws a source more often.
 * ``stretch: [lo, hi]`` turns each image into an 8-bit export (each band's ``lo`` / ``hi`` percentiles of the
@@ -63,7 +66,7 @@ class LabelledImage:
     display: bool = False  # an 8-bit export (``stretch``)
 
 
-def _ukis(path: Path, bands, window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _ukis(path: Path, bands, window) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     missing = [b for b in bands if b not in UKIS_BANDS]
     if missing:
         raise InputError(f"{path}: ukis-csmask files have no band(s) {missing} (they have {list(UKIS_BANDS)})")
@@ -74,10 +77,10 @@ def _ukis(path: Path, bands, window) -> tuple[np.ndarray, np.ndarray, np.ndarray
         rows, cols = window_slices(window, *classes.shape)
         image, classes = image[:, rows, cols], classes[rows, cols]
     valid = np.all(np.isfinite(image), axis=0)
-    return np.nan_to_num(image), classes == UKIS_CLOUD, valid
+    return np.nan_to_num(image), classes == UKIS_CLOUD, valid, np.zeros_like(valid)
 
 
-def _raster(path: Path, entry: dict, bands, window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _raster(path: Path, entry: dict, bands, window) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     layout = get_layout(entry.get("layout", "s2-13"))
     if "labels" not in entry or "cloud" not in entry:
         raise InputError(f"labelled source {entry['files']}: give 'labels' (the label raster's name) and 'cloud' "
@@ -87,7 +90,9 @@ def _raster(path: Path, entry: dict, bands, window) -> tuple[np.ndarray, np.ndar
     classes, _ = read_reflectance(label_path, LABEL_LAYOUT, ("class",), window=window)
     if classes.shape[-2:] != image.shape[-2:]:
         raise InputError(f"{label_path} is {classes.shape[-2:]}, its image {path} {image.shape[-2:]}: they must match")
-    return image, np.isin(classes[0], [float(v) for v in entry["cloud"]]), valid
+    cloud = np.isin(classes[0], [float(v) for v in entry["cloud"]])
+    unknown = np.isin(classes[0], [float(v) for v in entry.get("unknown", [])])
+    return image, cloud, valid, unknown
 
 
 def load_labelled_images(entries, bands, data_root=None) -> list[LabelledImage]:
@@ -103,10 +108,10 @@ def load_labelled_images(entries, bands, data_root=None) -> list[LabelledImage]:
             raise InputError(f"no file matches {entry['files']} (data_root={data_root})")
         for path in files:
             if entry.get("format") == "ukis":
-                image, cloud, valid = _ukis(path, bands, entry.get("window"))
+                image, cloud, valid, unknown = _ukis(path, bands, entry.get("window"))
             else:
-                image, cloud, valid = _raster(path, entry, bands, entry.get("window"))
-            known = valid & cloud if entry.get("clear_known", True) is False else valid
+                image, cloud, valid, unknown = _raster(path, entry, bands, entry.get("window"))
+            known = valid & cloud if entry.get("clear_known", True) is False else valid & ~unknown
             if entry.get("stretch") is not None:
                 image = stretch_to_8bit(image, valid, entry["stretch"])
             images.append(LabelledImage(image, cloud & valid, valid, known, path.stem, float(entry.get("weight", 1.0)),
