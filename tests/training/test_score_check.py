@@ -1,10 +1,12 @@
 """training/score_check.py: a model's cloud score against cloud labels, on generated ukis-csmask files."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from viser_cr.training.score_check import agreement, check, markdown, score_map
+from viser_cr.training.score_check import agreement, check, main, markdown, score_map, score_of
 
 
 def test_agreement_counts_by_hand():
@@ -64,7 +66,6 @@ def test_check_a_labelled_raster_leaves_its_unknown_values_out(tmp_path, tiny_mo
     from rasters import write_raster
 
     from viser_cr.core.weights import load_model
-    from viser_cr.training.score_check import main
 
     rng = np.random.default_rng(1)
     dn = rng.integers(8000, 12000, (10, 32, 40)).astype(np.uint16)
@@ -78,8 +79,6 @@ def test_check_a_labelled_raster_leaves_its_unknown_values_out(tmp_path, tiny_mo
               "cloud": [3], "unknown": [2]}
     model, card = load_model("tiny-rgbn", models_dir=tiny_models_dir)
     picked = np.stack([dn[i] * 2e-5 - 0.1 for i in (3, 2, 1, 4)]).astype(np.float32)  # red, green, blue, NIR
-    from viser_cr.training.score_check import score_of
-
     score = score_of(model, picked)
     threshold = float(np.median(score[8:16]))  # half the unknown rows called cloud: counting them would show
     result = check("tiny-rgbn", models_dir=tiny_models_dir, labelled_raster=source, threshold=threshold)
@@ -98,8 +97,6 @@ def test_check_a_labelled_raster_leaves_its_unknown_values_out(tmp_path, tiny_mo
     assert main(["--model", "tiny-rgbn", "--models-dir", str(tiny_models_dir), "--raster", str(tmp_path / "cloudy_30m.tif"),
                  "--labels", str(tmp_path / "confidence.tif"), "--layout", "landsat8-l1-10", "--cloud", "3",
                  "--unknown", "2", "--rows", "0", "0.5", "--threshold", "0.4", "--json", str(out)]) == 0
-    import json
-
     north = json.loads(out.read_text())
     assert north["rows"] == [0.0, 0.5]
     assert north["files"]["cloudy_30m"]["cloud_fraction"] == pytest.approx(8 / 16)
