@@ -37,6 +37,11 @@ UPSAMPLERS = {"shuffle": Upsample, "bilinear": BilinearUpsample}
 HARMONISE_CHOICES = (False, True, "display")
 # display_saturation: an 8-bit value of 254 or 255 (/ 255) in red, green and blue is saturated
 SATURATED_DISPLAY = 254 / 255 - 1e-6
+# reflectance_saturation: a visible band is clipped in a tile where at least CLIPPED_MIN_SHARE of its pixels sit
+# within CLIPPED_TOLERANCE of its maximum there, and that maximum is at least CLIPPED_MIN_REFLECTANCE (a sensor's
+# saturation, as Landsat TM / ETM+ over thick clouds; reflectance above 1, clipped to 1). A pixel at the clipped
+# level of a band and no darker than that level in red, green and blue (white and bright) is cloud
+CLIPPED_MIN_SHARE, CLIPPED_TOLERANCE, CLIPPED_MIN_REFLECTANCE = 0.002, 1e-3, 0.2
 # a wide-view prior (``forward(prior=...)``) counts where the tile sees little of its own ground: less than
 # PRIOR_DAMP_CLEAR of the pixels within PRIOR_DAMP_RADIUS clear (``_own_support``). There it is a weak source of
 # the fill under the clouds (up to PRIOR_WEIGHT, against 1 for a clear pixel) and the learned correction fades;
@@ -107,6 +112,20 @@ def _ramp_up(value: torch.Tensor, start_full: tuple[float, float]) -> torch.Tens
     return ((value - start) / (full - start)).clamp(0.0, 1.0)
 
 
+def _clipped_white(images: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, H, W)`` bool: the pixels of reflectance ``images`` (B, C, H, W; red, green, blue first) at a
+    visible band's clipped level (``CLIPPED_*``: many pixels of the tile share the band's maximum) and no darker
+    than that level in red, green and blue. A sensor that saturates over thick clouds (Landsat TM / ETM+: the
+    blue band first) leaves flat, featureless cores there, which the score calls clear ground; bright ground is
+    coloured, so it is darker than its brightest band's level in another band."""
+    rgb = images[:, :3].float()
+    top = rgb.amax(dim=(-2, -1), keepdim=True)  # (B, 3, 1, 1)
+    at_top = rgb >= top - CLIPPED_TOLERANCE
+    clipped = (at_top.flatten(2).float().mean(dim=2) >= CLIPPED_MIN_SHARE) & (top[..., 0, 0] >= CLIPPED_MIN_REFLECTANCE)
+    white = rgb.amin(dim=1, keepdim=True) >= top - CLIPPED_TOLERANCE  # (B, 3, H, W): as bright as each band's top
+    return (at_top & white & clipped[..., None, None]).any(dim=1, keepdim=True)
+
+
 def _own_support(cloud: torch.Tensor) -> torch.Tensor:
     """``(B, 1, H, W)`` in [0, 1]: how much of a pixel's neighbourhood (``PRIOR_DAMP_RADIUS``) the tile itself
     sees clear, saturating at ``PRIOR_DAMP_CLEAR``. The learned correction was trained on tiles whose fill
@@ -173,6 +192,7 @@ class ViserCR(nn.Module):
         display_fill_threshold: float | None = None,
         haze_test: bool = False,
         display_saturation: bool = False,
+        reflectance_saturation: bool = False,
         shadow_test: bool = False,
         shadow_nir_band: int | None = None,
         ground_prior=None,
@@ -258,6 +278,9 @@ class ViserCR(nn.Module):
         if display_saturation:
             self._arch["display_saturation"] = True
         self.display_saturation = bool(display_saturation)
+        if reflectance_saturation:  # recorded only when on, as display_saturation
+            self._arch["reflectance_saturation"] = True
+        self.reflectance_saturation = bool(reflectance_saturation)
         if shadow_test:  # recorded only when on, as haze_test
             self._arch["shadow_test"] = True
         self.shadow_test = bool(shadow_test)
@@ -774,15 +797,22 @@ class ViserCR(nn.Module):
         return black if display is True else black * display.to(black.dtype)
 
     def _with_saturation(self, images: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-        """``score`` (B, 1, H, W) raised to 1 where 8-bit display imagery ``images`` (B, C, H, W) is saturated in
-        red, green and blue (``display_saturation``): such a pixel keeps nothing of the ground (in a real
-        8-bit export, the core of a thick cloud), so the fill replaces it and no date takes it as ground,
-        whatever the score says (the score misses clouds that fill most of a tile). Reflectance input and
-        models without the argument are left as they are."""
-        if not self.display_saturation:
+        """``score`` (B, 1, H, W) raised to 1 where ``images`` (B, C, H, W) are saturated: 8-bit display imagery
+        saturated in red, green and blue (``display_saturation``), reflectance at a visible band's clipped level
+        and no darker in the others (``reflectance_saturation``, ``_clipped_white``). Such a pixel keeps nothing
+        of the ground (the core of a thick cloud), so the fill replaces it and no date takes it as ground,
+        whatever the score says (the score misses clouds that fill most of a tile, and flat saturated cores)."""
+        if not (self.display_saturation or self.reflectance_saturation):
             return score
-        saturated = (images[:, :3] >= SATURATED_DISPLAY).all(dim=1, keepdim=True).to(score.dtype)
-        return _per_sample(self._display_of(images.shape[0]), torch.maximum(score, saturated), score)
+        display = self._display_of(images.shape[0])
+        raised = score
+        if self.display_saturation and display is not False:
+            saturated = (images[:, :3] >= SATURATED_DISPLAY).all(dim=1, keepdim=True).to(score.dtype)
+            raised = _per_sample(display, torch.maximum(score, saturated), score)
+        if self.reflectance_saturation and display is not True:
+            clipped = _clipped_white(images).to(score.dtype)
+            raised = _per_sample(display, raised, torch.maximum(raised, clipped))
+        return raised
 
     def _with_shadows(self, ref: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
         """``shadow_test``: the shadows of the clouds the score finds score 1 too (``shadow.cloud_shadows``),

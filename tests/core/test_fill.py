@@ -314,6 +314,39 @@ def test_saturated_display_pixels_are_cloud_for_every_date():
     assert torch.all(weights[:, 2, :, 4:12, 4:12] > 0.99)  # a context date's saturated pixels are no ground
 
 
+def test_clipped_white_reflectance_is_cloud():
+    """``reflectance_saturation``: a flat core at a visible band's clipped level (many pixels of the tile at the band's
+    maximum, as Landsat TM's blue saturates over thick clouds) and no darker in R, G and B scores 1 on reflectance
+    input. A lone brightest pixel (no plateau), a clipped band on coloured ground (darker in another band), a dim
+    plateau (below 0.2) and 8-bit display imagery are scored as before."""
+    torch.manual_seed(0)
+    model = ViserCR(**TINY, residual_base="fill", upsample="bilinear", reflectance_saturation=True).eval()
+    plain = ViserCR(**TINY, residual_base="fill", upsample="bilinear").eval()
+    plain.load_state_dict(model.state_dict())
+    assert model.arch["reflectance_saturation"] is True and "reflectance_saturation" not in plain.arch
+    x = torch.rand(1, 4, 64, 64) * 0.2
+    x[:, 0, 4:12, 4:12], x[:, 1:3, 4:12, 4:12] = 0.393, 0.55  # blue clipped (the lowest level), green and red above it
+    x[:, 0, 40:48, 4:12], x[:, 1:3, 40:48, 4:12] = 0.393, 0.25  # blue clipped but darker in red and green: coloured
+
+    def scores(images, radiometry):
+        model.use_radiometry(radiometry)
+        plain.use_radiometry(radiometry)
+        with torch.no_grad():
+            return model(images)[1], plain(images)[1]
+
+    score, own = scores(x, False)
+    assert torch.all(score[..., 4:12, 4:12] == 1)
+    keep = torch.ones_like(score, dtype=torch.bool)
+    keep[..., 4:12, 4:12] = False
+    assert torch.equal(score[keep], own[keep])  # the coloured clipped patch is left alone
+    assert torch.equal(*scores(x, True))  # 8-bit display imagery: the display saturation test's business
+    dim = x * 0.4  # the same plateau at 0.157: below CLIPPED_MIN_REFLECTANCE
+    assert torch.equal(*scores(dim, False))
+    lone = torch.rand(1, 4, 64, 64) * 0.2
+    lone[:, :3, 30, 30] = 0.9  # one bright white pixel: each band's maximum, but no plateau
+    assert torch.equal(*scores(lone, False))
+
+
 def _dark_ground_tile(ground: float, cloud_score: float = 0.45):
     """An 8-bit tile of flat ground with a mid-grey cloud patch, and a score: 0.05 on the ground, ``cloud_score``
     on the patch (a cloud's thinner part, between the reflectance gate 0.35 and the display gate 0.6)."""
