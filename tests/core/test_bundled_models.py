@@ -121,8 +121,7 @@ def test_8bit_imagery_gets_the_bundled_models_display_gate(fixtures_dir, tmp_pat
     for card in BUNDLED:
         assert card.architecture["display_fill_threshold"] > card.architecture["fill_threshold"], card.name
         assert card.architecture.get("display_saturation") is True, card.name  # saturated 8-bit pixels are filled
-        if card.num_frames == 1:  # and the mono models fill reflectance clipped white (saturated Landsat cloud cores)
-            assert card.architecture.get("reflectance_saturation") is True, card.name
+        assert card.architecture.get("reflectance_saturation") is True, card.name  # and clipped white reflectance
     eight_bit = remove_clouds(CloudRemovalRequest([fixtures_dir / "landsat7_rgb8_collar_96.tif"], tmp_path / "a.tif"))
     assert any("8-bit display imagery" in line and "saturated" in line for line in eight_bit.messages)
     reflectance = remove_clouds(CloudRemovalRequest([fixtures_dir / "s2l1c_cloudy_96.tif"], tmp_path / "b.tif"))

@@ -345,6 +345,11 @@ def test_clipped_white_reflectance_is_cloud():
     lone = torch.rand(1, 4, 64, 64) * 0.2
     lone[:, :3, 30, 30] = 0.9  # one bright white pixel: each band's maximum, but no plateau
     assert torch.equal(*scores(lone, False))
+    stack = ViserCR(**TINY, num_frames=3, residual_base="fill", upsample="bilinear", use_flow=False,
+                    reflectance_saturation=True).eval()
+    with torch.no_grad():
+        weights = stack.date_cloud_weights(torch.stack([lone, lone, x], dim=1))
+    assert torch.all(weights[:, 2, :, 4:12, 4:12] > 0.99)  # a context date's clipped core is no ground
 
 
 def _dark_ground_tile(ground: float, cloud_score: float = 0.45):
