@@ -39,7 +39,7 @@ HARMONISE_CHOICES = (False, True, "display")
 SATURATED_DISPLAY = 254 / 255 - 1e-6
 # reflectance_saturation: a visible band is clipped in a tile where at least CLIPPED_MIN_SHARE of its pixels sit
 # within CLIPPED_TOLERANCE of its maximum there, and that maximum is at least CLIPPED_MIN_REFLECTANCE (a sensor's
-# saturation, as Landsat TM / ETM+ over thick clouds; reflectance above 1, clipped to 1). A pixel at the clipped
+# saturation, as Landsat TM / ETM+ over thick clouds). A pixel at the clipped
 # level of a band and no darker than that level in red, green and blue (white and bright) is cloud
 CLIPPED_MIN_SHARE, CLIPPED_TOLERANCE, CLIPPED_MIN_REFLECTANCE = 0.002, 1e-3, 0.2
 # a wide-view prior (``forward(prior=...)``) counts where the tile sees little of its own ground: less than
