@@ -280,14 +280,21 @@ def test_display_imagery_has_its_own_gate_per_sample_and_per_date():
         ViserCR(**TINY, residual_base="fill", display_fill_threshold=1.5)
 
 
+def _with_and_without(**argument):
+    """A tiny fill model with ``argument`` and the same weights without it (both in eval mode)."""
+    kwargs = dict(TINY, residual_base="fill", upsample="bilinear")
+    model = ViserCR(**kwargs, **argument).eval()
+    plain = ViserCR(**kwargs).eval()
+    plain.load_state_dict(model.state_dict())
+    return model, plain
+
+
 def test_saturated_display_pixels_are_cloud_for_every_date():
     """``display_saturation``: on 8-bit display imagery a pixel at 254-255 in R, G and B scores 1 (the fill
     replaces it, no context date lends it); reflectance input and a pixel saturated in two bands only are
     scored as before."""
     torch.manual_seed(0)
-    model = ViserCR(**TINY, residual_base="fill", upsample="bilinear", display_saturation=True).eval()
-    plain = ViserCR(**TINY, residual_base="fill", upsample="bilinear").eval()
-    plain.load_state_dict(model.state_dict())
+    model, plain = _with_and_without(display_saturation=True)
     assert model.arch["display_saturation"] is True and "display_saturation" not in plain.arch
     x = torch.rand(1, 4, 32, 32) * 0.5
     x[:, :3, 4:12, 4:12] = 1.0           # saturated in R, G, B
@@ -320,9 +327,7 @@ def test_clipped_white_reflectance_is_cloud():
     input. A lone brightest pixel (no plateau), a clipped band on coloured ground (darker in another band), a dim
     plateau (below 0.2) and 8-bit display imagery are scored as before."""
     torch.manual_seed(0)
-    model = ViserCR(**TINY, residual_base="fill", upsample="bilinear", reflectance_saturation=True).eval()
-    plain = ViserCR(**TINY, residual_base="fill", upsample="bilinear").eval()
-    plain.load_state_dict(model.state_dict())
+    model, plain = _with_and_without(reflectance_saturation=True)
     assert model.arch["reflectance_saturation"] is True and "reflectance_saturation" not in plain.arch
     x = torch.rand(1, 4, 64, 64) * 0.2
     x[:, 0, 4:12, 4:12], x[:, 1:3, 4:12, 4:12] = 0.393, 0.55  # blue clipped (the lowest level), green and red above it
@@ -797,9 +802,7 @@ def test_a_filled_hole_takes_the_ground_around_the_cloud_not_its_own_fringe():
     low) no longer survives as a speck in the output; the ground outside the cloud is kept exactly. A user's
     cloud mask is taken as it is."""
     torch.manual_seed(0)
-    model = ViserCR(**TINY, residual_base="fill", upsample="bilinear", fill_holes=5).eval()
-    plain = ViserCR(**TINY, residual_base="fill", upsample="bilinear").eval()
-    plain.load_state_dict(model.state_dict())
+    model, plain = _with_and_without(fill_holes=5)
     x = torch.full((1, 4, 64, 64), 0.1)
     cloud = torch.zeros(1, 1, 64, 64)
     cloud[..., 16:48, 16:48] = 1.0
