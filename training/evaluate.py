@@ -36,6 +36,7 @@ from ..core.metrics import PROTOCOLS
 from .checkpoint import load_checkpoint
 from .cli import run_cli
 from .config import load_config
+from .metrics import BRIGHT_DISPLAY_GROUND, BRIGHT_GROUND, EDGE_MARGIN, GROUND_KINDS
 
 _LOG = logging.getLogger(__name__)
 
@@ -127,23 +128,36 @@ def context_markdown(rows: dict[str, list[dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def score_counts(score: np.ndarray, mask: np.ndarray | None, threshold: float = 0.5) -> dict[str, int]:
-    """Pixel counts of the cloud score (score > threshold = cloud) against a cloud mask."""
+def score_counts(score: np.ndarray, mask: np.ndarray | None, threshold: float = 0.5,
+                 kinds: dict[str, np.ndarray] | None = None) -> dict[str, int]:
+    """Pixel counts of the cloud score (score > threshold = cloud) against a cloud mask; with ``kinds``
+    (``metrics.ground_kinds`` of the clear target), also the clear pixels of each kind called cloud or not
+    (``fp_water``, ``tn_water``, ...)."""
     if mask is None:
         return {}
     called, cloud = score > threshold, np.asarray(mask) > 0.5
-    return {"tp": int((called & cloud).sum()), "fn": int((~called & cloud).sum()),
-            "fp": int((called & ~cloud).sum()), "tn": int((~called & ~cloud).sum())}
+    counts = {"tp": int((called & cloud).sum()), "fn": int((~called & cloud).sum()),
+              "fp": int((called & ~cloud).sum()), "tn": int((~called & ~cloud).sum())}
+    for kind, where in (kinds or {}).items():
+        clear = where & ~cloud
+        counts[f"fp_{kind}"] = int((called & clear).sum())
+        counts[f"tn_{kind}"] = int((~called & clear).sum())
+    return counts
 
 
 def score_summary(counts: dict[str, int]) -> dict[str, float]:
-    """Cloud recall, false-cloud rate on clear pixels and IoU from ``score_counts`` totals."""
+    """Cloud recall, false-cloud rate on clear pixels (and on each ground kind counted) and IoU from
+    ``score_counts`` totals."""
     tp, fn, fp, tn = (counts.get(k, 0) for k in ("tp", "fn", "fp", "tn"))
     out = {}
     if tp + fn:
         out["recall"] = tp / (tp + fn)
     if fp + tn:
         out["false_cloud"] = fp / (fp + tn)
+    for kind in GROUND_KINDS:
+        fp_kind, tn_kind = counts.get(f"fp_{kind}", 0), counts.get(f"tn_{kind}", 0)
+        if fp_kind + tn_kind:
+            out[f"false_cloud_{kind}"] = fp_kind / (fp_kind + tn_kind)
     if tp + fn + fp:
         out["iou"] = tp / (tp + fn + fp)
     return out
@@ -152,10 +166,15 @@ def score_summary(counts: dict[str, int]) -> dict[str, float]:
 def score_markdown(rows: dict[str, dict[str, float]]) -> str:
     lines = ["\n#### Cloud score (score > 0.5 = cloud) against the sample masks\n",
              "Exact masks for synthetic clouds; pseudo masks (|cloudy - clear|) for real pairs, which also "
-             "flag surface change between the two dates.\n",
-             "| part | cloud recall | false cloud on clear | IoU |", "|---|---:|---:|---:|"]
+             "flag surface change between the two dates. Water: clear pixels whose NIR is below green in the clear "
+             "date (reflectance with NIR only); bright ground: clear pixels whose mean R, G, B in the clear date is at "
+             f"least {BRIGHT_GROUND:g} in reflectance, {BRIGHT_DISPLAY_GROUND:g} of the range on 8-bit imagery; both "
+             f"{EDGE_MARGIN} px or more from the mask's cloud (nearer, the cloud's edge).\n",
+             "| part | cloud recall | false cloud on clear | on water | on bright ground | IoU |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, v in rows.items():
-        cells = [f"{100 * v[k]:.1f} %" if k in v else "–" for k in ("recall", "false_cloud")]
+        cells = [f"{100 * v[k]:.1f} %" if k in v else "–"
+                 for k in ("recall", "false_cloud", "false_cloud_water", "false_cloud_bright")]
         cells.append(f"{v['iou']:.3f}" if "iou" in v else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -171,6 +190,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
         baselines,
         best_date,
         fill_baselines,
+        ground_kinds,
         masked_median,
         rgb_indexes,
     )
@@ -214,8 +234,9 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
             part.rows.append(table.add(method, name, output, tgt, mask, sample=sample))
 
         record(label, pred)
-        for key, value in score_counts(score, mask).items():
-            score_totals[part_index][key] += value
+        kinds = ground_kinds(tgt, bands, bool(s["display"]), mask)
+        for key, value in score_counts(score, mask, kinds=kinds).items():
+            score_totals[part_index][key] = score_totals[part_index].get(key, 0) + value
         if keep_clear:
             kc = _keep_clear(net, model_input, dev, bool(s["display"]))
             record(f"{label} + keep-clear", kc)

@@ -16,6 +16,11 @@ the reference, per region (cloudy / clear pixels). A pattern of period p along a
 (multiplied by cos / sin of 2πx/p) and box-averaged over 8 px: a real grid gives a steady product
 that survives the average, natural texture averages out. 1 = as much grid as the reference.
 ``worse``: the fraction of images where a method's PSNR is below the cloudy input's.
+
+Ground kinds (``ground_kinds``): clear water and bright clear ground, where a cloud score's false cloud is
+reported apart (what keep-clear would needlessly replace there, the hardest clear ground to tell from cloud),
+away from the clouds: within ``EDGE_MARGIN`` px of a labelled cloud, ground is lit by the cloud's own haze and the
+labels are drawn a pixel or two off, so those pixels measure the cloud's edge, not the kind of ground.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ INPUT_METHOD = "cloudy input"
 GRID_PERIODS = (2, 4)
 GRID_WINDOW = 8
 GRID_FLOOR = 1e-6
+GROUND_KINDS = ("water", "bright")
+BRIGHT_GROUND = 0.2  # mean visible reflectance of bright ground: sand, bare soil, concrete (fields and forest 0.03-0.12)
+BRIGHT_DISPLAY_GROUND = 0.6  # the same on 8-bit display imagery scaled to [0, 1]: the top 40 % of the stretch
+EDGE_MARGIN = 3  # px around labelled cloud left out of the ground kinds
 
 
 def grid_power(image: np.ndarray) -> np.ndarray:
@@ -83,6 +92,27 @@ def rgb_indexes(band_names) -> tuple[int, int, int]:
     if all(b in names for b in ("red", "green", "blue")):
         return names.index("red"), names.index("green"), names.index("blue")
     return (0, 1, 2) if len(names) >= 3 else (0, 0, 0)
+
+
+def ground_kinds(clear: np.ndarray, band_names, display: bool = False,
+                 cloud: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Boolean maps ``(H, W)`` of the ground kinds of a clear image ``(C, H, W)``: ``water`` (NIR below green;
+    reflectance only, since a stretch moves each band by its own amount) and ``bright`` (mean R, G, B at least
+    ``BRIGHT_GROUND``, or ``BRIGHT_DISPLAY_GROUND`` on 8-bit display imagery), both at least ``EDGE_MARGIN`` px
+    (Chebyshev) from ``cloud`` ``(H, W)`` where given. A kind the bands cannot tell is absent."""
+    from scipy.ndimage import binary_dilation
+
+    names = list(band_names)
+    kinds = {}
+    if not display and "nir" in names and "green" in names:
+        kinds["water"] = clear[names.index("nir")] < clear[names.index("green")]
+    if all(b in names for b in ("red", "green", "blue")):
+        visible = clear[list(rgb_indexes(names))].mean(axis=0)
+        kinds["bright"] = visible >= (BRIGHT_DISPLAY_GROUND if display else BRIGHT_GROUND)
+    if cloud is not None and np.any(cloud):
+        near = binary_dilation(np.asarray(cloud) > 0.5, np.ones((2 * EDGE_MARGIN + 1,) * 2, bool))
+        kinds = {kind: where & ~near for kind, where in kinds.items()}
+    return kinds
 
 
 def baselines(x: np.ndarray, band_names) -> dict[str, np.ndarray]:

@@ -6,8 +6,10 @@ Each ``*.npz`` holds ``img`` (H, W, 6) reflectance in the band order blue, green
 SWIR2 and ``msk`` (H, W, 1) labels: 4 = cloud, 0 = cloud shadow, anything else a clear class. The model
 sees the bands it was trained on (reflectance clipped to [0, 1]); a pixel counts as cloud where the
 score exceeds the pipeline's keep-clear threshold. Per file: cloud recall (labelled cloud called
-cloud), the false-cloud rate on clear pixels (what keep-clear would needlessly replace), the share of
-shadow called cloud, IoU and accuracy on cloud vs clear (shadow left out). There is no clear target in
+cloud), the false-cloud rate on clear pixels (what keep-clear would needlessly replace), and apart on clear
+water and on bright clear ground away from the clouds (``metrics.ground_kinds`` of the reflectance, also under
+``--stretch``), the share
+of shadow called cloud, IoU and accuracy on cloud vs clear (shadow left out). There is no clear target in
 these files, so this checks the score map only, which is what keep-clear relies on.
 
 ``--raster IMAGE --labels LABELS --layout L --cloud V [--unknown V]`` checks a labelled raster instead, read as a
@@ -36,6 +38,7 @@ from ..core.pipeline import SCORE_THRESHOLD
 from .cli import run_cli
 from .datasets.common import read_npz, stretch_to_8bit, window_slices
 from .datasets.labels import UKIS_BANDS, UKIS_CLOUD, load_labelled_images
+from .metrics import BRIGHT_GROUND, EDGE_MARGIN, ground_kinds
 
 CLOUD, SHADOW = UKIS_CLOUD, 0
 UNKNOWN = 255  # a label class left out of every figure (a labelled raster's ``unknown`` values)
@@ -64,14 +67,16 @@ def score_of(model, picked: np.ndarray, stretch=None, valid=None) -> np.ndarray:
     return score[0, 0].numpy()
 
 
-def agreement(score: np.ndarray, labels: np.ndarray, threshold: float = SCORE_THRESHOLD) -> dict:
-    """Cloud-vs-label figures for one image (see the module docstring)."""
+def agreement(score: np.ndarray, labels: np.ndarray, threshold: float = SCORE_THRESHOLD,
+              kinds: dict[str, np.ndarray] | None = None) -> dict:
+    """Cloud-vs-label figures for one image (see the module docstring); ``kinds``: ``metrics.ground_kinds`` of the
+    image, for the false-cloud rate on each (None where the image has none of it)."""
     called = score > threshold
     cloud, shadow = labels == CLOUD, labels == SHADOW
     clear = ~cloud & ~shadow & (labels != UNKNOWN)
     judged = cloud | clear
     both = called & cloud
-    return {
+    figures = {
         "pixels": int(labels.size),
         "cloud_fraction": float(cloud.mean()),
         "cloud_recall": float(both.sum() / max(cloud.sum(), 1)),
@@ -80,6 +85,11 @@ def agreement(score: np.ndarray, labels: np.ndarray, threshold: float = SCORE_TH
         "iou": float(both.sum() / max((called & judged).sum() + cloud.sum() - both.sum(), 1)),
         "accuracy": float((called[judged] == cloud[judged]).mean()) if judged.any() else None,
     }
+    for kind, where in (kinds or {}).items():
+        ground = where & clear
+        figures[f"false_cloud_on_{kind}"] = float((called & ground).sum() / ground.sum()) if ground.any() else None
+        figures[f"{kind}_pixels"] = int(ground.sum())
+    return figures
 
 
 def check(model_name=None, data_dir="../shared/data/ukis-csmask", models_dir=None, checkpoint=None,
@@ -95,7 +105,8 @@ def check(model_name=None, data_dir="../shared/data/ukis-csmask", models_dir=Non
     window = (columns[0], rows[0], columns[1], rows[1])
     if labelled_raster is not None:
         images = load_labelled_images([{**labelled_raster, "window": window}], bands)
-        results = {im.name: agreement(score_of(model, im.image, stretch, im.valid), _label_classes(im), threshold)
+        results = {im.name: agreement(score_of(model, im.image, stretch, im.valid), _label_classes(im), threshold,
+                                      ground_kinds(im.image, bands, im.display, im.cloud & im.known))
                    for im in images}
     else:
         files = sorted(Path(data_dir).glob("*.npz"))
@@ -106,7 +117,8 @@ def check(model_name=None, data_dir="../shared/data/ukis-csmask", models_dir=Non
             arrays = read_npz(path, ("img", "msk"))
             row_slice, col_slice = window_slices(window, *arrays["msk"].shape[:2])
             image, labels = arrays["img"][row_slice, col_slice], arrays["msk"][row_slice, col_slice, 0]
-            results[path.stem] = agreement(score_map(model, bands, image, stretch), labels, threshold)
+            kinds = ground_kinds(np.moveaxis(image, -1, 0), UKIS_BANDS, cloud=labels == CLOUD)
+            results[path.stem] = agreement(score_map(model, bands, image, stretch), labels, threshold, kinds)
     return {"model": label, "threshold": threshold, "columns": list(columns), "rows": list(rows), "files": results,
             "stretch": None if stretch is None else list(stretch),
             "labels": "ukis-csmask" if labelled_raster is None else str(labelled_raster["labels"])}
@@ -128,16 +140,26 @@ def markdown(result: dict) -> str:
         + (", each as an 8-bit export, stretch {:g}-{:g} %".format(*result["stretch"]) if result.get("stretch") else "")
         + "):",
         "",
-        "| file | cloud % | cloud recall | false cloud on clear | shadow called cloud | IoU | accuracy |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"Water: clear pixels whose NIR is below green; bright ground: clear pixels whose mean R, G, B reflectance is at "
+        f"least {BRIGHT_GROUND:g} (sand, bare soil, concrete); both {EDGE_MARGIN} px or more from labelled cloud (nearer, "
+        "the cloud's edge); each with its pixel count.",
+        "",
+        "| file | cloud % | cloud recall | false cloud on clear | on water | on bright ground | shadow called cloud "
+        "| IoU | accuracy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def pct(v):
         return "–" if v is None else f"{100 * v:.1f} %"
 
+    def kind_cell(r, kind):
+        rate = r.get(f"false_cloud_on_{kind}")
+        return "–" if rate is None else f"{pct(rate)} ({r[f'{kind}_pixels']} px)"
+
     for name, r in result["files"].items():
         lines.append(
             f"| {name} | {pct(r['cloud_fraction'])} | {pct(r['cloud_recall'])} | {pct(r['false_cloud_on_clear'])} "
+            f"| {kind_cell(r, 'water')} | {kind_cell(r, 'bright')} "
             f"| {pct(r['shadow_called_cloud'])} | {r['iou']:.3f} | {pct(r['accuracy'])} |"
         )
     return "\n".join(lines) + "\n"

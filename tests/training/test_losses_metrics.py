@@ -260,6 +260,44 @@ def test_score_counts_and_summary():
     assert score_counts(score, None) == {}
 
 
+def test_ground_kinds_and_their_false_cloud():
+    """Water (NIR below green, reflectance only) and bright ground (mean R, G, B >= 0.2 in reflectance, >= 0.6 of
+    the range on 8-bit imagery) of the clear date; the score's false cloud on each counts their clear pixels."""
+    import numpy as np
+
+    from viser_cr.training.evaluate import score_counts, score_markdown, score_summary
+    from viser_cr.training.metrics import ground_kinds
+
+    bands = ["red", "green", "blue", "nir"]
+    clear = np.zeros((4, 2, 3), np.float32)
+    clear[:, 0, 0] = (0.03, 0.05, 0.06, 0.02)   # water
+    clear[:, 0, 1] = (0.05, 0.08, 0.04, 0.40)   # vegetation
+    clear[:, 0, 2] = (0.32, 0.27, 0.22, 0.38)   # sand
+    clear[:, 1] = clear[:, 0]
+    kinds = ground_kinds(clear, bands)
+    assert kinds["water"].tolist() == [[True, False, False]] * 2
+    assert kinds["bright"].tolist() == [[False, False, True]] * 2
+    display = ground_kinds(clear, bands, display=True)
+    assert set(display) == {"bright"} and not display["bright"].any()  # no water by NIR after a stretch; 0.27 < 0.6
+    assert ground_kinds(clear * 2.5, bands, display=True)["bright"].tolist() == [[False, False, True]] * 2
+    assert set(ground_kinds(clear[:3], bands[:3])) == {"bright"}            # no NIR, no water
+    wide = np.repeat(clear, 5, axis=2)  # columns 0-4 water, 5-9 vegetation, 10-14 sand
+    cloud = np.zeros((2, 15), bool)
+    cloud[:, 0] = True
+    near = ground_kinds(wide, bands, cloud=cloud)  # within 3 px of a cloud: its edge, no kind
+    assert near["water"][0].tolist() == [False] * 4 + [True] + [False] * 10
+    assert near["bright"][0].tolist() == [False] * 10 + [True] * 5
+    mask = np.array([[0, 0, 0], [1, 0, 1]])  # the second row's water and sand under cloud
+    score = np.array([[0.9, 0.1, 0.8], [0.9, 0.9, 0.9]])
+    counts = score_counts(score, mask, kinds=kinds)
+    assert (counts["fp_water"], counts["tn_water"], counts["fp_bright"], counts["tn_bright"]) == (1, 0, 1, 0)
+    summary = score_summary(counts)
+    assert summary["false_cloud_water"] == 1.0 and summary["false_cloud_bright"] == 1.0
+    assert summary["false_cloud"] == 3 / 4
+    assert "| p | 100.0 % | 75.0 % | 100.0 % | 100.0 % |" in score_markdown({"p": summary})
+    assert "| q | – | 0.0 % | – | – | – |" in score_markdown({"q": score_summary({"tn": 4})})
+
+
 def test_best_date_is_the_date_closest_to_the_target():
     from viser_cr.training.metrics import best_date
 

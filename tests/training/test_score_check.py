@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from viser_cr.training.datasets.labels import UKIS_BANDS
+from viser_cr.training.metrics import ground_kinds
 from viser_cr.training.score_check import agreement, check, main, markdown, score_map, score_of
 
 
@@ -19,6 +21,22 @@ def test_agreement_counts_by_hand():
     assert r["shadow_called_cloud"] == pytest.approx(1 / 2)
     assert r["iou"] == pytest.approx(1 / 3)                    # called {cloud, clear}, cloud {2}: 1 / 3
     assert r["accuracy"] == pytest.approx(4 / 6)               # shadow left out
+    assert "false_cloud_on_water" not in r                     # no ground kinds given
+
+
+def test_agreement_false_cloud_on_water_and_bright_ground():
+    """The false-cloud rate on each ground kind counts the kind's clear pixels only (not its cloud or shadow)."""
+    labels = np.array([[4, 3, 3, 3], [0, 3, 3, 1]])
+    score = np.array([[0.9, 0.9, 0.1, 0.1], [0.9, 0.9, 0.9, 0.0]])
+    water = np.array([[1, 0, 0, 0], [1, 0, 0, 1]], bool)    # one clear water pixel (the others cloud, shadow)
+    bright = np.array([[0, 1, 1, 1], [0, 1, 0, 0]], bool)   # four clear bright pixels, two called cloud
+    r = agreement(score, labels, threshold=0.5, kinds={"water": water, "bright": bright})
+    assert r["false_cloud_on_water"] == 0.0 and r["water_pixels"] == 1  # under cloud or shadow it is not clear water
+    assert r["false_cloud_on_bright"] == pytest.approx(2 / 4) and r["bright_pixels"] == 4
+    none = agreement(score, labels, kinds={"water": np.zeros_like(water)})
+    assert none["false_cloud_on_water"] is None and none["water_pixels"] == 0
+    table = markdown({"model": "m", "threshold": 0.5, "columns": [0, 1], "files": {"f": r}})
+    assert "| 0.0 % (1 px) | 50.0 % (4 px) |" in table
 
 
 def test_check_runs_a_model_on_every_file(tmp_path, tiny_models_dir):
@@ -39,13 +57,19 @@ def test_check_runs_a_model_on_every_file(tmp_path, tiny_models_dir):
     with np.load(tmp_path / "landsat7.npz") as npz:
         score = score_map(model, card.bands, npz["img"])
     assert score.shape == (40, 48) and np.all((score >= 0) & (score <= 1))
-    assert result["files"]["landsat7"] == agreement(score, np.load(tmp_path / "landsat7.npz")["msk"][..., 0])
+    with np.load(tmp_path / "landsat7.npz") as npz:
+        # the reflectance's water and bright ground, 3 px or more from labelled cloud
+        kinds = ground_kinds(np.moveaxis(npz["img"], -1, 0), UKIS_BANDS, cloud=npz["msk"][..., 0] == 4)
+        assert kinds["water"][10:13].sum() == 0 and kinds["water"][13:].any()
+        assert result["files"]["landsat7"] == agreement(score, npz["msk"][..., 0], kinds=kinds)
+        assert result["files"]["landsat7"]["water_pixels"] == (kinds["water"] & (npz["msk"][..., 0] == 3)).sum() > 0
     # the east half only (held out of labels parts that train on the west half): its cloud is a third
     east = check("tiny-rgbn", tmp_path, models_dir=tiny_models_dir, columns=(0.5, 1.0), threshold=0.3)
     assert east["columns"] == [0.5, 1.0] and east["threshold"] == 0.3
     with np.load(tmp_path / "landsat7.npz") as npz:
         east_score = score_map(model, card.bands, npz["img"][:, 24:])
-        assert east["files"]["landsat7"] == agreement(east_score, npz["msk"][:, 24:, 0], 0.3)
+        east_kinds = {k: v[:, 24:] for k, v in kinds.items()}  # the cloud spans every column
+        assert east["files"]["landsat7"] == agreement(east_score, npz["msk"][:, 24:, 0], 0.3, east_kinds)
     # the same files as 8-bit exports (2-98 % of each image), run as 8-bit imagery
     from viser_cr.training.datasets.common import stretch_to_8bit
 
@@ -57,7 +81,7 @@ def test_check_runs_a_model_on_every_file(tmp_path, tiny_models_dir):
         model.use_radiometry(True)
         with torch.inference_mode():
             own = model(torch.from_numpy(x)[None])[1][0, 0].numpy()
-        assert exported["files"]["landsat7"] == agreement(own, npz["msk"][..., 0])
+        assert exported["files"]["landsat7"] == agreement(own, npz["msk"][..., 0], kinds=kinds)  # the ground's own kinds
 
 
 def test_check_a_labelled_raster_leaves_its_unknown_values_out(tmp_path, tiny_models_dir):

@@ -139,6 +139,9 @@ def test_evaluate_and_export_round_trip(data_root, tmp_path):
     assert "s2cloudless + fill" not in res["by_part"]["rgbn synthetic"]
     assert sum(part["cloudy input"]["images"] for part in res["by_part"].values()) == res["images"]
     assert "#### By part of the split" in (tmp_path / "ev" / "eval_test_clean.md").read_text()
+    # the score's false cloud on water and bright ground: no water on 8-bit imagery (a stretch hides it from NIR)
+    assert "| on water | on bright ground |" in (tmp_path / "ev" / "eval_test_clean.md").read_text()
+    assert "false_cloud" in res["score"]["rgbn synthetic"] and "false_cloud_water" not in res["score"]["rgbn synthetic"]
     for ext in ("md", "csv", "json"):
         assert (tmp_path / "ev" / f"eval_test_clean.{ext}").exists()
     models = tmp_path / "models"
