@@ -8,9 +8,8 @@ sees the bands it was trained on (reflectance clipped to [0, 1]); a pixel counts
 score exceeds the pipeline's keep-clear threshold. Per file: cloud recall (labelled cloud called
 cloud), the false-cloud rate on clear pixels (what keep-clear would needlessly replace), and apart on clear
 water and on bright clear ground away from the clouds (``metrics.ground_kinds`` of the reflectance, also under
-``--stretch``), the share
-of shadow called cloud, IoU and accuracy on cloud vs clear (shadow left out). There is no clear target in
-these files, so this checks the score map only, which is what keep-clear relies on.
+``--stretch``), the share of shadow called cloud, IoU and accuracy on cloud vs clear (shadow left out). There is
+no clear target in these files, so this checks the score map only, which is what keep-clear relies on.
 
 ``--raster IMAGE --labels LABELS --layout L --cloud V [--unknown V]`` checks a labelled raster instead, read as a
 ``type: labels`` training part reads it (training/datasets/labels.py): e.g. the real Landsat 8 cumulus field of
