@@ -1660,6 +1660,10 @@ def _use_radiometry(model, radiometry: str, callbacks: _Callbacks, cloud_thresho
             black += " On black ground, what is far brighter than the ground counts as cloud from a low score."
         callbacks.say(f"8-bit display imagery: the fill takes pixels of cloud score above {display_threshold:g} "
                       f"(reflectance input: {model.fill_threshold:g}), so bright clear ground is kept.{saturated}{dark}{black}")
+    elif not display and fills and getattr(model, "reflectance_saturation", False):
+        callbacks.say(f"Reflectance input: the fill takes pixels of cloud score above {model.fill_threshold:g}. White "
+                      "pixels at a visible band's clipped level (a sensor saturated over thick cloud, as Landsat TM / "
+                      "ETM+) count as cloud, as do saturated snow and salt flats.")
     return default
 
 

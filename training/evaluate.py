@@ -163,15 +163,19 @@ def score_summary(counts: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def score_markdown(rows: dict[str, dict[str, float]]) -> str:
-    lines = ["\n#### Cloud score (score > 0.5 = cloud) against the sample masks\n",
-             "Exact masks for synthetic clouds; pseudo masks (|cloudy - clear|) for real pairs, which also "
-             "flag surface change between the two dates. Water: clear pixels whose NIR is below green in the clear "
-             "date (reflectance with NIR only); bright ground: clear pixels whose mean R, G, B in the clear date is at "
-             f"least {BRIGHT_GROUND:g} in reflectance, {BRIGHT_DISPLAY_GROUND:g} of the range on 8-bit imagery; both "
-             f"{EDGE_MARGIN} px or more from the mask's cloud (nearer, the cloud's edge).\n",
-             "| part | cloud recall | false cloud on clear | on water | on bright ground | IoU |",
-             "|---|---:|---:|---:|---:|---:|"]
+def score_markdown(rows: dict[str, dict[str, float]], gates: str | None = None) -> str:
+    """The score table per part: at score > 0.5, or with ``gates`` (their description) at the model's own gates."""
+    if gates is None:
+        lines = ["\n#### Cloud score (score > 0.5 = cloud) against the sample masks\n",
+                 "Exact masks for synthetic clouds; pseudo masks (|cloudy - clear|) for real pairs, which also "
+                 "flag surface change between the two dates. Water: clear pixels whose NIR is below green in the clear "
+                 "date (reflectance with NIR only); bright ground: clear pixels whose mean R, G, B in the clear date is "
+                 f"at least {BRIGHT_GROUND:g} in reflectance, {BRIGHT_DISPLAY_GROUND:g} of the range on 8-bit imagery; "
+                 f"both {EDGE_MARGIN} px or more from the mask's cloud (nearer, the cloud's edge).\n"]
+    else:
+        lines = [f"\n#### Cloud score at the model's gates ({gates}: what the fill replaces and keep-clear keeps)\n"]
+    lines += ["| part | cloud recall | false cloud on clear | on water | on bright ground | IoU |",
+              "|---|---:|---:|---:|---:|---:|"]
     for name, v in rows.items():
         cells = [f"{100 * v[k]:.1f} %" if k in v else "–"
                  for k in ("recall", "false_cloud", "false_cloud_water", "false_cloud_bright")]
@@ -183,6 +187,7 @@ def score_markdown(rows: dict[str, dict[str, float]]) -> str:
 def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="test", protocol=None,
              keep_clear=False, lpips=False, output_dir=None, max_images=None, sheet_images=6, device="auto") -> dict:
     from ..core import s2cloudless
+    from ..core.pipeline import own_cloud_threshold
     from .datasets import build_dataset, part_label, part_of_sample, split_specs
     from .metrics import (
         INPUT_METHOD,
@@ -212,7 +217,9 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
     part_tables = [MetricTable(protocol, bands, lp) for _ in specs]  # rows shared with `table`
     n = len(ds) if not max_images else min(len(ds), int(max_images))
     sheet = []
-    score_totals = [dict.fromkeys(("tp", "fn", "fp", "tn"), 0) for _ in specs]
+    score_totals = [dict.fromkeys(("tp", "fn", "fp", "tn"), 0) for _ in specs]  # at score > 0.5
+    gate_totals = [dict.fromkeys(("tp", "fn", "fp", "tn"), 0) for _ in specs]  # at the model's gate per radiometry
+    gates_used = set()
     context_checks: dict[int, list[dict]] = {}
     with_s2cloudless = s2cloudless.available()  # the optional baseline, looked up once per run
     for i in range(n):
@@ -235,8 +242,11 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
 
         record(label, pred)
         kinds = ground_kinds(tgt, bands, bool(s["display"]), mask)
-        for key, value in score_counts(score, mask, kinds=kinds).items():
-            score_totals[part_index][key] = score_totals[part_index].get(key, 0) + value
+        gate = own_cloud_threshold(net, bool(s["display"]))
+        gates_used.add((bool(s["display"]), gate))
+        for totals, threshold in ((score_totals, 0.5), (gate_totals, gate)):
+            for key, value in score_counts(score, mask, threshold, kinds).items():
+                totals[part_index][key] = totals[part_index].get(key, 0) + value
         if keep_clear:
             kc = _keep_clear(net, model_input, dev, bool(s["display"]))
             record(f"{label} + keep-clear", kc)
@@ -276,8 +286,12 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
                 md += "\n" + part.markdown(f"{part_label(spec)} ({len(part.rows) // len(part.methods())} images)", intro=False)
     score_rows = {part_label(spec): score_summary(totals) for spec, totals in zip(specs, score_totals, strict=True)
                   if any(totals.values())}
+    gate_rows = {part_label(spec): score_summary(totals) for spec, totals in zip(specs, gate_totals, strict=True)
+                 if any(totals.values())}
     if score_rows:
         md += score_markdown(score_rows)
+        md += score_markdown(gate_rows, ", ".join(f"score > {gate:g} on {'8-bit imagery' if display else 'reflectance'}"
+                                                  for display, gate in sorted(gates_used)))
     context_rows = {part_label(specs[k]): checks for k, checks in sorted(context_checks.items())}
     if context_rows:
         md += context_markdown(context_rows)
@@ -295,6 +309,7 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
         w.writerows(table.rows)
     result = {"model": label, "model_info": info, "config": cfg["name"], "split": split, "protocol": protocol,
               "images": n, "keep_clear": keep_clear, "table": summary, "by_part": by_part, "score": score_rows,
+              "score_at_gates": gate_rows,
               "context": {name: {"stacks": len(checks),
                                  "between_psnr": float(np.mean([c["between"] for c in checks])),
                                  "clear_context_psnr": float(np.mean([c["clear_context"] for c in checks]))}

@@ -115,7 +115,7 @@ def test_a_tile_opaque_from_edge_to_edge_comes_back_as_ground_not_as_the_cloud(c
 
 def test_8bit_imagery_gets_the_bundled_models_display_gate(fixtures_dir, tmp_path):
     """The mono and stack cards carry a stricter cloud gate and the saturation test for 8-bit display imagery;
-    a run on an 8-bit raster uses them and says so, a run on reflectance does not."""
+    a run on an 8-bit raster uses them and says so, a run on reflectance names its own gate and test."""
     from viser_cr.core.pipeline import CloudRemovalRequest, remove_clouds
 
     for card in BUNDLED:
@@ -126,6 +126,9 @@ def test_8bit_imagery_gets_the_bundled_models_display_gate(fixtures_dir, tmp_pat
     assert any("8-bit display imagery" in line and "saturated" in line for line in eight_bit.messages)
     reflectance = remove_clouds(CloudRemovalRequest([fixtures_dir / "s2l1c_cloudy_96.tif"], tmp_path / "b.tif"))
     assert not any("8-bit display imagery" in line for line in reflectance.messages)
+    # a reflectance run names its own gate and the clipped-white test instead
+    assert any("Reflectance input" in line and "clipped level" in line for line in reflectance.messages)
+    assert not any("Reflectance input" in line for line in eight_bit.messages)
 
 
 def test_the_users_cloud_threshold_moves_the_fill_and_the_run_reports_what_it_called_cloud(fixtures_dir, tmp_path):

@@ -142,6 +142,14 @@ def test_evaluate_and_export_round_trip(data_root, tmp_path):
     # the score's false cloud on water and bright ground: no water on 8-bit imagery (a stretch hides it from NIR)
     assert "| on water | on bright ground |" in (tmp_path / "ev" / "eval_test_clean.md").read_text()
     assert "false_cloud" in res["score"]["rgbn synthetic"] and "false_cloud_water" not in res["score"]["rgbn synthetic"]
+    # and again at the model's own gates, per radiometry (what the fill and keep-clear take)
+    from viser_cr.core.pipeline import own_cloud_threshold
+    from viser_cr.training.evaluate import load_trained
+
+    net = load_trained(ckpt_path)[0]
+    gates = f"score > {own_cloud_threshold(net, False):g} on reflectance, score > {own_cloud_threshold(net, True):g} on 8-bit"
+    assert f"#### Cloud score at the model's gates ({gates} imagery:" in (tmp_path / "ev" / "eval_test_clean.md").read_text()
+    assert set(res["score_at_gates"]) == set(res["score"])
     for ext in ("md", "csv", "json"):
         assert (tmp_path / "ev" / f"eval_test_clean.{ext}").exists()
     models = tmp_path / "models"
