@@ -153,6 +153,18 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _canonical_safetensors(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its JSON header's keys sorted: safetensors writes the metadata from a hash
+    map, in another order on every save, so the same tensors would get another sha256 each export. The sorted
+    header has the same length (same keys and values), padded with spaces as the format allows; the tensors'
+    offsets are relative to the header's end, so nothing else moves."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    if len(header) > size:  # cannot happen for a header safetensors wrote compactly; keep the file as it is
+        return data
+    return data[:8] + header.ljust(size, b" ") + data[8 + size:]
+
+
 def _models_dir(models_dir) -> Path:
     return Path(models_dir) if models_dir is not None else DEFAULT_MODELS_DIR
 
@@ -333,7 +345,7 @@ def save_model(model, path: str | Path, half: bool = False, **card_fields) -> Mo
     name = card_fields.pop("name", path.name)
     bands = card_fields.pop("bands", None) or [f"band{i + 1}" for i in range(arch.get("in_bands", 0))]
     metadata = {"format": "viser-cr", "name": name, "architecture": json.dumps(arch, sort_keys=True)}
-    data = save_safetensors(state, metadata=metadata)
+    data = _canonical_safetensors(save_safetensors(state, metadata=metadata))
     _atomic_write(weights_path, data)
 
     known = {f.name for f in dataclasses.fields(ModelCard)}
