@@ -159,8 +159,9 @@ def _canonical_safetensors(data: bytes) -> bytes:
     header has the same length (same keys and values), padded with spaces as the format allows; the tensors'
     offsets are relative to the header's end, so nothing else moves."""
     size = int.from_bytes(data[:8], "little")
-    header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":")).encode()
-    if len(header) > size:  # cannot happen for a header safetensors wrote compactly; keep the file as it is
+    header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    header = header.encode()  # UTF-8 and compact, as safetensors writes it: the same length, only the order differs
+    if len(header) > size:  # a writer that escaped what this does not: keep its file as it is
         return data
     return data[:8] + header.ljust(size, b" ") + data[8 + size:]
 
