@@ -22,7 +22,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import mask_codes
+from . import mask_codes, s2cloudless
 from .errors import Cancelled, ViserError
 from .messages import to_callback
 from .sensors import SENSOR_CHOICES, parse_bands
@@ -130,6 +130,10 @@ def add_cloud_options(parser: argparse.ArgumentParser) -> None:
                         help="fill the pixels whose cloud score is above T, between 0 and 1 (default: the model's, "
                              "0.6 on 8-bit imagery, 0.35 on reflectance): higher keeps more bright ground, lower "
                              "takes more thin cloud")
+    parser.add_argument("--cloud-source", default="auto", choices=list(s2cloudless.CLOUD_SOURCES),
+                        help="model: the network's cloud score alone; s2cloudless: s2cloudless's cloud mask (13-band "
+                             "Sentinel-2 L1C, where the s2cloudless package is installed) is added to it; auto "
+                             "(default): s2cloudless where it applies and is installed and no --cloud-mask is given")
     parser.add_argument("--no-cirrus-correction", dest="cirrus_correction", action="store_false",
                         help="Sentinel-2 L1C with band 10: do not remove thin cirrus with the cirrus band first")
     parser.add_argument("--no-cloud-shadows", dest="cloud_shadows", action="store_false",
@@ -264,6 +268,7 @@ def _request(args, score_only: bool):
         cloud_mask=masks[0] if len(masks) == 1 else None, cloud_masks=masks if len(masks) > 1 else None,
         cloud_mask_type=args.cloud_mask_type, cloud_mask_buffer=args.cloud_mask_buffer,
         cloud_mask_mode=args.cloud_mask_mode, score_output=args.score_out,
+        cloud_source=args.cloud_source,
         cloud_threshold=args.cloud_threshold, cirrus_correction=args.cirrus_correction,
         cloud_shadows=args.cloud_shadows,
         uncertainty_output=args.uncertainty_out, source_dates_output=args.source_dates_out, tta=args.tta,

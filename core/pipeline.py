@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import mask_codes, raster
+from . import mask_codes, raster, s2cloudless
 from .cirrus import correct_cirrus
 from .device import (
     CPU_BATCH_SIZE,
@@ -48,7 +48,7 @@ from .device import (
     resolve_device,
     torch_threads,
 )
-from .errors import Cancelled, InputError, ViserError
+from .errors import Cancelled, DependencyError, InputError, ViserError
 from .sensors import (
     CANONICAL_BANDS,
     BandFacts,
@@ -97,6 +97,8 @@ class CloudRemovalRequest:
     cloud_mask_buffer: int = 0          # pixels the mask's clouds are grown by (their thin rims)
     cloud_masks: list[str | Path] | None = None  # stacks: one mask per input, in input order (not with cloud_mask)
     cloud_mask_mode: str = "replace"    # replace: the mask alone decides; add: the model's own clouds too
+    cloud_source: str = "auto"          # model | s2cloudless (its mask added to the score: 13-band L1C) | auto:
+                                        # s2cloudless where it applies and is installed and no mask is given
     score_output: str | Path | None = None
     uncertainty_output: str | Path | None = None   # implies test-time augmentation
     source_dates_output: str | Path | None = None  # stacks: per pixel, the input number of the date used most
@@ -157,6 +159,7 @@ def _validate_request(request: CloudRemovalRequest) -> None:
         raise InputError("a cloud mask is used by keep-clear mode: leave keep-clear on (drop --no-keep-clear), or drop the mask.")
     if request.cloud_masks is not None:
         _check_date_masks(request)
+    _check_cloud_source(request)
     mask_codes.encoding(request.cloud_mask_type)
     if request.cloud_mask_mode not in mask_codes.MASK_MODES:
         raise InputError(f"the cloud mask mode must be one of {', '.join(mask_codes.MASK_MODES)}, got "
@@ -174,6 +177,17 @@ def _validate_request(request: CloudRemovalRequest) -> None:
         raise InputError(f"the cloud threshold must be a number between 0 and 1 (exclusive), got {threshold!r}: "
                          "pixels whose cloud score is above it are filled; raise it (e.g. 0.7) to keep more bright "
                          "ground, lower it (e.g. 0.45) to take more thin cloud.")
+
+
+def _check_cloud_source(request: CloudRemovalRequest) -> None:
+    if request.cloud_source not in s2cloudless.CLOUD_SOURCES:
+        raise InputError(f"the cloud source must be one of {', '.join(s2cloudless.CLOUD_SOURCES)}, got "
+                         f"{request.cloud_source!r}: model takes the network's cloud score alone, s2cloudless adds "
+                         "s2cloudless's cloud mask to it (13-band Sentinel-2 L1C), auto does so where it can.")
+    if request.cloud_source == "s2cloudless" and (request.cloud_mask is not None or request.cloud_masks):
+        raise InputError("give a cloud mask or --cloud-source s2cloudless, not both: the mask says what is cloud; "
+                         "drop --cloud-source, or drop the mask (with --cloud-mask-mode add, the mask adds to the "
+                         "model's own clouds).")
 
 
 def _check_date_masks(request: CloudRemovalRequest) -> None:
@@ -1439,7 +1453,7 @@ class _Sources:
 
 
 def _align_sources(request: CloudRemovalRequest, inputs: _Inputs, stack: contextlib.ExitStack,
-                   callbacks: _Callbacks) -> _Sources:
+                   callbacks: _Callbacks, with_s2cloudless: bool = False) -> _Sources:
     dates = inputs.dates
     grid = raster.reference_grid(inputs.reference.dataset, request.bounds)
     sources, notes = raster.open_sources([d.dataset for d in dates], [d.label for d in dates], 0, grid,
@@ -1448,7 +1462,9 @@ def _align_sources(request: CloudRemovalRequest, inputs: _Inputs, stack: context
         stack.callback(source.close)
     for note in notes:
         callbacks.say(note)
-    return _Sources(grid, sources, _mask_sources(request, grid, stack, inputs))
+    masks = [_S2CloudlessMask(sources[0], inputs.reference)] if with_s2cloudless else \
+        _mask_sources(request, grid, stack, inputs)
+    return _Sources(grid, sources, masks)
 
 
 def _mask_sources(request: CloudRemovalRequest, grid, stack: contextlib.ExitStack, inputs: _Inputs):
@@ -1477,6 +1493,62 @@ def _mask_source(request: CloudRemovalRequest, path, grid, stack: contextlib.Exi
     mask = _CloudMask(source, mask_codes.encoding(request.cloud_mask_type), int(request.cloud_mask_buffer))
     mask.check(dataset.dtypes[0])
     return mask
+
+
+def _uses_s2cloudless(request: CloudRemovalRequest, reference: _Input, callbacks: _Callbacks) -> bool:
+    """Whether s2cloudless's cloud mask of the reference adds to the model's score (``request.cloud_source``):
+    asked for, it must apply (13-band Sentinel-2 L1C) and be installed; auto takes it where both hold and the
+    user gave no mask of their own. Not for the cloud score alone (the score raster is the model's)."""
+    if request.cloud_source == "model" or request.cloud_mask is not None or request.cloud_masks or request.output is None:
+        return False
+    resolution = reference.resolution
+    missing = [band for band in s2cloudless.MODEL_BANDS if band not in resolution.band_names]
+    explicit = request.cloud_source == "s2cloudless"
+    if resolution.sensor != "s2-l1c" or missing:
+        if explicit:
+            lacks = f"lacks the bands {', '.join(missing)}" if missing else f"is read as {resolution.sensor}"
+            raise InputError(f"--cloud-source s2cloudless takes 13-band Sentinel-2 L1C, but {reference.label} {lacks}: "
+                             "give the L1C raster with all its bands (B1..B12 with B8A), or drop --cloud-source.")
+        return False
+    if not s2cloudless.available():
+        if explicit:
+            raise DependencyError(f"--cloud-source s2cloudless needs the s2cloudless and lightgbm packages. "
+                                  f"{s2cloudless.HOW_TO_GET}")
+        callbacks.say("Cloud source: the model's cloud score (s2cloudless, optional, is not installed here: on 13-band "
+                      "L1C its cloud mask would add to the score).")
+        return False
+    callbacks.say(f"Cloud source: s2cloudless's cloud mask (probability above {s2cloudless.INFERENCE_THRESHOLD}, "
+                  f"averaged over {s2cloudless.AVERAGE_OVER} px, grown by {s2cloudless.DILATION} px) is added to the "
+                  "model's cloud score: the fill takes both (--cloud-source model: the score alone).")
+    return True
+
+
+@dataclass(frozen=True)
+class _S2CloudlessMask:
+    """s2cloudless's cloud mask of the reference, read like a user's mask, window by window: each window
+    ``s2cloudless.MARGIN`` pixels wider, so that a cloud averages and grows across tiles as in one piece."""
+
+    source: raster.AlignedSource
+    reference: _Input
+
+    @property
+    def indexes(self) -> list[int]:
+        return [self.reference.resolution.band_names[band] for band in s2cloudless.MODEL_BANDS]
+
+    def read(self, y: int, h: int, x: int, w: int) -> np.ndarray:
+        grid, margin, step = self.source.grid, s2cloudless.MARGIN, s2cloudless.STEP
+        top, left = max(0, y - margin) // step * step, max(0, x - margin) // step * step  # the raster's cells
+        bottom, right = min(grid.height, y + h + margin), min(grid.width, x + w + margin)
+        raw, valid = self.source.read(self.indexes, top, bottom - top, left, right - left)
+        cloud = s2cloudless.window_cloud(_scaled(raw, self.reference.resolution), s2cloudless.MODEL_BANDS, valid)
+        return cloud[y - top: y - top + h, x - left: x - left + w]
+
+    def read_overview(self, height: int, width: int) -> np.ndarray:
+        """``(height, width)`` cloud cells: the classifier on the cells' average reflectance, thresholded (a cell
+        is wider than the averaging disk)."""
+        raw, valid = self.source.read_overview(self.indexes, height, width)
+        probability = s2cloudless.cloud_probability(_scaled(raw, self.reference.resolution), s2cloudless.MODEL_BANDS)
+        return (probability > s2cloudless.INFERENCE_THRESHOLD) & valid
 
 
 @dataclass(frozen=True)
@@ -1565,10 +1637,11 @@ def remove_clouds(request: CloudRemovalRequest, progress: ProgressFn | None = No
         callbacks.say(f"{reference.label}: {reference.resolution.reason}")
         if inputs.date_choice:
             callbacks.say(inputs.date_choice)
-        sources = _align_sources(request, inputs, stack, callbacks)
+        with_s2cloudless = _uses_s2cloudless(request, reference, callbacks)
+        sources = _align_sources(request, inputs, stack, callbacks, with_s2cloudless)
         tiles = _tiling(request, inputs.card, sources.grid)
         job = _Job(request, paths, inputs, sources, _encoding(request, reference), _output_tags(request, inputs))
-        predictor = _predictor(request, inputs, device, callbacks)
+        predictor = _predictor(request, inputs, device, callbacks, with_s2cloudless)
         tiles = _write_with_retries(job, tiles, predictor, callbacks)
     result = CloudRemovalResult(
         output=paths.output, score_output=paths.score, uncertainty_output=paths.uncertainty,
@@ -1582,8 +1655,10 @@ def remove_clouds(request: CloudRemovalRequest, progress: ProgressFn | None = No
     return result
 
 
-def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks: _Callbacks) -> Predictor:
-    """The model, loaded on the device, behind a Predictor with the request's options."""
+def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks: _Callbacks,
+               with_s2cloudless: bool = False) -> Predictor:
+    """The model, loaded on the device, behind a Predictor with the request's options (s2cloudless's mask, where
+    it is the cloud source, adds to the model's clouds)."""
     from .weights import load_model
 
     model, card = load_model(inputs.card, device=str(device))
@@ -1595,7 +1670,7 @@ def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks:
                           keep_clear=request.keep_clear, say=callbacks.say, precision=request.precision,
                           source_dates=request.source_dates_output is not None,
                           date_days=inputs.days,
-                          cloud_threshold=threshold, mask_adds=request.cloud_mask_mode == "add")
+                          cloud_threshold=threshold, mask_adds=request.cloud_mask_mode == "add" or with_s2cloudless)
     if request.precision != "fp32" and device.type != "cuda":
         callbacks.say(f"Precision {request.precision} applies to CUDA GPUs: running float32 on the CPU.")
     return predictor

@@ -61,38 +61,46 @@ def load_trained(checkpoint=None, model=None, models_dir=None, device="cpu"):
     raise ViserError("give --checkpoint or --model")
 
 
-def _keep_clear(net, x: torch.Tensor, device, display: bool) -> np.ndarray:
+def _keep_clear(net, x: torch.Tensor, device, display: bool, cloud: np.ndarray | None = None) -> np.ndarray:
     """The engine's keep-clear output for one sample ``x`` (C,H,W) or (L,C,H,W): the input where the score is
-    below the model's own gate for its radiometry, as a run keeps it."""
+    below the model's own gate for its radiometry, as a run keeps it; ``cloud`` (H,W), a cloud mask added to
+    the model's clouds (as a run adds s2cloudless's)."""
     from ..core.pipeline import Predictor, own_cloud_threshold
 
     xx = x if x.dim() == 4 else x[None]
     predictor = Predictor(net, device, batch_size=1, keep_clear=True,
-                          cloud_threshold=own_cloud_threshold(net, display))
-    return predictor.predict(xx[None].numpy()).image[0]
+                          cloud_threshold=own_cloud_threshold(net, display), mask_adds=cloud is not None)
+    masks = None if cloud is None else np.asarray(cloud, np.float32)[None, None]
+    return predictor.predict(xx[None].numpy(), masks).image[0]
 
 
 MASKED_MEDIAN = "cloud-masked median (model's date scores)"
 BEST_DATE = "best single date (oracle: picked with the target)"
 S2CLOUDLESS_FILL = "s2cloudless + fill"
+S2CLOUDLESS_ADDED = "+ keep-clear + s2cloudless"  # after the model's name: what a run does on L1C by default
 
 
-def s2cloudless_fill(ds, index: int, x: np.ndarray) -> np.ndarray | None:
-    """The classical baseline with s2cloudless's cloud mask (``core.s2cloudless``, which the caller has
-    found installed) for sample ``index``: only where the sample is 13-band Sentinel-2 L1C as it is (not an 8-bit
-    export of it: an analyst with an export has no L1C bands); else None."""
+def s2cloudless_l1c(ds, index: int):
+    """``(l1c, band names)`` of sample ``index`` where s2cloudless (``core.s2cloudless``, which the caller has
+    found installed) applies: 13-band Sentinel-2 L1C as it is (not an 8-bit export of it: an analyst with an
+    export has no L1C bands); else None."""
     from ..core import s2cloudless
     from .datasets import source_of_sample
-    from .metrics import mask_fill
 
     source, local = source_of_sample(ds, index)
     if not hasattr(source, "cloudy_all_bands") or getattr(source, "stretch", None) is not None:
         return None
     l1c, names = source.cloudy_all_bands(local)
-    if not set(s2cloudless.MODEL_BANDS) <= set(names):
-        return None
-    cloud = s2cloudless.cloud_mask(s2cloudless.cloud_probability(l1c, names))
-    return mask_fill(x, ~cloud)
+    return (l1c, names) if set(s2cloudless.MODEL_BANDS) <= set(names) else None
+
+
+def s2cloudless_fill(l1c, names, x: np.ndarray) -> np.ndarray:
+    """The classical baseline: the fill over s2cloudless's cloud mask, computed on every pixel as s2cloudless
+    recommends for 10 m data."""
+    from ..core import s2cloudless
+    from .metrics import mask_fill
+
+    return mask_fill(x, ~s2cloudless.cloud_mask(s2cloudless.cloud_probability(l1c, names)))
 
 
 def context_check(net, x: torch.Tensor, target: np.ndarray, mask: np.ndarray | None, device) -> dict | None:
@@ -247,16 +255,19 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
         for totals, threshold in ((score_totals, 0.5), (gate_totals, gate)):
             for key, value in score_counts(score, mask, threshold, kinds).items():
                 totals[part_index][key] = totals[part_index].get(key, 0) + value
+        l1c = s2cloudless_l1c(ds, i) if with_s2cloudless else None
         if keep_clear:
             kc = _keep_clear(net, model_input, dev, bool(s["display"]))
             record(f"{label} + keep-clear", kc)
+            if l1c is not None:  # s2cloudless's mask as a run computes it (core.s2cloudless.window_cloud)
+                added = _keep_clear(net, model_input, dev, False, s2cloudless.window_cloud(*l1c))
+                record(f"{label} {S2CLOUDLESS_ADDED}", added)
         for bname, b in baselines(x.numpy(), bands).items():
             record(bname if bname != "input" else INPUT_METHOD, b)
         for bname, b in fill_baselines(x.numpy(), score).items():
             record(bname, b)
-        s2c_fill = s2cloudless_fill(ds, i, x.numpy()) if with_s2cloudless else None
-        if s2c_fill is not None:
-            record(S2CLOUDLESS_FILL, s2c_fill)
+        if l1c is not None:
+            record(S2CLOUDLESS_FILL, s2cloudless_fill(*l1c, x.numpy()))
         if x.dim() == 4 and x.shape[0] > 1:
             with torch.no_grad():
                 date_clouds = net.date_cloud_weights(x[None].to(dev))[0, :, 0].float().cpu().numpy()

@@ -8,6 +8,7 @@ import rasterio
 
 from viser_cr.core import s2cloudless
 from viser_cr.core.errors import InputError
+from viser_cr.core.sensors import S2_13
 
 
 def _l1c(path):
@@ -28,8 +29,6 @@ def test_clear_and_cloudy_dates_of_a_real_series(fixtures_dir):
 
 
 def test_bands_by_name_and_missing_bands(fixtures_dir):
-    from viser_cr.core.sensors import S2_13
-
     l1c = _l1c(fixtures_dir / "ts_s2_ImgNo_5_2018-03-07_64.tif")
     order = np.random.default_rng(0).permutation(13)
     shuffled = s2cloudless.cloud_probability(l1c[order], [S2_13[i] for i in order])
@@ -45,3 +44,36 @@ def test_post_processing_averages_then_dilates():
     mask = s2cloudless.cloud_mask(prob)
     assert not mask[:12, :12].any()
     assert mask[16:24, 16:24].all() and mask[20, 15] and mask[20, 25] and not mask[20, 28]
+
+
+def test_cells_are_interpolated_back_to_every_pixel(fixtures_dir):
+    """``step`` runs the classifier on cell means: the same size out, any size in, and after the averaging and
+    the dilation nearly the mask of every pixel's probability (cloud edges move)."""
+    l1c = _l1c(fixtures_dir / "s2l1c_cloudy_96.tif")
+    full = s2cloudless.cloud_probability(l1c)
+    for step, size in ((4, 96), (4, 90), (2, 67)):
+        coarse = s2cloudless.cloud_probability(l1c[:, :size, :size], step=step)
+        assert coarse.shape == (size, size)
+        disagree = (s2cloudless.cloud_mask(coarse) != s2cloudless.cloud_mask(full[:size, :size])).mean()
+        assert disagree < 0.05, (step, size, disagree)  # 0.07 with the cells shifted by half a cell
+    assert not np.array_equal(s2cloudless.cloud_probability(l1c, step=4), full)  # cells, not pixels
+
+
+def test_a_runs_windows_have_the_whole_rasters_mask(fixtures_dir, tiny_models_dir, tmp_path):
+    """A run reads s2cloudless's mask window by window (``_S2CloudlessMask``): each window, read with its margin
+    from the raster's cells, is the whole raster's mask there, so tiles and strips meet without a seam."""
+    import contextlib
+
+    from viser_cr.core import pipeline
+
+    path = fixtures_dir / "s2l1c_cloudy_96.tif"
+    request = pipeline.CloudRemovalRequest([path], tmp_path / "out.tif", models_dir=tiny_models_dir)
+    whole = s2cloudless.window_cloud(_l1c(path), S2_13)
+    assert 0.1 < whole.mean() < 0.6  # cloud and clear in the crop
+    with contextlib.ExitStack() as stack:
+        inputs = pipeline._resolve_inputs(request, stack)
+        mask = pipeline._align_sources(request, inputs, stack, pipeline._Callbacks(None, None), True).masks[0]
+        for y, h, x, w in ((0, 96, 0, 96), (13, 40, 29, 50), (37, 59, 5, 91), (50, 30, 66, 30)):
+            np.testing.assert_array_equal(mask.read(y, h, x, w), whole[y:y + h, x:x + w])
+        overview = mask.read_overview(24, 24)
+    assert overview.shape == (24, 24) and abs(overview.mean() - whole.mean()) < 0.15

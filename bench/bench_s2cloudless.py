@@ -1,0 +1,99 @@
+"""What the s2cloudless cloud source costs a run: ``remove_clouds`` on a real 13-band Sentinel-2 L1C clip with
+``cloud_source="model"`` (the network's score alone) and ``"auto"`` (s2cloudless's mask added, as a run does by
+default where the package is installed), alternately; prints the wall and CPU times, their ratio and the share
+of the raster each calls cloud. Asserts nothing.
+
+The clip is ``../shared/data/sentinel2-cloudy`` (1536 x 768 at 10 m, winter farmland and lakes with thin cloud
+streaks and small cumulus): its 10, 20 and 60 m files are stacked into one 13-band L1C GeoTIFF (bilinear to
+10 m) in a temporary folder.
+
+    .venv/bin/python bench/bench_s2cloudless.py [--repeat 2] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT.parent) not in sys.path:
+    sys.path.insert(0, str(ROOT.parent))
+
+CLIP = ROOT.parent / "shared" / "data" / "sentinel2-cloudy"
+# each SAFE band (B1..B12 with B8A) as (file suffix, band number in that file)
+SAFE_ORDER = [("60m", 1), ("10m", 1), ("10m", 2), ("10m", 3), ("20m", 1), ("20m", 2), ("20m", 3), ("10m", 4),
+              ("20m", 4), ("60m", 2), ("60m", 3), ("20m", 5), ("20m", 6)]
+
+
+def stack_l1c(folder: Path, out: Path) -> Path:
+    """The clip's three files as one 13-band uint16 L1C raster on the 10 m grid."""
+    import numpy as np
+    import rasterio
+    from rasterio.enums import Resampling
+
+    files = {res: rasterio.open(next(folder.glob(f"*_{res}.tif"))) for res in ("10m", "20m", "60m")}
+    grid = files["10m"]
+    bands = [files[res].read(number, out_shape=(grid.height, grid.width), resampling=Resampling.bilinear)
+             for res, number in SAFE_ORDER]
+    profile = dict(grid.profile, count=13, dtype="uint16", compress="deflate", tiled=True)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(np.stack(bands).astype("uint16"))
+    for dataset in files.values():
+        dataset.close()
+    return out
+
+
+def timed_run(raster: Path, output: Path, source: str, threads: int | None):
+    from viser_cr.core.pipeline import CloudRemovalRequest, remove_clouds
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = remove_clouds(CloudRemovalRequest([raster], output, cloud_source=source, device="cpu", threads=threads))
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def cloud_share(output: Path, raster: Path) -> float:
+    """Share of the pixels the run changed (keep-clear keeps the rest as they are)."""
+    import rasterio
+
+    with rasterio.open(output) as out, rasterio.open(raster) as src:
+        return float((out.read() != src.read([4, 3, 2, 8])).any(axis=0).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=2, help="alternate runs of each; the best is kept")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if not CLIP.exists():
+        raise SystemExit(f"benchmark clip not found: {CLIP}")
+    from viser_cr.core import s2cloudless
+
+    if not s2cloudless.available():
+        raise SystemExit(s2cloudless.HOW_TO_GET)
+    runs: dict[str, list] = {"model": [], "auto": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        raster = stack_l1c(CLIP, Path(tmp) / "l1c.tif")
+        timed_run(raster, Path(tmp) / "warm.tif", "auto", args.threads)  # loads the model and the classifier
+        for _ in range(args.repeat):
+            for source in runs:
+                runs[source].append(timed_run(raster, Path(tmp) / f"{source}.tif", source, args.threads))
+        changed = {source: cloud_share(Path(tmp) / f"{source}.tif", raster) for source in runs}
+    first = runs["auto"][0][2]
+    print(f"clip {CLIP.name}: 1536 x 768, 13-band L1C, {first.tiles} tiles, model {first.model}")
+    for source, results in runs.items():
+        wall, cpu = min(r[0] for r in results), min(r[1] for r in results)
+        score_line = next((m for m in results[0][2].messages if m.startswith("Clouds:")), "")
+        share = re.search(r"calls ([\d.]+ %)", score_line)
+        print(f"cloud source {source:5}: wall {wall:6.2f} s, CPU {cpu:6.2f} s; pixels changed {100 * changed[source]:.1f} %"
+              + (f" (the score alone calls {share.group(1)} cloud)" if share else ""))
+    wall_ratio = min(r[0] for r in runs["auto"]) / min(r[0] for r in runs["model"])
+    cpu_ratio = min(r[1] for r in runs["auto"]) / min(r[1] for r in runs["model"])
+    print(f"s2cloudless added / score alone: {wall_ratio:.2f} x by wall clock, {cpu_ratio:.2f} x by CPU time")
+
+
+if __name__ == "__main__":
+    main()
