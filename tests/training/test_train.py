@@ -137,6 +137,9 @@ def test_evaluate_and_export_round_trip(data_root, tmp_path):
     # the s2cloudless baseline where the sample is 13-band L1C (the pairs), not on 8-bit RGBN
     assert res["by_part"]["pairs: pairs [ROIs1868_summer_135]"]["s2cloudless + fill"]["images"] == 2
     assert "s2cloudless + fill" not in res["by_part"]["rgbn synthetic"]
+    # and the model as a run gives it there by default: keep-clear with s2cloudless's mask added
+    assert res["by_part"]["pairs: pairs [ROIs1868_summer_135]"]["tiny-test@2 + keep-clear + s2cloudless"]["images"] == 2
+    assert "tiny-test@2 + keep-clear + s2cloudless" not in res["by_part"]["rgbn synthetic"]
     assert sum(part["cloudy input"]["images"] for part in res["by_part"].values()) == res["images"]
     assert "#### By part of the split" in (tmp_path / "ev" / "eval_test_clean.md").read_text()
     # the score's false cloud on water and bright ground: no water on 8-bit imagery (a stretch hides it from NIR)
