@@ -118,9 +118,10 @@ def cloud_mask(probability: np.ndarray, threshold: float = THRESHOLD, average_ov
 
 
 def window_cloud(l1c: np.ndarray, band_names, valid: np.ndarray | None = None) -> np.ndarray:
-    """A run's s2cloudless cloud mask ``(H, W)`` of a window of L1C TOA reflectance ``(C, H, W)``: the classifier on
-    ``STEP`` cells, above ``INFERENCE_THRESHOLD``; pixels not ``valid`` (no data) have no cloud probability. Read the window ``MARGIN`` pixels
-    wider than the part kept, from a multiple of ``STEP``: it is then the whole raster's mask there."""
+    """A run's s2cloudless cloud mask ``(H, W)`` of a window of L1C TOA reflectance ``(C, H, W)``: the classifier
+    on ``STEP`` cells, above ``INFERENCE_THRESHOLD``; pixels not ``valid`` (no data) have no cloud probability.
+    Read the window ``MARGIN`` pixels wider than the part kept, from a multiple of ``STEP``: it is then the
+    whole raster's mask there."""
     probability = cloud_probability(l1c, band_names, STEP)
     if valid is not None:
         probability[~valid] = 0.0
