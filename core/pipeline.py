@@ -1519,7 +1519,7 @@ def _uses_s2cloudless(request: CloudRemovalRequest, reference: _Input, callbacks
         return False
     callbacks.say(f"Cloud source: s2cloudless's cloud mask (probability above {s2cloudless.INFERENCE_THRESHOLD}, "
                   f"averaged over {s2cloudless.AVERAGE_OVER} px, grown by {s2cloudless.DILATION} px) is added to the "
-                  "model's cloud score: the fill takes both (--cloud-source model: the score alone).")
+                  "model's cloud score: the fill takes both (--cloud-source model takes the score alone).")
     return True
 
 

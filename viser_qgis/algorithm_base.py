@@ -41,6 +41,7 @@ from qgis.PyQt.QtGui import QIcon
 from ..core.device import check_device_name
 from ..core.errors import ViserError
 from ..core.mask_codes import DEFAULT_ENCODING, ENCODINGS, MASK_MODES, MAX_BUFFER
+from ..core.s2cloudless import CLOUD_SOURCES
 from ..core.sensors import SENSOR_CHOICES
 from . import engine, gdal_options, style
 from .i18n import tr
@@ -115,7 +116,10 @@ def advanced_help(tta: bool = True, outputs: bool = True, cloud_threshold: bool 
             "sand, salt flats) can score as cloud: look at the SCORE output and raise it (e.g. 0.7) if ground was "
             "taken for cloud, lower it (e.g. 0.45) if cloud was left. CIRRUS_CORRECTION (on by default): on "
             "Sentinel-2 L1C rasters with band 10 (1.375 µm), thin cirrus is first removed from the model's bands "
-            "where the cirrus band explains it (thick cloud is left to the network). CLOUD_SHADOWS (on by default): "
+            "where the cirrus band explains it (thick cloud is left to the network). CLOUD_SOURCE: auto (default) "
+            "adds s2cloudless's cloud mask to the model's score on 13-band Sentinel-2 L1C where the optional "
+            "s2cloudless package is installed in QGIS's Python and no cloud mask is given; model, the score alone; "
+            "s2cloudless, insist on it. CLOUD_SHADOWS (on by default): "
             "with a model that has the shadow test (every bundled model), the shadows the clouds cast on darker "
             "ground are filled too."))
     if tta:
@@ -325,6 +329,7 @@ class RemovalAlgorithm(ViserAlgorithm):
     CLOUD_THRESHOLD = "CLOUD_THRESHOLD"
     CIRRUS_CORRECTION = "CIRRUS_CORRECTION"
     CLOUD_SHADOWS = "CLOUD_SHADOWS"
+    CLOUD_SOURCE = "CLOUD_SOURCE"
     CLOUD_MASK_TYPE = "CLOUD_MASK_TYPE"
     CLOUD_MASK_BUFFER = "CLOUD_MASK_BUFFER"
     CLOUD_MASK_MODE = "CLOUD_MASK_MODE"
@@ -463,6 +468,12 @@ class RemovalAlgorithm(ViserAlgorithm):
                 True), advanced=True))
             self.addParameter(_optional(QgsProcessingParameterBoolean(
                 self.CLOUD_SHADOWS, tr("Fill cloud shadows too (models with the shadow test)"), True), advanced=True))
+            self.addParameter(_optional(QgsProcessingParameterEnum(
+                self.CLOUD_SOURCE,
+                tr("Cloud source (auto: s2cloudless's mask added on 13-band Sentinel-2 L1C where installed; model: "
+                   "the score alone)"),
+                options=list(CLOUD_SOURCES), allowMultiple=False, defaultValue=CLOUD_SOURCES[0],
+                usesStaticStrings=True), advanced=True))
         if self.HAS_TTA:
             self.addParameter(
                 _advanced(QgsProcessingParameterBoolean(self.TTA, tr("Test-time augmentation (slower)"), False))
@@ -574,6 +585,7 @@ class RemovalAlgorithm(ViserAlgorithm):
             fields["cloud_threshold"] = self.optional_float(parameters, self.CLOUD_THRESHOLD, context)
             fields["cirrus_correction"] = self.parameterAsBoolean(parameters, self.CIRRUS_CORRECTION, context)
             fields["cloud_shadows"] = self.parameterAsBoolean(parameters, self.CLOUD_SHADOWS, context)
+            fields["cloud_source"] = self.choice(parameters, self.CLOUD_SOURCE, context) or CLOUD_SOURCES[0]
         if parameters.get(self.EXTENT) not in (None, ""):
             rect = self.parameterAsExtent(parameters, self.EXTENT, context, reference_layer.crs())
             if rect.isNull() or rect.isEmpty():

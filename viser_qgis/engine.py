@@ -83,7 +83,7 @@ _CLI_OPTIONS = {
     "model": "MODEL_FILE", "tta": "TTA", "reference": "REFERENCE", "resampling": "RESAMPLING",
     "cog": "COG", "score": "SCORE", "score-out": "SCORE", "uncertainty": "UNCERTAINTY",
     "cloud-threshold": "CLOUD_THRESHOLD", "no-cirrus-correction": "CIRRUS_CORRECTION=false",
-    "no-cloud-shadows": "CLOUD_SHADOWS=false",
+    "no-cloud-shadows": "CLOUD_SHADOWS=false", "cloud-source": "CLOUD_SOURCE", "cloud-source model": "CLOUD_SOURCE=model",
 }
 _CLI_RE = re.compile(r"--(" + "|".join(sorted(map(re.escape, _CLI_OPTIONS), key=len, reverse=True)) + r")\b")
 
