@@ -1496,16 +1496,39 @@ def _mask_source(request: CloudRemovalRequest, path, grid, stack: contextlib.Exi
 
 
 def _uses_s2cloudless(request: CloudRemovalRequest, reference: _Input, callbacks: _Callbacks) -> bool:
-    """Whether s2cloudless's cloud mask of the reference adds to the model's score (``request.cloud_source``):
-    asked for, it must apply (13-band Sentinel-2 L1C) and be installed; auto takes it where both hold and the
-    user gave no mask of their own. Not for the cloud score alone (the score raster is the model's)."""
-    if request.cloud_source == "model" or request.cloud_mask is not None or request.cloud_masks or request.output is None:
+    """Whether a run adds s2cloudless's cloud mask of the reference to the model's score, said in the log. Not
+    for the cloud score alone (the score raster is the model's)."""
+    if request.output is None:
         return False
+    if not _s2cloudless_applies(request, reference):
+        no_package = (request.cloud_source == "auto" and request.cloud_mask is None and not request.cloud_masks
+                      and _is_l1c(reference) and not s2cloudless.available())
+        if no_package:
+            callbacks.say("Cloud source: the model's cloud score (s2cloudless, optional, is not installed here: on "
+                          "13-band L1C its cloud mask would add to the score).")
+        return False
+    callbacks.say(f"Cloud source: s2cloudless's cloud mask (probability above {s2cloudless.INFERENCE_THRESHOLD}, "
+                  f"averaged over {s2cloudless.AVERAGE_OVER} px, grown by {s2cloudless.DILATION} px) is added to the "
+                  "model's cloud score: the fill takes both (--cloud-source model takes the score alone).")
+    return True
+
+
+def _is_l1c(reference: _Input) -> bool:
+    """13-band Sentinel-2 L1C: every band s2cloudless's classifier takes."""
     resolution = reference.resolution
-    missing = [band for band in s2cloudless.MODEL_BANDS if band not in resolution.band_names]
+    return resolution.sensor == "s2-l1c" and all(band in resolution.band_names for band in s2cloudless.MODEL_BANDS)
+
+
+def _s2cloudless_applies(request: CloudRemovalRequest, reference: _Input) -> bool:
+    """``request.cloud_source``: asked for, s2cloudless must apply (13-band Sentinel-2 L1C) and be installed; auto
+    takes it where both hold and the user gave no cloud mask of their own."""
+    if request.cloud_source == "model" or request.cloud_mask is not None or request.cloud_masks:
+        return False
     explicit = request.cloud_source == "s2cloudless"
-    if resolution.sensor != "s2-l1c" or missing:
+    if not _is_l1c(reference):
         if explicit:
+            resolution = reference.resolution
+            missing = [band for band in s2cloudless.MODEL_BANDS if band not in resolution.band_names]
             lacks = f"lacks the bands {', '.join(missing)}" if missing else f"is read as {resolution.sensor}"
             raise InputError(f"--cloud-source s2cloudless takes 13-band Sentinel-2 L1C, but {reference.label} {lacks}: "
                              "give the L1C raster with all its bands (B1..B12 with B8A), or drop --cloud-source.")
@@ -1514,12 +1537,7 @@ def _uses_s2cloudless(request: CloudRemovalRequest, reference: _Input, callbacks
         if explicit:
             raise DependencyError(f"--cloud-source s2cloudless needs the s2cloudless and lightgbm packages. "
                                   f"{s2cloudless.HOW_TO_GET}")
-        callbacks.say("Cloud source: the model's cloud score (s2cloudless, optional, is not installed here: on 13-band "
-                      "L1C its cloud mask would add to the score).")
         return False
-    callbacks.say(f"Cloud source: s2cloudless's cloud mask (probability above {s2cloudless.INFERENCE_THRESHOLD}, "
-                  f"averaged over {s2cloudless.AVERAGE_OVER} px, grown by {s2cloudless.DILATION} px) is added to the "
-                  "model's cloud score: the fill takes both (--cloud-source model takes the score alone).")
     return True
 
 
@@ -1827,6 +1845,7 @@ def plan(request: CloudRemovalRequest) -> dict:
             "dates_taken": min(len(inputs.dates), card.dates_per_tile or len(inputs.dates)),
             "date_choice": inputs.date_choice,
             "cirrus_band": reference.cirrus,  # read to remove thin cirrus first (None: not read)
+            "s2cloudless": _s2cloudless_applies(request, reference),  # its cloud mask added to the score
         }
 
 

@@ -149,6 +149,8 @@ def dropped_bands_text(plan: dict) -> str:
     if plan.get("cirrus_band"):
         text += " " + tr("Band {band} (cirrus, B10) is read to remove thin cirrus first.").format(
             band=plan["cirrus_band"])
+    if plan.get("s2cloudless"):
+        text += " " + tr("s2cloudless reads ten of the L1C bands for a cloud mask that is added to the model's cloud score.")
     return text
 
 

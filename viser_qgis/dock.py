@@ -424,6 +424,15 @@ class ViserDockWidget(QDockWidget):
             "the cirrus band explains it, before the network. Untick to leave the bands as they are."))
         for check in (self.shadows_check, self.cirrus_check):
             form.addRow(check)
+        self.cloud_source_combo = self._narrow(QComboBox(box))
+        for label, source in ((tr("auto"), "auto"), (tr("model's score alone"), "model"),
+                              (tr("s2cloudless (required)"), "s2cloudless")):
+            self.cloud_source_combo.addItem(label, source)
+        self.cloud_source_combo.setToolTip(tr(
+            "On 13-band Sentinel-2 L1C rasters, s2cloudless's cloud mask can be added to the model's cloud score "
+            "(its classifier sees the SWIR and cirrus bands): auto does so where the optional s2cloudless package "
+            "is installed in QGIS's Python and no cloud mask is given."))
+        form.addRow(tr("Cloud source"), self.cloud_source_combo)
         self.device_combo = self._narrow(QComboBox(box))
         self.device_combo.addItem("auto", "auto")
         self.device_combo.addItem("cpu", "cpu")
@@ -584,7 +593,8 @@ class ViserDockWidget(QDockWidget):
         for signal in (self.layer_combo.layerChanged, self.sensor_combo.currentTextChanged,
                        self.model_combo.currentTextChanged, self.model_file.fileChanged,
                        self.bands_edit.textChanged, self.scale_edit.textChanged, self.offset_edit.textChanged,
-                       self.stack_check.toggled, self.stack_list.itemChanged):
+                       self.stack_check.toggled, self.stack_list.itemChanged,
+                       self.cloud_source_combo.currentIndexChanged):
             signal.connect(self.update_summary)
         self.stack_list.model().rowsMoved.connect(self.update_summary)
         self.layer_combo.layerChanged.connect(self._layer_kind_changed)
@@ -645,6 +655,7 @@ class ViserDockWidget(QDockWidget):
             sensor=self.sensor_combo.currentText(), bands=parse_bands(self.bands_edit.text()) or None,
             scale=parse_number(self.scale_edit.text(), tr("Scale")),
             offset=parse_number(self.offset_edit.text(), tr("Offset")),
+            cloud_source=self.cloud_source_combo.currentData(),
         )
 
     def _summary(self, ok: bool, text: str, dropped: list[str] | None = None) -> dict | None:
@@ -727,6 +738,8 @@ class ViserDockWidget(QDockWidget):
         for key, check in (("CLOUD_SHADOWS", self.shadows_check), ("CIRRUS_CORRECTION", self.cirrus_check)):
             if not check.isChecked():  # on by default: only a change is passed
                 params[key] = False
+        if self.cloud_source_combo.currentData() != "auto":
+            params["CLOUD_SOURCE"] = self.cloud_source_combo.currentData()
         if self.tta_check.isChecked():
             params["TTA"] = True
         output = self.output_file.filePath().strip()

@@ -745,6 +745,8 @@ def test_plan_says_model_bands_and_dropped_bands_without_running(tiny_models_dir
     assert info["model_bands"] == ["red", "green", "blue", "nir"] and len(info["dropped"]) == 9
     assert info["cirrus_band"] == 11  # B10, read to remove thin cirrus first
     assert plan(CloudRemovalRequest([s2_path], None, models_dir=tiny_models_dir, cirrus_correction=False))["cirrus_band"] is None
+    assert info["s2cloudless"]  # 13-band L1C, the package installed: its cloud mask adds to the score
+    assert not plan(CloudRemovalRequest([s2_path], None, models_dir=tiny_models_dir, cloud_source="model"))["s2cloudless"]
     info = plan(CloudRemovalRequest([s2_path], None, model="tiny-rgb", models_dir=tiny_models_dir))
     assert info["model"] == "tiny-rgb" and info["bands"] == [4, 3, 2]
     with pytest.raises(ViserError, match="band"):

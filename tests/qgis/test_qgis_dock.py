@@ -47,6 +47,10 @@ def test_dock_runs_algorithm_in_background(dock, cloudy_layer, tiny_rgbn, tmp_pa
     assert unticked["CLOUD_SHADOWS"] is False and unticked["CIRRUS_CORRECTION"] is False
     dock.shadows_check.setChecked(True)
     dock.cirrus_check.setChecked(True)
+    assert "CLOUD_SOURCE" not in params  # auto unless the analyst chooses
+    dock.cloud_source_combo.setCurrentIndex(dock.cloud_source_combo.findData("model"))
+    assert dock.parameters()[1]["CLOUD_SOURCE"] == "model"
+    dock.cloud_source_combo.setCurrentIndex(0)
     finished = []
     dock.run_finished.connect(finished.append)
     assert dock.run()
