@@ -1816,7 +1816,7 @@ def _write(job: _Job, tiles: _TilePlan, predictor: Predictor, callbacks: _Callba
         outputs.files.discard()
         raise
     callbacks.say(_throughput(len(tiles.tiles), tiles.grid, time.perf_counter() - started, predictor))
-    if job.sources.masks is None:
+    if job.sources.masks is None or predictor.mask_adds:  # the score's clouds are filled (a mask may add more)
         callbacks.say(_cloud_share_line(cloud_pixels / valid_pixels, predictor.cloud_threshold,
                                         job.inputs.reference.resolution.radiometry == "display",
                                         getattr(predictor.model, "shadow_test", False)))

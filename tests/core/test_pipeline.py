@@ -475,6 +475,8 @@ def test_s2cloudless_adds_its_clouds_on_l1c(monkeypatch, tiny_models_dir, s2_pat
     said = [any(line.startswith("Cloud source: s2cloudless's") for line in results[source].messages)
             for source in ("auto", "model")]
     assert said == [True, False]
+    for result in results.values():  # what the score took is said either way (s2cloudless adds to it)
+        assert any(line.startswith("Clouds: the score calls") for line in result.messages), result.messages
 
 
 def test_cloud_source_errors_and_without_s2cloudless(monkeypatch, tiny_models_dir, s2_path, tmp_path):
