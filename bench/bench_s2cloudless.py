@@ -7,7 +7,7 @@ The clip is ``../shared/data/sentinel2-cloudy`` (1536 x 768 at 10 m, winter farm
 streaks and small cumulus): its 10, 20 and 60 m files are stacked into one 13-band L1C GeoTIFF (bilinear to
 10 m) in a temporary folder.
 
-    .venv/bin/python bench/bench_s2cloudless.py [--repeat 2] [--threads 2]
+    .venv/bin/python bench/bench_s2cloudless.py [--repeat 2] [--threads 2] [--figure docs/cloud-source.png]
 """
 
 from __future__ import annotations
@@ -63,10 +63,41 @@ def cloud_share(output: Path, raster: Path) -> float:
         return float((out.read() != src.read([4, 3, 2, 8])).any(axis=0).mean())
 
 
+def save_figure(raster: Path, outputs: dict[str, Path], path: Path) -> None:
+    """Input, the run's s2cloudless mask and both outputs, true colour (reflectance x 3.5), side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import rasterio
+
+    from viser_cr.core import s2cloudless
+
+    with rasterio.open(raster) as src:
+        l1c = src.read().astype(np.float32) * np.float32(1e-4)
+    panels = [("cloudy L1C input", l1c[[3, 2, 1]]),
+              ("s2cloudless's mask (probability > 0.6)", s2cloudless.window_cloud(l1c, s2cloudless.S2_13)[None])]
+    for source, title in (("model", "--cloud-source model (the score alone)"),
+                          ("auto", "default: s2cloudless's mask added")):
+        with rasterio.open(outputs[source]) as out:
+            panels.append((title, out.read([1, 2, 3]).astype(np.float32) * np.float32(1e-4)))
+    fig, axes = plt.subplots(2, 2, figsize=(16, 8.6))
+    for ax, (title, image) in zip(axes.flat, panels, strict=True):
+        ax.imshow(image[0] if len(image) == 1 else np.clip(np.moveaxis(image, 0, -1) * 3.5, 0, 1),
+                  cmap="gray", interpolation="nearest")
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=60)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2, help="alternate runs of each; the best is kept")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--figure", type=Path, help="also save the input, the mask and both outputs as a PNG")
     args = parser.parse_args()
     if not CLIP.exists():
         raise SystemExit(f"benchmark clip not found: {CLIP}")
@@ -82,6 +113,8 @@ def main() -> None:
             for source in runs:
                 runs[source].append(timed_run(raster, Path(tmp) / f"{source}.tif", source, args.threads))
         changed = {source: cloud_share(Path(tmp) / f"{source}.tif", raster) for source in runs}
+        if args.figure:
+            save_figure(raster, {source: Path(tmp) / f"{source}.tif" for source in runs}, args.figure)
     first = runs["auto"][0][2]
     print(f"clip {CLIP.name}: 1536 x 768, 13-band L1C, {first.tiles} tiles, model {first.model}")
     for source, results in runs.items():
