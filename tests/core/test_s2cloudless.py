@@ -77,3 +77,13 @@ def test_a_runs_windows_have_the_whole_rasters_mask(fixtures_dir, tiny_models_di
             np.testing.assert_array_equal(mask.read(y, h, x, w), whole[y:y + h, x:x + w])
         overview = mask.read_overview(24, 24)
     assert overview.shape == (24, 24) and abs(overview.mean() - whole.mean()) < 0.15
+
+
+def test_no_data_is_not_cloud(fixtures_dir):
+    """Pixels outside the swath (not valid, whatever their values: here bright) get no cloud probability."""
+    l1c = _l1c(fixtures_dir / "ts_s2_ImgNo_9_2018-04-26_64.tif")  # clear
+    valid = np.ones(l1c.shape[1:], bool)
+    valid[:, :24] = False
+    l1c[:, ~valid] = 0.9
+    assert s2cloudless.window_cloud(l1c, S2_13)[:, :20].all()  # as values, cloud
+    assert not s2cloudless.window_cloud(l1c, S2_13, valid).any()
