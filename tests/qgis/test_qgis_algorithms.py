@@ -406,34 +406,33 @@ def test_removeclouds_reads_a_product_quality_band_as_the_cloud_mask(fixtures_di
          r"qa.tif has values \(21824\).*CLOUD_MASK_TYPE")
 
 
+def _l1c_run_said(fixtures_dir, tiny_rgbn, tmp_path, name: str, value, prefix: str) -> tuple[list[str], list[str]]:
+    """Run removeclouds on the 13-band L1C fixture with ``name=value`` (left out when None): the logged lines
+    that start with ``prefix``, and the whole log."""
+    feedback = RecordingFeedback()
+    params = {"INPUT": str(fixtures_dir / "s2l1c_cloudy_96.tif"), "MODEL_FILE": tiny_rgbn,
+              "OUTPUT": str(tmp_path / "clear.tif")}
+    if value is not None:
+        params[name] = value
+    run("viser:removeclouds", params, feedback=feedback)
+    return [line for line in feedback.logged if line.startswith(prefix)], feedback.logged
+
+
 @pytest.mark.parametrize("source", [None, "model", 2])
 def test_removeclouds_cloud_source_parameter(fixtures_dir, tiny_rgbn, tmp_path, source):
     """On 13-band L1C a run adds s2cloudless's cloud mask to the score where the package is installed (the test
     venv has it) and says so in Processing's names; CLOUD_SOURCE model takes the score alone, 2 (s2cloudless) insists."""
-    feedback = RecordingFeedback()
-    params = {"INPUT": str(fixtures_dir / "s2l1c_cloudy_96.tif"), "MODEL_FILE": tiny_rgbn,
-              "OUTPUT": str(tmp_path / "clear.tif")}
-    if source is not None:
-        params["CLOUD_SOURCE"] = source
-    run("viser:removeclouds", params, feedback=feedback)
-    said = [line for line in feedback.logged if line.startswith("Cloud source")]
+    said, logged = _l1c_run_said(fixtures_dir, tiny_rgbn, tmp_path, "CLOUD_SOURCE", source, "Cloud source")
     assert said == (["Cloud source: s2cloudless's cloud mask (probability above 0.6, averaged over 4 px, grown by 2 px) "
                      "is added to the model's cloud score: the fill takes both (CLOUD_SOURCE=model takes the score "
-                     "alone)."] if source != "model" else []), feedback.logged
+                     "alone)."] if source != "model" else []), logged
 
 
 @pytest.mark.parametrize("correct", [True, False, None])
 def test_removeclouds_cirrus_correction_parameter(fixtures_dir, tiny_rgbn, tmp_path, correct):
     """On 13-band L1C the run says what the cirrus band corrected (in Processing's names), unless told not to;
     left out (a model saved before the parameter existed), it is on."""
-    feedback = RecordingFeedback()
-    logged = feedback.logged
-    params = {"INPUT": str(fixtures_dir / "s2l1c_cloudy_96.tif"), "MODEL_FILE": tiny_rgbn,
-              "OUTPUT": str(tmp_path / "clear.tif")}
-    if correct is not None:
-        params["CIRRUS_CORRECTION"] = correct
-    run("viser:removeclouds", params, feedback=feedback)
-    said = [line for line in logged if line.startswith("Thin cirrus")]
+    said, logged = _l1c_run_said(fixtures_dir, tiny_rgbn, tmp_path, "CIRRUS_CORRECTION", correct, "Thin cirrus")
     assert said == (["Thin cirrus: the cirrus band (B10, band 11) corrected 0 of 4 tiles before the model (where "
                      "thin-cirrus physics holds; CIRRUS_CORRECTION=false leaves the bands as they are)."]
                     if correct is not False else []), logged
