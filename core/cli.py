@@ -131,9 +131,10 @@ def add_cloud_options(parser: argparse.ArgumentParser) -> None:
                              "0.6 on 8-bit imagery, 0.35 on reflectance): higher keeps more bright ground, lower "
                              "takes more thin cloud")
     parser.add_argument("--cloud-source", default="auto", choices=list(s2cloudless.CLOUD_SOURCES),
-                        help="model: the network's cloud score alone; s2cloudless: s2cloudless's cloud mask (13-band "
-                             "Sentinel-2 L1C, where the s2cloudless package is installed) is added to it; auto "
-                             "(default): s2cloudless where it applies and is installed and no --cloud-mask is given")
+                        help="model: the network's cloud score alone; l1c-classifier: the mask of the bundled L1C "
+                             "cloud classifier (distilled from s2cloudless) is added to it (13-band Sentinel-2 L1C); "
+                             "s2cloudless: the s2cloudless package's mask instead (where it is installed); auto "
+                             "(default): l1c-classifier where the raster is 13-band L1C and no --cloud-mask is given")
     parser.add_argument("--no-cirrus-correction", dest="cirrus_correction", action="store_false",
                         help="Sentinel-2 L1C with band 10: do not remove thin cirrus with the cirrus band first")
     parser.add_argument("--no-cloud-shadows", dest="cloud_shadows", action="store_false",

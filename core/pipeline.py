@@ -97,8 +97,8 @@ class CloudRemovalRequest:
     cloud_mask_buffer: int = 0          # pixels the mask's clouds are grown by (their thin rims)
     cloud_masks: list[str | Path] | None = None  # stacks: one mask per input, in input order (not with cloud_mask)
     cloud_mask_mode: str = "replace"    # replace: the mask alone decides; add: the model's own clouds too
-    cloud_source: str = "auto"          # model | s2cloudless (its mask added to the score: 13-band L1C) | auto:
-                                        # s2cloudless where it applies and is installed and no mask is given
+    cloud_source: str = "auto"          # model | l1c-classifier | s2cloudless (a classifier's mask added to the
+                                        # score: 13-band L1C) | auto: l1c-classifier where it applies, no mask given
     score_output: str | Path | None = None
     uncertainty_output: str | Path | None = None   # implies test-time augmentation
     source_dates_output: str | Path | None = None  # stacks: per pixel, the input number of the date used most
@@ -182,10 +182,11 @@ def _validate_request(request: CloudRemovalRequest) -> None:
 def _check_cloud_source(request: CloudRemovalRequest) -> None:
     if request.cloud_source not in s2cloudless.CLOUD_SOURCES:
         raise InputError(f"the cloud source must be one of {', '.join(s2cloudless.CLOUD_SOURCES)}, got "
-                         f"{request.cloud_source!r}: model takes the network's cloud score alone, s2cloudless adds "
-                         "s2cloudless's cloud mask to it (13-band Sentinel-2 L1C), auto does so where it can.")
-    if request.cloud_source == "s2cloudless" and (request.cloud_mask is not None or request.cloud_masks):
-        raise InputError("give a cloud mask or --cloud-source s2cloudless, not both: the mask says what is cloud; "
+                         f"{request.cloud_source!r}: model takes the network's cloud score alone, l1c-classifier adds "
+                         "the bundled L1C cloud classifier's mask to it (13-band Sentinel-2 L1C), s2cloudless the "
+                         "s2cloudless package's, auto the bundled classifier's where it can.")
+    if request.cloud_source in _CLASSIFIER_OF and (request.cloud_mask is not None or request.cloud_masks):
+        raise InputError(f"give a cloud mask or --cloud-source {request.cloud_source}, not both: the mask says what is cloud; "
                          "drop --cloud-source, or drop the mask (with --cloud-mask-mode add, the mask adds to the "
                          "model's own clouds).")
 
@@ -1453,7 +1454,7 @@ class _Sources:
 
 
 def _align_sources(request: CloudRemovalRequest, inputs: _Inputs, stack: contextlib.ExitStack,
-                   callbacks: _Callbacks, with_s2cloudless: bool = False) -> _Sources:
+                   callbacks: _Callbacks, classifier: str | None = None) -> _Sources:
     dates = inputs.dates
     grid = raster.reference_grid(inputs.reference.dataset, request.bounds)
     sources, notes = raster.open_sources([d.dataset for d in dates], [d.label for d in dates], 0, grid,
@@ -1462,7 +1463,7 @@ def _align_sources(request: CloudRemovalRequest, inputs: _Inputs, stack: context
         stack.callback(source.close)
     for note in notes:
         callbacks.say(note)
-    masks = [_S2CloudlessMask(sources[0], inputs.reference)] if with_s2cloudless else \
+    masks = [_L1CCloudMask(sources[0], inputs.reference, classifier)] if classifier else \
         _mask_sources(request, grid, stack, inputs)
     return _Sources(grid, sources, masks)
 
@@ -1495,59 +1496,66 @@ def _mask_source(request: CloudRemovalRequest, path, grid, stack: contextlib.Exi
     return mask
 
 
-def _uses_s2cloudless(request: CloudRemovalRequest, reference: _Input, callbacks: _Callbacks) -> bool:
-    """Whether a run adds s2cloudless's cloud mask of the reference to the model's score, said in the log. Not
-    for the cloud score alone (the score raster is the model's)."""
+# a cloud source that adds an L1C classifier's mask: the classifier it takes (core.s2cloudless.CLASSIFIERS)
+_CLASSIFIER_OF = {"l1c-classifier": "viser-l1c-cloud", "s2cloudless": "s2cloudless"}
+
+
+def _uses_cloud_classifier(request: CloudRemovalRequest, reference: _Input, callbacks: _Callbacks) -> str | None:
+    """The L1C cloud classifier whose mask of the reference a run adds to the model's score (None: none), said in
+    the log. Not for the cloud score alone (the score raster is the model's)."""
     if request.output is None:
-        return False
-    if not _s2cloudless_applies(request, reference):
-        no_package = (request.cloud_source == "auto" and request.cloud_mask is None and not request.cloud_masks
-                      and _is_l1c(reference) and not s2cloudless.available())
-        if no_package:
-            callbacks.say("Cloud source: the model's cloud score (s2cloudless, optional, is not installed here: on "
-                          "13-band L1C its cloud mask would add to the score).")
-        return False
-    callbacks.say(f"Cloud source: s2cloudless's cloud mask (probability above {s2cloudless.INFERENCE_THRESHOLD}, "
-                  f"averaged over {s2cloudless.AVERAGE_OVER} px, grown by {s2cloudless.DILATION} px) is added to the "
-                  "model's cloud score: the fill takes both (--cloud-source model takes the score alone).")
-    return True
+        return None
+    classifier = _cloud_classifier(request, reference)
+    if classifier == "s2cloudless":
+        what = "s2cloudless's cloud mask"
+    elif classifier is not None:
+        what = f"the bundled L1C cloud classifier's mask ({classifier}, distilled from s2cloudless)"
+    else:
+        return None
+    callbacks.say(f"Cloud source: {what} (probability above {s2cloudless.INFERENCE_THRESHOLD}, averaged over "
+                  f"{s2cloudless.AVERAGE_OVER} px, grown by {s2cloudless.DILATION} px) is added to the model's cloud "
+                  "score: the fill takes both (--cloud-source model takes the score alone).")
+    return classifier
 
 
 def _is_l1c(reference: _Input) -> bool:
-    """13-band Sentinel-2 L1C: every band s2cloudless's classifier takes."""
+    """13-band Sentinel-2 L1C: every band the L1C cloud classifiers take."""
     resolution = reference.resolution
     return resolution.sensor == "s2-l1c" and all(band in resolution.band_names for band in s2cloudless.MODEL_BANDS)
 
 
-def _s2cloudless_applies(request: CloudRemovalRequest, reference: _Input) -> bool:
-    """``request.cloud_source``: asked for, s2cloudless must apply (13-band Sentinel-2 L1C) and be installed; auto
-    takes it where both hold and the user gave no cloud mask of their own."""
+def _cloud_classifier(request: CloudRemovalRequest, reference: _Input) -> str | None:
+    """The L1C cloud classifier ``request.cloud_source`` takes: asked for by name, it must apply (13-band
+    Sentinel-2 L1C; s2cloudless must be installed); auto takes the bundled one where the raster is L1C and the user
+    gave no cloud mask of their own; None: the score alone."""
     if request.cloud_source == "model" or request.cloud_mask is not None or request.cloud_masks:
-        return False
-    explicit = request.cloud_source == "s2cloudless"
+        return None
+    explicit = request.cloud_source in _CLASSIFIER_OF
     if not _is_l1c(reference):
         if explicit:
             resolution = reference.resolution
             missing = [band for band in s2cloudless.MODEL_BANDS if band not in resolution.band_names]
             lacks = f"lacks the bands {', '.join(missing)}" if missing else f"is read as {resolution.sensor}"
-            raise InputError(f"--cloud-source s2cloudless takes 13-band Sentinel-2 L1C, but {reference.label} {lacks}: "
-                             "give the L1C raster with all its bands (B1..B12 with B8A), or drop --cloud-source.")
-        return False
-    if not s2cloudless.available():
-        if explicit:
-            raise DependencyError(f"--cloud-source s2cloudless needs the s2cloudless and lightgbm packages. "
-                                  f"{s2cloudless.HOW_TO_GET}")
-        return False
-    return True
+            raise InputError(f"--cloud-source {request.cloud_source} takes 13-band Sentinel-2 L1C, but "
+                             f"{reference.label} {lacks}: give the L1C raster with all its bands (B1..B12 with B8A), "
+                             "or drop --cloud-source.")
+        return None
+    if request.cloud_source == "s2cloudless" and not s2cloudless.available():
+        raise DependencyError(f"--cloud-source s2cloudless needs the s2cloudless and lightgbm packages. "
+                              f"{s2cloudless.HOW_TO_GET} (--cloud-source auto takes the bundled classifier distilled "
+                              "from it, which needs neither)")
+    return _CLASSIFIER_OF.get(request.cloud_source, "viser-l1c-cloud")
 
 
 @dataclass(frozen=True)
-class _S2CloudlessMask:
-    """s2cloudless's cloud mask of the reference, read like a user's mask, window by window: each window
-    ``s2cloudless.MARGIN`` pixels wider, so that a cloud averages and grows across tiles as in one piece."""
+class _L1CCloudMask:
+    """An L1C cloud classifier's mask of the reference (``classifier``: one of ``s2cloudless.CLASSIFIERS``), read
+    like a user's mask, window by window: each window ``s2cloudless.MARGIN`` pixels wider, so that a cloud averages
+    and grows across tiles as in one piece."""
 
     source: raster.AlignedSource
     reference: _Input
+    classifier: str
 
     @property
     def indexes(self) -> list[int]:
@@ -1558,14 +1566,16 @@ class _S2CloudlessMask:
         top, left = max(0, y - margin) // step * step, max(0, x - margin) // step * step  # the raster's cells
         bottom, right = min(grid.height, y + h + margin), min(grid.width, x + w + margin)
         raw, valid = self.source.read(self.indexes, top, bottom - top, left, right - left)
-        cloud = s2cloudless.window_cloud(_scaled(raw, self.reference.resolution), s2cloudless.MODEL_BANDS, valid)
+        cloud = s2cloudless.window_cloud(_scaled(raw, self.reference.resolution), s2cloudless.MODEL_BANDS, valid,
+                                         self.classifier)
         return cloud[y - top: y - top + h, x - left: x - left + w]
 
     def read_overview(self, height: int, width: int) -> np.ndarray:
         """``(height, width)`` cloud cells: the classifier on the cells' average reflectance, thresholded (a cell
         is wider than the averaging disk)."""
         raw, valid = self.source.read_overview(self.indexes, height, width)
-        probability = s2cloudless.cloud_probability(_scaled(raw, self.reference.resolution), s2cloudless.MODEL_BANDS)
+        probability = s2cloudless.cloud_probability(_scaled(raw, self.reference.resolution), s2cloudless.MODEL_BANDS,
+                                                    classifier=self.classifier)
         return (probability > s2cloudless.INFERENCE_THRESHOLD) & valid
 
 
@@ -1655,11 +1665,11 @@ def remove_clouds(request: CloudRemovalRequest, progress: ProgressFn | None = No
         callbacks.say(f"{reference.label}: {reference.resolution.reason}")
         if inputs.date_choice:
             callbacks.say(inputs.date_choice)
-        with_s2cloudless = _uses_s2cloudless(request, reference, callbacks)
-        sources = _align_sources(request, inputs, stack, callbacks, with_s2cloudless)
+        classifier = _uses_cloud_classifier(request, reference, callbacks)
+        sources = _align_sources(request, inputs, stack, callbacks, classifier)
         tiles = _tiling(request, inputs.card, sources.grid)
         job = _Job(request, paths, inputs, sources, _encoding(request, reference), _output_tags(request, inputs))
-        predictor = _predictor(request, inputs, device, callbacks, with_s2cloudless)
+        predictor = _predictor(request, inputs, device, callbacks, classifier is not None)
         tiles = _write_with_retries(job, tiles, predictor, callbacks)
     result = CloudRemovalResult(
         output=paths.output, score_output=paths.score, uncertainty_output=paths.uncertainty,
@@ -1674,9 +1684,9 @@ def remove_clouds(request: CloudRemovalRequest, progress: ProgressFn | None = No
 
 
 def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks: _Callbacks,
-               with_s2cloudless: bool = False) -> Predictor:
-    """The model, loaded on the device, behind a Predictor with the request's options (s2cloudless's mask, where
-    it is the cloud source, adds to the model's clouds)."""
+               with_classifier: bool = False) -> Predictor:
+    """The model, loaded on the device, behind a Predictor with the request's options (an L1C cloud classifier's
+    mask, where it is the cloud source, adds to the model's clouds)."""
     from .weights import load_model
 
     model, card = load_model(inputs.card, device=str(device))
@@ -1688,7 +1698,7 @@ def _predictor(request: CloudRemovalRequest, inputs: _Inputs, device, callbacks:
                           keep_clear=request.keep_clear, say=callbacks.say, precision=request.precision,
                           source_dates=request.source_dates_output is not None,
                           date_days=inputs.days,
-                          cloud_threshold=threshold, mask_adds=request.cloud_mask_mode == "add" or with_s2cloudless)
+                          cloud_threshold=threshold, mask_adds=request.cloud_mask_mode == "add" or with_classifier)
     if request.precision != "fp32" and device.type != "cuda":
         callbacks.say(f"Precision {request.precision} applies to CUDA GPUs: running float32 on the CPU.")
     return predictor
@@ -1845,7 +1855,7 @@ def plan(request: CloudRemovalRequest) -> dict:
             "dates_taken": min(len(inputs.dates), card.dates_per_tile or len(inputs.dates)),
             "date_choice": inputs.date_choice,
             "cirrus_band": reference.cirrus,  # read to remove thin cirrus first (None: not read)
-            "s2cloudless": _s2cloudless_applies(request, reference),  # its cloud mask added to the score
+            "cloud_classifier": _cloud_classifier(request, reference),  # its cloud mask added to the score
         }
 
 

@@ -8,6 +8,9 @@ is read with ``lightgbm.Booster`` and the classifier's post-processing is repeat
 disk averaging of the probability, threshold, disk dilation — with the settings s2cloudless
 recommends for 10 m data (threshold 0.4, average over 4 px, dilate 2 px).
 
+The probability comes from either classifier (``CLASSIFIERS``): s2cloudless's own, or the bundled copy distilled
+from it (``core.l1c_cloud``, numpy alone), which a run takes by default; the post-processing is the same for both.
+
 Input: top-of-atmosphere reflectance (DN / 10000) of 13-band L1C (B1..B12 with B8A, SAFE order).
 """
 
@@ -30,13 +33,17 @@ THRESHOLD, AVERAGE_OVER, DILATION = 0.4, 4, 2
 # L1C clip (bench/bench_s2cloudless.py) 0.4 calls 25 % of bright fields and haze cloud, 0.6 9 % (its cloud streaks);
 # on the 20 real L1C pairs of other scenes added to the score 28.37 dB at 0.6, 28.05 at 0.4, 28.27 at 0.5, 28.28 at 0.7
 INFERENCE_THRESHOLD = 0.6
+# The classifiers that give the probability: s2cloudless's own (the optional packages) or the bundled copy
+# distilled from it (core.l1c_cloud, numpy alone: what a run takes by default)
+CLASSIFIERS = ("s2cloudless", "viser-l1c-cloud")
 # At inference the classifier runs on 4 x 4 cell means (40 m on 10 m bands; its SWIR and red-edge bands are 20 m,
 # three are 60 m): 12 times faster, and on the 29 real L1C test pairs 0.03 dB from running it on every pixel
 STEP = 4
 # pixels beyond a window that its mask depends on: the averaging and the dilation, and a cell each side for the
 # interpolation; a window that starts on a multiple of STEP has the cells of the whole raster
 MARGIN = AVERAGE_OVER + DILATION + 2 * STEP
-CLOUD_SOURCES = ("auto", "model", "s2cloudless")  # the run's cloud source (core.pipeline: CloudRemovalRequest)
+# the run's cloud source (core.pipeline: CloudRemovalRequest): auto takes the bundled classifier on 13-band L1C
+CLOUD_SOURCES = ("auto", "model", "s2cloudless", "l1c-classifier")
 
 HOW_TO_GET = ("s2cloudless is optional: install it into the Python that runs this (not QGIS's) with "
               "`pip install --no-deps s2cloudless==1.7.2 lightgbm==4.7.0 narwhals==2.29.0`")
@@ -71,10 +78,20 @@ def _disk(radius: int) -> np.ndarray:
     return (yy * yy + xx * xx <= radius * radius).astype(np.float32)
 
 
-def cloud_probability(l1c: np.ndarray, band_names=S2_13, step: int = 1) -> np.ndarray:
-    """``(H, W)`` cloud probability of the classifier for ``l1c`` ``(C, H, W)`` TOA reflectance whose bands
-    are named ``band_names`` (they must include the ten the classifier uses). ``step`` > 1: the classifier runs
-    on ``step`` x ``step`` cell means and its probability is interpolated back (bilinear)."""
+def _predict(classifier: str):
+    if classifier == "s2cloudless":
+        return _booster().predict
+    if classifier == "viser-l1c-cloud":
+        from . import l1c_cloud
+
+        return l1c_cloud.bundled().predict
+    raise InputError(f"unknown L1C cloud classifier {classifier!r}: use one of {', '.join(CLASSIFIERS)}")
+
+
+def cloud_probability(l1c: np.ndarray, band_names=S2_13, step: int = 1, classifier: str = "s2cloudless") -> np.ndarray:
+    """``(H, W)`` cloud probability of ``classifier`` (one of ``CLASSIFIERS``) for ``l1c`` ``(C, H, W)`` TOA
+    reflectance whose bands are named ``band_names`` (they must include the ten the classifier uses). ``step``
+    > 1: the classifier runs on ``step`` x ``step`` cell means and its probability is interpolated back (bilinear)."""
     missing = [b for b in MODEL_BANDS if b not in band_names]
     if missing:
         raise InputError(f"s2cloudless needs the Sentinel-2 L1C bands {', '.join(missing)}, which the input lacks: "
@@ -85,7 +102,7 @@ def cloud_probability(l1c: np.ndarray, band_names=S2_13, step: int = 1) -> np.nd
     if step > 1:
         bands = _cell_means(bands, step)
     pixels = np.moveaxis(bands, 0, -1).reshape(-1, len(idx))
-    probability = _booster().predict(pixels).reshape(bands.shape[-2:]).astype(np.float32)
+    probability = _predict(classifier)(pixels).reshape(bands.shape[-2:]).astype(np.float32)
     if step > 1:
         from scipy import ndimage
 
@@ -117,12 +134,13 @@ def cloud_mask(probability: np.ndarray, threshold: float = THRESHOLD, average_ov
     return mask
 
 
-def window_cloud(l1c: np.ndarray, band_names, valid: np.ndarray | None = None) -> np.ndarray:
-    """A run's s2cloudless cloud mask ``(H, W)`` of a window of L1C TOA reflectance ``(C, H, W)``: the classifier
-    on ``STEP`` cells, above ``INFERENCE_THRESHOLD``; pixels not ``valid`` (no data) have no cloud probability.
+def window_cloud(l1c: np.ndarray, band_names, valid: np.ndarray | None = None,
+                 classifier: str = "s2cloudless") -> np.ndarray:
+    """A run's cloud mask ``(H, W)`` of a window of L1C TOA reflectance ``(C, H, W)``: ``classifier`` on ``STEP``
+    cells, above ``INFERENCE_THRESHOLD``; pixels not ``valid`` (no data) have no cloud probability.
     Read the window ``MARGIN`` pixels wider than the part kept, from a multiple of ``STEP``: it is then the
     whole raster's mask there."""
-    probability = cloud_probability(l1c, band_names, STEP)
+    probability = cloud_probability(l1c, band_names, STEP, classifier)
     if valid is not None:
         probability[~valid] = 0.0
     return cloud_mask(probability, INFERENCE_THRESHOLD)

@@ -7,7 +7,8 @@ Writes ``eval_<split>_<protocol>.md`` / ``.csv`` / ``.json`` (the table: one row
 SSIM / MAE / LPIPS overall and PSNR / MAE on cloudy and on clear pixels when a mask is known),
 ``eval_<split>_<protocol>_images.csv`` (per image) and a before/after sheet PNG. Rows: the model,
 the model with keep-clear (``--keep-clear``: the engine's own blending, input pixels kept where the
-score says clear), and the baselines: the cloudy input itself, the classical pipeline over the model's
+score says clear; on 13-band L1C samples also with the bundled L1C cloud classifier's mask added, what a
+run does there by default, and s2cloudless's where installed), and the baselines: the cloudy input itself, the classical pipeline over the model's
 own score (push-pull fill of the pixels it calls cloud, thresholded and soft), the same fill over
 s2cloudless's cloud mask for 13-band Sentinel-2 L1C pairs where s2cloudless is installed
 (``core.s2cloudless``) and, for stacks, the
@@ -77,13 +78,16 @@ def _keep_clear(net, x: torch.Tensor, device, display: bool, cloud: np.ndarray |
 MASKED_MEDIAN = "cloud-masked median (model's date scores)"
 BEST_DATE = "best single date (oracle: picked with the target)"
 S2CLOUDLESS_FILL = "s2cloudless + fill"
-S2CLOUDLESS_ADDED = "+ keep-clear + s2cloudless"  # after the model's name: what a run does on L1C by default
+# after the model's name: the model's score with an L1C classifier's mask added; the bundled classifier is what a
+# run does on L1C by default (core.l1c_cloud), s2cloudless what it distils (where installed)
+CLASSIFIER_ADDED = "+ keep-clear + L1C classifier"
+S2CLOUDLESS_ADDED = "+ keep-clear + s2cloudless"
 
 
-def s2cloudless_l1c(ds, index: int):
-    """``(l1c, band names)`` of sample ``index`` where s2cloudless (``core.s2cloudless``, which the caller has
-    found installed) applies: 13-band Sentinel-2 L1C as it is (not an 8-bit export of it: an analyst with an
-    export has no L1C bands); else None."""
+def l1c_of_sample(ds, index: int):
+    """``(l1c, band names)`` of sample ``index`` where the L1C cloud classifiers (``core.s2cloudless``) apply:
+    13-band Sentinel-2 L1C as it is (not an 8-bit export of it: an analyst with an export has no L1C bands);
+    else None."""
     from ..core import s2cloudless
     from .datasets import source_of_sample
 
@@ -255,18 +259,20 @@ def evaluate(cfg: dict, checkpoint=None, model=None, models_dir=None, split="tes
         for totals, threshold in ((score_totals, 0.5), (gate_totals, gate)):
             for key, value in score_counts(score, mask, threshold, kinds).items():
                 totals[part_index][key] = totals[part_index].get(key, 0) + value
-        l1c = s2cloudless_l1c(ds, i) if with_s2cloudless else None
+        l1c = l1c_of_sample(ds, i)
         if keep_clear:
             kc = _keep_clear(net, model_input, dev, bool(s["display"]))
             record(f"{label} + keep-clear", kc)
-            if l1c is not None:  # s2cloudless's mask as a run computes it (core.s2cloudless.window_cloud)
-                added = _keep_clear(net, model_input, dev, False, s2cloudless.window_cloud(*l1c))
-                record(f"{label} {S2CLOUDLESS_ADDED}", added)
+            # the classifiers' masks as a run computes them (core.s2cloudless.window_cloud)
+            for row, classifier in ((CLASSIFIER_ADDED, "viser-l1c-cloud"), (S2CLOUDLESS_ADDED, "s2cloudless")):
+                if l1c is not None and (classifier != "s2cloudless" or with_s2cloudless):
+                    cloud = s2cloudless.window_cloud(*l1c, classifier=classifier)
+                    record(f"{label} {row}", _keep_clear(net, model_input, dev, False, cloud))
         for bname, b in baselines(x.numpy(), bands).items():
             record(bname if bname != "input" else INPUT_METHOD, b)
         for bname, b in fill_baselines(x.numpy(), score).items():
             record(bname, b)
-        if l1c is not None:
+        if l1c is not None and with_s2cloudless:
             record(S2CLOUDLESS_FILL, s2cloudless_fill(*l1c, x.numpy()))
         if x.dim() == 4 and x.shape[0] > 1:
             with torch.no_grad():

@@ -117,9 +117,10 @@ def advanced_help(tta: bool = True, outputs: bool = True, cloud_threshold: bool 
             "taken for cloud, lower it (e.g. 0.45) if cloud was left. CIRRUS_CORRECTION (on by default): on "
             "Sentinel-2 L1C rasters with band 10 (1.375 µm), thin cirrus is first removed from the model's bands "
             "where the cirrus band explains it (thick cloud is left to the network). CLOUD_SOURCE: auto (default) "
-            "adds s2cloudless's cloud mask to the model's score on 13-band Sentinel-2 L1C where the optional "
-            "s2cloudless package is installed in QGIS's Python and no cloud mask is given; model, the score alone; "
-            "s2cloudless, insist on it. CLOUD_SHADOWS (on by default): "
+            "adds the cloud mask of the bundled L1C cloud classifier (a small network distilled from s2cloudless, "
+            "which sees the SWIR and cirrus bands) to the model's score on 13-band Sentinel-2 L1C where no cloud "
+            "mask is given; model, the score alone; l1c-classifier, insist on it; s2cloudless, the s2cloudless "
+            "package's mask instead (where it is installed in QGIS's Python). CLOUD_SHADOWS (on by default): "
             "with a model that has the shadow test (every bundled model), the shadows the clouds cast on darker "
             "ground are filled too."))
     if tta:
@@ -149,8 +150,10 @@ def dropped_bands_text(plan: dict) -> str:
     if plan.get("cirrus_band"):
         text += " " + tr("Band {band} (cirrus, B10) is read to remove thin cirrus first.").format(
             band=plan["cirrus_band"])
-    if plan.get("s2cloudless"):
-        text += " " + tr("s2cloudless reads ten of the L1C bands for a cloud mask that is added to the model's cloud score.")
+    if plan.get("cloud_classifier"):
+        text += " " + tr("{classifier} reads ten of the L1C bands for a cloud mask that is added to the model's cloud "
+                         "score.").format(classifier="s2cloudless" if plan["cloud_classifier"] == "s2cloudless"
+                                          else tr("The bundled L1C cloud classifier"))
     return text
 
 
@@ -472,8 +475,8 @@ class RemovalAlgorithm(ViserAlgorithm):
                 self.CLOUD_SHADOWS, tr("Fill cloud shadows too (models with the shadow test)"), True), advanced=True))
             self.addParameter(_optional(QgsProcessingParameterEnum(
                 self.CLOUD_SOURCE,
-                tr("Cloud source (auto: s2cloudless's mask added on 13-band Sentinel-2 L1C where installed; model: "
-                   "the score alone)"),
+                tr("Cloud source (auto: the bundled L1C cloud classifier's mask added on 13-band Sentinel-2 L1C; "
+                   "model: the score alone)"),
                 options=list(CLOUD_SOURCES), allowMultiple=False, defaultValue=CLOUD_SOURCES[0],
                 usesStaticStrings=True), advanced=True))
         if self.HAS_TTA:

@@ -426,12 +426,13 @@ class ViserDockWidget(QDockWidget):
             form.addRow(check)
         self.cloud_source_combo = self._narrow(QComboBox(box))
         for label, source in ((tr("auto"), "auto"), (tr("model's score alone"), "model"),
-                              (tr("s2cloudless (required)"), "s2cloudless")):
+                              (tr("s2cloudless (required)"), "s2cloudless"),
+                              (tr("bundled L1C classifier (required)"), "l1c-classifier")):
             self.cloud_source_combo.addItem(label, source)
         self.cloud_source_combo.setToolTip(tr(
-            "On 13-band Sentinel-2 L1C rasters, s2cloudless's cloud mask can be added to the model's cloud score "
-            "(its classifier sees the SWIR and cirrus bands): auto does so where the optional s2cloudless package "
-            "is installed in QGIS's Python and no cloud mask is given."))
+            "On 13-band Sentinel-2 L1C rasters, a cloud classifier that sees the SWIR and cirrus bands adds its mask "
+            "to the model's cloud score: auto takes the bundled one (distilled from s2cloudless) where no cloud mask "
+            "is given; s2cloudless takes the optional s2cloudless package where it is installed in QGIS's Python."))
         form.addRow(tr("Cloud source"), self.cloud_source_combo)
         self.device_combo = self._narrow(QComboBox(box))
         self.device_combo.addItem("auto", "auto")

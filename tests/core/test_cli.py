@@ -29,7 +29,7 @@ def test_remove_clouds(s2, tmp_path, tiny_models_dir, capsys):
     assert captured.out.startswith(f"Wrote {out}, {tmp_path / 'score.tif'} (model tiny-rgbn on cpu, 9 tile(s)")
     assert "Detected s2-l1c" in captured.err
     assert "Thin cirrus: the cirrus band (B10, band 11) corrected 0 of 9 tiles" in captured.err  # a clear sky
-    assert "Cloud source: s2cloudless's cloud mask (probability above 0.6" in captured.err  # 13-band L1C
+    assert "Cloud source: the bundled L1C cloud classifier's mask (viser-l1c-cloud" in captured.err  # 13-band L1C
     with rasterio.open(out) as dst:
         assert dst.count == 4 and dst.dtypes[0] == "uint16"
     assert main(["remove-clouds", s2, "-o", str(out), "--models-dir", str(tiny_models_dir), "--no-cirrus-correction"]) == 0
@@ -48,17 +48,19 @@ def test_keep_clear_is_the_default(s2, tmp_path, tiny_models_dir, monkeypatch):
 
 
 def test_cloud_source_reaches_the_run(s2, tmp_path, tiny_models_dir, monkeypatch, capsys):
-    """--cloud-source auto (the default), model or s2cloudless; anything else is a usage error listing them."""
+    """--cloud-source auto (the default), model, s2cloudless or l1c-classifier; anything else is a usage error
+    listing them."""
     requests = []
     monkeypatch.setattr(pipeline, "remove_clouds", lambda request, progress=None: requests.append(request))
     args = ["remove-clouds", s2, "-o", str(tmp_path / "out.tif"), "--models-dir", str(tiny_models_dir), "-q"]
     main(args)
     main([*args, "--cloud-source", "model"])
     main([*args, "--cloud-source", "s2cloudless"])
-    assert [r.cloud_source for r in requests] == ["auto", "model", "s2cloudless"]
+    main([*args, "--cloud-source", "l1c-classifier"])
+    assert [r.cloud_source for r in requests] == ["auto", "model", "s2cloudless", "l1c-classifier"]
     with pytest.raises(SystemExit):
         main([*args, "--cloud-source", "fmask"])
-    assert "invalid choice: 'fmask' (choose from 'auto', 'model', 's2cloudless')" in capsys.readouterr().err
+    assert "invalid choice: 'fmask' (choose from 'auto', 'model', 's2cloudless', 'l1c-classifier')" in capsys.readouterr().err
 
 
 def test_cloud_mask_type_reaches_the_run(s2, tmp_path, tiny_models_dir, capsys):

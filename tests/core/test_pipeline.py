@@ -441,10 +441,13 @@ def test_keep_clear_with_a_mask_that_adds_to_the_models_clouds(monkeypatch, tiny
     assert model_right == (mode == "add")                                # the score's cloud: only when added
 
 
-def test_s2cloudless_adds_its_clouds_on_l1c(monkeypatch, tiny_models_dir, s2_path, tmp_path):
-    """On 13-band L1C the default cloud source adds s2cloudless's mask to the model's score: keep-clear takes
-    the model where s2cloudless calls cloud though the score (0.1) calls nothing, and where the score calls
-    cloud (columns 84 on); --cloud-source model takes the score alone."""
+@pytest.mark.parametrize("source, classifier", [("auto", "viser-l1c-cloud"), ("s2cloudless", "s2cloudless"),
+                                                ("model", None)])
+def test_l1c_classifier_adds_its_clouds_on_l1c(monkeypatch, tiny_models_dir, s2_path, tmp_path, source, classifier):
+    """On 13-band L1C the default cloud source adds the bundled L1C classifier's mask to the model's score
+    (--cloud-source s2cloudless, the s2cloudless package's): keep-clear takes the model where the classifier calls
+    cloud though the score (0.1) calls nothing, and where the score calls cloud (columns 84 on); --cloud-source
+    model takes the score alone."""
     from scipy import ndimage
 
     from viser_cr.core import s2cloudless
@@ -453,56 +456,60 @@ def test_s2cloudless_adds_its_clouds_on_l1c(monkeypatch, tiny_models_dir, s2_pat
     _use_fake_fill_model(monkeypatch, [(84, 0.9)])
     with rasterio.open(s2_path) as src:
         data = src.read()
-    cloud = s2cloudless.window_cloud(data.astype(np.float32) * np.float32(1e-4), S2_13)
+    l1c = data.astype(np.float32) * np.float32(1e-4)
+    cloud = s2cloudless.window_cloud(l1c, S2_13, classifier=classifier or "viser-l1c-cloud")
     # the feathered seam reaches 2 x FEATHER_RADIUS px (square windows) from a cloud
     far = ~ndimage.binary_dilation(cloud, np.ones((3, 3), bool), iterations=2 * pipeline.FEATHER_RADIUS + 1)
     far[:, 84 - 2 * pipeline.FEATHER_RADIUS - 1:] = False
     assert cloud.mean() > 0.1 and far.mean() > 0.2
     model_bands = data[[3, 2, 1, 7]]  # red, green, blue, NIR of the L1C layout
-    results = {}
-    for source in ("auto", "model"):
-        out = tmp_path / f"{source}.tif"
-        results[source] = remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir,
-                                                            cloud_source=source, cirrus_correction=False,
-                                                            tile_size=96, overlap=0))  # the score's columns
-        output = read(out)[0]
-        np.testing.assert_array_equal(output[:, far], model_bands[:, far])  # clear by both: the input
-        assert (output[:, :, 84:] == 5000).all()                            # the score's cloud: the model
-        s2cloudless_only = cloud.copy()  # away from the score's columns and their seam
-        s2cloudless_only[:, 84 - 2 * pipeline.FEATHER_RADIUS - 1:] = False
-        kept = output[:, s2cloudless_only] == model_bands[:, s2cloudless_only]
-        assert (output[:, s2cloudless_only] == 5000).all() if source == "auto" else kept.all()
-    said = [any(line.startswith("Cloud source: s2cloudless's") for line in results[source].messages)
-            for source in ("auto", "model")]
-    assert said == [True, False]
-    for result in results.values():  # what the score took is said either way (s2cloudless adds to it)
-        assert any(line.startswith("Clouds: the score calls") for line in result.messages), result.messages
+    out = tmp_path / f"{source}.tif"
+    result = remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, cloud_source=source,
+                                               cirrus_correction=False, tile_size=96, overlap=0))  # the score's columns
+    output = read(out)[0]
+    np.testing.assert_array_equal(output[:, far], model_bands[:, far])  # clear by both: the input
+    assert (output[:, :, 84:] == 5000).all()                            # the score's cloud: the model
+    classifier_only = cloud.copy()  # away from the score's columns and their seam
+    classifier_only[:, 84 - 2 * pipeline.FEATHER_RADIUS - 1:] = False
+    kept = output[:, classifier_only] == model_bands[:, classifier_only]
+    assert (output[:, classifier_only] == 5000).all() if classifier else kept.all()
+    said = [line for line in result.messages if line.startswith("Cloud source: ")]
+    what = {"viser-l1c-cloud": "the bundled L1C cloud classifier's mask (viser-l1c-cloud, distilled from s2cloudless)",
+            "s2cloudless": "s2cloudless's cloud mask"}
+    assert said == ([f"Cloud source: {what[classifier]} (probability above 0.6, averaged over 4 px, grown by 2 px) "
+                     "is added to the model's cloud score: the fill takes both (--cloud-source model takes the score "
+                     "alone)."] if classifier else []), said
+    # what the score took is said either way (the classifier adds to it)
+    assert any(line.startswith("Clouds: the score calls") for line in result.messages), result.messages
 
 
 def test_cloud_source_errors_and_without_s2cloudless(monkeypatch, tiny_models_dir, s2_path, tmp_path):
-    """A cloud source asked for that cannot apply is refused before anything is written; auto without the
-    package says so and runs on the model's score."""
+    """A cloud source asked for that cannot apply is refused before anything is written; without the s2cloudless
+    package the default still adds the bundled classifier's clouds (it needs numpy alone)."""
     from viser_cr.core import s2cloudless
     from viser_cr.core.errors import DependencyError
 
     out = tmp_path / "out.tif"
     rgbn = write_raster(tmp_path / "rgbn.tif", np.random.default_rng(0).integers(100, 3000, (4, 64, 64), np.uint16))
-    with pytest.raises(ViserError, match="cloud source must be one of auto, model, s2cloudless, got 'fmask'"):
+    with pytest.raises(ViserError, match="cloud source must be one of auto, model, s2cloudless, l1c-classifier, got 'fmask'"):
         remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, cloud_source="fmask"))
-    with pytest.raises(ViserError, match="takes 13-band Sentinel-2 L1C, but rgbn.tif lacks the bands coastal"):
-        remove_clouds(CloudRemovalRequest([rgbn], out, models_dir=tiny_models_dir, scale=1e-4,
-                                          cloud_source="s2cloudless"))
-    with pytest.raises(ViserError, match="give a cloud mask or --cloud-source s2cloudless, not both"):
-        remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, cloud_source="s2cloudless",
-                                          cloud_mask=tmp_path / "mask.tif"))
+    for source in ("s2cloudless", "l1c-classifier"):
+        with pytest.raises(ViserError, match=f"--cloud-source {source} takes 13-band Sentinel-2 L1C, but rgbn.tif "
+                                             "lacks the bands coastal"):
+            remove_clouds(CloudRemovalRequest([rgbn], out, models_dir=tiny_models_dir, scale=1e-4, cloud_source=source))
+        with pytest.raises(ViserError, match=f"give a cloud mask or --cloud-source {source}, not both"):
+            remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, cloud_source=source,
+                                              cloud_mask=tmp_path / "mask.tif"))
     monkeypatch.setattr(s2cloudless, "available", lambda: False)
-    with pytest.raises(DependencyError, match="needs the s2cloudless and lightgbm packages"):
+    with pytest.raises(DependencyError, match="needs the s2cloudless and lightgbm packages.*takes the bundled"):
         remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, cloud_source="s2cloudless"))
     assert not out.exists()
     result = remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir))
-    without = "Cloud source: the model's cloud score (s2cloudless, optional, is not installed here"
-    assert any(line.startswith(without) for line in result.messages)
+    assert any(line.startswith("Cloud source: the bundled L1C cloud classifier's mask") for line in result.messages)
     assert out.exists()
+    rgbn_run = remove_clouds(CloudRemovalRequest([rgbn], tmp_path / "rgbn-out.tif", models_dir=tiny_models_dir,
+                                                 scale=1e-4))
+    assert not any(line.startswith("Cloud source:") for line in rgbn_run.messages)  # auto: only on L1C
 
 
 # -------------------------------------------------------------------------------------------- stacks
@@ -747,8 +754,10 @@ def test_plan_says_model_bands_and_dropped_bands_without_running(tiny_models_dir
     assert info["model_bands"] == ["red", "green", "blue", "nir"] and len(info["dropped"]) == 9
     assert info["cirrus_band"] == 11  # B10, read to remove thin cirrus first
     assert plan(CloudRemovalRequest([s2_path], None, models_dir=tiny_models_dir, cirrus_correction=False))["cirrus_band"] is None
-    assert info["s2cloudless"]  # 13-band L1C, the package installed: its cloud mask adds to the score
-    assert not plan(CloudRemovalRequest([s2_path], None, models_dir=tiny_models_dir, cloud_source="model"))["s2cloudless"]
+    assert info["cloud_classifier"] == "viser-l1c-cloud"  # 13-band L1C: the bundled classifier's mask adds to the score
+    for source, classifier in (("model", None), ("s2cloudless", "s2cloudless")):
+        request = CloudRemovalRequest([s2_path], None, models_dir=tiny_models_dir, cloud_source=source)
+        assert plan(request)["cloud_classifier"] == classifier
     info = plan(CloudRemovalRequest([s2_path], None, model="tiny-rgb", models_dir=tiny_models_dir))
     assert info["model"] == "tiny-rgb" and info["bands"] == [4, 3, 2]
     with pytest.raises(ViserError, match="band"):

@@ -59,8 +59,9 @@ def test_cells_are_interpolated_back_to_every_pixel(fixtures_dir):
     assert not np.array_equal(s2cloudless.cloud_probability(l1c, step=4), full)  # cells, not pixels
 
 
-def test_a_runs_windows_have_the_whole_rasters_mask(fixtures_dir, tiny_models_dir, tmp_path):
-    """A run reads s2cloudless's mask window by window (``_S2CloudlessMask``): each window, read with its margin
+@pytest.mark.parametrize("classifier", s2cloudless.CLASSIFIERS)
+def test_a_runs_windows_have_the_whole_rasters_mask(fixtures_dir, tiny_models_dir, tmp_path, classifier):
+    """A run reads a classifier's mask window by window (``_L1CCloudMask``): each window, read with its margin
     from the raster's cells, is the whole raster's mask there, so tiles and strips meet without a seam."""
     import contextlib
 
@@ -68,11 +69,12 @@ def test_a_runs_windows_have_the_whole_rasters_mask(fixtures_dir, tiny_models_di
 
     path = fixtures_dir / "s2l1c_cloudy_96.tif"
     request = pipeline.CloudRemovalRequest([path], tmp_path / "out.tif", models_dir=tiny_models_dir)
-    whole = s2cloudless.window_cloud(_l1c(path), S2_13)
+    whole = s2cloudless.window_cloud(_l1c(path), S2_13, classifier=classifier)
     assert 0.1 < whole.mean() < 0.6  # cloud and clear in the crop
     with contextlib.ExitStack() as stack:
         inputs = pipeline._resolve_inputs(request, stack)
-        mask = pipeline._align_sources(request, inputs, stack, pipeline._Callbacks(None, None), True).masks[0]
+        mask = pipeline._align_sources(request, inputs, stack, pipeline._Callbacks(None, None),
+                                           classifier).masks[0]
         for y, h, x, w in ((0, 96, 0, 96), (13, 40, 29, 50), (37, 59, 5, 91), (50, 30, 66, 30)):
             np.testing.assert_array_equal(mask.read(y, h, x, w), whole[y:y + h, x:x + w])
         overview = mask.read_overview(24, 24)

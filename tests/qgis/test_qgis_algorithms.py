@@ -418,14 +418,17 @@ def _l1c_run_said(fixtures_dir, tiny_rgbn, tmp_path, name: str, value, prefix: s
     return [line for line in feedback.logged if line.startswith(prefix)], feedback.logged
 
 
-@pytest.mark.parametrize("source", [None, "model", 2])
+@pytest.mark.parametrize("source", [None, "model", 2, "l1c-classifier"])
 def test_removeclouds_cloud_source_parameter(fixtures_dir, tiny_rgbn, tmp_path, source):
-    """On 13-band L1C a run adds s2cloudless's cloud mask to the score where the package is installed (the test
-    venv has it) and says so in Processing's names; CLOUD_SOURCE model takes the score alone, 2 (s2cloudless) insists."""
+    """On 13-band L1C a run adds the bundled L1C cloud classifier's mask to the score (no optional package needed)
+    and says so in Processing's names; CLOUD_SOURCE model takes the score alone, 2 the s2cloudless package's mask
+    (the test venv has it), l1c-classifier insists on the bundled one."""
     said, logged = _l1c_run_said(fixtures_dir, tiny_rgbn, tmp_path, "CLOUD_SOURCE", source, "Cloud source")
-    assert said == (["Cloud source: s2cloudless's cloud mask (probability above 0.6, averaged over 4 px, grown by 2 px) "
-                     "is added to the model's cloud score: the fill takes both (CLOUD_SOURCE=model takes the score "
-                     "alone)."] if source != "model" else []), logged
+    what = ("s2cloudless's cloud mask" if source == 2 else
+            "the bundled L1C cloud classifier's mask (viser-l1c-cloud, distilled from s2cloudless)")
+    assert said == ([f"Cloud source: {what} (probability above 0.6, averaged over 4 px, grown by 2 px) is added to "
+                     "the model's cloud score: the fill takes both (CLOUD_SOURCE=model takes the score alone)."]
+                    if source != "model" else []), logged
 
 
 @pytest.mark.parametrize("correct", [True, False, None])

@@ -126,10 +126,12 @@ def test_summary_says_whether_and_how_the_layer_runs(dock, fixtures_dir, tiny_rg
     assert text.startswith("Ready to run") and "bands 4, 3, 2, 8 (red, green, blue, nir)" in text, text
     assert "13 bands" in text and "1, 5, 6, 7, 9, 10, 11, 12, 13 are left out" in text, text
     assert "Band 11 (cirrus, B10) is read to remove thin cirrus first." in text, text
-    s2cloudless = "s2cloudless reads ten of the L1C bands for a cloud mask that is added to the model's cloud score."
-    assert s2cloudless in text, text  # the test venv has the optional package
+    classifier = "reads ten of the L1C bands for a cloud mask that is added to the model's cloud score."
+    assert f"The bundled L1C cloud classifier {classifier}" in text, text
     dock.cloud_source_combo.setCurrentIndex(dock.cloud_source_combo.findData("model"))  # every change updates it: the cloud source ...
-    assert s2cloudless not in summary(dock)
+    assert classifier not in summary(dock)
+    dock.cloud_source_combo.setCurrentIndex(dock.cloud_source_combo.findData("s2cloudless"))
+    assert f"s2cloudless {classifier}" in summary(dock)  # the test venv has the optional package
     dock.cloud_source_combo.setCurrentIndex(0)
     dock.model_file.setFilePath(tiny_rgb)  # ... the model ...
     text = summary(dock)

@@ -1,13 +1,13 @@
-"""What the s2cloudless cloud source costs a run: ``remove_clouds`` on a real 13-band Sentinel-2 L1C clip with
-``cloud_source="model"`` (the network's score alone) and ``"auto"`` (s2cloudless's mask added, as a run does by
-default where the package is installed), alternately; prints the wall and CPU times, their ratio and the share
-of the raster each calls cloud. Asserts nothing.
+"""What the L1C cloud source costs a run: ``remove_clouds`` on a real 13-band Sentinel-2 L1C clip with
+``cloud_source="model"`` (the network's score alone), ``"auto"`` (the bundled L1C cloud classifier's mask added, as a
+run does by default) and ``"s2cloudless"`` (the s2cloudless package's mask, where it is installed), alternately;
+prints the wall and CPU times, their ratios and the share of the raster each changes. Asserts nothing.
 
 The clip is ``../shared/data/sentinel2-cloudy`` (1536 x 768 at 10 m, winter farmland and lakes with thin cloud
 streaks and small cumulus): its 10, 20 and 60 m files are stacked into one 13-band L1C GeoTIFF (bilinear to
 10 m) in a temporary folder.
 
-    .venv/bin/python bench/bench_s2cloudless.py [--repeat 2] [--threads 2] [--figure docs/cloud-source.png]
+    .venv/bin/python bench/bench_cloud_source.py [--repeat 2] [--threads 2] [--figure docs/cloud-source.png]
 """
 
 from __future__ import annotations
@@ -24,26 +24,17 @@ if str(ROOT.parent) not in sys.path:
     sys.path.insert(0, str(ROOT.parent))
 
 CLIP = ROOT.parent / "shared" / "data" / "sentinel2-cloudy"
-# each SAFE band (B1..B12 with B8A) as (file suffix, band number in that file)
-SAFE_ORDER = [("60m", 1), ("10m", 1), ("10m", 2), ("10m", 3), ("20m", 1), ("20m", 2), ("20m", 3), ("10m", 4),
-              ("20m", 4), ("60m", 2), ("60m", 3), ("20m", 5), ("20m", 6)]
 
 
 def stack_l1c(folder: Path, out: Path) -> Path:
     """The clip's three files as one 13-band uint16 L1C raster on the 10 m grid."""
-    import numpy as np
     import rasterio
-    from rasterio.enums import Resampling
 
-    files = {res: rasterio.open(next(folder.glob(f"*_{res}.tif"))) for res in ("10m", "20m", "60m")}
-    grid = files["10m"]
-    bands = [files[res].read(number, out_shape=(grid.height, grid.width), resampling=Resampling.bilinear)
-             for res, number in SAFE_ORDER]
-    profile = dict(grid.profile, count=13, dtype="uint16", compress="deflate", tiled=True)
-    with rasterio.open(out, "w", **profile) as dst:
-        dst.write(np.stack(bands).astype("uint16"))
-    for dataset in files.values():
-        dataset.close()
+    from viser_cr.training.distill_l1c_cloud import read_l1c_clip_dn
+
+    bands, profile = read_l1c_clip_dn(folder)
+    with rasterio.open(out, "w", **dict(profile, count=13, dtype="uint16", compress="deflate", tiled=True)) as dst:
+        dst.write(bands)
     return out
 
 
@@ -64,7 +55,7 @@ def cloud_share(output: Path, raster: Path) -> float:
 
 
 def save_figure(raster: Path, outputs: dict[str, Path], path: Path) -> None:
-    """Input, the run's s2cloudless mask and both outputs, true colour (reflectance x 3.5), side by side."""
+    """Input, the bundled classifier's mask, the score alone and the default run, true colour (reflectance x 3.5)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,9 +68,10 @@ def save_figure(raster: Path, outputs: dict[str, Path], path: Path) -> None:
     with rasterio.open(raster) as src:
         l1c = src.read().astype(np.float32) * np.float32(1e-4)
     panels = [("cloudy L1C input", l1c[[3, 2, 1]]),
-              ("s2cloudless's mask (probability > 0.6)", s2cloudless.window_cloud(l1c, s2cloudless.S2_13)[None])]
+              ("the bundled L1C classifier's mask (probability > 0.6)",
+               s2cloudless.window_cloud(l1c, s2cloudless.S2_13, classifier="viser-l1c-cloud")[None])]
     for source, title in (("model", "--cloud-source model (the score alone)"),
-                          ("auto", "default: s2cloudless's mask added")):
+                          ("auto", "default: the classifier's mask added")):
         with rasterio.open(outputs[source]) as out:
             panels.append((title, out.read([1, 2, 3]).astype(np.float32) * np.float32(1e-4)))
     fig, axes = plt.subplots(2, 2, figsize=(16, 8.6))
@@ -103,12 +95,15 @@ def main() -> None:
         raise SystemExit(f"benchmark clip not found: {CLIP}")
     from viser_cr.core import s2cloudless
 
-    if not s2cloudless.available():
-        raise SystemExit(s2cloudless.HOW_TO_GET)
     runs: dict[str, list] = {"model": [], "auto": []}
+    if s2cloudless.available():
+        runs["s2cloudless"] = []
+    else:
+        print(f"(no s2cloudless row: {s2cloudless.HOW_TO_GET})")
     with tempfile.TemporaryDirectory() as tmp:
         raster = stack_l1c(CLIP, Path(tmp) / "l1c.tif")
-        timed_run(raster, Path(tmp) / "warm.tif", "auto", args.threads)  # loads the model and the classifier
+        for source in runs:  # loads the model and the classifiers
+            timed_run(raster, Path(tmp) / "warm.tif", source, args.threads)
         for _ in range(args.repeat):
             for source in runs:
                 runs[source].append(timed_run(raster, Path(tmp) / f"{source}.tif", source, args.threads))
@@ -121,11 +116,14 @@ def main() -> None:
         wall, cpu = min(r[0] for r in results), min(r[1] for r in results)
         score_line = next((m for m in results[0][2].messages if m.startswith("Clouds:")), "")
         share = re.search(r"calls ([\d.]+ %)", score_line)
-        print(f"cloud source {source:5}: wall {wall:6.2f} s, CPU {cpu:6.2f} s; pixels changed {100 * changed[source]:.1f} %"
+        print(f"cloud source {source:11}: wall {wall:6.2f} s, CPU {cpu:6.2f} s; pixels changed {100 * changed[source]:.1f} %"
               + (f" (the score alone calls {share.group(1)} cloud)" if share else ""))
-    wall_ratio = min(r[0] for r in runs["auto"]) / min(r[0] for r in runs["model"])
-    cpu_ratio = min(r[1] for r in runs["auto"]) / min(r[1] for r in runs["model"])
-    print(f"s2cloudless added / score alone: {wall_ratio:.2f} x by wall clock, {cpu_ratio:.2f} x by CPU time")
+    for source in runs:
+        if source == "model":
+            continue
+        wall_ratio = min(r[0] for r in runs[source]) / min(r[0] for r in runs["model"])
+        cpu_ratio = min(r[1] for r in runs[source]) / min(r[1] for r in runs["model"])
+        print(f"{source} / score alone: {wall_ratio:.2f} x by wall clock, {cpu_ratio:.2f} x by CPU time")
 
 
 if __name__ == "__main__":
