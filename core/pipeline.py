@@ -1506,15 +1506,14 @@ def _uses_cloud_classifier(request: CloudRemovalRequest, reference: _Input, call
     if request.output is None:
         return None
     classifier = _cloud_classifier(request, reference)
-    if classifier == "s2cloudless":
-        what = "s2cloudless's cloud mask"
-    elif classifier is not None:
-        what = f"the bundled L1C cloud classifier's mask ({classifier}, distilled from s2cloudless)"
-    else:
+    if classifier is None:
         return None
-    callbacks.say(f"Cloud source: {what} (probability above {s2cloudless.INFERENCE_THRESHOLD}, averaged over "
-                  f"{s2cloudless.AVERAGE_OVER} px, grown by {s2cloudless.DILATION} px) is added to the model's cloud "
-                  "score: the fill takes both (--cloud-source model takes the score alone).")
+    how = (f"probability above {s2cloudless.INFERENCE_THRESHOLD}, averaged over {s2cloudless.AVERAGE_OVER} px, grown "
+           f"by {s2cloudless.DILATION} px")
+    what = (f"s2cloudless's cloud mask ({how})" if classifier == "s2cloudless" else
+            f"the bundled L1C cloud classifier's mask ({classifier}, distilled from s2cloudless; {how})")
+    callbacks.say(f"Cloud source: {what} is added to the model's cloud score: the fill takes both (--cloud-source "
+                  "model takes the score alone).")
     return classifier
 
 

@@ -474,10 +474,10 @@ def test_l1c_classifier_adds_its_clouds_on_l1c(monkeypatch, tiny_models_dir, s2_
     kept = output[:, classifier_only] == model_bands[:, classifier_only]
     assert (output[:, classifier_only] == 5000).all() if classifier else kept.all()
     said = [line for line in result.messages if line.startswith("Cloud source: ")]
-    what = {"viser-l1c-cloud": "the bundled L1C cloud classifier's mask (viser-l1c-cloud, distilled from s2cloudless)",
-            "s2cloudless": "s2cloudless's cloud mask"}
-    assert said == ([f"Cloud source: {what[classifier]} (probability above 0.6, averaged over 4 px, grown by 2 px) "
-                     "is added to the model's cloud score: the fill takes both (--cloud-source model takes the score "
+    what = {"viser-l1c-cloud": "the bundled L1C cloud classifier's mask (viser-l1c-cloud, distilled from s2cloudless; ",
+            "s2cloudless": "s2cloudless's cloud mask ("}
+    assert said == ([f"Cloud source: {what[classifier]}probability above 0.6, averaged over 4 px, grown by 2 px) is "
+                     "added to the model's cloud score: the fill takes both (--cloud-source model takes the score "
                      "alone)."] if classifier else []), said
     # what the score took is said either way (the classifier adds to it)
     assert any(line.startswith("Clouds: the score calls") for line in result.messages), result.messages

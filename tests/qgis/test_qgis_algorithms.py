@@ -424,9 +424,9 @@ def test_removeclouds_cloud_source_parameter(fixtures_dir, tiny_rgbn, tmp_path, 
     and says so in Processing's names; CLOUD_SOURCE model takes the score alone, 2 the s2cloudless package's mask
     (the test venv has it), l1c-classifier insists on the bundled one."""
     said, logged = _l1c_run_said(fixtures_dir, tiny_rgbn, tmp_path, "CLOUD_SOURCE", source, "Cloud source")
-    what = ("s2cloudless's cloud mask" if source == 2 else
-            "the bundled L1C cloud classifier's mask (viser-l1c-cloud, distilled from s2cloudless)")
-    assert said == ([f"Cloud source: {what} (probability above 0.6, averaged over 4 px, grown by 2 px) is added to "
+    what = ("s2cloudless's cloud mask (" if source == 2 else
+            "the bundled L1C cloud classifier's mask (viser-l1c-cloud, distilled from s2cloudless; ")
+    assert said == ([f"Cloud source: {what}probability above 0.6, averaged over 4 px, grown by 2 px) is added to "
                      "the model's cloud score: the fill takes both (CLOUD_SOURCE=model takes the score alone)."]
                     if source != "model" else []), logged
 
