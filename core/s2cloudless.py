@@ -30,7 +30,7 @@ MODEL_FILE = ("models", "pixel_s2_cloud_detector_lightGBM_v0.1.txt")
 MODEL_BANDS = ("coastal", "blue", "red", "rededge1", "nir", "nir08", "watervapour", "cirrus", "swir1", "swir2")
 THRESHOLD, AVERAGE_OVER, DILATION = 0.4, 4, 2
 # At inference a run takes what the classifier puts above 0.6, not the 0.4 s2cloudless recommends: on a clear winter
-# L1C clip (bench/bench_s2cloudless.py) 0.4 calls 25 % of bright fields and haze cloud, 0.6 9 % (its cloud streaks);
+# L1C clip (bench/bench_cloud_source.py) 0.4 calls 25 % of bright fields and haze cloud, 0.6 9 % (its cloud streaks);
 # on the 20 real L1C pairs of other scenes added to the score 28.37 dB at 0.6, 28.05 at 0.4, 28.27 at 0.5, 28.28 at 0.7
 INFERENCE_THRESHOLD = 0.6
 # The classifiers that give the probability: s2cloudless's own (the optional packages) or the bundled copy
@@ -78,7 +78,11 @@ def _disk(radius: int) -> np.ndarray:
     return (yy * yy + xx * xx <= radius * radius).astype(np.float32)
 
 
-def _predict(classifier: str):
+def predictor(classifier):
+    """The function ``(N, 10) pixels -> (N,) probability`` of ``classifier``: a name of ``CLASSIFIERS``, or an
+    object with that ``predict`` (a classifier being trained, ``training.distill_l1c_cloud``)."""
+    if hasattr(classifier, "predict"):
+        return classifier.predict
     if classifier == "s2cloudless":
         return _booster().predict
     if classifier == "viser-l1c-cloud":
@@ -88,21 +92,21 @@ def _predict(classifier: str):
     raise InputError(f"unknown L1C cloud classifier {classifier!r}: use one of {', '.join(CLASSIFIERS)}")
 
 
-def cloud_probability(l1c: np.ndarray, band_names=S2_13, step: int = 1, classifier: str = "s2cloudless") -> np.ndarray:
-    """``(H, W)`` cloud probability of ``classifier`` (one of ``CLASSIFIERS``) for ``l1c`` ``(C, H, W)`` TOA
+def cloud_probability(l1c: np.ndarray, band_names=S2_13, step: int = 1, classifier="s2cloudless") -> np.ndarray:
+    """``(H, W)`` cloud probability of ``classifier`` (one of ``CLASSIFIERS``, or see ``predictor``) for ``l1c`` ``(C, H, W)`` TOA
     reflectance whose bands are named ``band_names`` (they must include the ten the classifier uses). ``step``
     > 1: the classifier runs on ``step`` x ``step`` cell means and its probability is interpolated back (bilinear)."""
     missing = [b for b in MODEL_BANDS if b not in band_names]
     if missing:
-        raise InputError(f"s2cloudless needs the Sentinel-2 L1C bands {', '.join(missing)}, which the input lacks: "
+        raise InputError(f"the L1C cloud classifier needs the Sentinel-2 L1C bands {', '.join(missing)}, which the input lacks: "
                          "give a 13-band L1C raster (B1..B12 with B8A) or use the network's own cloud score")
     idx = [list(band_names).index(b) for b in MODEL_BANDS]
     bands = np.asarray(l1c, dtype=np.float64)[idx]
     height, width = bands.shape[-2:]
     if step > 1:
-        bands = _cell_means(bands, step)
+        bands = cell_means(bands, step)
     pixels = np.moveaxis(bands, 0, -1).reshape(-1, len(idx))
-    probability = _predict(classifier)(pixels).reshape(bands.shape[-2:]).astype(np.float32)
+    probability = predictor(classifier)(pixels).reshape(bands.shape[-2:]).astype(np.float32)
     if step > 1:
         from scipy import ndimage
 
@@ -110,7 +114,7 @@ def cloud_probability(l1c: np.ndarray, band_names=S2_13, step: int = 1, classifi
     return probability
 
 
-def _cell_means(bands: np.ndarray, step: int) -> np.ndarray:
+def cell_means(bands: np.ndarray, step: int) -> np.ndarray:
     """``(C, ceil(H / step), ceil(W / step))`` means of ``step`` x ``step`` cells (edges padded by repetition)."""
     channels, height, width = bands.shape
     pad_h, pad_w = -height % step, -width % step
@@ -135,7 +139,7 @@ def cloud_mask(probability: np.ndarray, threshold: float = THRESHOLD, average_ov
 
 
 def window_cloud(l1c: np.ndarray, band_names, valid: np.ndarray | None = None,
-                 classifier: str = "s2cloudless") -> np.ndarray:
+                 classifier="s2cloudless") -> np.ndarray:
     """A run's cloud mask ``(H, W)`` of a window of L1C TOA reflectance ``(C, H, W)``: ``classifier`` on ``STEP``
     cells, above ``INFERENCE_THRESHOLD``; pixels not ``valid`` (no data) have no cloud probability.
     Read the window ``MARGIN`` pixels wider than the part kept, from a multiple of ``STEP``: it is then the

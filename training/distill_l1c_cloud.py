@@ -41,8 +41,8 @@ DEFAULTS = {
     "data": {"root": "../shared/data", "train": [], "held_out": []},
     "cells": [2, 4, 8],
     "augment": {"gain": [0.75, 1.3], "mixtures": True},
-    "network": {"hidden": 64},
-    "train": {"steps": 15000, "batch_size": 4096, "lr": 3.0e-3, "seed": 0, "threads": 2},
+    "network": {"hidden": 128},
+    "train": {"steps": 30000, "batch_size": 4096, "lr": 3.0e-3, "seed": 0, "threads": 2},
 }
 # each SAFE band (B1..B12 with B8A) of a 10 / 20 / 60 m clip as (file suffix, band number in that file)
 SAFE_ORDER = [("60m", 1), ("10m", 1), ("10m", 2), ("10m", 3), ("20m", 1), ("20m", 2), ("20m", 3), ("10m", 4),
@@ -96,7 +96,7 @@ def cell_vectors(image: np.ndarray, cell: int) -> np.ndarray:
     from ..core import s2cloudless
 
     bands = image[[S2_13.index(band) for band in s2cloudless.MODEL_BANDS]].astype(np.float64)
-    return np.moveaxis(s2cloudless._cell_means(bands, cell), 0, -1).reshape(-1, bands.shape[0]).astype(np.float32)
+    return np.moveaxis(s2cloudless.cell_means(bands, cell), 0, -1).reshape(-1, bands.shape[0]).astype(np.float32)
 
 
 def training_vectors(images, cells, augment, rng: np.random.Generator) -> np.ndarray:
@@ -145,32 +145,26 @@ def train_student(vectors: np.ndarray, labels: np.ndarray, hidden: int, steps: i
 
 
 def agreement(student, images) -> dict:
-    """On each held-out image, the student against s2cloudless as a run uses them (cells of ``STEP``, the run's
-    threshold and post-processing): share called cloud, IoU, mean probability difference."""
+    """On the held-out images, the student against s2cloudless as a run uses them (cells of ``STEP``, the run's
+    threshold and post-processing): share each calls cloud, IoU, mean probability difference per image."""
     from ..core import s2cloudless
 
-    rows, inter, union, pixels, called = {}, 0, 0, 0, [0, 0]
-    for name, image in images:
-        teacher_p = s2cloudless.cloud_probability(image, S2_13, s2cloudless.STEP)
-        bands = image[[S2_13.index(band) for band in s2cloudless.MODEL_BANDS]].astype(np.float64)
-        cells = s2cloudless._cell_means(bands, s2cloudless.STEP)
-        student_cells = student.predict(np.moveaxis(cells, 0, -1).reshape(-1, bands.shape[0])).reshape(cells.shape[1:])
-        from scipy import ndimage
-
-        student_p = ndimage.zoom(student_cells, s2cloudless.STEP, order=1, mode="nearest",
-                                 grid_mode=True)[: image.shape[1], : image.shape[2]]
-        teacher_m = s2cloudless.cloud_mask(teacher_p, s2cloudless.INFERENCE_THRESHOLD)
-        student_m = s2cloudless.cloud_mask(student_p, s2cloudless.INFERENCE_THRESHOLD)
+    inter = union = pixels = teacher_called = student_called = 0
+    differences = []
+    for _, image in images:
+        teacher_p, student_p = (s2cloudless.cloud_probability(image, S2_13, s2cloudless.STEP, classifier)
+                                for classifier in ("s2cloudless", student))
+        teacher_m, student_m = (s2cloudless.cloud_mask(p, s2cloudless.INFERENCE_THRESHOLD) for p in (teacher_p, student_p))
         inter += int((teacher_m & student_m).sum())
         union += int((teacher_m | student_m).sum())
         pixels += teacher_m.size
-        called[0] += int(teacher_m.sum())
-        called[1] += int(student_m.sum())
-        rows[name] = round(float(np.abs(teacher_p - student_p).mean()), 4)
-    return {"images": len(images), "s2cloudless_cloud_share": round(called[0] / max(pixels, 1), 4),
-            "classifier_cloud_share": round(called[1] / max(pixels, 1), 4),
+        teacher_called += int(teacher_m.sum())
+        student_called += int(student_m.sum())
+        differences.append(float(np.abs(teacher_p - student_p).mean()))
+    return {"images": len(images), "s2cloudless_cloud_share": round(teacher_called / max(pixels, 1), 4),
+            "classifier_cloud_share": round(student_called / max(pixels, 1), 4),
             "iou": round(inter / union, 4) if union else None,
-            "mean_probability_difference": round(float(np.mean(list(rows.values()))), 4) if rows else None}
+            "mean_probability_difference": round(float(np.mean(differences)), 4) if differences else None}
 
 
 def write_classifier(tensors: dict, out_dir, card: dict) -> Path:
@@ -206,7 +200,7 @@ def distill(cfg: dict, out_dir) -> Path:
     rng = np.random.default_rng(int(t["seed"]))
     vectors = training_vectors(images, cfg["cells"], cfg["augment"], rng)
     _LOG.info("%d training images, %d vectors: labelling them with s2cloudless", len(images), len(vectors))
-    labels = s2cloudless._booster().predict(vectors.astype(np.float64)).astype(np.float32)
+    labels = s2cloudless.predictor("s2cloudless")(vectors.astype(np.float64)).astype(np.float32)
     tensors = train_student(vectors, labels, int(cfg["network"]["hidden"]), int(t["steps"]), int(t["batch_size"]),
                             float(t["lr"]), int(t["seed"]))
     student = l1c_cloud.L1CCloudClassifier(tensors)

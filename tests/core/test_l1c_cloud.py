@@ -25,8 +25,8 @@ def _masks(l1c):
 
 def test_it_calls_cloud_where_s2cloudless_does(fixtures_dir):
     """Real L1C crops the classifier never saw in training (ATTRIBUTION.md): a clear and a cloudy series date, the
-    partly cloudy SEN12MS-CR crop and its clear date. Masks with few clouds agree less (IoU 0.69-0.95 on the card's
-    held-out images; 0.78 on the partly cloudy crop)."""
+    partly cloudy SEN12MS-CR crop and its clear date. Masks with few clouds agree less (IoU 0.70-0.96 on the card's
+    held-out images; 0.81 on the partly cloudy crop)."""
     clear = _masks(_l1c(fixtures_dir / "ts_s2_ImgNo_9_2018-04-26_64.tif"))
     cloudy = _masks(_l1c(fixtures_dir / "ts_s2_ImgNo_7_2018-04-01_64.tif"))
     assert clear["viser-l1c-cloud"].mean() < 0.05 and cloudy["viser-l1c-cloud"].mean() > 0.9
@@ -34,7 +34,7 @@ def test_it_calls_cloud_where_s2cloudless_does(fixtures_dir):
         masks = _masks(_l1c(fixtures_dir / name))
         union = (masks["s2cloudless"] | masks["viser-l1c-cloud"]).sum()
         agree = (masks["s2cloudless"] & masks["viser-l1c-cloud"]).sum() / union if union else 1.0
-        assert agree > 0.7, (name, agree, {k: m.mean() for k, m in masks.items()})
+        assert agree > 0.75, (name, agree, {k: m.mean() for k, m in masks.items()})
 
 
 def test_a_changed_weights_file_is_refused(tmp_path):

@@ -228,7 +228,7 @@ def test_bundled_and_benchmark_configs_load():
 
     for p in root.glob("*.yaml"):
         if p.name == "l1c-cloud.yaml":  # the bundled L1C cloud classifier's, not a network's
-            assert load_distill_config(p)["network"]["hidden"] == 64
+            assert load_distill_config(p)["network"]["hidden"] == 128
             continue
         cfg = load_config(p)
         arch = model_arch(cfg)
