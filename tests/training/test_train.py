@@ -223,7 +223,6 @@ def test_bundled_and_benchmark_configs_load():
     assert len(names) >= 4
     from viser_cr.core.model import ViserCR
     from viser_cr.training.config import model_arch
-
     from viser_cr.training.distill_l1c_cloud import load_distill_config
 
     for p in root.glob("*.yaml"):
