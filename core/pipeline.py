@@ -773,6 +773,8 @@ class Predictor:
                 image, score = self._forward(x, cloud, taken, prior)
                 spread = None
             image, score = image[..., :h, :w], score[:, 0, :h, :w].clamp(0, 1)
+            if self.mask_adds and cloud is not None:  # the score a run writes shows what it filled: the mask's too
+                score = torch.maximum(score, cloud[:, 0, :h, :w])
             if self.keep_clear:
                 image = self._keep_clear(image, x[:, 0, :, :h, :w], score,
                                          None if cloud is None else cloud[..., :h, :w])
@@ -1828,7 +1830,8 @@ def _write(job: _Job, tiles: _TilePlan, predictor: Predictor, callbacks: _Callba
     if job.sources.masks is None or predictor.mask_adds:  # the score's clouds are filled (a mask may add more)
         callbacks.say(_cloud_share_line(cloud_pixels / valid_pixels, predictor.cloud_threshold,
                                         job.inputs.reference.resolution.radiometry == "display",
-                                        getattr(predictor.model, "shadow_test", False)))
+                                        getattr(predictor.model, "shadow_test", False),
+                                        mask_added=job.sources.masks is not None))
     if predictor.date_use is not None:
         callbacks.say(_date_use_line(dates, predictor.date_use))
 
@@ -1858,11 +1861,14 @@ def plan(request: CloudRemovalRequest) -> dict:
         }
 
 
-def _cloud_share_line(share: float, threshold: float, display: bool, shadows: bool = False) -> str:
-    """What the score called cloud (or, for a model with the shadow test, cloud shadow), and on 8-bit display
-    imagery (where stretched bright ground can score as cloud) how to move the threshold either way."""
+def _cloud_share_line(share: float, threshold: float, display: bool, shadows: bool = False,
+                      mask_added: bool = False) -> str:
+    """What the score called cloud (or, for a model with the shadow test, cloud shadow; ``mask_added``: with a
+    cloud mask added to it), and on 8-bit display imagery (where stretched bright ground can score as cloud) how
+    to move the threshold either way."""
     called = "cloud or cloud shadow" if shadows else "cloud"
-    line = f"Clouds: the score calls {100 * share:.1f} % of the valid pixels {called} (score above {threshold:g})."
+    what = "the score with the added cloud mask calls" if mask_added else "the score calls"
+    line = f"Clouds: {what} {100 * share:.1f} % of the valid pixels {called} (score above {threshold:g})."
     if display:
         moves = []
         if threshold < 0.9:

@@ -446,8 +446,8 @@ def test_keep_clear_with_a_mask_that_adds_to_the_models_clouds(monkeypatch, tiny
 def test_l1c_classifier_adds_its_clouds_on_l1c(monkeypatch, tiny_models_dir, s2_path, tmp_path, source, classifier):
     """On 13-band L1C the default cloud source adds the bundled L1C classifier's mask to the model's score
     (--cloud-source s2cloudless, the s2cloudless package's): keep-clear takes the model where the classifier calls
-    cloud though the score (0.1) calls nothing, and where the score calls cloud (columns 84 on); --cloud-source
-    model takes the score alone."""
+    cloud though the score (0.1) calls nothing, and where the score calls cloud (columns 84 on), and the score raster
+    shows the classifier's clouds; --cloud-source model takes the score alone."""
     from scipy import ndimage
 
     from viser_cr.core import s2cloudless
@@ -463,9 +463,10 @@ def test_l1c_classifier_adds_its_clouds_on_l1c(monkeypatch, tiny_models_dir, s2_
     far[:, 84 - 2 * pipeline.FEATHER_RADIUS - 1:] = False
     assert cloud.mean() > 0.1 and far.mean() > 0.2
     model_bands = data[[3, 2, 1, 7]]  # red, green, blue, NIR of the L1C layout
-    out = tmp_path / f"{source}.tif"
+    out, score_out = tmp_path / f"{source}.tif", tmp_path / f"{source}-score.tif"
     result = remove_clouds(CloudRemovalRequest([s2_path], out, models_dir=tiny_models_dir, cloud_source=source,
-                                               cirrus_correction=False, tile_size=96, overlap=0))  # the score's columns
+                                               score_output=score_out, cirrus_correction=False, tile_size=96,
+                                               overlap=0))  # the score's columns
     output = read(out)[0]
     np.testing.assert_array_equal(output[:, far], model_bands[:, far])  # clear by both: the input
     assert (output[:, :, 84:] == 5000).all()                            # the score's cloud: the model
@@ -479,8 +480,13 @@ def test_l1c_classifier_adds_its_clouds_on_l1c(monkeypatch, tiny_models_dir, s2_
     assert said == ([f"Cloud source: {what[classifier]}probability above 0.6, averaged over 4 px, grown by 2 px) is "
                      "added to the model's cloud score: the fill takes both (--cloud-source model takes the score "
                      "alone)."] if classifier else []), said
+    # the score raster shows what the run filled: the classifier's clouds at 1 over the model's 0.1
+    score = read(score_out)[0][0]
+    np.testing.assert_allclose(score[classifier_only], 1.0 if classifier else 0.1, atol=1e-6)
+    np.testing.assert_allclose(score[far], 0.1, atol=1e-6)
     # what the score took is said either way (the classifier adds to it)
-    assert any(line.startswith("Clouds: the score calls") for line in result.messages), result.messages
+    said = "Clouds: the score with the added cloud mask calls" if classifier else "Clouds: the score calls"
+    assert any(line.startswith(said) for line in result.messages), result.messages
 
 
 def test_cloud_source_errors_and_without_s2cloudless(monkeypatch, tiny_models_dir, s2_path, tmp_path):
