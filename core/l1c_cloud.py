@@ -16,13 +16,13 @@ then two hidden layers with SiLU and a logistic output.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
 from .errors import WeightsError
+from .weights import sha256_mismatch
 
 NAME = "viser-l1c-cloud"
 CLASSIFIER_DIR = Path(__file__).resolve().parent.parent / "resources" / "cloud"
@@ -85,10 +85,10 @@ def load(folder: str | Path | None = None) -> L1CCloudClassifier:
         data = weights.read_bytes()
     except (OSError, ValueError, KeyError) as exc:
         raise WeightsError(f"the L1C cloud classifier ({card_file}) cannot be read ({exc}); {_FIX}") from exc
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != str(card.get("sha256", "")).removeprefix("sha256:"):
-        raise WeightsError(f"the L1C cloud classifier's weights {weights} do not match its card's sha256 (corrupt, "
-                           f"truncated or replaced: {digest[:12]}...); {_FIX}")
+    mismatch = sha256_mismatch(data, str(card.get("sha256", "")))
+    if mismatch:
+        raise WeightsError(f"the L1C cloud classifier's weights {weights} do not match its card's sha256 "
+                           f"({mismatch}); {_FIX}")
     try:
         return L1CCloudClassifier(load_safetensors(data))
     except (SafetensorError, ValueError) as exc:

@@ -775,9 +775,9 @@ class Predictor:
             image, score = image[..., :h, :w], score[:, 0, :h, :w].clamp(0, 1)
             if self.mask_adds and cloud is not None:  # the score a run writes shows what it filled: the mask's too
                 score = torch.maximum(score, cloud[:, 0, :h, :w])
-            if self.keep_clear:
+            if self.keep_clear:  # an added mask is in the score now; a replacing one decides alone
                 image = self._keep_clear(image, x[:, 0, :, :h, :w], score,
-                                         None if cloud is None else cloud[..., :h, :w])
+                                         None if cloud is None or self.mask_adds else cloud[..., :h, :w])
             sources = None
             if self.source_dates:
                 reference = self.model.reference_cloud_weight(x, taken, cloud)
@@ -869,14 +869,13 @@ class Predictor:
         return F.pad(prior, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else prior
 
     def _keep_clear(self, image, reference, score, cloud):
-        """Model output where cloudy (the user's mask ``(n, 1, h, w)`` or the score), the input where
-        clear, with a feathered seam."""
+        """Model output where cloudy (a replacing mask ``(n, 1, h, w)``, else the score above the gate), the
+        input where clear, with a feathered seam."""
         import torch
         import torch.nn.functional as F
 
-        if cloud is None or self.mask_adds:
-            own = (score > self.cloud_threshold).float()[:, None]
-            cloud = own if cloud is None else torch.maximum(cloud, own)
+        if cloud is None:
+            cloud = (score > self.cloud_threshold).float()[:, None]
         size = 2 * FEATHER_RADIUS + 1
         grown = F.max_pool2d(cloud, size, stride=1, padding=FEATHER_RADIUS)
         padded = F.pad(grown, (FEATHER_RADIUS,) * 4, mode="replicate")
@@ -1504,7 +1503,7 @@ _CLASSIFIER_OF = {"l1c-classifier": "viser-l1c-cloud", "s2cloudless": "s2cloudle
 
 def _uses_cloud_classifier(request: CloudRemovalRequest, reference: _Input, callbacks: _Callbacks) -> str | None:
     """The L1C cloud classifier whose mask of the reference a run adds to the model's score (None: none), said in
-    the log. Not for the cloud score alone (the score raster is the model's)."""
+    the log. Not for a run that writes the cloud score alone (the model's score, then)."""
     if request.output is None:
         return None
     classifier = _cloud_classifier(request, reference)

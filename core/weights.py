@@ -115,7 +115,7 @@ class ModelCard:
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
-        _atomic_write(path, self.to_json().encode("utf-8"))
+        atomic_write(path, self.to_json().encode("utf-8"))
         self.card_path = path.resolve()
 
     @property
@@ -133,6 +133,14 @@ def _bare_hex(checksum: str) -> str:
     return str(checksum).removeprefix("sha256:").lower()
 
 
+def sha256_mismatch(data: bytes, checksum: str) -> str | None:
+    """None when ``data`` has the card's ``checksum``; else what was found instead, for the error message."""
+    digest = hashlib.sha256(data).hexdigest()
+    if digest == _bare_hex(checksum):
+        return None
+    return f"corrupt, truncated or replaced: {digest[:12]}... instead of {_bare_hex(checksum)[:12]}..."
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -141,7 +149,7 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, then rename: never a half-written file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -153,7 +161,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _canonical_safetensors(data: bytes) -> bytes:
+def canonical_safetensors(data: bytes) -> bytes:
     """``data`` (a safetensors file) with its JSON header's keys sorted: safetensors writes the metadata from a hash
     map, in another order on every save, so the same tensors would get another sha256 each export. The sorted
     header has the same length (same keys and values), padded with spaces as the format allows; the tensors'
@@ -277,12 +285,9 @@ def load_model(card_or_name, device="cpu", models_dir: str | Path | None = None)
     if not path.is_file():
         raise WeightsError(f"weights file {path} (model {card.name!r}) is missing; {_FIX}")
     data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != _bare_hex(card.sha256):
-        raise WeightsError(
-            f"weights file {path} does not match its card's sha256 (corrupt, truncated or replaced: "
-            f"{digest[:12]}... instead of {_bare_hex(card.sha256)[:12]}...); {_FIX}"
-        )
+    mismatch = sha256_mismatch(data, card.sha256)
+    if mismatch:
+        raise WeightsError(f"weights file {path} does not match its card's sha256 ({mismatch}); {_FIX}")
     try:
         state = load_safetensors(data)
         stored_arch = _header_metadata(data).get("architecture")
@@ -346,8 +351,8 @@ def save_model(model, path: str | Path, half: bool = False, **card_fields) -> Mo
     name = card_fields.pop("name", path.name)
     bands = card_fields.pop("bands", None) or [f"band{i + 1}" for i in range(arch.get("in_bands", 0))]
     metadata = {"format": "viser-cr", "name": name, "architecture": json.dumps(arch, sort_keys=True)}
-    data = _canonical_safetensors(save_safetensors(state, metadata=metadata))
-    _atomic_write(weights_path, data)
+    data = canonical_safetensors(save_safetensors(state, metadata=metadata))
+    atomic_write(weights_path, data)
 
     known = {f.name for f in dataclasses.fields(ModelCard)}
     extra = {k: card_fields.pop(k) for k in list(card_fields) if k not in known}

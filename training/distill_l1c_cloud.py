@@ -172,16 +172,16 @@ def write_classifier(tensors: dict, out_dir, card: dict) -> Path:
     from safetensors.numpy import save
 
     from ..core import l1c_cloud
-    from ..core.weights import _atomic_write, _canonical_safetensors
+    from ..core.weights import atomic_write, canonical_safetensors
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = _canonical_safetensors(save({name: tensors[name] for name in l1c_cloud.TENSORS}))
+    data = canonical_safetensors(save({name: tensors[name] for name in l1c_cloud.TENSORS}))
     weights = out_dir / f"{l1c_cloud.NAME}.safetensors"
-    _atomic_write(weights, data)
+    atomic_write(weights, data)
     card = dict(card, name=l1c_cloud.NAME, weights=weights.name, sha256="sha256:" + hashlib.sha256(data).hexdigest())
     card_file = l1c_cloud.card_path(out_dir)
-    _atomic_write(card_file, (json.dumps(card, indent=2) + "\n").encode("utf-8"))
+    atomic_write(card_file, (json.dumps(card, indent=2) + "\n").encode("utf-8"))
     return card_file
 
 
