@@ -169,3 +169,36 @@ def test_unknown_label_values_are_left_out_of_the_score_loss(tmp_path):
     assert float(s["mask_known"][0, :10].min()) == 1.0 and float(s["mask_known"][0, 15:].min()) == 1.0
     plain = build_dataset(_cfg(root, [{k: v for k, v in source.items() if k != "unknown"}]), "test")[0]
     assert float(plain["mask_known"].min()) == 1.0           # without it every label is trusted
+
+
+def test_a_teacher_labels_real_l1c_clouds_as_a_run_masks_them(tmp_path, fixtures_dir):
+    """``teacher``: real 13-band L1C dates labelled by the bundled L1C classifier as a run computes its mask
+    (``core.s2cloudless.window_cloud``); clear only where the classifier is sure and away from its clouds."""
+    import shutil
+
+    import rasterio
+
+    from viser_cr.core import s2cloudless
+
+    root = tmp_path / "shared"
+    (root / "s2").mkdir(parents=True)
+    for name in ("ts_s2_ImgNo_7_2018-04-01_64.tif", "ts_s2_ImgNo_9_2018-04-26_64.tif"):
+        shutil.copy(fixtures_dir / name, root / "s2" / name)
+    source = {"files": "s2/*.tif", "layout": "s2-13", "teacher": "viser-l1c-cloud"}
+    test = build_dataset(_cfg(root, [source]), "test")
+    cloudy, clear = test[0], test[1]  # sorted: date 7 (84 % cloud), date 9 (clear)
+    with rasterio.open(root / "s2" / "ts_s2_ImgNo_7_2018-04-01_64.tif") as ds:
+        l1c = ds.read().astype(np.float32) * 1e-4
+    expected = s2cloudless.window_cloud(l1c, s2cloudless.S2_13, classifier="viser-l1c-cloud")
+    assert np.array_equal(cloudy["mask"][0].numpy() > 0, expected) and expected.mean() > 0.6
+    assert torch.allclose(cloudy["input"][0], torch.from_numpy(l1c[s2cloudless.S2_13.index("red")]))
+    # known clear: the probability below 0.2 and no cloud within 4 px; the rest between is left out
+    probability = s2cloudless.cloud_probability(l1c, s2cloudless.S2_13, s2cloudless.STEP, "viser-l1c-cloud")
+    known_clear = (cloudy["mask_known"][0] > 0) & (cloudy["mask"][0] == 0)
+    assert float(probability[known_clear.numpy()].max(initial=0.0)) < 0.2
+    assert bool((cloudy["mask_known"][0][cloudy["mask"][0] > 0] == 1).all())
+    assert float(clear["mask"].mean()) < 0.05 and float(clear["mask_known"].mean()) > 0.8
+    export = build_dataset(_cfg(root, [dict(source, stretch=[2, 98])]), "test")[0]
+    assert bool(export["display"]) and torch.equal(export["mask"], cloudy["mask"])
+    with pytest.raises(InputError, match="a teacher reads 13-band Sentinel-2 L1C; layout s2-bgrn lacks"):
+        build_dataset(_cfg(root, [dict(source, layout="s2-bgrn")]), "test")

@@ -6,12 +6,18 @@ A part ``type: labels`` lists ``sources``, each one of::
     - {files: cloud-masks/38cloud_*_patch192.tif, layout: landsat8-rgbn-dn, labels: "{stem}_gt.tif", cloud: [1]}
     - {files: landsat8-cloudy/*_30m.tif, layout: landsat8-l1-10, labels: L8_L1_gulf_coast_cloud_confidence.tif,
        cloud: [3], unknown: [2]}
+    - {files: "sen12ms-cr/cloudy/*.tif", layout: s2-13, teacher: viser-l1c-cloud}
 
 * ``format: ukis``: dlr-eoc/ukis-csmask ``.npz`` files, ``img`` (H, W, 6) reflectance in the order blue,
   green, red, NIR, SWIR1, SWIR2 and ``msk`` (H, W, 1) classes, 4 = cloud.
 * otherwise a raster in ``layout`` with its label raster beside it (``labels``: a file name, ``{stem}``
   is the image's stem); ``cloud``: the label values that mean cloud (thick and thin alike); ``unknown``: label
   values the score loss leaves out (a QA band's medium confidence: neither cloud nor clear).
+* ``teacher``: a 13-band Sentinel-2 L1C raster labelled by an L1C cloud classifier (``core.s2cloudless.CLASSIFIERS``:
+  ``viser-l1c-cloud``, the bundled one distilled from s2cloudless, or ``s2cloudless``) as a run computes its
+  mask (``window_cloud``): cloud where it is; clear where the probability is below ``teacher_clear`` (0.2) and
+  no cloud lies within ``teacher_margin`` (4) pixels; left out of the score loss between (thin cloud, haze and
+  cloud edges, where a classifier's label is least sure). The issue's s2cloudless-as-teacher, for the score.
 * ``window`` ``[col0, row0, col1, row1]`` (fractions) keeps part of each image, so that one labelled
   scene can give training and test halves; ``weight`` draws a source more often.
 * ``stretch: [lo, hi]`` turns each image into an 8-bit export (each band's ``lo`` / ``hi`` percentiles of the
@@ -95,6 +101,28 @@ def _raster(path: Path, entry: dict, bands, window) -> tuple[np.ndarray, np.ndar
     return image, cloud, valid, unknown
 
 
+def _teacher(path: Path, entry: dict, bands, window) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from scipy import ndimage
+
+    from ...core import s2cloudless
+    from ...core.sensors import S2_13
+
+    layout = get_layout(entry.get("layout", "s2-13"))
+    if set(s2cloudless.MODEL_BANDS) - set(layout.bands):
+        raise InputError(f"labelled source {entry['files']}: a teacher reads 13-band Sentinel-2 L1C; layout "
+                         f"{layout.name} lacks {sorted(set(s2cloudless.MODEL_BANDS) - set(layout.bands))}")
+    names = [b for b in S2_13 if b in layout.bands]
+    l1c, valid = read_reflectance(path, layout, names, window=window)
+    probability = s2cloudless.cloud_probability(l1c, names, s2cloudless.STEP, entry["teacher"])
+    probability[~valid] = 0.0
+    cloud = s2cloudless.cloud_mask(probability, s2cloudless.INFERENCE_THRESHOLD)
+    margin = int(entry.get("teacher_margin", 4))
+    near_cloud = ndimage.binary_dilation(cloud, iterations=margin) if margin and cloud.any() else cloud
+    clear = (probability < float(entry.get("teacher_clear", 0.2))) & ~near_cloud
+    image = l1c[[names.index(b) for b in bands]]
+    return image, cloud, valid, ~cloud & ~clear
+
+
 def load_labelled_images(entries, bands, data_root=None) -> list[LabelledImage]:
     images = []
     for entry in entries:
@@ -109,6 +137,8 @@ def load_labelled_images(entries, bands, data_root=None) -> list[LabelledImage]:
         for path in files:
             if entry.get("format") == "ukis":
                 image, cloud, valid, unknown = _ukis(path, bands, entry.get("window"))
+            elif entry.get("teacher"):
+                image, cloud, valid, unknown = _teacher(path, entry, bands, entry.get("window"))
             else:
                 image, cloud, valid, unknown = _raster(path, entry, bands, entry.get("window"))
             known = valid & cloud if entry.get("clear_known", True) is False else valid & ~unknown
