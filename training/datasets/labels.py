@@ -108,9 +108,10 @@ def _teacher(path: Path, entry: dict, bands, window) -> tuple[np.ndarray, np.nda
     from ...core.sensors import S2_13
 
     layout = get_layout(entry.get("layout", "s2-13"))
-    if set(s2cloudless.MODEL_BANDS) - set(layout.bands):
+    lacking = sorted(set(s2cloudless.MODEL_BANDS) - set(layout.bands))
+    if lacking:
         raise InputError(f"labelled source {entry['files']}: a teacher reads 13-band Sentinel-2 L1C; layout "
-                         f"{layout.name} lacks {sorted(set(s2cloudless.MODEL_BANDS) - set(layout.bands))}")
+                         f"{layout.name} lacks {lacking}")
     names = [b for b in S2_13 if b in layout.bands]
     l1c, valid = read_reflectance(path, layout, names, window=window)
     probability = s2cloudless.cloud_probability(l1c, names, s2cloudless.STEP, entry["teacher"])
