@@ -138,13 +138,19 @@ def cloud_mask(probability: np.ndarray, threshold: float = THRESHOLD, average_ov
     return mask
 
 
-def window_cloud(l1c: np.ndarray, band_names, valid: np.ndarray | None = None,
-                 classifier="s2cloudless") -> np.ndarray:
-    """A run's cloud mask ``(H, W)`` of a window of L1C TOA reflectance ``(C, H, W)``: ``classifier`` on ``STEP``
-    cells, above ``INFERENCE_THRESHOLD``; pixels not ``valid`` (no data) have no cloud probability.
-    Read the window ``MARGIN`` pixels wider than the part kept, from a multiple of ``STEP``: it is then the
-    whole raster's mask there."""
+def window_probability(l1c: np.ndarray, band_names, valid: np.ndarray | None = None,
+                       classifier="s2cloudless") -> np.ndarray:
+    """The probability ``(H, W)`` a run's mask is made from (``window_cloud``): ``classifier`` on ``STEP`` cells;
+    pixels not ``valid`` (no data) have none."""
     probability = cloud_probability(l1c, band_names, STEP, classifier)
     if valid is not None:
         probability[~valid] = 0.0
-    return cloud_mask(probability, INFERENCE_THRESHOLD)
+    return probability
+
+
+def window_cloud(l1c: np.ndarray, band_names, valid: np.ndarray | None = None,
+                 classifier="s2cloudless") -> np.ndarray:
+    """A run's cloud mask ``(H, W)`` of a window of L1C TOA reflectance ``(C, H, W)``: ``window_probability``
+    above ``INFERENCE_THRESHOLD``. Read the window ``MARGIN`` pixels wider than the part kept, from a multiple of
+    ``STEP``: it is then the whole raster's mask there."""
+    return cloud_mask(window_probability(l1c, band_names, valid, classifier), INFERENCE_THRESHOLD)

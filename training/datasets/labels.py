@@ -114,8 +114,8 @@ def _teacher(path: Path, entry: dict, bands, window) -> tuple[np.ndarray, np.nda
                          f"{layout.name} lacks {lacking}")
     names = [b for b in S2_13 if b in layout.bands]
     l1c, valid = read_reflectance(path, layout, names, window=window)
-    probability = s2cloudless.cloud_probability(l1c, names, s2cloudless.STEP, entry["teacher"])
-    probability[~valid] = 0.0
+    # the mask a run would take (s2cloudless.window_cloud), and the probability it is made from for the clear
+    probability = s2cloudless.window_probability(l1c, names, valid, entry["teacher"])
     cloud = s2cloudless.cloud_mask(probability, s2cloudless.INFERENCE_THRESHOLD)
     margin = int(entry.get("teacher_margin", 4))
     near_cloud = ndimage.binary_dilation(cloud, iterations=margin) if margin and cloud.any() else cloud
